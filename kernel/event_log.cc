@@ -1,0 +1,756 @@
+#include "kernel/event_log.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <limits>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "kernel/log_format.h"
+#include "rocksdb/db.h"
+#include "rocksdb/utilities/checkpoint.h"
+#include "rocksdb/write_batch.h"
+
+namespace cityops::kernel {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Column family handles, in the order they are opened.
+enum CfIndex : size_t {
+  kMetaCf = 0,
+  kEventsCf,
+  kStreamsCf,
+  kIdempotencyCf,
+  kPositionsCf,
+  kCfCount
+};
+
+// "default" is rocksdb::kDefaultColumnFamilyName, which is not constexpr.
+constexpr std::string_view kCfNames[kCfCount] = {"default", format::kEventsCf, format::kStreamsCf,
+                                                 format::kIdempotencyCf, format::kPositionsCf};
+
+// Maps a RocksDB failure onto a canonical code, naming what was being done.
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
+  std::string message = absl::StrFormat("%s: %s", context, s.ToString());
+  if (s.IsCorruption()) {
+    return absl::DataLossError(
+        absl::StrCat(message, " (the log is damaged; restore it from a backup)"));
+  }
+  if (s.IsNoSpace()) {
+    return absl::ResourceExhaustedError(absl::StrCat(message, " (free disk space, then retry)"));
+  }
+  if (s.IsIOError()) return absl::UnavailableError(message);
+  if (s.IsNotFound()) return absl::NotFoundError(message);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
+  return absl::InternalError(message);
+}
+
+google::protobuf::Timestamp ToProto(absl::Time t) {
+  google::protobuf::Timestamp ts;
+  const int64_t seconds = absl::ToUnixSeconds(t);
+  ts.set_seconds(seconds);
+  ts.set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
+  return ts;
+}
+
+bool HasNul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
+
+}  // namespace
+
+bool IsIndexedStream(std::string_view stream_id) {
+  return !stream_id.empty() && !stream_id.starts_with("device/") && stream_id != "clock";
+}
+
+void AppendBatch::Add(v1::Event event, std::optional<StreamVersion> expected_version) {
+  entries_.push_back(Entry{std::move(event), expected_version});
+}
+
+void AppendBatch::SetSourcePosition(std::string topic, int32_t kafka_partition,
+                                    KafkaOffset next_offset) {
+  for (SourcePosition& p : source_positions_) {
+    if (p.topic == topic && p.kafka_partition == kafka_partition) {
+      p.next_offset = next_offset;
+      return;
+    }
+  }
+  source_positions_.push_back(SourcePosition{std::move(topic), kafka_partition, next_offset});
+}
+
+void AppendBatch::SetCheckpoint(StageCheckpoint checkpoint) { checkpoint_ = std::move(checkpoint); }
+
+class EventLog::Impl {
+ public:
+  struct PartitionState {
+    absl::Mutex append_mu;          // Serializes appends to this partition.
+    std::atomic<uint64_t> next{0};  // Next sequence; written under append_mu + wait_mu.
+  };
+
+  Impl(EventLogOptions opts, int fd) : options(std::move(opts)), lock_fd(fd) {}
+
+  ~Impl() {
+    {
+      absl::MutexLock lock(&wait_mu);
+      closing = true;
+    }
+    appended.SignalAll();
+    if (db != nullptr) {
+      for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+      db->Close().PermitUncheckedError();
+      db.reset();
+    }
+    if (lock_fd >= 0) ::close(lock_fd);  // Releases the flock.
+  }
+
+  PartitionState* GetOrCreate(Partition p) {
+    absl::MutexLock lock(&partitions_mu);
+    auto& slot = partitions[p.value()];
+    if (slot == nullptr) slot = std::make_unique<PartitionState>();
+    return slot.get();
+  }
+
+  const PartitionState* Find(Partition p) const {
+    absl::ReaderMutexLock lock(&partitions_mu);
+    auto it = partitions.find(p.value());
+    return it == partitions.end() ? nullptr : it->second.get();
+  }
+
+  rocksdb::ColumnFamilyHandle* cf(CfIndex i) const { return handles[i]; }
+
+  // The version of an indexed stream as stored (callers hold index_mu for a consistent
+  // read-then-write).
+  absl::StatusOr<uint64_t> StoredVersion(std::string_view stream_id) const {
+    const std::string prefix = format::StreamKeyPrefix(stream_id);
+    const std::string last = format::StreamKey(stream_id, StreamVersion(UINT64_MAX));
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf(kStreamsCf)));
+    it->SeekForPrev(last);
+    if (!it->status().ok()) {
+      return FromRocks(it->status(), absl::StrFormat("reading the index of stream %s", stream_id));
+    }
+    if (!it->Valid() || !it->key().starts_with(prefix) || it->key().size() != prefix.size() + 8) {
+      return 0;
+    }
+    return format::GetBigEndian64(it->key().data() + prefix.size());
+  }
+
+  absl::Status LoadPartitions() {
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf(kEventsCf)));
+    for (it->SeekToFirst(); it->Valid();) {
+      Partition p;
+      Sequence first;
+      if (!format::DecodeEventKey(it->key().ToStringView(), &p, &first)) {
+        return absl::DataLossError(absl::StrCat("event log ", options.path,
+                                                " holds a malformed event key; restore it from "
+                                                "a backup"));
+      }
+      if (first.value() != 0) {
+        return absl::DataLossError(absl::StrFormat(
+            "event log %s: partition %u starts at sequence %u instead of 0; restore it from a "
+            "backup",
+            options.path, p.value(), first.value()));
+      }
+      it->SeekForPrev(format::EventKey(p, Sequence(UINT64_MAX)));
+      Partition same;
+      Sequence last;
+      if (!it->Valid() || !format::DecodeEventKey(it->key().ToStringView(), &same, &last)) {
+        break;
+      }
+      GetOrCreate(p)->next.store(last.value() + 1);
+      if (p.value() == std::numeric_limits<uint32_t>::max()) break;
+      it->Seek(format::EventKey(Partition(p.value() + 1), Sequence(0)));
+    }
+    if (!it->status().ok()) return FromRocks(it->status(), "loading the partitions of the log");
+    return absl::OkStatus();
+  }
+
+  EventLogOptions options;
+  int lock_fd = -1;
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::WriteOptions write_options;
+
+  mutable absl::Mutex partitions_mu;
+  absl::flat_hash_map<uint32_t, std::unique_ptr<PartitionState>> partitions
+      ABSL_GUARDED_BY(partitions_mu);
+
+  // Held across the read-check-write of indexed entries (stream versions, idempotency).
+  absl::Mutex index_mu;
+
+  // Waiters for new events. Appenders publish `next` under this mutex, then signal.
+  mutable absl::Mutex wait_mu;
+  mutable absl::CondVar appended;
+  bool closing ABSL_GUARDED_BY(wait_mu) = false;
+};
+
+namespace {
+
+// Takes the directory's advisory lock, or says who holds it.
+absl::StatusOr<int> LockDirectory(const fs::path& dir) {
+  const fs::path lock_path = dir / format::kLockFileName;
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot open lock file %s: %s; check the directory's permissions",
+                        lock_path.string(), std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? absl::StrCat("process ", std::string(buf, n)) : "another process";
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s is in use by %s; only one cityops may own a log at a time: stop the "
+          "other one or choose another data directory",
+          dir.string(), holder));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot lock %s: %s", lock_path.string(), std::strerror(err)));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds regardless; the pid is only for the message above.
+  }
+  return fd;
+}
+
+// Classifies `dir` before touching it: true if it holds a RocksDB database, false if it
+// is absent or empty. Anything else is not ours and is refused.
+absl::StatusOr<bool> InspectDirectory(const fs::path& dir, bool create_if_missing) {
+  std::error_code ec;
+  const fs::file_status st = fs::status(dir, ec);
+  if (!fs::exists(st)) {
+    if (!create_if_missing) {
+      return absl::NotFoundError(absl::StrFormat(
+          "no event log at %s; create one by opening it with creation allowed, or fix the path",
+          dir.string()));
+    }
+    return false;
+  }
+  if (!fs::is_directory(st)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is not a directory, so it cannot hold an event log; choose a directory path",
+        dir.string()));
+  }
+  if (fs::exists(dir / "CURRENT")) return true;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename() == format::kLockFileName) continue;
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "%s is not a cityops event log: it holds other files (such as %s); point cityops at "
+        "an empty or new directory",
+        dir.string(), entry.path().filename().string()));
+  }
+  if (ec) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot list %s: %s", dir.string(), ec.message()));
+  }
+  if (!create_if_missing) {
+    return absl::NotFoundError(absl::StrFormat(
+        "%s is empty: no event log there; open it with creation allowed, or fix the path",
+        dir.string()));
+  }
+  return false;
+}
+
+absl::Status CheckColumnFamilies(const fs::path& dir) {
+  std::vector<std::string> names;
+  rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names);
+  if (!s.ok()) return FromRocks(s, absl::StrCat("reading the column families of ", dir.string()));
+  for (size_t i = 1; i < kCfCount; ++i) {
+    if (std::find(names.begin(), names.end(), kCfNames[i]) == names.end()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s is a RocksDB database but not a cityops event log (it has no '%s' column "
+          "family); point cityops at its own data directory",
+          dir.string(), kCfNames[i]));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError("event log path is empty; set the data directory");
+  }
+  if (options.clock == nullptr) {
+    return absl::InvalidArgumentError("event log clock is null; leave it at Clock::Real()");
+  }
+  const fs::path dir(options.path);
+  absl::StatusOr<bool> exists = InspectDirectory(dir, options.create_if_missing);
+  if (!exists.ok()) return exists.status();
+  if (*exists) {
+    if (absl::Status s = CheckColumnFamilies(dir); !s.ok()) return s;
+  } else {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) {
+      return absl::FailedPreconditionError(
+          absl::StrFormat("cannot create event log directory %s: %s", dir.string(), ec.message()));
+    }
+  }
+  absl::StatusOr<int> fd = LockDirectory(dir);
+  if (!fd.ok()) return fd.status();
+  auto impl = std::make_unique<Impl>(options, *fd);
+
+  rocksdb::DBOptions db_options = format::LogDbOptions();
+  db_options.create_if_missing = !*exists;
+  db_options.create_missing_column_families = !*exists;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (size_t i = 0; i < kCfCount; ++i) {
+    families.emplace_back(std::string(kCfNames[i]),
+                          i == kEventsCf ? format::EventsCfOptions() : format::IndexCfOptions());
+  }
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s = rocksdb::DB::Open(db_options, dir.string(), families, &impl->handles, &raw);
+  if (!s.ok()) return FromRocks(s, absl::StrCat("opening event log ", dir.string()));
+  impl->db.reset(raw);
+  impl->write_options.sync = options.durability == Durability::kSyncEachAppend;
+
+  if (!*exists) {
+    rocksdb::WriteBatch meta;
+    meta.Put(impl->cf(kMetaCf), format::kMagicKey, format::kMagicValue);
+    meta.Put(impl->cf(kMetaCf), format::kFormatVersionKey, std::to_string(format::kFormatVersion));
+    rocksdb::WriteOptions sync;
+    sync.sync = true;
+    s = impl->db->Write(sync, &meta);
+    if (!s.ok()) return FromRocks(s, absl::StrCat("initializing event log ", dir.string()));
+  } else {
+    std::string magic;
+    std::string version_text;
+    s = impl->db->Get(rocksdb::ReadOptions(), impl->cf(kMetaCf), format::kMagicKey, &magic);
+    if (s.IsNotFound() || (s.ok() && magic != format::kMagicValue)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s is not a cityops event log (no cityops marker); point cityops at its own data "
+          "directory",
+          dir.string()));
+    }
+    if (!s.ok()) return FromRocks(s, absl::StrCat("reading the marker of ", dir.string()));
+    s = impl->db->Get(rocksdb::ReadOptions(), impl->cf(kMetaCf), format::kFormatVersionKey,
+                      &version_text);
+    uint32_t version = 0;
+    if (!s.ok() || !absl::SimpleAtoi(version_text, &version)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s has no readable format version; it is damaged: restore it from a "
+          "backup",
+          dir.string()));
+    }
+    if (version != format::kFormatVersion) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s was written in format version %u, but this cityops reads format "
+          "version %u; %s",
+          dir.string(), version, format::kFormatVersion,
+          version > format::kFormatVersion ? "upgrade cityops to open it"
+                                           : "no migration from that version exists"));
+    }
+  }
+  if (absl::Status st = impl->LoadPartitions(); !st.ok()) return st;
+  return std::unique_ptr<EventLog>(new EventLog(std::move(impl)));
+}
+
+EventLog::EventLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+EventLog::~EventLog() = default;
+
+const std::string& EventLog::path() const { return impl_->options.path; }
+
+absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
+  Impl& d = *impl_;
+  const Partition partition = batch.partition();
+  auto entry_name = [&](size_t i) {
+    return absl::StrFormat("entry %u of the batch for partition %u (stream '%s')", i,
+                           partition.value(), batch.entries_[i].event.stream_id());
+  };
+
+  // Validate everything before taking locks: a malformed batch writes nothing.
+  if (!batch.source_positions_.empty() && batch.checkpoint_.has_value()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch for partition %u carries both source positions and a stage checkpoint; an "
+        "append comes from ingest or from a stage, not both",
+        partition.value()));
+  }
+  bool any_indexed = false;
+  for (size_t i = 0; i < batch.entries_.size(); ++i) {
+    const AppendBatch::Entry& entry = batch.entries_[i];
+    const v1::Event& e = entry.event;
+    if (e.payload_case() == v1::Event::PAYLOAD_NOT_SET) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry_name(i), " has no payload; set one of the event types"));
+    }
+    if (e.stream_id().empty() || HasNul(e.stream_id())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          entry_name(i), " has an empty stream id or one containing NUL; use e.g. device/<id>"));
+    }
+    const bool indexed = IsIndexedStream(e.stream_id());
+    if (!indexed && entry.expected_version.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(entry_name(i),
+                       " carries an expected version, but only indexed streams (case/, ticket/, "
+                       "...) have versions; device and clock streams are unversioned"));
+    }
+    any_indexed |= indexed;
+  }
+  for (const SourcePosition& p : batch.source_positions_) {
+    if (p.topic.empty() || HasNul(p.topic) || p.kafka_partition < 0 || p.next_offset.value() < 0) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "batch for partition %u has an invalid source position (topic '%s', partition %d, "
+          "offset %d)",
+          partition.value(), p.topic, p.kafka_partition, p.next_offset.value()));
+    }
+  }
+  if (batch.checkpoint_.has_value() && batch.checkpoint_->stage.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "batch for partition %u has a checkpoint without a stage name", partition.value()));
+  }
+
+  Impl::PartitionState* ps = d.GetOrCreate(partition);
+  absl::MutexLock append_lock(&ps->append_mu);
+  std::optional<absl::MutexLock> index_lock;
+  if (any_indexed) index_lock.emplace(&d.index_mu);
+
+  uint64_t next = ps->next.load(std::memory_order_relaxed);
+  const google::protobuf::Timestamp recorded = ToProto(d.options.clock->Now());
+  AppendResult result;
+  result.outcomes.reserve(batch.entries_.size());
+  rocksdb::WriteBatch wb;
+  absl::flat_hash_map<std::string, EventPosition> batch_keys;  // Idempotency within the batch.
+  absl::flat_hash_map<std::string, uint64_t> versions;         // Stream heads within the batch.
+  std::string value;
+  char key[format::kEventKeySize];
+
+  for (size_t i = 0; i < batch.entries_.size(); ++i) {
+    AppendBatch::Entry& entry = batch.entries_[i];
+    v1::Event& e = entry.event;
+    const EventPosition position{partition, Sequence(next)};
+    if (IsIndexedStream(e.stream_id())) {
+      const std::string& idempotency_key = e.provenance().idempotency_key();
+      if (!idempotency_key.empty()) {
+        if (auto it = batch_keys.find(idempotency_key); it != batch_keys.end()) {
+          result.outcomes.push_back({it->second, true});
+          ++result.duplicates;
+          continue;
+        }
+        std::string stored;
+        rocksdb::Status s =
+            d.db->Get(rocksdb::ReadOptions(), d.cf(kIdempotencyCf), idempotency_key, &stored);
+        if (s.ok()) {
+          std::optional<EventPosition> original = format::DecodePosition(stored);
+          if (!original.has_value()) {
+            return absl::DataLossError(
+                absl::StrCat("idempotency entry '", idempotency_key, "' in ", d.options.path,
+                             " is malformed; restore the log from a backup"));
+          }
+          result.outcomes.push_back({*original, true});
+          ++result.duplicates;
+          continue;
+        }
+        if (!s.IsNotFound()) {
+          return FromRocks(s, absl::StrCat("looking up idempotency key '", idempotency_key, "'"));
+        }
+      }
+      auto [head, inserted] = versions.try_emplace(e.stream_id(), 0);
+      if (inserted) {
+        absl::StatusOr<uint64_t> stored = d.StoredVersion(e.stream_id());
+        if (!stored.ok()) return stored.status();
+        head->second = *stored;
+      }
+      if (entry.expected_version.has_value() && entry.expected_version->value() != head->second) {
+        return absl::AbortedError(absl::StrFormat(
+            "stream %s is at version %u, but %s expected version %u; nothing was appended: "
+            "reload the stream and retry the command",
+            e.stream_id(), head->second, entry_name(i), entry.expected_version->value()));
+      }
+      ++head->second;
+      e.set_stream_version(head->second);
+      wb.Put(d.cf(kStreamsCf), format::StreamKey(e.stream_id(), StreamVersion(head->second)),
+             format::EncodePosition(position));
+      if (!idempotency_key.empty()) {
+        wb.Put(d.cf(kIdempotencyCf), idempotency_key, format::EncodePosition(position));
+        batch_keys.emplace(idempotency_key, position);
+      }
+    } else {
+      e.clear_stream_version();
+    }
+    // Partition and sequence are the key; the value does not repeat them.
+    e.clear_partition();
+    e.clear_sequence();
+    *e.mutable_recorded_time() = recorded;
+    e.SerializeToString(&value);
+    format::EncodeEventKey(partition, Sequence(next), key);
+    wb.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), value);
+    result.outcomes.push_back({position, false});
+    ++result.appended;
+    ++next;
+  }
+
+  char offset[8];
+  for (const SourcePosition& p : batch.source_positions_) {
+    format::PutBigEndian64(static_cast<uint64_t>(p.next_offset.value()), offset);
+    wb.Put(d.cf(kPositionsCf), format::SourcePositionKey(p.topic, p.kafka_partition),
+           rocksdb::Slice(offset, sizeof(offset)));
+  }
+  if (batch.checkpoint_.has_value()) {
+    std::string checkpoint(8, '\0');
+    format::PutBigEndian64(batch.checkpoint_->next.value(), checkpoint.data());
+    checkpoint += batch.checkpoint_->state;
+    wb.Put(d.cf(kPositionsCf), format::CheckpointKey(partition, batch.checkpoint_->stage),
+           checkpoint);
+  }
+
+  result.next = Sequence(next);
+  if (wb.Count() == 0) return result;
+  rocksdb::Status s = d.db->Write(d.write_options, &wb);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrFormat("appending %u events to partition %u of %s",
+                                        result.appended, partition.value(), d.options.path));
+  }
+  if (result.appended > 0) {
+    {
+      absl::MutexLock lock(&d.wait_mu);
+      ps->next.store(next, std::memory_order_release);
+    }
+    d.appended.SignalAll();
+  }
+  return result;
+}
+
+absl::Status EventLog::Scan(Partition partition, Sequence from,
+                            absl::FunctionRef<bool(Sequence, std::string_view)> visit) const {
+  const Impl& d = *impl_;
+  const uint64_t end = NextSequence(partition).value();
+  if (from.value() >= end) return absl::OkStatus();
+  char lower[format::kEventKeySize];
+  char upper[format::kEventKeySize];
+  format::EncodeEventKey(partition, from, lower);
+  format::EncodeEventKey(partition, Sequence(end), upper);
+  const rocksdb::Slice upper_bound(upper, sizeof(upper));
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &upper_bound;
+  ro.fill_cache = false;  // A scan reads once; keep the cache for point lookups.
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, d.cf(kEventsCf)));
+  uint64_t expected = from.value();
+  for (it->Seek(rocksdb::Slice(lower, sizeof(lower))); it->Valid(); it->Next()) {
+    const rocksdb::Slice k = it->key();
+    if (k.size() != format::kEventKeySize || format::GetBigEndian64(k.data() + 4) != expected) {
+      return absl::DataLossError(absl::StrFormat(
+          "partition %u of %s has a gap or a malformed key at sequence %u; restore the log "
+          "from a backup",
+          partition.value(), d.options.path, expected));
+    }
+    if (!visit(Sequence(expected), it->value().ToStringView())) return absl::OkStatus();
+    ++expected;
+  }
+  if (!it->status().ok()) {
+    return FromRocks(it->status(), absl::StrFormat("scanning partition %u of %s", partition.value(),
+                                                   d.options.path));
+  }
+  if (expected != end) {
+    return absl::DataLossError(absl::StrFormat(
+        "partition %u of %s ends at sequence %u, but %u events were appended; restore the log "
+        "from a backup",
+        partition.value(), d.options.path, expected, end));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<v1::Event>> EventLog::Read(Partition partition, Sequence from,
+                                                      size_t max_events) const {
+  std::vector<v1::Event> events;
+  absl::Status parse_status;
+  if (max_events == 0) return events;
+  absl::Status s = Scan(partition, from, [&](Sequence seq, std::string_view value) {
+    v1::Event& e = events.emplace_back();
+    parse_status = ParseEvent({partition, seq}, value, &e);
+    return parse_status.ok() && events.size() < max_events;
+  });
+  if (!s.ok()) return s;
+  if (!parse_status.ok()) return parse_status;
+  return events;
+}
+
+absl::StatusOr<std::vector<v1::Event>> EventLog::ReadStream(std::string_view stream_id,
+                                                            StreamVersion from,
+                                                            size_t max_events) const {
+  if (!IsIndexedStream(stream_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("stream '%s' is not indexed (device and clock streams are read by "
+                        "partition scan or from the "
+                        "device projection)",
+                        stream_id));
+  }
+  const Impl& d = *impl_;
+  const std::string prefix = format::StreamKeyPrefix(stream_id);
+  std::vector<EventPosition> positions;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        d.db->NewIterator(rocksdb::ReadOptions(), d.cf(kStreamsCf)));
+    for (it->Seek(format::StreamKey(stream_id, std::max(from, StreamVersion(1))));
+         it->Valid() && it->key().starts_with(prefix) && positions.size() < max_events;
+         it->Next()) {
+      std::optional<EventPosition> p = format::DecodePosition(it->value().ToStringView());
+      if (!p.has_value()) {
+        return absl::DataLossError(absl::StrFormat("index entry of stream %s in %s is malformed",
+                                                   stream_id, d.options.path));
+      }
+      positions.push_back(*p);
+    }
+    if (!it->status().ok()) {
+      return FromRocks(it->status(), absl::StrFormat("reading the index of stream %s", stream_id));
+    }
+  }
+  std::vector<std::string> keys;
+  keys.reserve(positions.size());
+  for (const EventPosition& p : positions)
+    keys.push_back(format::EventKey(p.partition, p.sequence));
+  std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), d.cf(kEventsCf));
+  std::vector<std::string> values;
+  std::vector<rocksdb::Status> statuses =
+      d.db->MultiGet(rocksdb::ReadOptions(), cfs, key_slices, &values);
+  std::vector<v1::Event> events(positions.size());
+  for (size_t i = 0; i < positions.size(); ++i) {
+    if (!statuses[i].ok()) {
+      return FromRocks(statuses[i], absl::StrFormat("reading event %u/%u of stream %s",
+                                                    positions[i].partition.value(),
+                                                    positions[i].sequence.value(), stream_id));
+    }
+    if (absl::Status s = ParseEvent(positions[i], values[i], &events[i]); !s.ok()) return s;
+  }
+  return events;
+}
+
+absl::StatusOr<StreamVersion> EventLog::CurrentVersion(std::string_view stream_id) const {
+  if (!IsIndexedStream(stream_id)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("stream '%s' is not indexed and has no version", stream_id));
+  }
+  absl::StatusOr<uint64_t> v = impl_->StoredVersion(stream_id);
+  if (!v.ok()) return v.status();
+  return StreamVersion(*v);
+}
+
+Sequence EventLog::NextSequence(Partition partition) const {
+  const Impl::PartitionState* ps = impl_->Find(partition);
+  return Sequence(ps == nullptr ? 0 : ps->next.load(std::memory_order_acquire));
+}
+
+std::optional<Sequence> EventLog::LastSequence(Partition partition) const {
+  const uint64_t next = NextSequence(partition).value();
+  if (next == 0) return std::nullopt;
+  return Sequence(next - 1);
+}
+
+std::vector<Partition> EventLog::Partitions() const {
+  std::vector<Partition> out;
+  {
+    absl::ReaderMutexLock lock(&impl_->partitions_mu);
+    for (const auto& [id, state] : impl_->partitions) {
+      if (state->next.load(std::memory_order_acquire) > 0) out.emplace_back(id);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+absl::StatusOr<std::optional<KafkaOffset>> EventLog::StoredSourcePosition(
+    std::string_view topic, int32_t kafka_partition) const {
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(kPositionsCf),
+                                     format::SourcePositionKey(topic, kafka_partition), &value);
+  if (s.IsNotFound()) return std::optional<KafkaOffset>();
+  if (!s.ok()) return FromRocks(s, absl::StrFormat("reading the stored position of %s", topic));
+  if (value.size() != 8) {
+    return absl::DataLossError(
+        absl::StrFormat("stored position of %s/%d is malformed", topic, kafka_partition));
+  }
+  return std::optional<KafkaOffset>(
+      KafkaOffset(static_cast<int64_t>(format::GetBigEndian64(value.data()))));
+}
+
+absl::StatusOr<std::vector<SourcePosition>> EventLog::StoredSourcePositions() const {
+  std::vector<SourcePosition> out;
+  std::unique_ptr<rocksdb::Iterator> it(
+      impl_->db->NewIterator(rocksdb::ReadOptions(), impl_->cf(kPositionsCf)));
+  const std::string prefix(1, format::kSourcePositionPrefix);
+  for (it->Seek(prefix); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    const std::string_view k = it->key().ToStringView();
+    const size_t nul = k.find('\0', 1);
+    if (nul == std::string_view::npos || k.size() != nul + 5 || it->value().size() != 8) {
+      return absl::DataLossError(
+          absl::StrCat("a stored source position in ", impl_->options.path, " is malformed"));
+    }
+    SourcePosition p;
+    p.topic = std::string(k.substr(1, nul - 1));
+    p.kafka_partition = static_cast<int32_t>(format::GetBigEndian32(k.data() + nul + 1));
+    p.next_offset = KafkaOffset(static_cast<int64_t>(format::GetBigEndian64(it->value().data())));
+    out.push_back(std::move(p));
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "reading stored source positions");
+  return out;
+}
+
+absl::StatusOr<std::optional<StageCheckpoint>> EventLog::StoredCheckpoint(
+    Partition partition, std::string_view stage) const {
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(kPositionsCf),
+                                     format::CheckpointKey(partition, stage), &value);
+  if (s.IsNotFound()) return std::optional<StageCheckpoint>();
+  if (!s.ok()) return FromRocks(s, absl::StrFormat("reading the checkpoint of stage %s", stage));
+  if (value.size() < 8) {
+    return absl::DataLossError(absl::StrFormat(
+        "checkpoint of stage %s in partition %u is malformed", stage, partition.value()));
+  }
+  return std::optional<StageCheckpoint>(StageCheckpoint{
+      std::string(stage), Sequence(format::GetBigEndian64(value.data())), value.substr(8)});
+}
+
+Sequence EventLog::WaitForEvents(Partition partition, Sequence after_next,
+                                 absl::Duration timeout) const {
+  const Impl& d = *impl_;
+  const absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock lock(&d.wait_mu);
+  while (!d.closing && NextSequence(partition) <= after_next) {
+    if (d.appended.WaitWithDeadline(&d.wait_mu, deadline)) break;
+  }
+  return NextSequence(partition);
+}
+
+absl::Status EventLog::Backup(const std::string& target_dir) const {
+  if (std::filesystem::exists(target_dir)) {
+    return absl::AlreadyExistsError(
+        absl::StrFormat("backup target %s already exists; choose a new directory", target_dir));
+  }
+  rocksdb::Checkpoint* raw = nullptr;
+  rocksdb::Status s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
+  std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
+  if (s.ok()) s = checkpoint->CreateCheckpoint(target_dir);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrFormat("backing up %s to %s", impl_->options.path, target_dir));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status EventLog::ParseEvent(EventPosition position, std::string_view value, v1::Event* out) {
+  if (!out->ParseFromArray(value.data(), static_cast<int>(value.size()))) {
+    return absl::DataLossError(absl::StrFormat(
+        "event %u/%u (%u bytes) is not a valid cityops.v1.Event; the log is damaged or was "
+        "written by an incompatible build",
+        position.partition.value(), position.sequence.value(), value.size()));
+  }
+  out->set_partition(position.partition.value());
+  out->set_sequence(position.sequence.value());
+  return absl::OkStatus();
+}
+
+}  // namespace cityops::kernel

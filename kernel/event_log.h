@@ -1,0 +1,222 @@
+// The event log: cityops' single source of truth.
+//
+// An append-only, partitioned log of `cityops.v1.Event`s on RocksDB. Everything else in
+// cityops (device state, alerts, cases, tickets, statistics) is folded from it and can
+// be thrown away and rebuilt from it.
+//
+// Guarantees
+//   * Dense sequences. Each partition's events are numbered 0, 1, 2, ... with no gaps,
+//     in append order.
+//   * Atomic append. One `Append` is one RocksDB WriteBatch holding the events, their
+//     stream-index entries and idempotency keys (for indexed streams), and either the
+//     source positions (Kafka topic/partition -> next offset) or a stage checkpoint that
+//     produced them. After a crash, either all of it is there or none of it is.
+//   * Durability. By default every append is fsynced before `Append` returns (WAL on,
+//     group commit: one sync per batch). `Durability::kBuffered` skips the fsync:
+//     an append then survives a process crash but not a power loss.
+//   * Idempotency. An event of an indexed stream whose idempotency key is already stored
+//     (or earlier in the same batch) is skipped and reported, never appended twice.
+//   * Optimistic concurrency. An event may carry the stream version it expects; if the
+//     stream has moved on, the whole append fails with ABORTED and writes nothing.
+//
+// Indexed streams. Streams that take commands (`case/...`, `ticket/...`, `ruleset/...`:
+// every stream except `device/...` and `clock`) get a stream-index entry per event, a
+// stream version, and stored idempotency keys. Readings (`device/...`) get none of these
+// on purpose: they stay on sequential keys only (see DESIGN.md, measured costs); they are
+// read by partition scan, and ingest drops duplicate readings with an in-memory window.
+//
+// Thread safety. All methods may be called concurrently. Appends to one partition are
+// serialized; appends to different partitions proceed in parallel, except that appends
+// carrying indexed events are serialized among themselves (the index is global).
+//
+// The key layout and value format are in kernel/LOG_FORMAT.md.
+#ifndef CITYOPS_KERNEL_EVENT_LOG_H_
+#define CITYOPS_KERNEL_EVENT_LOG_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cityops/v1/events.pb.h"
+#include "kernel/clock.h"
+#include "kernel/types.h"
+
+namespace cityops::kernel {
+
+enum class Durability {
+  kSyncEachAppend,  // Default: fsync the WAL before Append returns.
+  kBuffered,        // WAL written but not fsynced: survives a process crash only.
+};
+
+struct EventLogOptions {
+  // Directory of the log. cityops owns everything in it.
+  std::string path;
+  // Create an empty log if `path` does not exist or is an empty directory.
+  bool create_if_missing = true;
+  Durability durability = Durability::kSyncEachAppend;
+  // Stamps each event's `recorded_time`. Must outlive the log. Never null.
+  const Clock* clock = Clock::Real();
+};
+
+// A Kafka source position: the next offset to consume from `topic`/`kafka_partition`.
+struct SourcePosition {
+  std::string topic;
+  int32_t kafka_partition = 0;
+  KafkaOffset next_offset;
+};
+
+// Where a stage (projection, rules, outbox) stands in one partition: it has processed
+// every event before `next`. `state` is opaque to the log (the stage's own snapshot).
+struct StageCheckpoint {
+  std::string stage;
+  Sequence next;
+  std::string state;
+};
+
+// True for streams that get index entries, versions and stored idempotency keys.
+bool IsIndexedStream(std::string_view stream_id);
+
+// Events to append to one partition, together with what produced them. Not
+// thread-safe; build it, then hand it to `EventLog::Append`.
+class AppendBatch {
+ public:
+  explicit AppendBatch(Partition partition) : partition_(partition) {}
+
+  // Adds an event. The log assigns `partition`, `sequence`, `recorded_time` and (for
+  // indexed streams) `stream_version`; values already set there are overwritten.
+  // `expected_version`, for indexed streams only, is the version the stream must be
+  // at before this event (0 = the stream must not exist yet).
+  void Add(v1::Event event, std::optional<StreamVersion> expected_version = std::nullopt);
+
+  // Records that this batch consumed `topic`/`kafka_partition` up to `next_offset`.
+  // May be called for several topic partitions; a later call for the same one wins.
+  void SetSourcePosition(std::string topic, int32_t kafka_partition, KafkaOffset next_offset);
+
+  // Records the checkpoint of the stage that derived these events. A batch carries
+  // source positions or a checkpoint, not both.
+  void SetCheckpoint(StageCheckpoint checkpoint);
+
+  Partition partition() const { return partition_; }
+  size_t size() const { return entries_.size(); }
+  bool empty() const { return entries_.empty(); }
+
+ private:
+  friend class EventLog;
+  struct Entry {
+    v1::Event event;
+    std::optional<StreamVersion> expected_version;
+  };
+  Partition partition_;
+  std::vector<Entry> entries_;
+  std::vector<SourcePosition> source_positions_;
+  std::optional<StageCheckpoint> checkpoint_;
+};
+
+// What became of one entry of an AppendBatch.
+struct AppendOutcome {
+  EventPosition position;  // Where the event now is, or where its twin already was.
+  bool duplicate = false;  // Skipped: its idempotency key was already stored.
+};
+
+struct AppendResult {
+  std::vector<AppendOutcome> outcomes;  // One per entry, in batch order.
+  size_t appended = 0;
+  size_t duplicates = 0;
+  Sequence next;  // The partition's next sequence after this append.
+};
+
+class EventLog {
+ public:
+  // Opens (or creates) the log at `options.path`. Fails with
+  //   FAILED_PRECONDITION  if another process (or another EventLog in this process)
+  //                        holds the directory, if it is not a cityops log, or if it
+  //                        was written by an incompatible format version;
+  //   NOT_FOUND            if it does not exist and `create_if_missing` is false;
+  //   INVALID_ARGUMENT     for bad options; other codes for I/O failures.
+  // Every message names the directory and says what to do.
+  static absl::StatusOr<std::unique_ptr<EventLog>> Open(const EventLogOptions& options);
+
+  // Closes the log, releasing the directory. Waiting readers wake up.
+  ~EventLog();
+  EventLog(const EventLog&) = delete;
+  EventLog& operator=(const EventLog&) = delete;
+
+  // Appends `batch` atomically (see the guarantees above). Fails, writing nothing, with
+  //   INVALID_ARGUMENT  for a malformed entry (no payload, no stream id, an expected
+  //                     version on an unindexed stream, positions and a checkpoint
+  //                     together); the message names the entry;
+  //   ABORTED           when an expected stream version does not match;
+  //   other codes       when RocksDB cannot write (disk full, I/O error).
+  // A batch with no events but with source positions or a checkpoint is valid: it
+  // moves the position on (e.g. when every record consumed was dead-lettered).
+  absl::StatusOr<AppendResult> Append(AppendBatch batch);
+
+  // Calls `visit(sequence, value)` for the stored events of `partition` from `from`
+  // on, in order, until `visit` returns false or the appended end is reached. `value`
+  // is the stored record (see ParseEvent), valid only during the call. This is the
+  // fast path for folding the log.
+  absl::Status Scan(Partition partition, Sequence from,
+                    absl::FunctionRef<bool(Sequence, std::string_view value)> visit) const;
+
+  // Up to `max_events` events of `partition` starting at `from`, fully decoded.
+  absl::StatusOr<std::vector<v1::Event>> Read(Partition partition, Sequence from,
+                                              size_t max_events) const;
+
+  // Up to `max_events` events of an indexed stream, starting at version `from`
+  // (versions start at 1). INVALID_ARGUMENT for unindexed streams.
+  absl::StatusOr<std::vector<v1::Event>> ReadStream(std::string_view stream_id, StreamVersion from,
+                                                    size_t max_events) const;
+
+  // The current version of an indexed stream (0 if it has no events).
+  absl::StatusOr<StreamVersion> CurrentVersion(std::string_view stream_id) const;
+
+  // The sequence the next event appended to `partition` will get (0 when empty).
+  Sequence NextSequence(Partition partition) const;
+  // The last appended sequence, or nullopt for an empty partition.
+  std::optional<Sequence> LastSequence(Partition partition) const;
+  // Partitions that hold at least one event, ascending.
+  std::vector<Partition> Partitions() const;
+
+  // The stored next offset for a Kafka topic partition, or nullopt if none is stored.
+  absl::StatusOr<std::optional<KafkaOffset>> StoredSourcePosition(std::string_view topic,
+                                                                  int32_t kafka_partition) const;
+  // Every stored source position, ordered by topic then partition.
+  absl::StatusOr<std::vector<SourcePosition>> StoredSourcePositions() const;
+
+  // The stored checkpoint of `stage` in `partition`, or nullopt if none is stored.
+  absl::StatusOr<std::optional<StageCheckpoint>> StoredCheckpoint(Partition partition,
+                                                                  std::string_view stage) const;
+
+  // Blocks until `partition`'s next sequence exceeds `after_next` (i.e. at least one
+  // event beyond what the caller has seen), `timeout` passes, or the log closes.
+  // Returns the partition's next sequence at that moment. A follower loops:
+  // read from its position, then wait with its new position.
+  Sequence WaitForEvents(Partition partition, Sequence after_next, absl::Duration timeout) const;
+
+  // Writes a consistent, openable copy of the log to `target_dir` (which must not exist)
+  // while appends continue. Uses hard links where the filesystem allows.
+  absl::Status Backup(const std::string& target_dir) const;
+
+  // Decodes a stored record into `out`, filling in `position`, which the record itself
+  // does not carry. DATA_LOSS if the bytes are not a valid event.
+  static absl::Status ParseEvent(EventPosition position, std::string_view value, v1::Event* out);
+
+  const std::string& path() const;
+
+ private:
+  class Impl;
+  explicit EventLog(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cityops::kernel
+
+#endif  // CITYOPS_KERNEL_EVENT_LOG_H_

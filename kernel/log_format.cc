@@ -1,0 +1,140 @@
+#include "kernel/log_format.h"
+
+#include <cstring>
+
+#include "rocksdb/filter_policy.h"
+#include "rocksdb/table.h"
+
+namespace cityops::kernel::format {
+
+void PutBigEndian32(uint32_t v, char* out) {
+  for (int i = 3; i >= 0; --i) {
+    out[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+void PutBigEndian64(uint64_t v, char* out) {
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+}
+
+uint32_t GetBigEndian32(const char* in) {
+  uint32_t v = 0;
+  for (int i = 0; i < 4; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+uint64_t GetBigEndian64(const char* in) {
+  uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = (v << 8) | static_cast<uint8_t>(in[i]);
+  return v;
+}
+
+void EncodeEventKey(Partition partition, Sequence sequence, char out[kEventKeySize]) {
+  PutBigEndian32(partition.value(), out);
+  PutBigEndian64(sequence.value(), out + 4);
+}
+
+std::string EventKey(Partition partition, Sequence sequence) {
+  std::string key(kEventKeySize, '\0');
+  EncodeEventKey(partition, sequence, key.data());
+  return key;
+}
+
+bool DecodeEventKey(std::string_view key, Partition* partition, Sequence* sequence) {
+  if (key.size() != kEventKeySize) return false;
+  *partition = Partition(GetBigEndian32(key.data()));
+  *sequence = Sequence(GetBigEndian64(key.data() + 4));
+  return true;
+}
+
+std::string StreamKeyPrefix(std::string_view stream_id) {
+  std::string key(stream_id);
+  key.push_back('\0');
+  return key;
+}
+
+std::string StreamKey(std::string_view stream_id, StreamVersion version) {
+  std::string key = StreamKeyPrefix(stream_id);
+  char buf[8];
+  PutBigEndian64(version.value(), buf);
+  key.append(buf, sizeof(buf));
+  return key;
+}
+
+std::string EncodePosition(EventPosition position) {
+  std::string value(kEventKeySize, '\0');
+  EncodeEventKey(position.partition, position.sequence, value.data());
+  return value;
+}
+
+std::optional<EventPosition> DecodePosition(std::string_view value) {
+  EventPosition position;
+  if (!DecodeEventKey(value, &position.partition, &position.sequence)) return std::nullopt;
+  return position;
+}
+
+std::string SourcePositionKey(std::string_view topic, int32_t kafka_partition) {
+  std::string key(1, kSourcePositionPrefix);
+  key.append(topic);
+  key.push_back('\0');
+  char buf[4];
+  PutBigEndian32(static_cast<uint32_t>(kafka_partition), buf);
+  key.append(buf, sizeof(buf));
+  return key;
+}
+
+std::string CheckpointKey(Partition partition, std::string_view stage) {
+  std::string key(1, kCheckpointPrefix);
+  char buf[4];
+  PutBigEndian32(partition.value(), buf);
+  key.append(buf, sizeof(buf));
+  key.append(stage);
+  return key;
+}
+
+rocksdb::DBOptions LogDbOptions() {
+  rocksdb::DBOptions options;
+  options.create_if_missing = false;  // The log decides when to create (EventLog::Open).
+  options.create_missing_column_families = false;
+  // Two background threads: one flush, one compaction (the design machine has 2 cores).
+  options.max_background_jobs = 2;
+  options.bytes_per_sync = 1 << 20;
+  options.keep_log_file_num = 5;
+  // One WAL for all families keeps a cross-family WriteBatch atomic; cap it so a crash
+  // never replays more than this.
+  options.max_total_wal_size = 256ull << 20;
+  return options;
+}
+
+rocksdb::ColumnFamilyOptions EventsCfOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  // Keys arrive in order per partition: large memtables flush into few, non-overlapping
+  // files, so compaction is mostly trivial moves.
+  options.write_buffer_size = 64ull << 20;
+  options.max_write_buffer_number = 3;
+  options.target_file_size_base = 64ull << 20;
+  options.max_bytes_for_level_base = 512ull << 20;
+  options.compression = rocksdb::kLZ4Compression;
+  options.bottommost_compression = rocksdb::kZSTD;
+  rocksdb::BlockBasedTableOptions table;
+  table.block_size = 16 << 10;  // Scans dominate; fewer, larger blocks.
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return options;
+}
+
+rocksdb::ColumnFamilyOptions IndexCfOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  options.write_buffer_size = 16ull << 20;
+  options.compression = rocksdb::kLZ4Compression;
+  rocksdb::BlockBasedTableOptions table;
+  // Point lookups (idempotency keys, stream heads): a bloom filter saves a read per miss.
+  table.filter_policy.reset(rocksdb::NewBloomFilterPolicy(10));
+  options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  return options;
+}
+
+}  // namespace cityops::kernel::format
