@@ -365,41 +365,45 @@ EventLog::~EventLog() = default;
 
 const std::string& EventLog::path() const { return impl_->options.path; }
 
-absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
-  Impl& d = *impl_;
-  const Partition partition = batch.partition();
-  auto entry_name = [&](size_t i) {
-    return absl::StrFormat("entry %u of the batch for partition %u (stream '%s')", i,
-                           partition.value(), batch.entries_[i].event.stream_id());
-  };
+namespace {
 
-  // Validate everything before taking locks: a malformed batch writes nothing.
+std::string EntryName(const v1::Event& event, size_t i, Partition partition) {
+  return absl::StrFormat("entry %u of the batch for partition %u (stream '%s')", i,
+                         partition.value(), event.stream_id());
+}
+
+}  // namespace
+
+// Checks a batch before any lock is taken: a malformed batch writes nothing. Sets
+// `*indexed` if the batch holds events of indexed streams.
+absl::Status EventLog::Validate(const AppendBatch& batch, bool* indexed) {
+  const Partition partition = batch.partition();
   if (!batch.source_positions_.empty() && batch.checkpoint_.has_value()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "batch for partition %u carries both source positions and a stage checkpoint; an "
         "append comes from ingest or from a stage, not both",
         partition.value()));
   }
-  bool any_indexed = false;
   for (size_t i = 0; i < batch.entries_.size(); ++i) {
     const AppendBatch::Entry& entry = batch.entries_[i];
     const v1::Event& e = entry.event;
     if (e.payload_case() == v1::Event::PAYLOAD_NOT_SET) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(entry_name(i), " has no payload; set one of the event types"));
+      return absl::InvalidArgumentError(absl::StrCat(
+          EntryName(entry.event, i, partition), " has no payload; set one of the event types"));
     }
     if (e.stream_id().empty() || HasNul(e.stream_id())) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          entry_name(i), " has an empty stream id or one containing NUL; use e.g. device/<id>"));
-    }
-    const bool indexed = IsIndexedStream(e.stream_id());
-    if (!indexed && entry.expected_version.has_value()) {
       return absl::InvalidArgumentError(
-          absl::StrCat(entry_name(i),
+          absl::StrCat(EntryName(entry.event, i, partition),
+                       " has an empty stream id or one containing NUL; use e.g. device/<id>"));
+    }
+    const bool is_indexed = IsIndexedStream(e.stream_id());
+    if (!is_indexed && entry.expected_version.has_value()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(EntryName(entry.event, i, partition),
                        " carries an expected version, but only indexed streams (case/, ticket/, "
                        "...) have versions; device and clock streams are unversioned"));
     }
-    any_indexed |= indexed;
+    *indexed |= is_indexed;
   }
   for (const SourcePosition& p : batch.source_positions_) {
     if (p.topic.empty() || HasNul(p.topic) || p.kafka_partition < 0 || p.next_offset.value() < 0) {
@@ -413,32 +417,36 @@ absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "batch for partition %u has a checkpoint without a stage name", partition.value()));
   }
+  return absl::OkStatus();
+}
 
-  Impl::PartitionState* ps = d.GetOrCreate(partition);
-  absl::MutexLock append_lock(&ps->append_mu);
-  std::optional<absl::MutexLock> index_lock;
-  if (any_indexed) index_lock.emplace(&d.index_mu);
+// What one AppendAll call has staged so far, shared by its batches.
+struct EventLog::Staging {
+  rocksdb::WriteBatch write_batch;
+  absl::flat_hash_map<std::string, EventPosition> keys;  // Idempotency keys of this call.
+  absl::flat_hash_map<std::string, uint64_t> versions;   // Stream heads as of this call.
+  std::string value;                                     // Reused serialization buffer.
+  google::protobuf::Timestamp recorded;
+};
 
-  uint64_t next = ps->next.load(std::memory_order_relaxed);
-  const google::protobuf::Timestamp recorded = ToProto(d.options.clock->Now());
-  AppendResult result;
-  result.outcomes.reserve(batch.entries_.size());
-  rocksdb::WriteBatch wb;
-  absl::flat_hash_map<std::string, EventPosition> batch_keys;  // Idempotency within the batch.
-  absl::flat_hash_map<std::string, uint64_t> versions;         // Stream heads within the batch.
-  std::string value;
+// Adds `batch` to `staging`, numbering its events from `*next`. The caller holds the
+// partition's append lock and, for indexed events, the index lock.
+absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& staging,
+                             AppendResult* result) const {
+  const Impl& d = *impl_;
+  const Partition partition = batch.partition();
+  result->outcomes.reserve(batch.entries_.size());
   char key[format::kEventKeySize];
-
   for (size_t i = 0; i < batch.entries_.size(); ++i) {
     AppendBatch::Entry& entry = batch.entries_[i];
     v1::Event& e = entry.event;
-    const EventPosition position{partition, Sequence(next)};
+    const EventPosition position{partition, Sequence(*next)};
     if (IsIndexedStream(e.stream_id())) {
       const std::string& idempotency_key = e.provenance().idempotency_key();
       if (!idempotency_key.empty()) {
-        if (auto it = batch_keys.find(idempotency_key); it != batch_keys.end()) {
-          result.outcomes.push_back({it->second, true});
-          ++result.duplicates;
+        if (auto it = staging.keys.find(idempotency_key); it != staging.keys.end()) {
+          result->outcomes.push_back({it->second, true});
+          ++result->duplicates;
           continue;
         }
         std::string stored;
@@ -451,15 +459,15 @@ absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
                 absl::StrCat("idempotency entry '", idempotency_key, "' in ", d.options.path,
                              " is malformed; restore the log from a backup"));
           }
-          result.outcomes.push_back({*original, true});
-          ++result.duplicates;
+          result->outcomes.push_back({*original, true});
+          ++result->duplicates;
           continue;
         }
         if (!s.IsNotFound()) {
           return FromRocks(s, absl::StrCat("looking up idempotency key '", idempotency_key, "'"));
         }
       }
-      auto [head, inserted] = versions.try_emplace(e.stream_id(), 0);
+      auto [head, inserted] = staging.versions.try_emplace(e.stream_id(), 0);
       if (inserted) {
         absl::StatusOr<uint64_t> stored = d.StoredVersion(e.stream_id());
         if (!stored.ok()) return stored.status();
@@ -469,15 +477,18 @@ absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
         return absl::AbortedError(absl::StrFormat(
             "stream %s is at version %u, but %s expected version %u; nothing was appended: "
             "reload the stream and retry the command",
-            e.stream_id(), head->second, entry_name(i), entry.expected_version->value()));
+            e.stream_id(), head->second, EntryName(entry.event, i, partition),
+            entry.expected_version->value()));
       }
       ++head->second;
       e.set_stream_version(head->second);
-      wb.Put(d.cf(kStreamsCf), format::StreamKey(e.stream_id(), StreamVersion(head->second)),
-             format::EncodePosition(position));
+      staging.write_batch.Put(d.cf(kStreamsCf),
+                              format::StreamKey(e.stream_id(), StreamVersion(head->second)),
+                              format::EncodePosition(position));
       if (!idempotency_key.empty()) {
-        wb.Put(d.cf(kIdempotencyCf), idempotency_key, format::EncodePosition(position));
-        batch_keys.emplace(idempotency_key, position);
+        staging.write_batch.Put(d.cf(kIdempotencyCf), idempotency_key,
+                                format::EncodePosition(position));
+        staging.keys.emplace(idempotency_key, position);
       }
     } else {
       e.clear_stream_version();
@@ -485,44 +496,90 @@ absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
     // Partition and sequence are the key; the value does not repeat them.
     e.clear_partition();
     e.clear_sequence();
-    *e.mutable_recorded_time() = recorded;
-    e.SerializeToString(&value);
-    format::EncodeEventKey(partition, Sequence(next), key);
-    wb.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), value);
-    result.outcomes.push_back({position, false});
-    ++result.appended;
-    ++next;
+    *e.mutable_recorded_time() = staging.recorded;
+    e.SerializeToString(&staging.value);
+    format::EncodeEventKey(partition, Sequence(*next), key);
+    staging.write_batch.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), staging.value);
+    result->outcomes.push_back({position, false});
+    ++result->appended;
+    ++*next;
   }
 
   char offset[8];
   for (const SourcePosition& p : batch.source_positions_) {
     format::PutBigEndian64(static_cast<uint64_t>(p.next_offset.value()), offset);
-    wb.Put(d.cf(kPositionsCf), format::SourcePositionKey(p.topic, p.kafka_partition),
-           rocksdb::Slice(offset, sizeof(offset)));
+    staging.write_batch.Put(d.cf(kPositionsCf),
+                            format::SourcePositionKey(p.topic, p.kafka_partition),
+                            rocksdb::Slice(offset, sizeof(offset)));
   }
   if (batch.checkpoint_.has_value()) {
     std::string checkpoint(8, '\0');
     format::PutBigEndian64(batch.checkpoint_->next.value(), checkpoint.data());
     checkpoint += batch.checkpoint_->state;
-    wb.Put(d.cf(kPositionsCf), format::CheckpointKey(partition, batch.checkpoint_->stage),
-           checkpoint);
+    staging.write_batch.Put(d.cf(kPositionsCf),
+                            format::CheckpointKey(partition, batch.checkpoint_->stage), checkpoint);
   }
+  result->next = Sequence(*next);
+  return absl::OkStatus();
+}
 
-  result.next = Sequence(next);
-  if (wb.Count() == 0) return result;
-  rocksdb::Status s = d.db->Write(d.write_options, &wb);
-  if (!s.ok()) {
-    return FromRocks(s, absl::StrFormat("appending %u events to partition %u of %s",
-                                        result.appended, partition.value(), d.options.path));
+absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
+  std::vector<AppendBatch> batches;
+  batches.push_back(std::move(batch));
+  absl::StatusOr<std::vector<AppendResult>> results = AppendAll(std::move(batches));
+  if (!results.ok()) return results.status();
+  return std::move(results->front());
+}
+
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch> batches) {
+  Impl& d = *impl_;
+  bool any_indexed = false;
+  for (const AppendBatch& batch : batches) {
+    if (absl::Status s = Validate(batch, &any_indexed); !s.ok()) return s;
   }
-  if (result.appended > 0) {
-    {
-      absl::MutexLock lock(&d.wait_mu);
-      ps->next.store(next, std::memory_order_release);
+  // Lock partitions in ascending order, so that concurrent calls cannot deadlock.
+  std::vector<size_t> order(batches.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return batches[a].partition() < batches[b].partition(); });
+  for (size_t i = 1; i < order.size(); ++i) {
+    if (batches[order[i]].partition() == batches[order[i - 1]].partition()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("AppendAll got two batches for partition %u; merge them into one",
+                          batches[order[i]].partition().value()));
     }
-    d.appended.SignalAll();
   }
-  return result;
+  std::vector<Impl::PartitionState*> states(batches.size());
+  std::vector<std::unique_ptr<absl::MutexLock>> locks;
+  locks.reserve(batches.size() + 1);
+  for (size_t i : order) {
+    states[i] = d.GetOrCreate(batches[i].partition());
+    locks.push_back(std::make_unique<absl::MutexLock>(&states[i]->append_mu));
+  }
+  if (any_indexed) locks.push_back(std::make_unique<absl::MutexLock>(&d.index_mu));
+
+  Staging staging;
+  staging.recorded = ToProto(d.options.clock->Now());
+  std::vector<AppendResult> results(batches.size());
+  std::vector<uint64_t> nexts(batches.size());
+  for (size_t i = 0; i < batches.size(); ++i) {
+    nexts[i] = states[i]->next.load(std::memory_order_relaxed);
+    if (absl::Status s = Stage(batches[i], &nexts[i], staging, &results[i]); !s.ok()) return s;
+  }
+  if (staging.write_batch.Count() == 0) return results;
+  rocksdb::Status s = d.db->Write(d.write_options, &staging.write_batch);
+  if (!s.ok()) {
+    return FromRocks(s,
+                     absl::StrFormat("appending %u batches to %s", batches.size(), d.options.path));
+  }
+  {
+    absl::MutexLock lock(&d.wait_mu);
+    for (size_t i = 0; i < batches.size(); ++i) {
+      states[i]->next.store(nexts[i], std::memory_order_release);
+    }
+  }
+  d.appended.SignalAll();
+  return results;
 }
 
 absl::Status EventLog::Scan(Partition partition, Sequence from,
@@ -628,6 +685,40 @@ absl::StatusOr<std::vector<v1::Event>> EventLog::ReadStream(std::string_view str
     if (absl::Status s = ParseEvent(positions[i], values[i], &events[i]); !s.ok()) return s;
   }
   return events;
+}
+
+absl::Status EventLog::ListStreams(
+    std::string_view prefix, absl::FunctionRef<bool(std::string_view, StreamVersion)> visit) const {
+  const Impl& d = *impl_;
+  std::unique_ptr<rocksdb::Iterator> it(
+      d.db->NewIterator(rocksdb::ReadOptions(), d.cf(kStreamsCf)));
+  it->Seek(rocksdb::Slice(prefix.data(), prefix.size()));
+  while (it->Valid() && it->key().starts_with(rocksdb::Slice(prefix.data(), prefix.size()))) {
+    const std::string_view key = it->key().ToStringView();
+    const size_t nul = key.find('\0');
+    if (nul == std::string_view::npos) {
+      return absl::DataLossError(
+          absl::StrFormat("malformed stream index key in %s", d.options.path));
+    }
+    const std::string stream_id(key.substr(0, nul));
+    // Jump to the stream's last version, report it, then past the whole stream.
+    it->SeekForPrev(format::StreamKey(stream_id, StreamVersion(UINT64_MAX)));
+    if (!it->Valid()) break;
+    const rocksdb::Slice last = it->key();
+    if (last.size() != stream_id.size() + 9) {
+      return absl::DataLossError(
+          absl::StrFormat("malformed stream index key in %s", d.options.path));
+    }
+    if (!visit(stream_id,
+               StreamVersion(format::GetBigEndian64(last.data() + stream_id.size() + 1)))) {
+      return absl::OkStatus();
+    }
+    std::string after = stream_id;
+    after.push_back('\x01');  // Sorts after every "<stream_id>\0<version>" key.
+    it->Seek(after);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "listing streams");
+  return absl::OkStatus();
 }
 
 absl::StatusOr<StreamVersion> EventLog::CurrentVersion(std::string_view stream_id) const {

@@ -11,6 +11,7 @@
 //     stream-index entries and idempotency keys (for indexed streams), and either the
 //     source positions (Kafka topic/partition -> next offset) or a stage checkpoint that
 //     produced them. After a crash, either all of it is there or none of it is.
+//     `AppendAll` extends this to batches for several partitions in one write.
 //   * Durability. By default every append is fsynced before `Append` returns (WAL on,
 //     group commit: one sync per batch). `Durability::kBuffered` skips the fsync:
 //     an append then survives a process crash but not a power loss.
@@ -19,7 +20,8 @@
 //   * Optimistic concurrency. An event may carry the stream version it expects; if the
 //     stream has moved on, the whole append fails with ABORTED and writes nothing.
 //
-// Indexed streams. Streams that take commands (`case/...`, `ticket/...`, `ruleset/...`:
+// Indexed streams. Streams that take commands (`case/...`, `ticket/...`, `ruleset/...`,
+// and the device registry `registry/<device id>`:
 // every stream except `device/...` and `clock`) get a stream-index entry per event, a
 // stream version, and stored idempotency keys. Readings (`device/...`) get none of these
 // on purpose: they stay on sequential keys only (see DESIGN.md, measured costs); they are
@@ -159,6 +161,11 @@ class EventLog {
   // moves the position on (e.g. when every record consumed was dead-lettered).
   absl::StatusOr<AppendResult> Append(AppendBatch batch);
 
+  // Appends batches for several partitions (at most one batch each) as one atomic
+  // write with one sync: all of them or none. Same errors as Append. Ingest uses this
+  // to store what one poll consumed across many Kafka partitions.
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch> batches);
+
   // Calls `visit(sequence, value)` for the stored events of `partition` from `from`
   // on, in order, until `visit` returns false or the appended end is reached. `value`
   // is the stored record (see ParseEvent), valid only during the call. This is the
@@ -174,6 +181,12 @@ class EventLog {
   // (versions start at 1). INVALID_ARGUMENT for unindexed streams.
   absl::StatusOr<std::vector<v1::Event>> ReadStream(std::string_view stream_id, StreamVersion from,
                                                     size_t max_events) const;
+
+  // Calls `visit(stream_id, version)` for every indexed stream whose id starts with
+  // `prefix`, in id order, with its current version, until `visit` returns false.
+  // E.g. prefix "registry/" lists every registered device.
+  absl::Status ListStreams(std::string_view prefix,
+                           absl::FunctionRef<bool(std::string_view, StreamVersion)> visit) const;
 
   // The current version of an indexed stream (0 if it has no events).
   absl::StatusOr<StreamVersion> CurrentVersion(std::string_view stream_id) const;
@@ -213,6 +226,10 @@ class EventLog {
 
  private:
   class Impl;
+  struct Staging;
+  static absl::Status Validate(const AppendBatch& batch, bool* indexed);
+  absl::Status Stage(AppendBatch& batch, uint64_t* next, Staging& staging,
+                     AppendResult* result) const;
   explicit EventLog(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };
