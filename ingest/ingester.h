@@ -1,0 +1,125 @@
+// Ingest: Kafka in, event log out, exactly once.
+//
+// An `Ingester` is a member of a Kafka consumer group reading the readings, reports and
+// devices topics. Each poll it decodes and validates a batch of records, sets the bad
+// ones aside on the dead-letter topic, and appends the good ones together with the
+// offsets consumed in ONE atomic write (`EventLog::AppendAll`). Kafka partition k of any
+// input topic feeds log partition k.
+//
+// Exactly once
+//   * The consumer's position lives in the log. On every partition assignment the
+//     ingester seeks to the offset stored in the log (the beginning, if none is stored).
+//     Offsets committed to Kafka are only for lag monitoring.
+//   * A record is dead-lettered before the offsets that cover it are stored: after a
+//     crash it may be dead-lettered twice (its headers name its source topic, partition
+//     and offset, so consumers can drop the twin), but never lost.
+//   * Readings: duplicates by (device id, reading id) are dropped and counted. The window
+//     is the last `dedupe_window` reading ids of each device, kept in memory (8 bytes
+//     each) and rebuilt on start from the last `dedupe_rebuild_events` events of each
+//     partition. A duplicate older than that window is stored again.
+//   * Reports and registrations are indexed streams, deduplicated by the log itself.
+//   * If a stored offset lies below the partition's low watermark (records expired or
+//     were dropped before they were ingested) the ingester stops with DATA_LOSS and says
+//     which records are gone; it never skips silently. If it lies above the high
+//     watermark (the topic was recreated, e.g. the embedded cluster restarted), it stops
+//     with FAILED_PRECONDITION unless `accept_recreated_topics` is set, in which case it
+//     logs a warning and starts the new topic from its beginning.
+//
+// Time. While a readings partition is quiet for `clock_tick_interval`, the ingester
+// appends a `ClockTick` (stream `clock`) stamped with its clock, so that time-based rules
+// fire on replay exactly as they did live.
+//
+// Thread safety: `PollOnce` and `Run` from one thread; `Stop` and `Stats` from any.
+#ifndef CITYOPS_INGEST_INGESTER_H_
+#define CITYOPS_INGEST_INGESTER_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "ingest/record_decoder.h"
+#include "kernel/clock.h"
+#include "kernel/event_log.h"
+
+namespace cityops::ingest {
+
+struct IngestTopics {
+  std::string readings = "cityops.readings";
+  std::string reports = "cityops.reports";
+  std::string devices = "cityops.devices";
+  std::string deadletter = "cityops.deadletter";
+};
+
+struct IngestOptions {
+  std::string bootstrap_servers;
+  std::string group_id = "cityops-ingest";
+  IngestTopics topics;
+  // Passed to librdkafka as they are, for consumer and dead-letter producer alike
+  // (security.protocol, sasl.*, ssl.*, ...). They override cityops' own settings.
+  std::vector<std::pair<std::string, std::string>> kafka_properties;
+  size_t max_batch_records = 10000;  // Records per poll, at most.
+  absl::Duration poll_timeout = absl::Milliseconds(100);
+  absl::Duration fetch_wait = absl::Milliseconds(10);     // fetch.wait.max.ms
+  absl::Duration clock_tick_interval = absl::Seconds(1);  // Zero: no ticks.
+  size_t dedupe_window = 16;
+  uint64_t dedupe_rebuild_events = 1'000'000;
+  bool accept_recreated_topics = false;
+  ValidationPolicy validation;
+  const kernel::Clock* clock = kernel::Clock::Real();
+};
+
+// Cumulative counters since Create.
+struct IngestStats {
+  uint64_t records = 0;  // Records consumed, good or bad.
+  uint64_t readings = 0;
+  uint64_t reports = 0;
+  uint64_t registrations = 0;
+  uint64_t duplicates = 0;  // Dropped readings, and reports the log found twice.
+  uint64_t unregistered_readings = 0;
+  uint64_t dead_lettered = 0;
+  std::map<std::string, uint64_t> dead_lettered_by_code;  // "INVALID_METRIC" -> n
+  uint64_t clock_ticks = 0;
+  uint64_t appends = 0;  // AppendAll calls that wrote.
+  uint64_t rewinds = 0;  // Batches given back after a failure, to be consumed again.
+};
+
+class Ingester {
+ public:
+  // Joins the group (asynchronously; the first poll completes the join). `log` must
+  // outlive the ingester. INVALID_ARGUMENT for bad options or Kafka properties.
+  static absl::StatusOr<std::unique_ptr<Ingester>> Create(kernel::EventLog* log,
+                                                          IngestOptions options);
+  // Leaves the group. Everything returned by PollOnce is already in the log.
+  ~Ingester();
+  Ingester(const Ingester&) = delete;
+  Ingester& operator=(const Ingester&) = delete;
+
+  // Consumes at most one batch (waiting up to `poll_timeout`), and stores it: returns
+  // the number of records handled. On UNAVAILABLE (dead-letter topic or log not
+  // writable) nothing of the batch is stored and its partitions are rewound: call
+  // again. DATA_LOSS and FAILED_PRECONDITION are for an operator to look at.
+  absl::StatusOr<size_t> PollOnce();
+
+  // Polls until Stop() or an error that retrying cannot fix; transient errors are
+  // logged and retried with backoff. Returns OK after Stop().
+  absl::Status Run();
+  void Stop();
+
+  IngestStats Stats() const;
+
+ private:
+  class Impl;
+  explicit Ingester(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cityops::ingest
+
+#endif  // CITYOPS_INGEST_INGESTER_H_
