@@ -12,6 +12,7 @@
 #include "absl/hash/hash.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "ingest/device_import.h"
 #include "spdlog/spdlog.h"
 
 namespace cityops::ingest {
@@ -555,7 +556,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     v1::Event e;
     e.set_stream_id(absl::StrFormat("%s%s", kRegistryStreamPrefix, device_.device_id()));
     *e.mutable_event_time() = ToProto(now);
-    provenance(e, "");
+    provenance(e, RegistrationKey(device_));  // Identical re-registrations are skipped.
     pending.new_devices.push_back(device_.device_id());
     e.mutable_device_registered()->Swap(&device_);
     pending.BatchFor(log_partition).Add(std::move(e));
