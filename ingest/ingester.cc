@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "ingest/device_import.h"
+#include "ingest/record_producer.h"
 #include "spdlog/spdlog.h"
 
 namespace cityops::ingest {
@@ -28,6 +29,9 @@ constexpr char kHeaderErrorMessage[] = "cityops-error-message";
 constexpr char kHeaderSourceTopic[] = "cityops-source-topic";
 constexpr char kHeaderSourcePartition[] = "cityops-source-partition";
 constexpr char kHeaderSourceOffset[] = "cityops-source-offset";
+// Set (to the original size) when a record too large to forward keeps only its head.
+constexpr char kHeaderValueTruncated[] = "cityops-value-truncated";
+constexpr size_t kDeadLetterKeptBytes = 64 * 1024;
 
 constexpr std::string_view kDeviceStreamPrefix = "device/";
 constexpr std::string_view kRegistryStreamPrefix = "registry/";
@@ -95,15 +99,14 @@ class Ingester::Impl {
       rd_kafka_consumer_close(consumer_);
       rd_kafka_destroy(consumer_);
     }
-    if (producer_ != nullptr) {
-      rd_kafka_flush(producer_, 5000);
-      rd_kafka_destroy(producer_);
-    }
   }
 
   absl::Status Init() {
     if (absl::Status s = RebuildMemory(); !s.ok()) return s;
-    if (absl::Status s = CreateProducer(); !s.ok()) return s;
+    absl::StatusOr<std::unique_ptr<RecordProducer>> producer =
+        RecordProducer::Create(options_.bootstrap_servers, options_.kafka_properties);
+    if (!producer.ok()) return producer.status();
+    deadletters_ = std::move(*producer);
     return CreateConsumer();
   }
 
@@ -132,11 +135,9 @@ class Ingester::Impl {
   };
 
   absl::Status RebuildMemory();
-  absl::Status CreateProducer();
   absl::Status CreateConsumer();
   static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t* partitions, void* opaque);
-  static void DeliveryCallback(rd_kafka_t* rk, const rd_kafka_message_t* msg, void* opaque);
   void OnAssign(rd_kafka_topic_partition_list_t* partitions);
   absl::Status SetStoredOffsets(rd_kafka_topic_partition_list_t* partitions);
   absl::Status Rewind();
@@ -153,7 +154,7 @@ class Ingester::Impl {
   const IngestOptions options_;
   rd_kafka_t* consumer_ = nullptr;
   rd_kafka_queue_t* queue_ = nullptr;
-  rd_kafka_t* producer_ = nullptr;
+  std::unique_ptr<RecordProducer> deadletters_;
   std::atomic<bool> stop_{false};
 
   // Set by the rebalance callback (which runs inside PollOnce's consume call).
@@ -161,9 +162,8 @@ class Ingester::Impl {
   std::vector<TopicPartitionKey> assigned_;
   absl::flat_hash_map<uint32_t, absl::Time> last_activity_;  // Readings partitions.
 
-  // Dead-letter deliveries that failed since the last flush (delivery callback).
-  std::atomic<int> delivery_failures_{0};
-  std::string last_delivery_error_;
+  // A dead letter the producer refused outright (fails the batch at flush).
+  absl::Status refused_;
 
   absl::flat_hash_map<uint64_t, ReadingWindow> windows_;
   absl::flat_hash_set<std::string> registered_;
@@ -205,33 +205,6 @@ absl::Status Ingester::Impl::RebuildMemory() {
   }
   spdlog::info("ingest: {} registered devices, reading-id windows of {} devices rebuilt",
                registered_.size(), windows_.size());
-  return absl::OkStatus();
-}
-
-absl::Status Ingester::Impl::CreateProducer() {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  const std::vector<std::pair<std::string, std::string>> defaults = {
-      {"bootstrap.servers", options_.bootstrap_servers},
-      {"enable.idempotence", "true"},
-      {"linger.ms", "5"},
-      {"message.timeout.ms", "30000"},
-  };
-  for (const auto& list : {defaults, options_.kafka_properties}) {
-    for (const auto& [name, value] : list) {
-      if (absl::Status s = SetConf(conf, name, value); !s.ok()) {
-        rd_kafka_conf_destroy(conf);
-        return s;
-      }
-    }
-  }
-  rd_kafka_conf_set_dr_msg_cb(conf, &Impl::DeliveryCallback);
-  rd_kafka_conf_set_opaque(conf, this);
-  char errstr[512];
-  producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
-  if (producer_ == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("cannot create the dead-letter producer: %s", errstr));
-  }
   return absl::OkStatus();
 }
 
@@ -399,13 +372,6 @@ absl::Status Ingester::Impl::Rewind() {
   return s;
 }
 
-void Ingester::Impl::DeliveryCallback(rd_kafka_t*, const rd_kafka_message_t* msg, void* opaque) {
-  if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
-  auto* self = static_cast<Impl*>(opaque);
-  self->delivery_failures_.fetch_add(1);
-  self->last_delivery_error_ = rd_kafka_err2str(msg->err);
-}
-
 bool Ingester::Impl::IsDuplicate(uint64_t device, uint64_t reading, const Pending& pending) const {
   if (pending.seen.contains({device, reading})) return true;
   auto it = windows_.find(device);
@@ -432,37 +398,38 @@ bool Ingester::Impl::IsRegistered(const std::string& device_id, const Pending& p
 
 void Ingester::Impl::DeadLetter(const rd_kafka_message_t* msg, const Rejection& why,
                                 Pending& pending) {
-  rd_kafka_headers_t* original = nullptr;
-  rd_kafka_headers_t* headers = nullptr;
-  if (rd_kafka_message_headers(msg, &original) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-    headers = rd_kafka_headers_copy(original);
-  } else {
-    headers = rd_kafka_headers_new(5);
-  }
   const std::string code(RejectCodeName(why.code));
   const std::string topic = rd_kafka_topic_name(msg->rkt);
-  const std::string partition = std::to_string(msg->partition);
-  const std::string offset = std::to_string(msg->offset);
-  rd_kafka_header_add(headers, kHeaderErrorCode, -1, code.data(), code.size());
-  rd_kafka_header_add(headers, kHeaderErrorMessage, -1, why.message.data(), why.message.size());
-  rd_kafka_header_add(headers, kHeaderSourceTopic, -1, topic.data(), topic.size());
-  rd_kafka_header_add(headers, kHeaderSourcePartition, -1, partition.data(), partition.size());
-  rd_kafka_header_add(headers, kHeaderSourceOffset, -1, offset.data(), offset.size());
-  for (;;) {
-    rd_kafka_resp_err_t err = rd_kafka_producev(
-        producer_, RD_KAFKA_V_TOPIC(options_.topics.deadletter.c_str()),
-        RD_KAFKA_V_KEY(msg->key, msg->key_len), RD_KAFKA_V_VALUE(msg->payload, msg->len),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
-    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) break;  // The producer owns `headers` now.
-    if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-      rd_kafka_poll(producer_, 100);
-      continue;
+  // The record's own headers first, then ours.
+  std::vector<Header> headers;
+  rd_kafka_headers_t* original = nullptr;
+  if (rd_kafka_message_headers(msg, &original) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    const char* name = nullptr;
+    const void* value = nullptr;
+    size_t size = 0;
+    for (size_t i = 0;
+         rd_kafka_header_get_all(original, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR;
+         ++i) {
+      headers.push_back({name, value == nullptr
+                                   ? std::string()
+                                   : std::string(static_cast<const char*>(value), size)});
     }
-    rd_kafka_headers_destroy(headers);
-    delivery_failures_.fetch_add(1);
-    last_delivery_error_ = rd_kafka_err2str(err);
-    break;
   }
+  headers.push_back({kHeaderErrorCode, code});
+  headers.push_back({kHeaderErrorMessage, why.message});
+  headers.push_back({kHeaderSourceTopic, topic});
+  headers.push_back({kHeaderSourcePartition, std::to_string(msg->partition)});
+  headers.push_back({kHeaderSourceOffset, std::to_string(msg->offset)});
+  const std::string_view key(static_cast<const char*>(msg->key), msg->key ? msg->key_len : 0);
+  std::string_view value(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0);
+  absl::Status s = deadletters_->Produce(options_.topics.deadletter, key, value, headers);
+  if (!s.ok() && value.size() > kDeadLetterKeptBytes) {
+    // Too large to forward whole: keep the head and say how long it was.
+    headers.push_back({kHeaderValueTruncated, std::to_string(value.size())});
+    value = value.substr(0, kDeadLetterKeptBytes);
+    s = deadletters_->Produce(options_.topics.deadletter, key, value, headers);
+  }
+  if (!s.ok() && refused_.ok()) refused_ = s;
   ++pending.dead_lettered;
   ++pending.delta.dead_lettered;
   ++pending.delta.dead_lettered_by_code[code];
@@ -568,14 +535,14 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
 
 absl::Status Ingester::Impl::FlushDeadLetters(size_t count) {
   if (count == 0) return absl::OkStatus();
-  rd_kafka_resp_err_t err = rd_kafka_flush(producer_, 30000);
-  const int failures = delivery_failures_.exchange(0);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR || failures > 0) {
+  absl::Status s = refused_;
+  refused_ = absl::OkStatus();
+  if (s.ok()) s = deadletters_->Flush(absl::Seconds(30));
+  if (!s.ok()) {
     return absl::UnavailableError(absl::StrFormat(
         "cannot write %d records to dead-letter topic %s (%s); nothing of this batch was "
         "stored, it will be consumed again",
-        count, options_.topics.deadletter,
-        failures > 0 ? last_delivery_error_ : rd_kafka_err2str(err)));
+        count, options_.topics.deadletter, s.message()));
   }
   return absl::OkStatus();
 }
