@@ -101,10 +101,14 @@ class EventLog::Impl {
 
   ~Impl() {
     {
+      // Wake every reader blocked in WaitForEvents and let it leave before the state it
+      // waits on goes away.
       absl::MutexLock lock(&wait_mu);
       closing = true;
+      appended.SignalAll();
+      wait_mu.Await(absl::Condition(
+          +[](int* readers) { return *readers == 0; }, &waiting_readers));
     }
-    appended.SignalAll();
     if (db != nullptr) {
       for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
       db->Close().PermitUncheckedError();
@@ -191,6 +195,7 @@ class EventLog::Impl {
   mutable absl::Mutex wait_mu;
   mutable absl::CondVar appended;
   bool closing ABSL_GUARDED_BY(wait_mu) = false;
+  mutable int waiting_readers ABSL_GUARDED_BY(wait_mu) = 0;
 };
 
 namespace {
@@ -226,9 +231,15 @@ absl::StatusOr<int> LockDirectory(const fs::path& dir) {
   return fd;
 }
 
-// Classifies `dir` before touching it: true if it holds a RocksDB database, false if it
-// is absent or empty. Anything else is not ours and is refused.
-absl::StatusOr<bool> InspectDirectory(const fs::path& dir, bool create_if_missing) {
+enum class DirectoryState {
+  kNew,          // Absent or empty: create a log.
+  kExisting,     // Holds a database: open it (and check it is ours).
+  kInterrupted,  // A creation was interrupted: wipe it and create again.
+};
+
+// Classifies `dir` before touching it. Anything that is neither a log nor empty nor an
+// interrupted creation is not ours and is refused.
+absl::StatusOr<DirectoryState> InspectDirectory(const fs::path& dir, bool create_if_missing) {
   std::error_code ec;
   const fs::file_status st = fs::status(dir, ec);
   if (!fs::exists(st)) {
@@ -237,14 +248,23 @@ absl::StatusOr<bool> InspectDirectory(const fs::path& dir, bool create_if_missin
           "no event log at %s; create one by opening it with creation allowed, or fix the path",
           dir.string()));
     }
-    return false;
+    return DirectoryState::kNew;
   }
   if (!fs::is_directory(st)) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s is not a directory, so it cannot hold an event log; choose a directory path",
         dir.string()));
   }
-  if (fs::exists(dir / "CURRENT")) return true;
+  if (fs::exists(dir / format::kCreatingFileName)) {
+    if (!create_if_missing) {
+      return absl::NotFoundError(absl::StrFormat(
+          "%s holds an event log whose creation was interrupted, so no log; open it with "
+          "creation allowed to start it afresh",
+          dir.string()));
+    }
+    return DirectoryState::kInterrupted;
+  }
+  if (fs::exists(dir / "CURRENT")) return DirectoryState::kExisting;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
     if (entry.path().filename() == format::kLockFileName) continue;
     return absl::FailedPreconditionError(absl::StrFormat(
@@ -261,7 +281,52 @@ absl::StatusOr<bool> InspectDirectory(const fs::path& dir, bool create_if_missin
         "%s is empty: no event log there; open it with creation allowed, or fix the path",
         dir.string()));
   }
-  return false;
+  return DirectoryState::kNew;
+}
+
+// Makes the directory's entries (files created or removed in it) durable.
+absl::Status SyncDirectory(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    const int err = errno;
+    if (fd >= 0) ::close(fd);
+    return absl::UnavailableError(
+        absl::StrFormat("cannot sync directory %s: %s", dir.string(), std::strerror(err)));
+  }
+  ::close(fd);
+  return absl::OkStatus();
+}
+
+// Marks `dir` as being created, durably, after removing what an interrupted creation
+// left (everything but our lock file, which the caller holds).
+absl::Status BeginCreation(const fs::path& dir) {
+  std::error_code ec;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, ec)) {
+    if (entry.path().filename() == format::kLockFileName) continue;
+    fs::remove_all(entry.path(), ec);
+    if (ec) break;
+  }
+  const fs::path marker = dir / format::kCreatingFileName;
+  const int fd = ec ? -1 : ::open(marker.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0 || ::fsync(fd) != 0) {
+    if (fd >= 0) ::close(fd);
+    return absl::UnavailableError(
+        absl::StrFormat("cannot prepare %s for a new event log: %s", dir.string(),
+                        ec ? ec.message() : std::string(std::strerror(errno))));
+  }
+  ::close(fd);
+  return SyncDirectory(dir);
+}
+
+// The log is complete (database, column families, meta synced): drop the marker.
+absl::Status EndCreation(const fs::path& dir) {
+  std::error_code ec;
+  fs::remove(dir / format::kCreatingFileName, ec);
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrFormat("cannot finish creating event log %s: %s", dir.string(), ec.message()));
+  }
+  return SyncDirectory(dir);
 }
 
 absl::Status CheckColumnFamilies(const fs::path& dir) {
@@ -289,9 +354,10 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     return absl::InvalidArgumentError("event log clock is null; leave it at Clock::Real()");
   }
   const fs::path dir(options.path);
-  absl::StatusOr<bool> exists = InspectDirectory(dir, options.create_if_missing);
-  if (!exists.ok()) return exists.status();
-  if (*exists) {
+  absl::StatusOr<DirectoryState> state = InspectDirectory(dir, options.create_if_missing);
+  if (!state.ok()) return state.status();
+  const bool exists = *state == DirectoryState::kExisting;
+  if (exists) {
     if (absl::Status s = CheckColumnFamilies(dir); !s.ok()) return s;
   } else {
     std::error_code ec;
@@ -304,10 +370,16 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   absl::StatusOr<int> fd = LockDirectory(dir);
   if (!fd.ok()) return fd.status();
   auto impl = std::make_unique<Impl>(options, *fd);
+  // Creation takes several writes (database, column families, meta). A marker file,
+  // present until the last of them is durable, lets the next Open start over after a
+  // crash instead of refusing a half-made log.
+  if (!exists) {
+    if (absl::Status s = BeginCreation(dir); !s.ok()) return s;
+  }
 
   rocksdb::DBOptions db_options = format::LogDbOptions();
-  db_options.create_if_missing = !*exists;
-  db_options.create_missing_column_families = !*exists;
+  db_options.create_if_missing = !exists;
+  db_options.create_missing_column_families = !exists;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (size_t i = 0; i < kCfCount; ++i) {
     families.emplace_back(std::string(kCfNames[i]),
@@ -319,7 +391,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   impl->db.reset(raw);
   impl->write_options.sync = options.durability == Durability::kSyncEachAppend;
 
-  if (!*exists) {
+  if (!exists) {
     rocksdb::WriteBatch meta;
     meta.Put(impl->cf(kMetaCf), format::kMagicKey, format::kMagicValue);
     meta.Put(impl->cf(kMetaCf), format::kFormatVersionKey, std::to_string(format::kFormatVersion));
@@ -327,6 +399,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     sync.sync = true;
     s = impl->db->Write(sync, &meta);
     if (!s.ok()) return FromRocks(s, absl::StrCat("initializing event log ", dir.string()));
+    if (absl::Status st = EndCreation(dir); !st.ok()) return st;
   } else {
     std::string magic;
     std::string version_text;
@@ -811,9 +884,11 @@ Sequence EventLog::WaitForEvents(Partition partition, Sequence after_next,
   const Impl& d = *impl_;
   const absl::Time deadline = absl::Now() + timeout;
   absl::MutexLock lock(&d.wait_mu);
+  ++d.waiting_readers;
   while (!d.closing && NextSequence(partition) <= after_next) {
     if (d.appended.WaitWithDeadline(&d.wait_mu, deadline)) break;
   }
+  --d.waiting_readers;
   return NextSequence(partition);
 }
 

@@ -18,7 +18,11 @@
 //   * Idempotency. An event of an indexed stream whose idempotency key is already stored
 //     (or earlier in the same batch) is skipped and reported, never appended twice.
 //   * Optimistic concurrency. An event may carry the stream version it expects; if the
-//     stream has moved on, the whole append fails with ABORTED and writes nothing.
+//     stream has moved on, the whole append fails with ABORTED and writes nothing. The
+//     idempotency check comes first: a retried command whose first attempt went through
+//     is reported as a duplicate, not as a conflict.
+//   * Crash-safe creation. A log killed while being created is created afresh by the
+//     next Open (see LOG_FORMAT.md, `cityops.creating`).
 //
 // Indexed streams. Streams that take commands (`case/...`, `ticket/...`, `ruleset/...`,
 // and the device registry `registry/<device id>`:
@@ -146,7 +150,8 @@ class EventLog {
   // Every message names the directory and says what to do.
   static absl::StatusOr<std::unique_ptr<EventLog>> Open(const EventLogOptions& options);
 
-  // Closes the log, releasing the directory. Waiting readers wake up.
+  // Closes the log, releasing the directory. Readers blocked in WaitForEvents wake up
+  // and return before the destructor does; no other call may overlap destruction.
   ~EventLog();
   EventLog(const EventLog&) = delete;
   EventLog& operator=(const EventLog&) = delete;

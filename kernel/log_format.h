@@ -31,6 +31,9 @@ inline constexpr std::string_view kFormatVersionKey = "cityops/format_version"; 
 
 // Our advisory lock file in the log directory (RocksDB keeps its own LOCK beside it).
 inline constexpr std::string_view kLockFileName = "cityops.lock";
+// Present while a new log is being created; a log that has it was never finished and is
+// created afresh by the next Open.
+inline constexpr std::string_view kCreatingFileName = "cityops.creating";
 
 // Prefixes of the positions family.
 inline constexpr char kSourcePositionPrefix = 's';
