@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "ingest/device_import.h"
+#include "ingest/envelope.h"
 #include "ingest/record_producer.h"
 #include "spdlog/spdlog.h"
 
@@ -33,7 +34,6 @@ constexpr char kHeaderSourceOffset[] = "cityops-source-offset";
 constexpr char kHeaderValueTruncated[] = "cityops-value-truncated";
 constexpr size_t kDeadLetterKeptBytes = 64 * 1024;
 
-constexpr std::string_view kDeviceStreamPrefix = "device/";
 constexpr std::string_view kRegistryStreamPrefix = "registry/";
 constexpr std::string_view kCaseStreamPrefix = "case/";
 constexpr std::string_view kClockStream = "clock";
@@ -479,15 +479,9 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     }
     pending.seen.insert({device, reading});
     pending.new_reading_ids.emplace_back(device, reading);
-    v1::Event e;
-    e.set_stream_id(absl::StrFormat("%s%s", kDeviceStreamPrefix, reading_.device_id()));
-    *e.mutable_event_time() = reading_.event_time();
-    provenance(e, absl::StrFormat("%s/%s", reading_.device_id(), reading_.reading_id()));
-    if (!IsRegistered(reading_.device_id(), pending)) {
-      e.set_device_unregistered(true);
-      ++pending.delta.unregistered_readings;
-    }
-    e.mutable_reading()->Swap(&reading_);
+    const bool unregistered = !IsRegistered(reading_.device_id(), pending);
+    if (unregistered) ++pending.delta.unregistered_readings;
+    v1::Event e = ReadingEvent(reading_, topic, msg->partition, msg->offset, unregistered);
     pending.BatchFor(log_partition).Add(std::move(e));
     ++pending.delta.readings;
   } else if (topic == options_.topics.reports) {
