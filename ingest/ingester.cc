@@ -510,6 +510,12 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     pending.BatchFor(log_partition).Add(std::move(e));
     ++pending.delta.reports;
   } else if (topic == options_.topics.devices) {
+    if (msg->payload == nullptr) {
+      // A tombstone on the compacted topic. Registrations are kept (deregistration is
+      // not modelled), so there is nothing to store and nothing wrong to report.
+      ++pending.delta.tombstones;
+      return;
+    }
     if (std::optional<Rejection> why = DecodeDevice(record, options_.validation, &device_)) {
       DeadLetter(msg, *why, pending);
       return;
@@ -582,6 +588,7 @@ absl::Status Ingester::Impl::Store(Pending& pending) {
   stats_.readings += pending.delta.readings;
   stats_.reports += pending.delta.reports;
   stats_.registrations += pending.delta.registrations;
+  stats_.tombstones += pending.delta.tombstones;
   stats_.duplicates += pending.delta.duplicates;
   stats_.unregistered_readings += pending.delta.unregistered_readings;
   stats_.dead_lettered += pending.delta.dead_lettered;

@@ -81,6 +81,7 @@ struct IngestStats {
   uint64_t readings = 0;
   uint64_t reports = 0;
   uint64_t registrations = 0;
+  uint64_t tombstones = 0;  // Null values on the compacted devices topic, skipped.
   uint64_t duplicates = 0;  // Dropped readings, and reports the log found twice.
   uint64_t unregistered_readings = 0;
   uint64_t dead_lettered = 0;
