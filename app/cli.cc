@@ -1,0 +1,130 @@
+#include "app/cli.h"
+
+#include <cstdint>
+#include <exception>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "absl/status/status.h"
+#include "app/log_commands.h"
+
+namespace cityops::app {
+namespace {
+
+constexpr char kDataDirHelp[] = "Directory of the event log";
+
+// "cityops log generate": the chain of subcommands the user selected, for messages.
+std::string CommandPath(const CLI::App& app) {
+  std::string path = app.get_name();
+  const CLI::App* current = &app;
+  while (!current->get_subcommands().empty()) {
+    current = current->get_subcommands().front();
+    path += " " + current->get_name();
+  }
+  return path;
+}
+
+int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  CLI::App app("cityops: an event-sourced kernel for city operations.", "cityops");
+  app.set_version_flag("--version", std::string("cityops ") + CITYOPS_VERSION);
+  app.require_subcommand(1);
+
+  CLI::App* log = app.add_subcommand(
+      "log", "Work with an event log directory: generate, inspect, dump, back up.");
+  log->require_subcommand(1);
+
+  GenerateOptions generate_options;
+  CLI::App* generate = log->add_subcommand(
+      "generate",
+      "Append simulated sensor readings to a log (created if missing), as if ingested from "
+      "Kafka topic cityops.readings: each reading goes to its device's partition, and each "
+      "batch stores the Kafka offset it came from. Running it again continues the simulated "
+      "stream and its offsets (keep --seed, --devices and --partitions).");
+  generate->add_option("--data-dir", generate_options.data_dir, kDataDirHelp)->required();
+  generate->add_option("--readings", generate_options.readings, "Readings to append")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  generate
+      ->add_option("--partitions", generate_options.partitions,
+                   "Log partitions (= Kafka partitions of cityops.readings); must match the "
+                   "log's existing partition count")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1024}))
+      ->capture_default_str();
+  generate->add_option("--devices", generate_options.devices, "Simulated devices")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  generate->add_option("--seed", generate_options.seed, "Seed of the simulation")
+      ->capture_default_str();
+  generate->add_option("--batch", generate_options.batch, "Events per append, per partition")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{100000}))
+      ->capture_default_str();
+
+  InspectOptions inspect_options;
+  CLI::App* inspect = log->add_subcommand(
+      "inspect",
+      "Summarize a log: per partition the events, their event-time range and types; stored "
+      "Kafka source positions; indexed streams; size on disk. Needs the log's lock: it "
+      "fails while another process holds the log.");
+  inspect->add_option("--data-dir", inspect_options.data_dir, kDataDirHelp)->required();
+
+  DumpOptions dump_options;
+  CLI::App* dump = log->add_subcommand(
+      "dump",
+      "Print events of one partition as JSON lines (the protobuf JSON mapping of "
+      "cityops.v1.Event), for analysts and scripts.");
+  dump->add_option("--data-dir", dump_options.data_dir, kDataDirHelp)->required();
+  dump->add_option("--partition", dump_options.partition, "Log partition")->capture_default_str();
+  dump->add_option("--from", dump_options.from, "First sequence number")->capture_default_str();
+  dump->add_option("--limit", dump_options.limit, "At most this many events")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  BackupOptions backup_options;
+  CLI::App* backup = log->add_subcommand(
+      "backup",
+      "Write a consistent, openable copy of a log (a RocksDB checkpoint; hard links where "
+      "possible) to a new directory.");
+  backup->add_option("--data-dir", backup_options.data_dir, kDataDirHelp)->required();
+  backup->add_option("--to", backup_options.to, "Target directory; must not exist yet")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and --version are "errors" with exit code 0; CLI11 prints them.
+    if (e.get_exit_code() == static_cast<int>(CLI::ExitCodes::Success)) return app.exit(e, out);
+    err << "cityops: " << e.what() << "\n"
+        << "cityops: run '" << CommandPath(app) << " --help' for usage\n";
+    return kExitUsage;
+  }
+
+  absl::Status status;
+  if (*generate) {
+    status = GenerateLog(generate_options, out);
+  } else if (*inspect) {
+    status = InspectLog(inspect_options, out);
+  } else if (*dump) {
+    status = DumpLog(dump_options, out, err);
+  } else if (*backup) {
+    status = BackupLog(backup_options, out);
+  }
+  out.flush();
+  if (!status.ok()) {
+    err << "cityops: " << status.message() << "\n";
+    return kExitFailure;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunCli(int argc, const char* const* argv, std::ostream& out, std::ostream& err) {
+  try {
+    return Run(argc, argv, out, err);
+  } catch (const std::exception& e) {
+    // Not expected: the commands report failures as absl::Status. Say so plainly.
+    err << "cityops: internal error: " << e.what() << "; please report it\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace cityops::app

@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# End-to-end smoke test of the `cityops` command: generate a log, inspect it, dump it as
+# JSON, back it up, extend it (Kafka offsets must continue), and check that it refuses a
+# locked log, a directory that is not a log, and bad usage, each with a clear message.
+#
+# Usage: app/cli_smoke_test.sh path/to/cityops   (CTest runs it as `cli_smoke`)
+set -euo pipefail
+
+readonly CITYOPS="${1:?usage: $0 path/to/cityops}"
+[[ -x "$CITYOPS" ]] || { echo "FAIL: $CITYOPS is not an executable" >&2; exit 1; }
+work="$(mktemp -d -t cityops-cli-smoke.XXXXXX)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
+step() { echo "--- $*"; }
+
+# Runs cityops, expecting exit code $1; stdout in $work/out, stderr in $work/err.
+expect_exit() {
+  local want="$1" got=0
+  shift
+  "$CITYOPS" "$@" >"$work/out" 2>"$work/err" || got=$?
+  if [[ "$got" != "$want" ]]; then
+    echo "stdout:" >&2
+    cat "$work/out" >&2
+    echo "stderr:" >&2
+    cat "$work/err" >&2
+    fail "cityops $* exited with $got, expected $want"
+  fi
+}
+
+# From inspect output: the event count of partition $1.
+partition_events() {
+  sed -n "s/^partition $1: \([0-9]*\) events.*/\1/p" "$work/out"
+}
+# From inspect output: the stored next offset of cityops.readings[$1].
+stored_offset() {
+  sed -n "s/^  cityops\.readings\[$1\]: \([0-9]*\)$/\1/p" "$work/out"
+}
+# Checks inspect output ($work/out) for a log of $1 readings in 4 partitions whose stored
+# offsets equal each partition's event count (every reading came from its offset).
+check_inspect() {
+  local total="$1" sum=0 p n off
+  grep -q "^  events: $total in 4 partitions$" "$work/out" ||
+    { cat "$work/out" >&2; fail "inspect does not report $total events in 4 partitions"; }
+  for p in 0 1 2 3; do
+    n="$(partition_events "$p")"
+    off="$(stored_offset "$p")"
+    [[ -n "$n" && -n "$off" ]] || { cat "$work/out" >&2; fail "inspect misses partition $p"; }
+    grep -q "^  by type: reading $n$" "$work/out" ||
+      { cat "$work/out" >&2; fail "partition $p: expected $n events of type reading"; }
+    [[ "$off" == "$n" ]] || fail "partition $p: stored offset $off, expected $n (= its events)"
+    sum=$((sum + n))
+  done
+  [[ "$sum" == "$total" ]] || fail "partitions hold $sum events in all, expected $total"
+  grep -q "^size on disk: " "$work/out" || fail "inspect does not report the size on disk"
+}
+
+step "generate 20000 readings"
+expect_exit 0 log generate --data-dir data --readings 20000 --partitions 4 --devices 500 --seed 7
+grep -q "20000" "$work/out" || { cat "$work/out" >&2; fail "generate's summary does not say 20000"; }
+grep -q "events/s" "$work/out" || fail "generate's summary has no events/s"
+
+step "inspect"
+expect_exit 0 log inspect --data-dir data
+check_inspect 20000
+for p in 0 1 2 3; do first_offsets[p]="$(stored_offset "$p")"; done
+
+step "dump 3 events as JSON lines"
+expect_exit 0 log dump --data-dir data --partition 1 --from 5 --limit 3
+[[ "$(wc -l <"$work/out")" == 3 ]] || { cat "$work/out" >&2; fail "dump did not print 3 lines"; }
+python3 -c '
+import json, sys
+events = [json.loads(line) for line in sys.stdin]
+for i, e in enumerate(events):
+    assert e.get("partition") == 1, e
+    assert e.get("sequence") == str(5 + i), e  # uint64 is a JSON string in the mapping.
+    assert "reading" in e, e
+    assert e["streamId"].startswith("device/"), e
+    assert e["provenance"]["kafka"]["topic"] == "cityops.readings", e
+' <"$work/out" || fail "dump's lines are not the expected JSON events"
+
+step "backup, then inspect the backup"
+expect_exit 0 log backup --data-dir data --to backups/first
+[[ -f backups/first/CURRENT ]] || fail "the backup has no RocksDB CURRENT file"
+expect_exit 0 log inspect --data-dir backups/first
+check_inspect 20000
+expect_exit 1 log backup --data-dir data --to backups/first
+grep -q "already exists" "$work/err" || fail "backup onto an existing directory: unclear message"
+
+step "generate again: offsets continue"
+expect_exit 0 log generate --data-dir data --readings 10000 --partitions 4 --devices 500 --seed 7
+expect_exit 0 log inspect --data-dir data
+check_inspect 30000
+for p in 0 1 2 3; do
+  (($(stored_offset "$p") > first_offsets[p])) || fail "partition $p: offset did not move on"
+done
+# The first event of the second run in partition 0 came from the offset stored by the first.
+expect_exit 0 log dump --data-dir data --partition 0 --from "${first_offsets[0]}" --limit 1
+python3 -c '
+import json, sys
+e = json.loads(sys.stdin.readline())
+assert e["provenance"]["kafka"]["offset"] == sys.argv[1], e
+assert e.get("sequence") == sys.argv[1], e
+' "${first_offsets[0]}" <"$work/out" || fail "the second run did not continue the offsets"
+
+step "two runs equal one run of the sum (same seed and devices)"
+expect_exit 0 log generate --data-dir once --readings 30000 --partitions 4 --devices 500 --seed 7
+for p in 0 1 2 3; do
+  expect_exit 0 log dump --data-dir data --partition "$p" --limit 100000
+  mv "$work/out" "$work/twice.jsonl"
+  expect_exit 0 log dump --data-dir once --partition "$p" --limit 100000
+  python3 -c '
+import json, sys
+def load(path):
+    events = [json.loads(line) for line in open(path)]
+    for e in events:
+        del e["recordedTime"]  # Stamped by the log at append: differs between runs.
+    return events
+twice, once = load(sys.argv[1]), load(sys.argv[2])
+assert len(twice) == len(once), (len(twice), len(once))
+for a, b in zip(twice, once):
+    assert a == b, (a, b)
+' "$work/twice.jsonl" "$work/out" || fail "partition $p: 20000 + 10000 readings differ from 30000"
+done
+
+step "generate with another partition count is refused"
+expect_exit 1 log generate --data-dir data --readings 10 --partitions 8
+grep -q "^cityops: .*4 partitions" "$work/err" ||
+  { cat "$work/err" >&2; fail "no clear message for a partition count mismatch"; }
+
+step "a locked log is refused"
+exec 9>data/cityops.lock
+flock -n 9 || fail "could not take the log's lock for the test"
+expect_exit 1 log inspect --data-dir data
+grep -q "^cityops: event log data is in use" "$work/err" ||
+  { cat "$work/err" >&2; fail "no clear message for a locked log"; }
+exec 9>&-
+
+step "a directory that is not a log is refused"
+mkdir notalog
+echo "not an event log" >notalog/notes.txt
+expect_exit 1 log inspect --data-dir notalog
+grep -q "^cityops: notalog is not a cityops event log" "$work/err" ||
+  { cat "$work/err" >&2; fail "no clear message for a foreign directory"; }
+[[ ! -e notalog/CURRENT ]] || fail "inspect wrote into a foreign directory"
+expect_exit 1 log inspect --data-dir missing
+grep -q "^cityops: no event log at missing" "$work/err" ||
+  { cat "$work/err" >&2; fail "no clear message for a missing directory"; }
+[[ ! -e missing ]] || fail "inspect created a log"
+
+step "usage errors exit 2 and point to --help"
+expect_exit 2 log inspect
+grep -q "^cityops: --data-dir is required" "$work/err" || fail "unclear usage error"
+grep -q "cityops log inspect --help" "$work/err" || fail "usage error does not point to --help"
+expect_exit 0 log generate --help
+grep -q -- "--readings" "$work/out" || fail "generate --help does not list --readings"
+
+echo "PASS: cli_smoke"

@@ -1,0 +1,71 @@
+// The work behind `cityops log ...`: generate, inspect, dump and back up an event log.
+//
+// Each command takes its options as a plain struct (filled in by app/cli.cc), writes its
+// report to `out` and returns an absl::Status whose message is fit to show the user as
+// is: it names what failed, where, and what to do. Nothing here parses the command line
+// or exits the process.
+#ifndef CITYOPS_APP_LOG_COMMANDS_H_
+#define CITYOPS_APP_LOG_COMMANDS_H_
+
+#include <cstdint>
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace cityops::app {
+
+// The Kafka topic that `log generate` records as the source of its readings, as if
+// ingest had consumed them (DESIGN.md, Interfaces).
+inline constexpr char kReadingsTopic[] = "cityops.readings";
+
+struct GenerateOptions {
+  std::string data_dir;
+  uint64_t readings = 100'000;
+  uint32_t partitions = 4;
+  uint32_t devices = 10'000;
+  uint64_t seed = 1;
+  uint32_t batch = 1'000;  // Events per append (per partition).
+};
+
+// Generates `readings` simulated sensor readings of `devices` devices and appends them
+// to the log at `data_dir` (created if missing), each to the partition its device id
+// maps to, in batches, each batch with the source position of `kReadingsTopic` (Kafka
+// partition = log partition) it would have come from. Offsets continue from the
+// positions already stored, so a second run extends the log. Progress goes to `out`.
+// FAILED_PRECONDITION if the log is in use or was generated with another partition
+// count.
+absl::Status GenerateLog(const GenerateOptions& options, std::ostream& out);
+
+struct InspectOptions {
+  std::string data_dir;
+};
+
+// Prints a summary of the log at `data_dir`: per partition the events, their event-time
+// range and counts by event type; stored source positions; indexed streams; size on
+// disk. Reads by sequential scan; memory does not grow with the log.
+absl::Status InspectLog(const InspectOptions& options, std::ostream& out);
+
+struct DumpOptions {
+  std::string data_dir;
+  uint32_t partition = 0;
+  uint64_t from = 0;    // First sequence.
+  uint64_t limit = 20;  // At most this many events.
+};
+
+// Writes events of one partition to `out` as JSON lines, one event per line, by the
+// protobuf JSON mapping of `cityops.v1.Event`. Writes a note to `note` (not `out`, which
+// stays pure JSON) when there is nothing to dump.
+absl::Status DumpLog(const DumpOptions& options, std::ostream& out, std::ostream& note);
+
+struct BackupOptions {
+  std::string data_dir;
+  std::string to;  // Must not exist yet.
+};
+
+// Writes a consistent, openable copy of the log at `data_dir` to `to` (EventLog::Backup).
+absl::Status BackupLog(const BackupOptions& options, std::ostream& out);
+
+}  // namespace cityops::app
+
+#endif  // CITYOPS_APP_LOG_COMMANDS_H_
