@@ -6,6 +6,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "app/ingest_commands.h"
 #include "app/log_commands.h"
 
 namespace cityops::app {
@@ -87,6 +88,62 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   backup->add_option("--data-dir", backup_options.data_dir, kDataDirHelp)->required();
   backup->add_option("--to", backup_options.to, "Target directory; must not exist yet")->required();
 
+  PublishCommandOptions publish_options;
+  CLI::App* publish = app.add_subcommand(
+      "publish",
+      "Publish sensor readings from JSON lines (the protobuf JSON mapping of "
+      "cityops.v1.SensorReading) to Kafka, keyed by device id (murmur2, like Java clients). "
+      "Each line is validated as ingest will; bad lines are reported by number and not sent.");
+  publish->add_option("--bootstrap", publish_options.bootstrap, "Kafka bootstrap servers")
+      ->required();
+  publish->add_option("--topic", publish_options.topic, "Topic")->capture_default_str();
+  publish->add_option("--encoding", publish_options.encoding, "Wire encoding")
+      ->check(CLI::IsMember({"protobuf", "json"}))
+      ->capture_default_str();
+  publish->add_option("input", publish_options.input, "JSON-lines file, or - for stdin")
+      ->capture_default_str();
+
+  CLI::App* devices = app.add_subcommand("devices", "The device registry.");
+  devices->require_subcommand(1);
+  ImportCommandOptions import_options;
+  CLI::App* import = devices->add_subcommand(
+      "import",
+      "Append device registrations from a CSV (device_id,kind,grid_code,latitude_deg,"
+      "longitude_deg,name,reporting_interval_s) or JSON-lines file to a log, each in the "
+      "partition of its device's readings. Unchanged registrations are skipped.");
+  import->add_option("--data-dir", import_options.data_dir, kDataDirHelp)->required();
+  import->add_option("--partitions", import_options.partitions, "Partitions of cityops.readings")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  import->add_option("file", import_options.file, "Registry file (.csv or JSON lines)")
+      ->required()
+      ->check(CLI::ExistingFile);
+
+  IngestCommandOptions ingest_options;
+  CLI::App* ingest = app.add_subcommand(
+      "ingest",
+      "Consume cityops.readings, cityops.reports and cityops.devices into a log, exactly "
+      "once, dead-lettering bad records to cityops.deadletter. With --embedded it hosts a "
+      "development Kafka cluster in-process and prints its address (for kcat or publish).");
+  ingest->add_option("--data-dir", ingest_options.data_dir, kDataDirHelp)->required();
+  auto* bootstrap =
+      ingest->add_option("--bootstrap", ingest_options.bootstrap, "Kafka bootstrap servers");
+  ingest
+      ->add_flag("--embedded", ingest_options.embedded,
+                 "Host librdkafka's built-in cluster on 127.0.0.1 (topics in memory)")
+      ->excludes(bootstrap);
+  ingest
+      ->add_option("--partitions", ingest_options.partitions,
+                   "Partitions of the embedded cluster's topics")
+      ->check(CLI::Range(1, 1024))
+      ->capture_default_str();
+  ingest->add_option("--group-id", ingest_options.group_id, "Consumer group")
+      ->capture_default_str();
+  ingest
+      ->add_option("--seconds", ingest_options.seconds,
+                   "Stop after this many seconds (default: run until SIGINT/SIGTERM)")
+      ->check(CLI::NonNegativeNumber);
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -106,6 +163,12 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = DumpLog(dump_options, out, err);
   } else if (*backup) {
     status = BackupLog(backup_options, out);
+  } else if (*publish) {
+    status = PublishCommand(publish_options, out, err);
+  } else if (*import) {
+    status = ImportDevicesCommand(import_options, out, err);
+  } else if (*ingest) {
+    status = IngestCommand(ingest_options, out);
   }
   out.flush();
   if (!status.ok()) {

@@ -222,7 +222,7 @@ absl::Status Ingester::Impl::CreateConsumer() {
       {"fetch.wait.max.ms", std::to_string(ToMillis(options_.fetch_wait))},
       {"queued.min.messages", "100000"},
   };
-  for (const auto& list : {defaults, options_.kafka_properties}) {
+  for (const auto& list : {defaults, options_.kafka_properties, options_.consumer_properties}) {
     for (const auto& [name, value] : list) {
       if (absl::Status s = SetConf(conf, name, value); !s.ok()) {
         rd_kafka_conf_destroy(conf);

@@ -64,6 +64,8 @@ struct IngestOptions {
   // Passed to librdkafka as they are, for consumer and dead-letter producer alike
   // (security.protocol, sasl.*, ssl.*, ...). They override cityops' own settings.
   std::vector<std::pair<std::string, std::string>> kafka_properties;
+  // Passed to the consumer only, after kafka_properties (e.g. session.timeout.ms).
+  std::vector<std::pair<std::string, std::string>> consumer_properties;
   size_t max_batch_records = 10000;  // Records per poll, at most.
   absl::Duration poll_timeout = absl::Milliseconds(100);
   absl::Duration fetch_wait = absl::Milliseconds(10);     // fetch.wait.max.ms

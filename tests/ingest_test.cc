@@ -64,8 +64,8 @@ IngestOptions Options(const EmbeddedKafka& kafka, const kernel::Clock* clock) {
   options.clock_tick_interval = absl::ZeroDuration();
   options.poll_timeout = absl::Milliseconds(100);
   // The mock cluster bounds a rebalance by the session timeout; keep restarts quick.
-  options.kafka_properties = {
-      {"log_level", "3"}, {"session.timeout.ms", "3000"}, {"heartbeat.interval.ms", "500"}};
+  options.kafka_properties = {{"log_level", "3"}};
+  options.consumer_properties = {{"session.timeout.ms", "3000"}, {"heartbeat.interval.ms", "500"}};
   return options;
 }
 
