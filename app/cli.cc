@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "app/ingest_commands.h"
 #include "app/log_commands.h"
+#include "app/sim_commands.h"
 
 namespace cityops::app {
 namespace {
@@ -140,9 +141,51 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   ingest->add_option("--group-id", ingest_options.group_id, "Consumer group")
       ->capture_default_str();
   ingest
+      ->add_option("--simulate", ingest_options.simulate,
+                   "With --embedded: also play this scenario (normal, typhoon, elevator-wave) "
+                   "into the cluster, 180 simulated minutes at 120x, and stop once it is all "
+                   "ingested")
+      ->check(CLI::IsMember({"normal", "typhoon", "elevator-wave"}))
+      ->needs("--embedded");
+  ingest->add_option("--sim-devices", ingest_options.sim_devices, "With --simulate: devices")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
+      ->capture_default_str();
+  ingest
       ->add_option("--seconds", ingest_options.seconds,
                    "Stop after this many seconds (default: run until SIGINT/SIGTERM)")
       ->check(CLI::NonNegativeNumber);
+
+  SimCommandOptions sim_options;
+  CLI::App* sim = app.add_subcommand(
+      "sim",
+      "Simulate a city and publish its readings: devices on cityops.devices first, then "
+      "readings on cityops.readings (or JSON lines with --out). Simulated time ends now, "
+      "so ingest accepts every reading however fast time runs.");
+  sim->add_option("--scenario", sim_options.scenario, "normal, typhoon or elevator-wave")
+      ->check(CLI::IsMember({"normal", "typhoon", "elevator-wave"}))
+      ->capture_default_str();
+  sim->add_option("--devices", sim_options.devices, "Devices in the city")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
+      ->capture_default_str();
+  sim->add_option("--seed", sim_options.seed, "Seed of the city and the scenario")
+      ->capture_default_str();
+  sim->add_option("--minutes", sim_options.minutes, "Simulated minutes to play")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  sim->add_option("--acceleration", sim_options.acceleration,
+                  "Simulated seconds per wall second (0 = as fast as possible)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  sim->add_option("--rate", sim_options.rate,
+                  "At most this many readings per second (0 = no limit)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  auto* sim_bootstrap =
+      sim->add_option("--bootstrap", sim_options.bootstrap, "Kafka bootstrap servers");
+  sim->add_option("--out", sim_options.out, "Write readings as JSON lines to this file instead")
+      ->excludes(sim_bootstrap);
+  sim->add_option("--devices-out", sim_options.devices_out,
+                  "With --out: write the registrations as JSON lines to this file");
 
   try {
     app.parse(argc, argv);
@@ -169,6 +212,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = ImportDevicesCommand(import_options, out, err);
   } else if (*ingest) {
     status = IngestCommand(ingest_options, out);
+  } else if (*sim) {
+    status = SimCommand(sim_options, out);
   }
   out.flush();
   if (!status.ok()) {

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "app/sim_commands.h"
 #include "ingest/device_import.h"
 #include "ingest/embedded_kafka.h"
 #include "ingest/ingester.h"
@@ -136,13 +137,39 @@ absl::Status IngestCommand(const IngestCommandOptions& options, std::ostream& ou
     run_status = (*ingester)->Run();  // Returns after Stop(), or on an error it can't retry.
     finished = true;
   });
+  // The simulated city publishes from its own thread while ingest runs.
+  std::atomic<bool> sim_stop{false};
+  std::atomic<bool> sim_done{options.simulate.empty()};
+  absl::Status sim_status;
+  std::thread simulator;
+  if (!options.simulate.empty()) {
+    simulator = std::thread([&] {
+      SimCommandOptions sim;
+      sim.scenario = options.simulate;
+      sim.devices = options.sim_devices;
+      sim.bootstrap = ingest_options.bootstrap_servers;
+      sim.acceleration = 120;
+      sim_status = SimCommand(sim, out, &sim_stop);
+      sim_done = true;
+    });
+  }
   const absl::Time deadline =
       options.seconds > 0 ? absl::Now() + absl::Seconds(options.seconds) : absl::InfiniteFuture();
   absl::Time next_report = absl::Now() + absl::Seconds(5);
   uint64_t reported = UINT64_MAX;
+  uint64_t last_records = 0;
+  absl::Time quiet_since = absl::Now();
   while (!finished) {
     absl::SleepFor(absl::Milliseconds(100));
     if (absl::Now() >= deadline) (*ingester)->Stop();
+    const uint64_t records = (*ingester)->Stats().records;
+    if (records != last_records) {
+      last_records = records;
+      quiet_since = absl::Now();
+    } else if (!options.simulate.empty() && sim_done &&
+               absl::Now() >= quiet_since + absl::Seconds(3)) {
+      (*ingester)->Stop();  // The simulation is over and everything it sent is in.
+    }
     if (absl::Now() >= next_report) {
       const ingest::IngestStats stats = (*ingester)->Stats();
       if (stats.records != reported) PrintStats(stats, out);
@@ -151,7 +178,10 @@ absl::Status IngestCommand(const IngestCommandOptions& options, std::ostream& ou
     }
   }
   runner.join();
+  sim_stop = true;
+  if (simulator.joinable()) simulator.join();
   g_running = nullptr;
+  if (!sim_status.ok()) return sim_status;
   PrintStats((*ingester)->Stats(), out);
   return run_status;
 }

@@ -43,6 +43,10 @@ struct IngestCommandOptions {
   int partitions = 4;     // Of the embedded cluster's topics.
   std::string group_id = "cityops-ingest";
   double seconds = 0;  // Stop after this long; 0 = until SIGINT or SIGTERM.
+  // With `embedded`: also play this `cityops sim` scenario into the cluster (180
+  // simulated minutes at 120x), and stop once all of it is ingested.
+  std::string simulate;
+  uint32_t sim_devices = 10'000;
 };
 
 // Runs ingest into the log until interrupted, printing counters every few seconds.
