@@ -143,12 +143,17 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   ingest
       ->add_option("--simulate", ingest_options.simulate,
                    "With --embedded: also play this scenario (normal, typhoon, elevator-wave) "
-                   "into the cluster, 180 simulated minutes at 120x, and stop once it is all "
+                   "into the cluster (--sim-minutes at 120x), and stop once it is all "
                    "ingested")
       ->check(CLI::IsMember({"normal", "typhoon", "elevator-wave"}))
       ->needs("--embedded");
   ingest->add_option("--sim-devices", ingest_options.sim_devices, "With --simulate: devices")
       ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
+      ->capture_default_str();
+  ingest
+      ->add_option("--sim-minutes", ingest_options.sim_minutes,
+                   "With --simulate: simulated minutes to play")
+      ->check(CLI::PositiveNumber)
       ->capture_default_str();
   ingest
       ->add_option("--seconds", ingest_options.seconds,

@@ -159,4 +159,26 @@ grep -q "cityops log inspect --help" "$work/err" || fail "usage error does not p
 expect_exit 0 log generate --help
 grep -q -- "--readings" "$work/out" || fail "generate --help does not list --readings"
 
+step "ingest --embedded --simulate plays a scenario into a log"
+expect_exit 0 ingest --embedded --simulate typhoon --sim-devices 300 --sim-minutes 20 \
+  --data-dir live
+grep -q "^kafka: 127.0.0.1:" "$work/out" || fail "ingest --embedded did not print its address"
+grep -q "0 dead-lettered" "$work/out" || { cat "$work/out" >&2; fail "simulated readings rejected"; }
+expect_exit 0 log inspect --data-dir live
+grep -q "registry/" "$work/out" || grep -q "device_registered" "$work/out" ||
+  { cat "$work/out" >&2; fail "no registrations ingested"; }
+grep -q "reading" "$work/out" || fail "no readings ingested"
+
+step "sim writes JSON lines that publish validates; devices import takes its registrations"
+expect_exit 0 sim --scenario normal --devices 50 --minutes 10 --acceleration 0 \
+  --out sim.jsonl --devices-out devices.jsonl
+[[ -s sim.jsonl && -s devices.jsonl ]] || fail "sim wrote no files"
+expect_exit 0 devices import --data-dir registry devices.jsonl
+grep -q "imported 50 registrations" "$work/out" || { cat "$work/out" >&2; fail "import"; }
+expect_exit 0 devices import --data-dir registry devices.jsonl
+grep -q "imported 0 registrations (50 unchanged)" "$work/out" || fail "re-import not skipped"
+echo '{"deviceId":"x","kind":"DEVICE_KIND_ELEVATOR"}' >bad.jsonl
+expect_exit 1 publish --bootstrap 127.0.0.1:1 bad.jsonl
+grep -q "^bad.jsonl:1: MISSING_FIELD" "$work/err" || { cat "$work/err" >&2; fail "publish error line"; }
+
 echo "PASS: cli_smoke"

@@ -149,6 +149,7 @@ absl::Status IngestCommand(const IngestCommandOptions& options, std::ostream& ou
       sim.devices = options.sim_devices;
       sim.bootstrap = ingest_options.bootstrap_servers;
       sim.acceleration = 120;
+      sim.minutes = options.sim_minutes;
       sim_status = SimCommand(sim, out, &sim_stop);
       sim_done = true;
     });

@@ -47,6 +47,7 @@ struct IngestCommandOptions {
   // simulated minutes at 120x), and stop once all of it is ingested.
   std::string simulate;
   uint32_t sim_devices = 10'000;
+  double sim_minutes = 180;
 };
 
 // Runs ingest into the log until interrupted, printing counters every few seconds.
