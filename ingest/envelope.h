@@ -11,9 +11,14 @@
 
 namespace cityops::ingest {
 
-// A reading as an event: stream `device/<id>`, the reading's event time, provenance
-// Kafka topic/partition/offset and idempotency key `<device_id>/<reading_id>`. Takes the
-// reading's contents (swaps them out of `reading`).
+// Fills `out` (cleared first) with a reading as an event: stream `device/<id>`, the
+// reading's event time, provenance Kafka topic/partition/offset. No idempotency key: a
+// reading's identity is (device_id, reading_id), already in the payload. Takes the
+// reading's contents (swaps them out of `reading`; cheap when both are on the heap).
+void FillReadingEvent(v1::SensorReading& reading, std::string_view topic, int32_t partition,
+                      int64_t offset, bool device_unregistered, v1::Event* out);
+
+// The same, returning a new event.
 v1::Event ReadingEvent(v1::SensorReading& reading, std::string_view topic, int32_t partition,
                        int64_t offset, bool device_unregistered);
 

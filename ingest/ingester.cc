@@ -121,19 +121,21 @@ class Ingester::Impl {
  private:
   // One poll's worth of work before it is stored.
   struct Pending {
-    absl::flat_hash_map<uint32_t, kernel::AppendBatch> batches;  // By log partition.
     absl::flat_hash_map<TopicPartitionKey, int64_t> next_offsets;
     std::vector<std::pair<uint64_t, uint64_t>> new_reading_ids;  // (device, reading) hashes
     absl::flat_hash_set<std::pair<uint64_t, uint64_t>> seen;
     std::vector<std::string> new_devices;
     IngestStats delta;
     size_t dead_lettered = 0;
-
-    kernel::AppendBatch& BatchFor(uint32_t partition) {
-      return batches.try_emplace(partition, Partition(partition)).first->second;
-    }
   };
 
+  // The batch of `partition` for this poll. Batches are kept and reused across polls,
+  // so that events are refilled in place rather than allocated and freed.
+  kernel::AppendBatch& BatchFor(uint32_t partition) {
+    auto [slot, added] = batch_slots_.try_emplace(partition, batches_.size());
+    if (added) batches_.emplace_back(Partition(partition));
+    return batches_[slot->second];
+  }
   absl::Status RebuildMemory();
   absl::Status CreateConsumer();
   static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
@@ -165,6 +167,8 @@ class Ingester::Impl {
   // A dead letter the producer refused outright (fails the batch at flush).
   absl::Status refused_;
 
+  std::vector<kernel::AppendBatch> batches_;  // One per log partition seen.
+  absl::flat_hash_map<uint32_t, size_t> batch_slots_;
   absl::flat_hash_map<uint64_t, ReadingWindow> windows_;
   absl::flat_hash_set<std::string> registered_;
   absl::Hash<std::string_view> hash_;
@@ -481,8 +485,8 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     pending.new_reading_ids.emplace_back(device, reading);
     const bool unregistered = !IsRegistered(reading_.device_id(), pending);
     if (unregistered) ++pending.delta.unregistered_readings;
-    v1::Event e = ReadingEvent(reading_, topic, msg->partition, msg->offset, unregistered);
-    pending.BatchFor(log_partition).Add(std::move(e));
+    FillReadingEvent(reading_, topic, msg->partition, msg->offset, unregistered,
+                     BatchFor(log_partition).AddNew());
     ++pending.delta.readings;
   } else if (topic == options_.topics.reports) {
     if (std::optional<Rejection> why = DecodeReport(record, options_.validation, now, &report_)) {
@@ -507,7 +511,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
       c->mutable_originator()->set_level(v1::GRID_LEVEL_RESIDENTIAL_STATION);
       c->mutable_originator()->set_code(c->grid().grid_code());
     }
-    pending.BatchFor(log_partition).Add(std::move(e));
+    BatchFor(log_partition).Add(std::move(e));
     ++pending.delta.reports;
   } else if (topic == options_.topics.devices) {
     if (msg->payload == nullptr) {
@@ -526,7 +530,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     provenance(e, RegistrationKey(device_));  // Identical re-registrations are skipped.
     pending.new_devices.push_back(device_.device_id());
     e.mutable_device_registered()->Swap(&device_);
-    pending.BatchFor(log_partition).Add(std::move(e));
+    BatchFor(log_partition).Add(std::move(e));
     ++pending.delta.registrations;
   } else {
     return;  // Not subscribed; cannot happen.
@@ -549,26 +553,21 @@ absl::Status Ingester::Impl::FlushDeadLetters(size_t count) {
 
 absl::Status Ingester::Impl::Store(Pending& pending) {
   for (const auto& [tp, next] : pending.next_offsets) {
-    pending.BatchFor(static_cast<uint32_t>(tp.partition))
+    BatchFor(static_cast<uint32_t>(tp.partition))
         .SetSourcePosition(tp.topic, tp.partition, KafkaOffset(next));
   }
-  std::vector<kernel::AppendBatch> batches;
-  batches.reserve(pending.batches.size());
-  std::vector<uint32_t> partitions;
-  for (auto& [partition, batch] : pending.batches) {
-    partitions.push_back(partition);
-    batches.push_back(std::move(batch));
-  }
-  absl::StatusOr<std::vector<kernel::AppendResult>> results = log_->AppendAll(std::move(batches));
+  // Every kept batch goes in; those this poll did not touch are empty and write nothing.
+  absl::StatusOr<std::vector<kernel::AppendResult>> results = log_->AppendAll(batches_);
   if (!results.ok()) return results.status();
 
   // Stored: now the ids and devices are facts.
   for (const auto& [device, reading] : pending.new_reading_ids) Remember(device, reading);
   for (std::string& device : pending.new_devices) registered_.insert(std::move(device));
   const absl::Time now = options_.clock->Now();
-  for (size_t i = 0; i < partitions.size(); ++i) {
+  for (size_t i = 0; i < batches_.size(); ++i) {
     if ((*results)[i].appended > 0) {
-      if (auto it = last_activity_.find(partitions[i]); it != last_activity_.end()) {
+      if (auto it = last_activity_.find(batches_[i].partition().value());
+          it != last_activity_.end()) {
         it->second = now;
       }
     }
@@ -638,6 +637,7 @@ absl::StatusOr<size_t> Ingester::Impl::PollOnce() {
     return absl::UnavailableError(
         absl::StrFormat("consuming failed: %s", rd_kafka_err2str(rd_kafka_last_error())));
   }
+  for (kernel::AppendBatch& batch : batches_) batch.Clear();
   Pending pending;
   absl::Status failure;
   size_t handled = 0;

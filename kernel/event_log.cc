@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <span>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -74,7 +75,29 @@ bool IsIndexedStream(std::string_view stream_id) {
 }
 
 void AppendBatch::Add(v1::Event event, std::optional<StreamVersion> expected_version) {
-  entries_.push_back(Entry{std::move(event), expected_version});
+  if (used_ < entries_.size()) {
+    entries_[used_].event.Swap(&event);  // Both on the heap: a pointer swap.
+    entries_[used_].expected_version = expected_version;
+  } else {
+    entries_.push_back(Entry{std::move(event), expected_version});
+  }
+  ++used_;
+}
+
+v1::Event* AppendBatch::AddNew(std::optional<StreamVersion> expected_version) {
+  if (used_ < entries_.size()) {
+    entries_[used_].event.Clear();
+    entries_[used_].expected_version = expected_version;
+  } else {
+    entries_.push_back(Entry{v1::Event(), expected_version});
+  }
+  return &entries_[used_++].event;
+}
+
+void AppendBatch::Clear() {
+  used_ = 0;
+  source_positions_.clear();
+  checkpoint_.reset();
 }
 
 void AppendBatch::SetSourcePosition(std::string topic, int32_t kafka_partition,
@@ -457,7 +480,7 @@ absl::Status EventLog::Validate(const AppendBatch& batch, bool* indexed) {
         "append comes from ingest or from a stage, not both",
         partition.value()));
   }
-  for (size_t i = 0; i < batch.entries_.size(); ++i) {
+  for (size_t i = 0; i < batch.used_; ++i) {
     const AppendBatch::Entry& entry = batch.entries_[i];
     const v1::Event& e = entry.event;
     if (e.payload_case() == v1::Event::PAYLOAD_NOT_SET) {
@@ -508,9 +531,9 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
                              AppendResult* result) const {
   const Impl& d = *impl_;
   const Partition partition = batch.partition();
-  result->outcomes.reserve(batch.entries_.size());
+  result->outcomes.reserve(batch.used_);
   char key[format::kEventKeySize];
-  for (size_t i = 0; i < batch.entries_.size(); ++i) {
+  for (size_t i = 0; i < batch.used_; ++i) {
     AppendBatch::Entry& entry = batch.entries_[i];
     v1::Event& e = entry.event;
     const EventPosition position{partition, Sequence(*next)};
@@ -596,15 +619,23 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
   return absl::OkStatus();
 }
 
-absl::StatusOr<AppendResult> EventLog::Append(AppendBatch batch) {
-  std::vector<AppendBatch> batches;
-  batches.push_back(std::move(batch));
-  absl::StatusOr<std::vector<AppendResult>> results = AppendAll(std::move(batches));
+absl::StatusOr<AppendResult> EventLog::Append(AppendBatch&& batch) { return Append(batch); }
+
+absl::StatusOr<AppendResult> EventLog::Append(AppendBatch& batch) {
+  absl::StatusOr<std::vector<AppendResult>> results = AppendAll(std::span<AppendBatch>(&batch, 1));
   if (!results.ok()) return results.status();
   return std::move(results->front());
 }
 
-absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch> batches) {
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch>&& batches) {
+  return AppendAll(std::span<AppendBatch>(batches));
+}
+
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch>& batches) {
+  return AppendAll(std::span<AppendBatch>(batches));
+}
+
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBatch> batches) {
   Impl& d = *impl_;
   bool any_indexed = false;
   for (const AppendBatch& batch : batches) {

@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -92,6 +93,11 @@ bool IsIndexedStream(std::string_view stream_id);
 
 // Events to append to one partition, together with what produced them. Not
 // thread-safe; build it, then hand it to `EventLog::Append`.
+//
+// A batch can be reused: `Clear()` keeps its events' memory, and `AddNew()` hands out a
+// cleared event to fill in place. A hot path (ingest) that appends with
+// `Append(AppendBatch&)` and reuses its batches allocates and frees almost nothing per
+// event, as protobuf's reused-message practice recommends.
 class AppendBatch {
  public:
   explicit AppendBatch(Partition partition) : partition_(partition) {}
@@ -102,6 +108,10 @@ class AppendBatch {
   // at before this event (0 = the stream must not exist yet).
   void Add(v1::Event event, std::optional<StreamVersion> expected_version = std::nullopt);
 
+  // Adds an empty event (reusing one kept by Clear) and returns it to be filled in
+  // place. Valid until the next Add, AddNew or Clear.
+  v1::Event* AddNew(std::optional<StreamVersion> expected_version = std::nullopt);
+
   // Records that this batch consumed `topic`/`kafka_partition` up to `next_offset`.
   // May be called for several topic partitions; a later call for the same one wins.
   void SetSourcePosition(std::string topic, int32_t kafka_partition, KafkaOffset next_offset);
@@ -110,9 +120,12 @@ class AppendBatch {
   // source positions or a checkpoint, not both.
   void SetCheckpoint(StageCheckpoint checkpoint);
 
+  // Empties the batch for reuse, keeping the memory of its events.
+  void Clear();
+
   Partition partition() const { return partition_; }
-  size_t size() const { return entries_.size(); }
-  bool empty() const { return entries_.empty(); }
+  size_t size() const { return used_; }
+  bool empty() const { return used_ == 0; }
 
  private:
   friend class EventLog;
@@ -121,7 +134,8 @@ class AppendBatch {
     std::optional<StreamVersion> expected_version;
   };
   Partition partition_;
-  std::vector<Entry> entries_;
+  std::vector<Entry> entries_;  // The first used_ are in the batch; the rest are kept.
+  size_t used_ = 0;
   std::vector<SourcePosition> source_positions_;
   std::optional<StageCheckpoint> checkpoint_;
 };
@@ -164,12 +178,17 @@ class EventLog {
   //   other codes       when RocksDB cannot write (disk full, I/O error).
   // A batch with no events but with source positions or a checkpoint is valid: it
   // moves the position on (e.g. when every record consumed was dead-lettered).
-  absl::StatusOr<AppendResult> Append(AppendBatch batch);
+  absl::StatusOr<AppendResult> Append(AppendBatch&& batch);
+  // The same, leaving `batch` to the caller to Clear() and reuse. Its events are
+  // changed (stamped as stored), so append a batch once.
+  absl::StatusOr<AppendResult> Append(AppendBatch& batch);
 
   // Appends batches for several partitions (at most one batch each) as one atomic
   // write with one sync: all of them or none. Same errors as Append. Ingest uses this
   // to store what one poll consumed across many Kafka partitions.
-  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch> batches);
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch>&& batches);
+  // The same, leaving the batches to the caller to Clear() and reuse.
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch>& batches);
 
   // Calls `visit(sequence, value)` for the stored events of `partition` from `from`
   // on, in order, until `visit` returns false or the appended end is reached. `value`
@@ -233,6 +252,7 @@ class EventLog {
   class Impl;
   struct Staging;
   static absl::Status Validate(const AppendBatch& batch, bool* indexed);
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::span<AppendBatch> batches);
   absl::Status Stage(AppendBatch& batch, uint64_t* next, Staging& staging,
                      AppendResult* result) const;
   explicit EventLog(std::unique_ptr<Impl> impl);

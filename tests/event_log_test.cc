@@ -1483,3 +1483,40 @@ TEST_CASE("a backup taken while another thread appends is a consistent log", "[e
 
 }  // namespace
 }  // namespace cityops
+
+namespace cityops::kernel {
+namespace {
+
+TEST_CASE("a reused batch appends its new events each time and keeps none of the old ones",
+          "[event_log]") {
+  testing::TempDir dir;
+  absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open({.path = dir.Sub("log")});
+  REQUIRE(log.ok());
+  AppendBatch batch{Partition(0)};
+  int64_t offset = 0;
+  for (int round = 0; round < 3; ++round) {
+    batch.Clear();
+    const int n = 5 - round;  // Fewer events than the batch keeps from earlier rounds.
+    for (int i = 0; i < n; ++i, ++offset) {
+      v1::Event* e = batch.AddNew();
+      *e = testing::ReadingEvent(absl::StrCat("dev-", round), offset);
+    }
+    batch.SetSourcePosition("cityops.readings", 0, KafkaOffset(offset));
+    REQUIRE(batch.size() == static_cast<size_t>(n));
+    absl::StatusOr<AppendResult> r = (*log)->Append(batch);
+    REQUIRE(r.ok());
+    CHECK(r->appended == static_cast<size_t>(n));
+  }
+  absl::StatusOr<std::vector<v1::Event>> events = (*log)->Read(Partition(0), Sequence(0), 100);
+  REQUIRE(events.ok());
+  REQUIRE(events->size() == 12);  // 5 + 4 + 3
+  for (size_t i = 0; i < events->size(); ++i) {
+    const std::string expected = i < 5 ? "dev-0" : i < 9 ? "dev-1" : "dev-2";
+    CHECK((*events)[i].reading().device_id() == expected);
+    CHECK((*events)[i].provenance().kafka().offset() == static_cast<int64_t>(i));
+  }
+  CHECK(**(*log)->StoredSourcePosition("cityops.readings", 0) == KafkaOffset(12));
+}
+
+}  // namespace
+}  // namespace cityops::kernel
