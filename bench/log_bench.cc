@@ -4,24 +4,48 @@
 // default durability: one WAL fsync per batch) and scans them back, with cityops'
 // EventLog and with bare RocksDB writing the same keys, the same value bytes and the same
 // options. Inputs are built outside the timed regions, in chunks, so memory stays
-// bounded; the two sides alternate chunk by chunk so that drift of the machine (page
-// cache, compactions) hits both alike.
+// bounded; the two sides alternate chunk by chunk (and scan twice, in opposite orders)
+// so that drift of the machine (page cache, compactions, the disk) hits both alike.
+//
+// What is timed on each side, per batch:
+//   cityops  EventLog::Append of a reused AppendBatch whose v1::Event objects were just
+//            refilled in place (untimed), as ingest hands them over: the log validates,
+//            stamps, serializes, indexes, builds the WriteBatch and writes it synced.
+//   bare     building a rocksdb::WriteBatch of the already serialized bytes (the same
+//            bytes the log stores, checked after the run) plus one position Put, and
+//            writing it synced.
+// So the gap between the two is everything the log does beyond RocksDB, including
+// protobuf serialization; serializing (and, for a caller that does not reuse its
+// events, destroying them) is also measured alone and printed for information.
 #include <sys/resource.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
 #include "kernel/event_log.h"
 #include "kernel/log_format.h"
+#include "rocksdb/convenience.h"
 #include "rocksdb/db.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
 #include "sim/reading_generator.h"
 
 namespace cityops::bench {
@@ -29,48 +53,231 @@ namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 
+constexpr std::string_view kTopic = "cityops.readings";
+// Recorded time stamped by the log's clock; the bare side stores the same bytes.
+constexpr int64_t kRecordedUnixSeconds = 1'790'000'000;
+
 double Seconds(SteadyClock::time_point since) {
   return std::chrono::duration<double>(SteadyClock::now() - since).count();
 }
 
+struct BenchOptions {
+  uint64_t events = 5'000'000;
+  size_t batch = 1000;
+  size_t chunk = 500'000;
+  size_t devices = 100'000;
+  uint32_t partitions = 1;
+  uint64_t seed = 1;
+  std::string dir;
+  // Both sides skip the fsync (Durability::kBuffered; WriteOptions::sync = false).
+  bool buffered = false;
+};
+
+// A scratch directory: created fresh (or given by the user, then kept), removed at exit
+// when we created it, also when the run fails.
+class ScratchDir {
+ public:
+  explicit ScratchDir(std::string dir) : path_(std::move(dir)) {
+    if (path_.empty()) {
+      std::string pattern =
+          (std::filesystem::temp_directory_path() / "cityops-log-bench-XXXXXX").string();
+      if (mkdtemp(pattern.data()) == nullptr) {
+        throw std::runtime_error(absl::StrCat("cannot create a scratch directory ", pattern,
+                                              "; pass --dir or set TMPDIR"));
+      }
+      path_ = pattern;
+      owned_ = true;
+    }
+  }
+  ~ScratchDir() {
+    if (!owned_) return;
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  bool owned() const { return owned_; }
+
+ private:
+  std::string path_;
+  bool owned_ = false;
+};
+
+// Serialized events, back to back in one buffer: about 170 bytes per event and no
+// per-event allocation, so a chunk of inputs stays compact.
+class PackedValues {
+ public:
+  void Clear() {
+    bytes_.clear();
+    ends_.clear();
+  }
+  void Add(const v1::Event& event) {
+    const size_t size = event.ByteSizeLong();
+    const size_t begin = bytes_.size();
+    bytes_.resize(begin + size);
+    event.SerializeWithCachedSizesToArray(reinterpret_cast<uint8_t*>(bytes_.data() + begin));
+    ends_.push_back(bytes_.size());
+  }
+  size_t size() const { return ends_.size(); }
+  size_t total_bytes() const { return bytes_.size(); }
+  rocksdb::Slice operator[](size_t i) const {
+    const size_t begin = i == 0 ? 0 : ends_[i - 1];
+    return rocksdb::Slice(bytes_.data() + begin, ends_[i] - begin);
+  }
+
+ private:
+  std::string bytes_;
+  std::vector<size_t> ends_;
+};
+
+// One append: values [begin, end) of one partition's buffer in the chunk.
+struct BatchPlan {
+  uint32_t partition = 0;
+  size_t begin = 0;
+  size_t end = 0;
+  uint64_t first_sequence = 0;
+  int64_t next_offset = 0;  // Kafka offset after the batch's last record.
+};
+
+// The inputs of one chunk, built untimed: the stored bytes per partition and the
+// appends in the order their batches filled up.
+struct Chunk {
+  std::vector<PackedValues> values;  // By partition.
+  std::vector<BatchPlan> batches;
+};
+
+// Builds the inputs as ingest would: readings routed to partitions by Kafka's default
+// partitioner on the device id, one Kafka offset sequence per partition, a batch per
+// partition appended when it holds `batch` events.
+class InputBuilder {
+ public:
+  explicit InputBuilder(const BenchOptions& options)
+      : options_(options),
+        generator_(Fleet(options)),
+        pending_(options.partitions),
+        next_offset_(options.partitions, 0),
+        next_sequence_(options.partitions, 0) {
+    recorded_.set_seconds(kRecordedUnixSeconds);
+  }
+
+  // Fills `chunk` with the next `n` events; partly filled batches are closed at the end
+  // of the chunk. Adds to `*serialize_seconds` and `*destroy_seconds` the time spent
+  // serializing the events and destroying them afterwards (hot in cache): work that
+  // EventLog::Append does inside its timed region (it takes the events over) and bare
+  // RocksDB does not.
+  void Next(size_t n, Chunk* chunk, double* serialize_seconds, double* destroy_seconds) {
+    chunk->values.resize(options_.partitions);
+    for (PackedValues& v : chunk->values) v.Clear();
+    chunk->batches.clear();
+    for (size_t i = 0; i < n; ++i) {
+      generator_.Next(&reading_);
+      const uint32_t p = static_cast<uint32_t>(ingest::KafkaPartitionFor(
+          reading_.device_id(), static_cast<int32_t>(options_.partitions)));
+      v1::Event e = ingest::ReadingEvent(reading_, kTopic, static_cast<int32_t>(p),
+                                         next_offset_[p]++, /*device_unregistered=*/false);
+      // The log stamps this very value (its clock is fixed), so both sides store
+      // byte-identical records.
+      *e.mutable_recorded_time() = recorded_;
+      pending_[p].push_back(std::move(e));
+      if (pending_[p].size() == options_.batch) {
+        Close(p, chunk, serialize_seconds, destroy_seconds);
+      }
+    }
+    for (uint32_t p = 0; p < options_.partitions; ++p) {
+      if (!pending_[p].empty()) Close(p, chunk, serialize_seconds, destroy_seconds);
+    }
+  }
+
+ private:
+  void Close(uint32_t p, Chunk* chunk, double* serialize_seconds, double* destroy_seconds) {
+    PackedValues& values = chunk->values[p];
+    const size_t begin = values.size();
+    const auto t0 = SteadyClock::now();
+    for (const v1::Event& e : pending_[p]) values.Add(e);
+    *serialize_seconds += Seconds(t0);
+    const size_t count = pending_[p].size();
+    chunk->batches.push_back(BatchPlan{p, begin, begin + count, next_sequence_[p],
+                                       pending_[p].back().provenance().kafka().offset() + 1});
+    next_sequence_[p] += count;
+    const auto t1 = SteadyClock::now();
+    pending_[p].clear();
+    *destroy_seconds += Seconds(t1);
+  }
+
+  static sim::FleetOptions Fleet(const BenchOptions& options) {
+    sim::FleetOptions fleet;
+    fleet.seed = options.seed;
+    fleet.devices = options.devices;
+    return fleet;
+  }
+
+  const BenchOptions& options_;
+  sim::ReadingGenerator generator_;
+  v1::SensorReading reading_;
+  google::protobuf::Timestamp recorded_;
+  std::vector<std::vector<v1::Event>> pending_;  // By partition.
+  std::vector<int64_t> next_offset_;
+  std::vector<uint64_t> next_sequence_;
+};
+
 // Bare RocksDB with the log's options and key layout: an events family and one other
-// family for the position, no cityops code on the write or scan path.
+// family for the positions, no cityops code on the write or scan path (only the key
+// encoder, which is the layout under test).
 class BareLog {
  public:
-  explicit BareLog(const std::string& path) {
+  BareLog(const std::string& path, uint32_t partitions, bool sync) {
     rocksdb::DBOptions options = kernel::format::LogDbOptions();
     options.create_if_missing = true;
     options.create_missing_column_families = true;
     std::vector<rocksdb::ColumnFamilyDescriptor> families = {
         {rocksdb::kDefaultColumnFamilyName, kernel::format::IndexCfOptions()},
-        {"events", kernel::format::EventsCfOptions()}};
+        {std::string(kernel::format::kEventsCf), kernel::format::EventsCfOptions()}};
     rocksdb::DB* db = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(options, path, families, &handles_, &db);
-    if (!s.ok()) throw std::runtime_error(s.ToString());
+    if (!s.ok())
+      throw std::runtime_error(absl::StrCat("bare RocksDB at ", path, ": ", s.ToString()));
     db_.reset(db);
-    sync_.sync = true;
+    write_options_.sync = sync;
+    for (uint32_t p = 0; p < partitions; ++p) {
+      // Built once, outside the timed path: the same key the log uses.
+      position_keys_.push_back(kernel::format::SourcePositionKey(kTopic, static_cast<int32_t>(p)));
+    }
   }
   ~BareLog() {
     for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
   }
+  BareLog(const BareLog&) = delete;
+  BareLog& operator=(const BareLog&) = delete;
 
-  void Append(uint32_t partition, uint64_t first, const std::vector<std::string>& values,
-              size_t begin, size_t end, uint64_t next_offset) {
+  void Append(const BatchPlan& plan, const PackedValues& values) {
     rocksdb::WriteBatch batch;
     char key[kernel::format::kEventKeySize];
-    for (size_t i = begin; i < end; ++i) {
-      kernel::format::EncodeEventKey(kernel::Partition(partition),
-                                     kernel::Sequence(first + i - begin), key);
+    for (size_t i = plan.begin; i < plan.end; ++i) {
+      kernel::format::EncodeEventKey(kernel::Partition(plan.partition),
+                                     kernel::Sequence(plan.first_sequence + i - plan.begin), key);
       batch.Put(handles_[1], rocksdb::Slice(key, sizeof(key)), values[i]);
     }
     char offset[8];
-    kernel::format::PutBigEndian64(next_offset, offset);
-    batch.Put(handles_[0], "s:cityops.readings:0", rocksdb::Slice(offset, sizeof(offset)));
-    rocksdb::Status s = db_->Write(sync_, &batch);
-    if (!s.ok()) throw std::runtime_error(s.ToString());
+    kernel::format::PutBigEndian64(static_cast<uint64_t>(plan.next_offset), offset);
+    batch.Put(handles_[0], position_keys_[plan.partition], rocksdb::Slice(offset, sizeof(offset)));
+    rocksdb::Status s = db_->Write(write_options_, &batch);
+    if (!s.ok()) throw std::runtime_error(absl::StrCat("bare RocksDB write: ", s.ToString()));
   }
 
-  uint64_t Scan(size_t* bytes) {
+  // Calls `visit(value)` for every event in key order. Untimed checks only.
+  template <typename Visit>
+  void ForEach(Visit visit) const {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[1]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) visit(it->value().ToStringView());
+    if (!it->status().ok()) {
+      throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+    }
+  }
+
+  // Reads every event in key order, as the log's Scan does (no block cache fill).
+  uint64_t Scan(uint64_t* bytes) const {
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handles_[1]));
@@ -79,115 +286,271 @@ class BareLog {
       *bytes += it->value().size();
       ++n;
     }
+    if (!it->status().ok()) {
+      throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+    }
     return n;
   }
 
  private:
   std::unique_ptr<rocksdb::DB> db_;
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  rocksdb::WriteOptions sync_;
+  std::vector<std::string> position_keys_;
+  rocksdb::WriteOptions write_options_;
 };
 
 long PeakRssMiB() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  return usage.ru_maxrss / 1024;
+  return usage.ru_maxrss / 1024;  // KiB on Linux.
+}
+
+std::string CpuModel() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpuinfo, line)) {
+    if (line.starts_with("model name")) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) return line.substr(colon + 2);
+    }
+  }
+  return "unknown CPU";
+}
+
+std::string CompressionName(rocksdb::CompressionType type) {
+  std::string name;
+  if (!rocksdb::GetStringFromCompressionType(&name, type).ok()) return "?";
+  return name;
+}
+
+void PrintOptions(bool buffered) {
+  const rocksdb::DBOptions db = kernel::format::LogDbOptions();
+  const rocksdb::ColumnFamilyOptions events = kernel::format::EventsCfOptions();
+  const auto* table = events.table_factory->GetOptions<rocksdb::BlockBasedTableOptions>();
+  std::printf(
+      "options (both sides, kernel::format): WAL on, %s; max_background_jobs %d; "
+      "events CF: write_buffer %zu MiB x %d, compression %s (bottommost %s), block %zu KiB, "
+      "L1 target %llu MiB\n",
+      buffered ? "NO fsync (--buffered)" : "fsync per append", db.max_background_jobs,
+      events.write_buffer_size >> 20, events.max_write_buffer_number,
+      CompressionName(events.compression).c_str(),
+      CompressionName(events.bottommost_compression).c_str(),
+      table != nullptr ? table->block_size >> 10 : 0,
+      static_cast<unsigned long long>(events.max_bytes_for_level_base >> 20));
+}
+
+struct ScanRun {
+  double seconds = 0;
+  uint64_t events = 0;
+  uint64_t bytes = 0;
+};
+
+ScanRun ScanCityops(const kernel::EventLog& log, uint32_t partitions) {
+  ScanRun run;
+  const auto t0 = SteadyClock::now();
+  for (uint32_t p = 0; p < partitions; ++p) {
+    absl::Status s = log.Scan(kernel::Partition(p), kernel::Sequence(0),
+                              [&](kernel::Sequence, std::string_view v) {
+                                run.bytes += v.size();
+                                ++run.events;
+                                return true;
+                              });
+    if (!s.ok()) throw std::runtime_error(absl::StrCat("cityops scan: ", s.ToString()));
+  }
+  run.seconds = Seconds(t0);
+  return run;
+}
+
+ScanRun ScanBare(const BareLog& bare) {
+  ScanRun run;
+  const auto t0 = SteadyClock::now();
+  run.events = bare.Scan(&run.bytes);
+  run.seconds = Seconds(t0);
+  return run;
+}
+
+// Raw scan plus ParseEvent into one reused message: what a projection's fold pays.
+ScanRun ScanDecoded(const kernel::EventLog& log, uint32_t partitions) {
+  ScanRun run;
+  v1::Event event;
+  const auto t0 = SteadyClock::now();
+  for (uint32_t p = 0; p < partitions; ++p) {
+    absl::Status parse_status;
+    absl::Status s = log.Scan(
+        kernel::Partition(p), kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view v) {
+          parse_status = kernel::EventLog::ParseEvent({kernel::Partition(p), seq}, v, &event);
+          if (!parse_status.ok() || !event.has_reading()) return false;
+          run.bytes += v.size();
+          ++run.events;
+          return true;
+        });
+    if (!s.ok() || !parse_status.ok()) {
+      throw std::runtime_error(
+          absl::StrCat("decoded scan: ", s.ToString(), " / ", parse_status.ToString()));
+    }
+  }
+  run.seconds = Seconds(t0);
+  return run;
+}
+
+// An order-sensitive digest (FNV-1a over length and bytes) of a sequence of records.
+class Digest {
+ public:
+  void Add(std::string_view record) {
+    Mix(static_cast<unsigned char>(record.size() & 0xff));
+    Mix(static_cast<unsigned char>(record.size() >> 8));
+    for (char c : record) Mix(static_cast<unsigned char>(c));
+  }
+  uint64_t value() const { return h_; }
+
+ private:
+  void Mix(unsigned char c) { h_ = (h_ ^ c) * 0x100000001b3ull; }
+  uint64_t h_ = 0xcbf29ce484222325ull;
+};
+
+// Untimed: both sides must hold the same records, byte for byte, in the same order.
+void CheckSameBytes(const kernel::EventLog& log, uint32_t partitions, const BareLog& bare) {
+  Digest cityops;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    absl::Status s = log.Scan(kernel::Partition(p), kernel::Sequence(0),
+                              [&](kernel::Sequence, std::string_view v) {
+                                cityops.Add(v);
+                                return true;
+                              });
+    if (!s.ok()) throw std::runtime_error(absl::StrCat("cityops scan: ", s.ToString()));
+  }
+  Digest plain;
+  bare.ForEach([&](std::string_view v) { plain.Add(v); });
+  if (cityops.value() != plain.value()) {
+    throw std::runtime_error(
+        "cityops and bare RocksDB stored different bytes; the comparison is void");
+  }
+}
+
+void CheckScan(const char* what, const ScanRun& run, uint64_t events, uint64_t bytes) {
+  if (run.events != events || run.bytes != bytes) {
+    throw std::runtime_error(absl::StrFormat("%s saw %d events / %d bytes, expected %d / %d", what,
+                                             run.events, run.bytes, events, bytes));
+  }
+}
+
+void PrintRow(const char* what, double n, double mib, double seconds, double reference_seconds) {
+  const std::string ratio =
+      reference_seconds > 0 ? absl::StrFormat("%.2f", reference_seconds / seconds) : "";
+  std::printf("%-36s %12.0f %9.1f %7s\n", what, n / seconds, mib / seconds, ratio.c_str());
 }
 
 int Run(int argc, char** argv) {
-  CLI::App app{"Event log append and scan rates against bare RocksDB"};
-  uint64_t events = 5'000'000;
-  size_t batch = 1000;
-  size_t chunk = 500'000;
-  size_t devices = 100'000;
-  uint64_t seed = 1;
-  std::string dir;
-  app.add_option("--events", events, "Events to append (default 5,000,000)");
-  app.add_option("--batch", batch, "Events per append (default 1000)")
-      ->check(CLI::Range(1, 1000000));
-  app.add_option("--chunk", chunk, "Events prepared per round (default 500,000)")
-      ->check(CLI::Range(1000, 100000000));
-  app.add_option("--devices", devices, "Simulated devices (default 100,000)");
-  app.add_option("--seed", seed, "Generator seed (default 1)");
-  app.add_option("--dir", dir, "Scratch directory (default: a new one under /tmp, removed)");
+  CLI::App app{"Event log append and scan rates against bare RocksDB, in the same run"};
+  BenchOptions o;
+  app.add_option("--events", o.events, "Events to append (default 5,000,000)")
+      ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}));
+  app.add_option("--batch", o.batch, "Events per append (default 1000)")
+      ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
+  app.add_option("--partitions", o.partitions,
+                 "Log partitions; readings are routed by device id like Kafka's default "
+                 "partitioner (default 1)")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{1024}));
+  app.add_option("--chunk", o.chunk,
+                 "Events prepared (untimed) per round; the sides alternate per round "
+                 "(default 500,000)")
+      ->check(CLI::Range(size_t{1000}, size_t{100'000'000}));
+  app.add_option("--devices", o.devices, "Simulated devices (default 100,000)")
+      ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
+  app.add_option("--seed", o.seed, "Generator seed (default 1)");
+  app.add_option("--dir", o.dir,
+                 "Scratch directory, kept afterwards (default: a new one under $TMPDIR or "
+                 "/tmp, removed at exit)");
+  app.add_flag("--buffered", o.buffered,
+               "Informational: no fsync on either side (Durability::kBuffered), which shows the "
+               "CPU cost of the log when the disk is not the limit");
   CLI11_PARSE(app, argc, argv);
 
-  const bool own_dir = dir.empty();
-  if (own_dir) {
-    char pattern[] = "/tmp/cityops-log-bench-XXXXXX";
-    if (mkdtemp(pattern) == nullptr) throw std::runtime_error("mkdtemp failed");
-    dir = pattern;
+  const ScratchDir dir(o.dir);
+  const std::string log_path = dir.path() + "/cityops";
+  const std::string bare_path = dir.path() + "/bare";
+  for (const std::string& p : {log_path, bare_path}) {
+    if (std::filesystem::exists(p)) {
+      throw std::runtime_error(
+          absl::StrCat(p, " already exists; give --dir an empty directory or remove it"));
+    }
   }
-  const std::string log_path = dir + "/cityops";
-  const std::string bare_path = dir + "/bare";
 
-  // A fixed recorded time so that both sides store byte-identical values.
-  kernel::ManualClock clock(absl::FromUnixSeconds(1'790'000'000));
-  kernel::EventLogOptions options;
-  options.path = log_path;
-  options.clock = &clock;
-  absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(options);
-  if (!log.ok()) {
-    std::fprintf(stderr, "log_bench: %s\n", log.status().ToString().c_str());
-    return 1;
-  }
-  BareLog bare(bare_path);
+  // Declared after `dir`, so both are closed before the directory is removed.
+  kernel::ManualClock clock(absl::FromUnixSeconds(kRecordedUnixSeconds));
+  kernel::EventLogOptions log_options;
+  log_options.path = log_path;
+  log_options.clock = &clock;
+  if (o.buffered) log_options.durability = kernel::Durability::kBuffered;
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
+  if (!log.ok()) throw std::runtime_error(log.status().ToString());
+  BareLog bare(bare_path, o.partitions, /*sync=*/!o.buffered);
 
-  sim::FleetOptions fleet;
-  fleet.seed = seed;
-  fleet.devices = devices;
-  sim::ReadingGenerator generator(fleet);
-  google::protobuf::Timestamp recorded;
-  recorded.set_seconds(1'790'000'000);
-
+  InputBuilder inputs(o);
+  Chunk chunk;
   double cityops_append_s = 0;
   double bare_append_s = 0;
-  size_t value_bytes = 0;
+  double serialize_s = 0;
+  double destroy_s = 0;
+  double worst_chunk_ratio = 1e9;
+  double best_chunk_ratio = 0;
+  uint64_t value_bytes = 0;
   size_t min_value = SIZE_MAX;
   size_t max_value = 0;
+  uint64_t appends = 0;
   uint64_t done = 0;
-  std::vector<v1::Event> pending;
-  std::vector<std::string> values;
-  v1::SensorReading reading;
   int round = 0;
-  while (done < events) {
-    const size_t n = static_cast<size_t>(std::min<uint64_t>(chunk, events - done));
-    // Untimed: the events as ingest hands them to the log, and their stored bytes.
-    pending.clear();
-    values.clear();
-    pending.reserve(n);
-    values.reserve(n);
-    for (size_t i = 0; i < n; ++i) {
-      generator.Next(&reading);
-      pending.push_back(ingest::ReadingEvent(reading, "cityops.readings", 0,
-                                             static_cast<int64_t>(done + i), false));
-      v1::Event stored = pending.back();
-      *stored.mutable_recorded_time() = recorded;
-      values.push_back(stored.SerializeAsString());
-      value_bytes += values.back().size();
-      min_value = std::min(min_value, values.back().size());
-      max_value = std::max(max_value, values.back().size());
-    }
-    auto cityops_round = [&] {
-      const auto t0 = SteadyClock::now();
-      for (size_t begin = 0; begin < n; begin += batch) {
-        const size_t end = std::min(n, begin + batch);
-        kernel::AppendBatch b{kernel::Partition(0)};
-        for (size_t i = begin; i < end; ++i) b.Add(std::move(pending[i]));
-        b.SetSourcePosition("cityops.readings", 0,
-                            kernel::KafkaOffset(static_cast<int64_t>(done + end)));
-        absl::StatusOr<kernel::AppendResult> r = (*log)->Append(std::move(b));
-        if (!r.ok()) throw std::runtime_error(r.status().ToString());
+  const bool progress = isatty(STDERR_FILENO) != 0;
+  std::map<uint32_t, kernel::AppendBatch> reusable;  // One batch per partition, reused.
+  while (done < o.events) {
+    const size_t n = static_cast<size_t>(std::min<uint64_t>(o.chunk, o.events - done));
+    inputs.Next(n, &chunk, &serialize_s, &destroy_s);  // Untimed for the append figures.
+    for (const PackedValues& values : chunk.values) {
+      for (size_t i = 0; i < values.size(); ++i) {
+        min_value = std::min(min_value, values[i].size());
+        max_value = std::max(max_value, values[i].size());
       }
-      cityops_append_s += Seconds(t0);
+      value_bytes += values.total_bytes();
+    }
+
+    double cityops_s = 0;
+    double bare_s = 0;
+    auto cityops_round = [&] {
+      for (const BatchPlan& plan : chunk.batches) {
+        // Untimed: the batch's events as ingest hands them over, freshly built (hot in
+        // cache), decoded from the very bytes the bare side writes.
+        // The batch is reused across appends, as ingest reuses its own: its events'
+        // memory is kept and refilled in place (AppendBatch::Clear/AddNew).
+        kernel::AppendBatch& b =
+            reusable.try_emplace(plan.partition, kernel::Partition(plan.partition)).first->second;
+        b.Clear();
+        const PackedValues& values = chunk.values[plan.partition];
+        for (size_t i = plan.begin; i < plan.end; ++i) {
+          v1::Event* e = b.AddNew();
+          if (!e->ParseFromArray(values[i].data(), static_cast<int>(values[i].size()))) {
+            throw std::runtime_error("cannot decode a generated event");
+          }
+        }
+        b.SetSourcePosition(std::string(kTopic), static_cast<int32_t>(plan.partition),
+                            kernel::KafkaOffset(plan.next_offset));
+        // Timed: the append (validate, stamp, serialize, index, write synced).
+        const auto t0 = SteadyClock::now();
+        absl::StatusOr<kernel::AppendResult> r = (*log)->Append(b);
+        cityops_s += Seconds(t0);
+        if (!r.ok()) throw std::runtime_error(r.status().ToString());
+        if (r->appended != plan.end - plan.begin ||
+            r->next.value() != plan.first_sequence + r->appended) {
+          throw std::runtime_error(absl::StrFormat(
+              "cityops append to partition %u: %d appended, next %d; expected %d from %d",
+              plan.partition, r->appended, r->next.value(), plan.end - plan.begin,
+              plan.first_sequence));
+        }
+      }
     };
     auto bare_round = [&] {
       const auto t0 = SteadyClock::now();
-      for (size_t begin = 0; begin < n; begin += batch) {
-        const size_t end = std::min(n, begin + batch);
-        bare.Append(0, done + begin, values, begin, end, done + end);
-      }
-      bare_append_s += Seconds(t0);
+      for (const BatchPlan& plan : chunk.batches) bare.Append(plan, chunk.values[plan.partition]);
+      bare_s = Seconds(t0);
     };
     if (round++ % 2 == 0) {
       cityops_round();
@@ -196,79 +559,82 @@ int Run(int argc, char** argv) {
       bare_round();
       cityops_round();
     }
+    cityops_append_s += cityops_s;
+    bare_append_s += bare_s;
+    worst_chunk_ratio = std::min(worst_chunk_ratio, bare_s / cityops_s);
+    best_chunk_ratio = std::max(best_chunk_ratio, bare_s / cityops_s);
+    appends += chunk.batches.size();
     done += n;
-    std::fprintf(stderr, "\r%llu / %llu events appended", static_cast<unsigned long long>(done),
-                 static_cast<unsigned long long>(events));
+    if (progress) {
+      std::fprintf(stderr, "\r%llu / %llu events appended", static_cast<unsigned long long>(done),
+                   static_cast<unsigned long long>(o.events));
+    }
   }
-  std::fprintf(stderr, "\n");
-  pending = {};
-  values = {};
+  if (progress) std::fprintf(stderr, "\n");
+  chunk = Chunk();
 
-  // Scans: raw (the fold fast path), decoded (raw + ParseEvent), bare iterator.
-  size_t bytes = 0;
-  uint64_t count = 0;
-  auto t0 = SteadyClock::now();
-  absl::Status s = (*log)->Scan(kernel::Partition(0), kernel::Sequence(0),
-                                [&](kernel::Sequence, std::string_view v) {
-                                  bytes += v.size();
-                                  ++count;
-                                  return true;
-                                });
-  const double cityops_scan_s = Seconds(t0);
-  if (!s.ok() || count != events) {
-    std::fprintf(stderr, "log_bench: scan saw %llu of %llu events: %s\n",
-                 static_cast<unsigned long long>(count), static_cast<unsigned long long>(events),
-                 s.ToString().c_str());
-    return 1;
-  }
-  size_t bare_bytes = 0;
-  t0 = SteadyClock::now();
-  const uint64_t bare_count = bare.Scan(&bare_bytes);
-  const double bare_scan_s = Seconds(t0);
-  if (bare_count != events || bare_bytes != bytes) {
-    std::fprintf(stderr, "log_bench: bare scan differs (%llu events, %zu vs %zu bytes)\n",
-                 static_cast<unsigned long long>(bare_count), bare_bytes, bytes);
-    return 1;
-  }
-  v1::Event event;
-  uint64_t decoded = 0;
-  t0 = SteadyClock::now();
-  s = (*log)->Scan(
-      kernel::Partition(0), kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view v) {
-        if (!kernel::EventLog::ParseEvent({kernel::Partition(0), seq}, v, &event).ok()) {
-          return false;
-        }
-        decoded += event.has_reading();
-        return true;
-      });
-  const double decoded_scan_s = Seconds(t0);
-  if (!s.ok() || decoded != events) {
-    std::fprintf(stderr, "log_bench: decoded scan failed\n");
-    return 1;
-  }
+  // Scans, twice each in opposite orders: the first pass after the appends can meet
+  // compactions still running.
+  std::vector<ScanRun> cityops_scans;
+  std::vector<ScanRun> bare_scans;
+  cityops_scans.push_back(ScanCityops(**log, o.partitions));
+  bare_scans.push_back(ScanBare(bare));
+  bare_scans.push_back(ScanBare(bare));
+  cityops_scans.push_back(ScanCityops(**log, o.partitions));
+  for (const ScanRun& r : cityops_scans) CheckScan("cityops scan", r, o.events, value_bytes);
+  for (const ScanRun& r : bare_scans) CheckScan("bare scan", r, o.events, value_bytes);
+  const ScanRun decoded = ScanDecoded(**log, o.partitions);
+  CheckScan("decoded scan", decoded, o.events, value_bytes);
+  CheckSameBytes(**log, o.partitions, bare);
+  auto best = [](const std::vector<ScanRun>& runs) {
+    return std::min_element(
+               runs.begin(), runs.end(),
+               [](const ScanRun& a, const ScanRun& b) { return a.seconds < b.seconds; })
+        ->seconds;
+  };
+  const double cityops_scan_s = best(cityops_scans);
+  const double bare_scan_s = best(bare_scans);
 
-  const double n = static_cast<double>(events);
+  const double n = static_cast<double>(o.events);
   const double mib = static_cast<double>(value_bytes) / (1 << 20);
-  std::printf("log_bench: %llu reading events, batches of %zu, WAL fsync per batch, %u cores\n",
-              static_cast<unsigned long long>(events), batch, std::thread::hardware_concurrency());
-  std::printf("event value bytes: mean %.1f, min %zu, max %zu; %zu devices, seed %llu\n",
-              static_cast<double>(value_bytes) / n, min_value, max_value, devices,
-              static_cast<unsigned long long>(seed));
-  std::printf("%-28s %14s %10s %8s\n", "", "events/s", "MiB/s", "ratio");
-  std::printf("%-28s %14.0f %10.1f %8s\n", "append, bare RocksDB", n / bare_append_s,
-              mib / bare_append_s, "1.00");
-  std::printf("%-28s %14.0f %10.1f %8.2f\n", "append, cityops EventLog", n / cityops_append_s,
-              mib / cityops_append_s, bare_append_s / cityops_append_s);
-  std::printf("%-28s %14.0f %10.1f %8s\n", "scan, bare RocksDB", n / bare_scan_s, mib / bare_scan_s,
-              "1.00");
-  std::printf("%-28s %14.0f %10.1f %8.2f\n", "scan, cityops Scan (raw)", n / cityops_scan_s,
-              mib / cityops_scan_s, bare_scan_s / cityops_scan_s);
-  std::printf("%-28s %14.0f %10.1f %8.2f\n", "scan, cityops + ParseEvent", n / decoded_scan_s,
-              mib / decoded_scan_s, bare_scan_s / decoded_scan_s);
+  std::printf(
+      "log_bench: %llu reading events, %llu appends (batches of %zu), %u partition%s, "
+      "%s\n",
+      static_cast<unsigned long long>(o.events), static_cast<unsigned long long>(appends), o.batch,
+      o.partitions, o.partitions == 1 ? "" : "s",
+      o.buffered ? "WAL without fsync (--buffered)" : "WAL fsync per append");
+  std::printf("machine: %u cores (%s), %lld MiB RAM; data in %s\n",
+              std::thread::hardware_concurrency(), CpuModel().c_str(),
+              static_cast<long long>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE) >> 20,
+              dir.path().c_str());
+  std::printf(
+      "values: mean %.1f bytes, min %zu, max %zu (stored Event records); %zu devices, "
+      "seed %llu\n",
+      static_cast<double>(value_bytes) / n, min_value, max_value, o.devices,
+      static_cast<unsigned long long>(o.seed));
+  PrintOptions(o.buffered);
+  std::printf("\n%-36s %12s %9s %7s\n", "", "events/s", "MiB/s", "ratio");
+  PrintRow("append, bare RocksDB", n, mib, bare_append_s, 0);
+  PrintRow("append, cityops EventLog", n, mib, cityops_append_s, bare_append_s);
+  PrintRow("scan, bare RocksDB (best of 2)", n, mib, bare_scan_s, 0);
+  PrintRow("scan, cityops Scan raw (best of 2)", n, mib, cityops_scan_s, bare_scan_s);
+  PrintRow("scan, cityops Scan + ParseEvent", n, mib, decoded.seconds, bare_scan_s);
+  PrintRow("info: protobuf serialize only", n, mib, serialize_s, 0);
+  PrintRow("info: destroying v1::Event only", n, mib, destroy_s, 0);
+  std::printf("\nappend ratio per chunk: %.2f .. %.2f over %d chunks (sides alternate)\n",
+              worst_chunk_ratio, best_chunk_ratio, round);
+  std::printf("scan runs, events/s: cityops %.0f then %.0f; bare %.0f then %.0f\n",
+              n / cityops_scans[0].seconds, n / cityops_scans[1].seconds, n / bare_scans[0].seconds,
+              n / bare_scans[1].seconds);
+  std::printf(
+      "cityops append per event = bare %.2f us + %.2f us; serializing takes %.2f us of that "
+      "(destroying events would add %.2f us; the reused batch avoids it)\n",
+      bare_append_s / n * 1e6, (cityops_append_s - bare_append_s) / n * 1e6, serialize_s / n * 1e6,
+      destroy_s / n * 1e6);
+  std::printf("checked: same record bytes on both sides; dense sequences; %llu events each\n",
+              static_cast<unsigned long long>(o.events));
   std::printf("peak RSS: %ld MiB\n", PeakRssMiB());
-
-  log->reset();
-  if (own_dir) std::filesystem::remove_all(dir);
+  if (!dir.owned()) std::printf("data kept in %s\n", dir.path().c_str());
   return 0;
 }
 
