@@ -15,6 +15,7 @@
 #include "ingest/device_import.h"
 #include "ingest/envelope.h"
 #include "ingest/record_producer.h"
+#include "kernel/proto_time.h"
 #include "spdlog/spdlog.h"
 
 namespace cityops::ingest {
@@ -40,14 +41,6 @@ constexpr std::string_view kClockStream = "clock";
 constexpr std::string_view kClockStage = "ingest.clock";
 
 int ToMillis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  const int64_t seconds = absl::ToUnixSeconds(t);
-  ts.set_seconds(seconds);
-  ts.set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
-  return ts;
-}
 
 // Sets `name` on `conf`; INVALID_ARGUMENT naming the property if librdkafka refuses.
 absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& name, const std::string& value) {
@@ -526,7 +519,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     }
     v1::Event e;
     e.set_stream_id(absl::StrFormat("%s%s", kRegistryStreamPrefix, device_.device_id()));
-    *e.mutable_event_time() = ToProto(now);
+    *e.mutable_event_time() = kernel::ToTimestamp(now);
     provenance(e, RegistrationKey(device_));  // Identical re-registrations are skipped.
     pending.new_devices.push_back(device_.device_id());
     e.mutable_device_registered()->Swap(&device_);
@@ -606,7 +599,7 @@ absl::Status Ingester::Impl::TickQuietPartitions() {
     if (now - last < options_.clock_tick_interval) continue;
     v1::Event e;
     e.set_stream_id(std::string(kClockStream));
-    *e.mutable_event_time() = ToProto(now);
+    *e.mutable_event_time() = kernel::ToTimestamp(now);
     e.mutable_provenance()->set_stage(std::string(kClockStage));
     e.mutable_clock_tick();
     ticks.emplace_back(Partition(partition)).Add(std::move(e));

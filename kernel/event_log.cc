@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "kernel/log_format.h"
+#include "kernel/proto_time.h"
 #include "rocksdb/db.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
@@ -56,14 +57,6 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
   if (s.IsNotFound()) return absl::NotFoundError(message);
   if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
   return absl::InternalError(message);
-}
-
-google::protobuf::Timestamp ToProto(absl::Time t) {
-  google::protobuf::Timestamp ts;
-  const int64_t seconds = absl::ToUnixSeconds(t);
-  ts.set_seconds(seconds);
-  ts.set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
-  return ts;
 }
 
 bool HasNul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
@@ -663,7 +656,7 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
   if (any_indexed) locks.push_back(std::make_unique<absl::MutexLock>(&d.index_mu));
 
   Staging staging;
-  staging.recorded = ToProto(d.options.clock->Now());
+  staging.recorded = ToTimestamp(d.options.clock->Now());
   std::vector<AppendResult> results(batches.size());
   std::vector<uint64_t> nexts(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {

@@ -4,17 +4,12 @@
 #include <cmath>
 
 #include "absl/strings/str_format.h"
+#include "kernel/proto_time.h"
 
 namespace cityops::sim {
 namespace {
 
 constexpr int kManholeMinors[] = {1, 2, 3, 4, 5, 7, 11};  // DOMAIN.md, manhole minors.
-
-void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
-  const int64_t seconds = absl::ToUnixSeconds(t);
-  ts->set_seconds(seconds);
-  ts->set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
-}
 
 // Rounded to the sensor's resolution, as devices report them.
 double Round(double v, double step) { return std::round(v / step) * step; }
@@ -82,7 +77,7 @@ void ReadingGenerator::Next(v1::SensorReading* out) {
   out->set_device_id(d.id);
   out->set_kind(d.kind);
   out->set_reading_id(absl::StrFormat("%d", d.readings++));
-  SetTime(out->mutable_event_time(), t);
+  kernel::SetTimestamp(t, out->mutable_event_time());
   std::normal_distribution<double> noise(0, 1);
   std::uniform_real_distribution<double> unit(0, 1);
   const double hour = std::fmod(absl::ToDoubleHours(t - absl::UnixEpoch()) + 8, 24);  // UTC+8

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "kernel/proto_time.h"
 
 namespace cityops::sim {
 namespace {
@@ -24,12 +25,6 @@ uint64_t Mix(uint64_t x) {  // splitmix64's finalizer.
 // offline spells, which must not depend on the order in which devices report.
 double HashUnit(uint64_t seed, uint64_t a, uint64_t b) {
   return static_cast<double>(Mix(Mix(seed ^ Mix(a)) ^ b) >> 11) * 0x1.0p-53;
-}
-
-void SetTime(google::protobuf::Timestamp* ts, absl::Time t) {
-  const int64_t seconds = absl::ToUnixSeconds(t);
-  ts->set_seconds(seconds);
-  ts->set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
 }
 
 // Rounded to the sensor's resolution; never -0, which JSON would not round-trip.
@@ -582,7 +577,7 @@ bool Simulator::Emit(const Entry& e, v1::SensorReading* out) {
   out->set_device_id(city_.DeviceIdOf(i));
   out->set_kind(d.kind);
   out->set_reading_id(absl::StrFormat("%08x-%d", run_tag_, s.counter++));
-  SetTime(out->mutable_event_time(), options_.start + absl::Milliseconds(e.t_ms));
+  kernel::SetTimestamp(options_.start + absl::Milliseconds(e.t_ms), out->mutable_event_time());
   switch (d.kind) {
     case v1::DEVICE_KIND_MANHOLE_COVER:
       FillManhole(i, e.t_ms, out);

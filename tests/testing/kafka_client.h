@@ -86,8 +86,8 @@ class TestProducer {
 };
 
 // Reads every record of `topic` (all `partitions`) that exists now. No consumer group.
-inline std::vector<ConsumedRecord> ReadTopic(const std::string& bootstrap,
-                                             const std::string& topic, int partitions) {
+inline std::vector<ConsumedRecord> ReadTopic(const std::string& bootstrap, const std::string& topic,
+                                             int partitions) {
   char err[512];
   rd_kafka_conf_t* conf = rd_kafka_conf_new();
   rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap.c_str(), err, sizeof(err));
