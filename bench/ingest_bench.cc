@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "bench/bare_rocksdb.h"
 #include "ingest/embedded_kafka.h"
 #include "ingest/ingester.h"
 #include "ingest/record_producer.h"
@@ -116,39 +117,6 @@ class BareConsumer {
   rd_kafka_queue_t* queue_ = nullptr;
 };
 
-// RocksDB with the log's options and key layout, written by the bare pipeline.
-class BareStore {
- public:
-  explicit BareStore(const std::string& path) {
-    rocksdb::DBOptions options = kernel::format::LogDbOptions();
-    options.create_if_missing = true;
-    options.create_missing_column_families = true;
-    rocksdb::DB* db = nullptr;
-    rocksdb::Status s =
-        rocksdb::DB::Open(options, path,
-                          {{rocksdb::kDefaultColumnFamilyName, kernel::format::IndexCfOptions()},
-                           {"events", kernel::format::EventsCfOptions()}},
-                          &handles_, &db);
-    if (!s.ok()) throw std::runtime_error(s.ToString());
-    db_.reset(db);
-    sync_.sync = true;
-  }
-  ~BareStore() {
-    for (auto* h : handles_) db_->DestroyColumnFamilyHandle(h);
-  }
-  rocksdb::ColumnFamilyHandle* events() { return handles_[1]; }
-  rocksdb::ColumnFamilyHandle* meta() { return handles_[0]; }
-  void Write(rocksdb::WriteBatch* batch) {
-    rocksdb::Status s = db_->Write(sync_, batch);
-    if (!s.ok()) throw std::runtime_error(s.ToString());
-  }
-
- private:
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
-  rocksdb::WriteOptions sync_;
-};
-
 int Run(int argc, char** argv) {
   CLI::App app{"Ingest rate against a bare consumer and a bare pipeline"};
   uint64_t readings = 5'000'000;
@@ -224,7 +192,7 @@ int Run(int argc, char** argv) {
   // 2. Bare pipeline: consume, parse, append to RocksDB in batches of 1000, fsync each.
   double pipeline_s = 0;
   {
-    BareStore store(dir + "/bare");
+    BareRocksDb store(dir + "/bare", /*sync=*/true);
     BareConsumer consumer(bootstrap, partitions);
     std::vector<uint64_t> next(static_cast<size_t>(partitions), 0);
     rocksdb::WriteBatch batch;

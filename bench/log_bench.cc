@@ -38,6 +38,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "bench/bare_rocksdb.h"
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
 #include "kernel/event_log.h"
@@ -227,29 +228,12 @@ class InputBuilder {
 // encoder, which is the layout under test).
 class BareLog {
  public:
-  BareLog(const std::string& path, uint32_t partitions, bool sync) {
-    rocksdb::DBOptions options = kernel::format::LogDbOptions();
-    options.create_if_missing = true;
-    options.create_missing_column_families = true;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, kernel::format::IndexCfOptions()},
-        {std::string(kernel::format::kEventsCf), kernel::format::EventsCfOptions()}};
-    rocksdb::DB* db = nullptr;
-    rocksdb::Status s = rocksdb::DB::Open(options, path, families, &handles_, &db);
-    if (!s.ok())
-      throw std::runtime_error(absl::StrCat("bare RocksDB at ", path, ": ", s.ToString()));
-    db_.reset(db);
-    write_options_.sync = sync;
+  BareLog(const std::string& path, uint32_t partitions, bool sync) : store_(path, sync) {
     for (uint32_t p = 0; p < partitions; ++p) {
       // Built once, outside the timed path: the same key the log uses.
       position_keys_.push_back(kernel::format::SourcePositionKey(kTopic, static_cast<int32_t>(p)));
     }
   }
-  ~BareLog() {
-    for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
-  }
-  BareLog(const BareLog&) = delete;
-  BareLog& operator=(const BareLog&) = delete;
 
   void Append(const BatchPlan& plan, const PackedValues& values) {
     rocksdb::WriteBatch batch;
@@ -257,19 +241,20 @@ class BareLog {
     for (size_t i = plan.begin; i < plan.end; ++i) {
       kernel::format::EncodeEventKey(kernel::Partition(plan.partition),
                                      kernel::Sequence(plan.first_sequence + i - plan.begin), key);
-      batch.Put(handles_[1], rocksdb::Slice(key, sizeof(key)), values[i]);
+      batch.Put(store_.events(), rocksdb::Slice(key, sizeof(key)), values[i]);
     }
     char offset[8];
     kernel::format::PutBigEndian64(static_cast<uint64_t>(plan.next_offset), offset);
-    batch.Put(handles_[0], position_keys_[plan.partition], rocksdb::Slice(offset, sizeof(offset)));
-    rocksdb::Status s = db_->Write(write_options_, &batch);
-    if (!s.ok()) throw std::runtime_error(absl::StrCat("bare RocksDB write: ", s.ToString()));
+    batch.Put(store_.meta(), position_keys_[plan.partition],
+              rocksdb::Slice(offset, sizeof(offset)));
+    store_.Write(&batch);
   }
 
   // Calls `visit(value)` for every event in key order. Untimed checks only.
   template <typename Visit>
   void ForEach(Visit visit) const {
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions(), handles_[1]));
+    std::unique_ptr<rocksdb::Iterator> it(
+        store_.db()->NewIterator(rocksdb::ReadOptions(), store_.events()));
     for (it->SeekToFirst(); it->Valid(); it->Next()) visit(it->value().ToStringView());
     if (!it->status().ok()) {
       throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
@@ -280,7 +265,7 @@ class BareLog {
   uint64_t Scan(uint64_t* bytes) const {
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handles_[1]));
+    std::unique_ptr<rocksdb::Iterator> it(store_.db()->NewIterator(ro, store_.events()));
     uint64_t n = 0;
     for (it->SeekToFirst(); it->Valid(); it->Next()) {
       *bytes += it->value().size();
@@ -293,10 +278,8 @@ class BareLog {
   }
 
  private:
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+  BareRocksDb store_;
   std::vector<std::string> position_keys_;
-  rocksdb::WriteOptions write_options_;
 };
 
 long PeakRssMiB() {

@@ -14,8 +14,7 @@ namespace cityops::kernel {
 inline void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   const int64_t seconds = absl::ToUnixSeconds(t);
   out->set_seconds(seconds);
-  out->set_nanos(
-      static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
+  out->set_nanos(static_cast<int32_t>((t - absl::FromUnixSeconds(seconds)) / absl::Nanoseconds(1)));
 }
 
 inline google::protobuf::Timestamp ToTimestamp(absl::Time t) {
