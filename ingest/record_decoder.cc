@@ -18,9 +18,9 @@
 // `<device_id>/<reading_id>` split unambiguously at its first '/'; reading ids may.
 // GB/T 30428 codes, UUIDs and "<device_id>:<counter>" all pass.
 //
-// Codes where the enum has no exact fit (cityops.v1.RejectCode has no "invalid field"):
+// Codes:
 //   * an id that breaks the identifier rule, a report source that is set but not a human
-//     one, an originator without level or code: MISSING_FIELD ("no usable value");
+//     one: INVALID_FIELD; an originator without level or code: MISSING_FIELD;
 //   * an event time that is not a valid google.protobuf.Timestamp (nanos outside
 //     0..999999999, seconds outside years 1..9999): UNDECODABLE, which is what the JSON
 //     mapping answers for the same value;
@@ -98,7 +98,7 @@ enum class Slash { kAllowed, kForbidden };
                          : "1..128 bytes of printable ASCII without spaces";
   if (id.size() > kMaxIdBytes) {
     return Reject(
-        v1::REJECT_CODE_MISSING_FIELD,
+        v1::REJECT_CODE_INVALID_FIELD,
         absl::StrFormat("field %s is %d bytes long; ids are %s", Describe(f), id.size(), rule));
   }
   size_t i = 0;
@@ -106,7 +106,7 @@ enum class Slash { kAllowed, kForbidden };
          (id[i] != '/' || slash == Slash::kAllowed)) {
     ++i;
   }
-  return Reject(v1::REJECT_CODE_MISSING_FIELD,
+  return Reject(v1::REJECT_CODE_INVALID_FIELD,
                 absl::StrFormat("field %s %s has byte 0x%02x at offset %d; ids are %s", Describe(f),
                                 Quote(id), static_cast<unsigned char>(id[i]), i, rule));
 }
@@ -663,7 +663,8 @@ std::optional<Rejection> DecodeReport(const KafkaRecord& record, const Validatio
       break;
     default:
       return Reject(
-          v1::REJECT_CODE_MISSING_FIELD,
+          r.source() == v1::CASE_SOURCE_UNSPECIFIED ? v1::REJECT_CODE_MISSING_FIELD
+                                                    : v1::REJECT_CODE_INVALID_FIELD,
           absl::StrFormat("field source is required: one of CASE_SOURCE_HOTLINE_12345, "
                           "CASE_SOURCE_STREET_PATROL or CASE_SOURCE_RESIDENTIAL_STATION, not %s",
                           v1::CaseSource_IsValid(r.source())

@@ -180,6 +180,8 @@ TEST_CASE("ingest stores each valid reading once and dead-letters each bad one w
            SetTime(r.mutable_event_time(), kNow - absl::Hours(24 * 90));
          }))},
         {"KEY_MISMATCH", TestRecord{"someone-else", good.SerializeAsString(), {}}},
+        {"INVALID_FIELD",
+         TestRecord{"", with([](auto& r) { r.set_device_id("dev ice"); }).SerializeAsString(), {}}},
     };
     for (const auto& [code, record] : bad) {
       TestRecord r = record;

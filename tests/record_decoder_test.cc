@@ -156,6 +156,8 @@ TEST_CASE("each reject code has a reading that produces it", "[decoder]") {
        Binary(With(good,
                    [](auto& r) { SetTime(r.mutable_event_time(), kNow - absl::Hours(24 * 31)); }))},
       {v1::REJECT_CODE_KEY_MISMATCH, Binary(good, "someone-else")},
+      {v1::REJECT_CODE_INVALID_FIELD,
+       Binary(With(good, [](auto& r) { r.set_device_id("dev ice"); }), "")},
   };
   std::set<v1::RejectCode> produced;
   for (const auto& [code, record] : cases) {
@@ -353,7 +355,7 @@ TEST_CASE("ids are 1 to 128 bytes of printable ASCII, device ids without a slash
     const std::optional<Rejection> why =
         DecodeReading(Binary(Reading(v1::DEVICE_KIND_FLOOD_GAUGE, id)));
     INFO(MessageOf(why));
-    CHECK(CodeOf(why) == "MISSING_FIELD");
+    CHECK(CodeOf(why) == "INVALID_FIELD");
     CHECK_THAT(MessageOf(why), Catch::StartsWith("field device_id (deviceId)"));
   }
   const std::string longest(128, 'd');
@@ -365,7 +367,7 @@ TEST_CASE("ids are 1 to 128 bytes of printable ASCII, device ids without a slash
             Binary(With(Manhole(), [](auto& r) { r.set_reading_id("2026/09/21/1"); })))) == "OK");
   const std::optional<Rejection> why =
       DecodeReading(Binary(With(Manhole(), [](auto& r) { r.set_reading_id("a\tb"); })));
-  CHECK(CodeOf(why) == "MISSING_FIELD");
+  CHECK(CodeOf(why) == "INVALID_FIELD");
   CHECK_THAT(MessageOf(why),
              Catch::Contains("reading_id (readingId)") && Catch::Contains("0x09 at offset 1"));
 }
@@ -631,12 +633,12 @@ TEST_CASE("a report without its required fields or with a bad one is refused wit
       cases = {
           {[](auto& r) { r.clear_report_id(); }, "MISSING_FIELD",
            "field report_id (reportId) is required"},
-          {[](auto& r) { r.set_report_id("a/b"); }, "MISSING_FIELD", "report_id (reportId)"},
+          {[](auto& r) { r.set_report_id("a/b"); }, "INVALID_FIELD", "report_id (reportId)"},
           {[](auto& r) { r.clear_source(); }, "MISSING_FIELD",
            "field source is required: one of CASE_SOURCE_HOTLINE_12345"},
-          {[](auto& r) { r.set_source(v1::CASE_SOURCE_IOT_RULE); }, "MISSING_FIELD",
+          {[](auto& r) { r.set_source(v1::CASE_SOURCE_IOT_RULE); }, "INVALID_FIELD",
            "not CASE_SOURCE_IOT_RULE"},
-          {[](auto& r) { r.set_source(static_cast<v1::CaseSource>(42)); }, "MISSING_FIELD",
+          {[](auto& r) { r.set_source(static_cast<v1::CaseSource>(42)); }, "INVALID_FIELD",
            "not 42"},
           {[](auto& r) { r.clear_grid(); }, "MISSING_FIELD",
            "field grid.grid_code (grid.gridCode) is required"},
