@@ -119,7 +119,6 @@ class Ingester::Impl {
     absl::flat_hash_set<std::pair<uint64_t, uint64_t>> seen;
     std::vector<std::string> new_devices;
     IngestStats delta;
-    size_t dead_lettered = 0;
   };
 
   // The batch of `partition` for this poll. Batches are kept and reused across polls,
@@ -427,7 +426,6 @@ void Ingester::Impl::DeadLetter(const rd_kafka_message_t* msg, const Rejection& 
     s = deadletters_->Produce(options_.topics.deadletter, key, value, headers);
   }
   if (!s.ok() && refused_.ok()) refused_ = s;
-  ++pending.dead_lettered;
   ++pending.delta.dead_lettered;
   ++pending.delta.dead_lettered_by_code[code];
   spdlog::debug("ingest: dead-lettered {}/{}@{}: {} {}", topic, msg->partition, msg->offset, code,
@@ -435,7 +433,7 @@ void Ingester::Impl::DeadLetter(const rd_kafka_message_t* msg, const Rejection& 
 }
 
 void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
-  const std::string topic = rd_kafka_topic_name(msg->rkt);
+  const std::string_view topic = rd_kafka_topic_name(msg->rkt);
   rd_kafka_headers_t* headers = nullptr;
   if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR) headers = nullptr;
   std::string_view content_type = HeaderValue(headers, "content-type");
@@ -455,7 +453,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
 
   auto provenance = [&](v1::Event& e, std::string idempotency_key) {
     v1::KafkaSource* source = e.mutable_provenance()->mutable_kafka();
-    source->set_topic(topic);
+    source->set_topic(topic.data(), topic.size());
     source->set_partition(msg->partition);
     source->set_offset(msg->offset);
     if (!idempotency_key.empty()) {
@@ -634,6 +632,7 @@ absl::StatusOr<size_t> Ingester::Impl::PollOnce() {
   Pending pending;
   absl::Status failure;
   size_t handled = 0;
+  absl::flat_hash_map<std::pair<const rd_kafka_topic_t*, int32_t>, int64_t> next_by_handle;
   for (ssize_t i = 0; i < n; ++i) {
     const rd_kafka_message_t* msg = messages_[i];
     if (msg->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -650,14 +649,17 @@ absl::StatusOr<size_t> Ingester::Impl::PollOnce() {
     }
     if (!failure.ok()) continue;
     Handle(msg, pending);
-    TopicPartitionKey key{rd_kafka_topic_name(msg->rkt), msg->partition};
-    int64_t& next = pending.next_offsets[key];
+    // Keyed by the topic handle: no string per record; named below, once per poll.
+    int64_t& next = next_by_handle[{msg->rkt, msg->partition}];
     next = std::max(next, msg->offset + 1);
     ++handled;
   }
+  for (const auto& [key, next] : next_by_handle) {
+    pending.next_offsets[TopicPartitionKey{rd_kafka_topic_name(key.first), key.second}] = next;
+  }
   for (ssize_t i = 0; i < n; ++i) rd_kafka_message_destroy(messages_[i]);
 
-  if (failure.ok()) failure = FlushDeadLetters(pending.dead_lettered);
+  if (failure.ok()) failure = FlushDeadLetters(pending.delta.dead_lettered);
   if (failure.ok() && !pending.next_offsets.empty()) failure = Store(pending);
   if (!failure.ok()) {
     if (absl::Status rewound = Rewind(); !rewound.ok()) {
