@@ -10,12 +10,13 @@
 // only. (About 70 ns on top of a 90 ns parse for a 93-byte manhole reading here.)
 //
 // Identifier rule. Ids end up in stream ids (`device/<id>`, `registry/<id>`, `case/<id>`),
-// in idempotency keys (`<device_id>/<reading_id>`, `report/<report_id>`), in Kafka keys, in
-// log lines and in URLs of the API. So every id (device_id, reading_id, report_id, a grid
+// in idempotency keys (`report/<report_id>`, `registry/<device_id>/...`), in Kafka keys,
+// in log lines and in URLs of the API. So every id (device_id, reading_id, report_id, a grid
 // code, a category code) is 1..128 bytes of visible ASCII, '!' (0x21) to '~' (0x7e): no
 // NUL, no control characters, no spaces, nothing beyond ASCII. device_id and report_id
-// may not contain '/', which keeps `device/<id>` a single path segment and makes
-// `<device_id>/<reading_id>` split unambiguously at its first '/'; reading ids may.
+// may not contain '/', which keeps `device/<id>` a single path segment and lets a
+// reading be named `<device_id>/<reading_id>` (in messages and the API) without
+// ambiguity; reading ids may.
 // GB/T 30428 codes, UUIDs and "<device_id>:<counter>" all pass.
 //
 // Codes:
