@@ -1,0 +1,380 @@
+#include "kernel/yaml_proto.h"
+
+#include <cmath>
+#include <cstdint>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/time.h"
+#include "google/protobuf/descriptor.h"
+#include "google/protobuf/duration.pb.h"
+#include "google/protobuf/timestamp.pb.h"
+#include "yaml-cpp/yaml.h"
+
+namespace cityops::kernel {
+
+namespace pb = google::protobuf;
+
+std::optional<SourceLocation> YamlSourceMap::Find(const pb::Message& message,
+                                                  std::string_view field, int index) const {
+  auto it = fields_.find({&message, std::string(field), index});
+  if (it == fields_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::optional<SourceLocation> YamlSourceMap::FindMessage(const pb::Message& message) const {
+  auto it = messages_.find(&message);
+  if (it == messages_.end()) return std::nullopt;
+  return it->second;
+}
+
+std::string YamlSourceMap::Where(const pb::Message& message, std::string_view field,
+                                 int index) const {
+  std::optional<SourceLocation> at;
+  if (!field.empty()) at = Find(message, field, index);
+  if (!at) at = FindMessage(message);
+  if (!at) return file_;
+  return absl::StrFormat("%s:%d:%d", file_, at->line, at->column);
+}
+
+namespace {
+
+SourceLocation At(const YAML::Node& node) {
+  const YAML::Mark m = node.Mark();
+  return {m.line + 1, m.column + 1};
+}
+
+// "DeviceKind" -> "DEVICE_KIND_".
+std::string EnumPrefix(const pb::EnumDescriptor* e) {
+  std::string out;
+  for (char c : e->name()) {
+    if (absl::ascii_isupper(c) && !out.empty()) out += '_';
+    out += absl::ascii_toupper(c);
+  }
+  return out + "_";
+}
+
+std::string Names(const pb::Descriptor* d) {
+  std::vector<std::string> names;
+  for (int i = 0; i < d->field_count(); ++i) names.push_back(d->field(i)->name());
+  return absl::StrJoin(names, ", ");
+}
+
+const char* KindOf(const YAML::Node& n) {
+  switch (n.Type()) {
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Sequence:
+      return "a sequence";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    default:
+      return "nothing";
+  }
+}
+
+}  // namespace
+
+// Walks the YAML tree and the message together.
+class YamlProtoParser {
+ public:
+  YamlProtoParser(std::string file, YamlSourceMap* map) : file_(std::move(file)), map_(map) {
+    if (map_ != nullptr) {
+      *map_ = YamlSourceMap();
+      map_->file_ = file_;
+    }
+  }
+
+  absl::Status Message(const YAML::Node& node, pb::Message* msg) {
+    if (!node.IsMap()) {
+      return Error(node, absl::StrFormat("expected a mapping of %s fields, got %s",
+                                         msg->GetDescriptor()->full_name(), KindOf(node)));
+    }
+    if (map_ != nullptr) map_->messages_[msg] = At(node);
+    const pb::Descriptor* d = msg->GetDescriptor();
+    const pb::Reflection* r = msg->GetReflection();
+    std::set<std::string> seen;
+    std::map<const pb::OneofDescriptor*, std::pair<std::string, SourceLocation>> oneofs;
+    for (const auto& kv : node) {
+      const YAML::Node& key = kv.first;
+      const YAML::Node& value = kv.second;
+      if (!key.IsScalar()) return Error(key, "a key must be a plain name");
+      const std::string name = key.Scalar();
+      const pb::FieldDescriptor* f = d->FindFieldByName(name);
+      if (f == nullptr) {
+        return Error(key, absl::StrFormat("unknown key '%s' in %s; expected one of: %s", name,
+                                          d->full_name(), Names(d)));
+      }
+      if (!seen.insert(name).second) {
+        return Error(key, absl::StrFormat("key '%s' is given twice; keep one", name));
+      }
+      if (!value.IsDefined() || value.IsNull()) {
+        return Error(key, absl::StrFormat("key '%s' has no value; give one or drop the key", name));
+      }
+      if (const pb::OneofDescriptor* o = f->containing_oneof();
+          o != nullptr && !o->is_synthetic()) {
+        auto [it, fresh] = oneofs.emplace(o, std::make_pair(name, At(key)));
+        if (!fresh) {
+          return Error(key, absl::StrFormat(
+                                "'%s' and '%s' (line %d) are alternatives ('%s'); keep one of them",
+                                name, it->second.first, it->second.second.line, o->name()));
+        }
+      }
+      if (map_ != nullptr) map_->fields_[{msg, name, -1}] = At(key);
+      if (f->is_map()) {
+        return Error(key, absl::StrFormat("'%s' is a map field, which YAML configuration does "
+                                          "not support",
+                                          name));
+      }
+      if (f->is_repeated()) {
+        if (!value.IsSequence()) {
+          return Error(value, absl::StrFormat("'%s' must be a sequence ([a, b] or '- ' items), "
+                                              "got %s",
+                                              name, KindOf(value)));
+        }
+        for (size_t i = 0; i < value.size(); ++i) {
+          const YAML::Node& item = value[i];
+          if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+            pb::Message* sub = r->AddMessage(msg, f);
+            if (map_ != nullptr) map_->fields_[{msg, name, static_cast<int>(i)}] = At(item);
+            if (absl::Status s = Value(item, f, sub); !s.ok()) return s;
+          } else {
+            if (map_ != nullptr) map_->fields_[{msg, name, static_cast<int>(i)}] = At(item);
+            if (absl::Status s = Scalar(item, f, msg, /*repeated=*/true); !s.ok()) return s;
+          }
+        }
+        continue;
+      }
+      if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_MESSAGE) {
+        if (absl::Status s = Value(value, f, r->MutableMessage(msg, f)); !s.ok()) return s;
+      } else {
+        if (absl::Status s = Scalar(value, f, msg, /*repeated=*/false); !s.ok()) return s;
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  // A message-typed value: well-known types from scalars, others from mappings.
+  absl::Status Value(const YAML::Node& node, const pb::FieldDescriptor* f, pb::Message* sub) {
+    const std::string& type = f->message_type()->full_name();
+    if (type == "google.protobuf.Duration") {
+      if (!node.IsScalar())
+        return Error(node, absl::StrFormat("'%s' must be a duration such as 30s", f->name()));
+      absl::Duration d;
+      if (absl::Status s = ParseDuration(node, f, &d); !s.ok()) return s;
+      auto* out = static_cast<pb::Duration*>(sub);
+      const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+      out->set_seconds(seconds);
+      out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+      return absl::OkStatus();
+    }
+    if (type == "google.protobuf.Timestamp") {
+      absl::Time t;
+      std::string err;
+      if (!node.IsScalar() || !absl::ParseTime(absl::RFC3339_full, node.Scalar(), &t, &err)) {
+        return Error(node, absl::StrFormat("'%s' must be an RFC 3339 time such as "
+                                           "2026-09-21T08:00:00Z",
+                                           f->name()));
+      }
+      auto* out = static_cast<pb::Timestamp*>(sub);
+      out->set_seconds(absl::ToUnixSeconds(t));
+      out->set_nanos(
+          static_cast<int32_t>((t - absl::FromUnixSeconds(out->seconds())) / absl::Nanoseconds(1)));
+      return absl::OkStatus();
+    }
+    return Message(node, sub);
+  }
+
+  absl::Status ParseDuration(const YAML::Node& node, const pb::FieldDescriptor* f,
+                             absl::Duration* out) {
+    std::string text = node.Scalar();
+    absl::Duration total = absl::ZeroDuration();
+    bool negative = false;
+    std::string rest = text;
+    if (!rest.empty() && rest[0] == '-') {
+      negative = true;
+      rest = rest.substr(1);
+    }
+    double number = 0;
+    if (absl::SimpleAtod(rest, &number)) {
+      return Error(node, absl::StrFormat("'%s' needs a unit: write e.g. %ss or %sm, not a bare "
+                                         "number",
+                                         f->name(), text, text));
+    }
+    if (size_t d = rest.find('d'); d != std::string::npos) {
+      int64_t days = 0;
+      if (!absl::SimpleAtoi(rest.substr(0, d), &days) || days < 0) {
+        return Error(node, absl::StrFormat("'%s': '%s' is not a duration; use e.g. 1d, 2d12h",
+                                           f->name(), text));
+      }
+      total += absl::Hours(24 * days);
+      rest = rest.substr(d + 1);
+    }
+    if (!rest.empty()) {
+      absl::Duration part;
+      if (!absl::ParseDuration(rest, &part) || part < absl::ZeroDuration()) {
+        return Error(node, absl::StrFormat("'%s': '%s' is not a duration; use e.g. 500ms, 30s, "
+                                           "10m, 4h, 1d, 1h30m",
+                                           f->name(), text));
+      }
+      total += part;
+    }
+    *out = negative ? -total : total;
+    return absl::OkStatus();
+  }
+
+  absl::Status Scalar(const YAML::Node& node, const pb::FieldDescriptor* f, pb::Message* msg,
+                      bool repeated) {
+    if (!node.IsScalar()) {
+      return Error(node,
+                   absl::StrFormat("'%s' must be a single value, got %s", f->name(), KindOf(node)));
+    }
+    const pb::Reflection* r = msg->GetReflection();
+    const std::string& text = node.Scalar();
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        repeated ? r->AddString(msg, f, text) : r->SetString(msg, f, text);
+        return absl::OkStatus();
+      case pb::FieldDescriptor::CPPTYPE_BOOL: {
+        if (text != "true" && text != "false") {
+          return Error(node,
+                       absl::StrFormat("'%s' must be true or false, got '%s'", f->name(), text));
+        }
+        repeated ? r->AddBool(msg, f, text == "true") : r->SetBool(msg, f, text == "true");
+        return absl::OkStatus();
+      }
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      case pb::FieldDescriptor::CPPTYPE_FLOAT: {
+        double v = 0;
+        if (!absl::SimpleAtod(text, &v) || !std::isfinite(v)) {
+          return Error(node, absl::StrFormat("'%s' must be a number, got '%s'", f->name(), text));
+        }
+        if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_DOUBLE) {
+          repeated ? r->AddDouble(msg, f, v) : r->SetDouble(msg, f, v);
+        } else {
+          repeated ? r->AddFloat(msg, f, static_cast<float>(v))
+                   : r->SetFloat(msg, f, static_cast<float>(v));
+        }
+        return absl::OkStatus();
+      }
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+      case pb::FieldDescriptor::CPPTYPE_INT64: {
+        int64_t v = 0;
+        const bool is32 = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32;
+        if (!absl::SimpleAtoi(text, &v) || (is32 && (v < std::numeric_limits<int32_t>::min() ||
+                                                     v > std::numeric_limits<int32_t>::max()))) {
+          return Error(node, absl::StrFormat("'%s' must be a whole number%s, got '%s'", f->name(),
+                                             is32 ? " (32 bits)" : "", text));
+        }
+        if (is32) {
+          repeated ? r->AddInt32(msg, f, static_cast<int32_t>(v))
+                   : r->SetInt32(msg, f, static_cast<int32_t>(v));
+        } else {
+          repeated ? r->AddInt64(msg, f, v) : r->SetInt64(msg, f, v);
+        }
+        return absl::OkStatus();
+      }
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+      case pb::FieldDescriptor::CPPTYPE_UINT64: {
+        uint64_t v = 0;
+        const bool is32 = f->cpp_type() == pb::FieldDescriptor::CPPTYPE_UINT32;
+        if (text.empty() || text[0] == '-' || !absl::SimpleAtoi(text, &v) ||
+            (is32 && v > std::numeric_limits<uint32_t>::max())) {
+          return Error(node, absl::StrFormat("'%s' must be a whole number, 0 or more%s, got '%s'",
+                                             f->name(), is32 ? " (32 bits)" : "", text));
+        }
+        if (is32) {
+          repeated ? r->AddUInt32(msg, f, static_cast<uint32_t>(v))
+                   : r->SetUInt32(msg, f, static_cast<uint32_t>(v));
+        } else {
+          repeated ? r->AddUInt64(msg, f, v) : r->SetUInt64(msg, f, v);
+        }
+        return absl::OkStatus();
+      }
+      case pb::FieldDescriptor::CPPTYPE_ENUM: {
+        const pb::EnumDescriptor* e = f->enum_type();
+        const pb::EnumValueDescriptor* v = e->FindValueByName(text);
+        if (v == nullptr) {
+          std::string upper = EnumPrefix(e);
+          for (char c : text) upper += c == '-' ? '_' : absl::ascii_toupper(c);
+          v = e->FindValueByName(upper);
+        }
+        if (v == nullptr || v->number() == 0) {
+          std::vector<std::string> names;
+          const std::string prefix = EnumPrefix(e);
+          for (int i = 0; i < e->value_count(); ++i) {
+            if (e->value(i)->number() == 0) continue;
+            std::string n = e->value(i)->name();
+            if (n.rfind(prefix, 0) == 0) n = absl::AsciiStrToLower(n.substr(prefix.size()));
+            names.push_back(n);
+          }
+          return Error(node, absl::StrFormat("'%s' is not a %s for '%s'; use one of: %s", text,
+                                             e->name(), f->name(), absl::StrJoin(names, ", ")));
+        }
+        repeated ? r->AddEnumValue(msg, f, v->number()) : r->SetEnumValue(msg, f, v->number());
+        return absl::OkStatus();
+      }
+      default:
+        return Error(node, absl::StrFormat("'%s' has a type YAML cannot set", f->name()));
+    }
+  }
+
+  absl::Status Error(const YAML::Node& node, std::string_view what) const {
+    const SourceLocation at = At(node);
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d:%d: %s", file_, at.line, at.column, what));
+  }
+
+  std::string file_;
+  YamlSourceMap* map_;
+};
+
+absl::Status ParseYamlToProto(std::string_view yaml, std::string_view file, pb::Message* out,
+                              YamlSourceMap* map) {
+  out->Clear();
+  YamlProtoParser parser{std::string(file), map};
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(std::string(yaml));
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s:%d:%d: not valid YAML: %s", file,
+                                                      e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+  if (docs.empty() || docs[0].IsNull()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: is empty; it must hold a mapping of %s fields", file,
+                        out->GetDescriptor()->full_name()));
+  }
+  if (docs.size() > 1) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d: holds %d YAML documents; put everything in one", file,
+                        docs[1].Mark().line + 1, docs.size()));
+  }
+  try {
+    return parser.Message(docs[0], out);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d:%d: %s", file, e.mark.line + 1, e.mark.column + 1, e.msg));
+  }
+}
+
+absl::Status ParseYamlFileToProto(const std::string& path, pb::Message* out, YamlSourceMap* map) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrFormat("cannot read %s: no such file or not readable", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseYamlToProto(text.str(), path, out, map);
+}
+
+}  // namespace cityops::kernel
