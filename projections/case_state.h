@@ -1,0 +1,60 @@
+// The fold of a case's stream into a `v1::CaseView`. One function, used by everything
+// that needs to know where a case stands: the workflow (to validate a command against
+// the case's own events), the cases read model, and the rules stage (deadlines,
+// automatic verification). Pure: no I/O, no clock; time comes from the events.
+#ifndef CITYOPS_PROJECTIONS_CASE_STATE_H_
+#define CITYOPS_PROJECTIONS_CASE_STATE_H_
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "cityops/v1/events.pb.h"
+#include "cityops/v1/views.pb.h"
+
+namespace cityops::projections {
+
+inline constexpr std::string_view kCaseStreamPrefix = "case/";
+inline constexpr std::string_view kTicketStreamPrefix = "ticket/";
+
+// "case/<id>".
+std::string CaseStream(std::string_view case_id);
+
+// Folds one event of the stream `case/<id>` into `view` (an empty view for the first
+// event). Handles CaseReported, CaseOpened, CaseRegistered, CaseDispatched,
+// CaseHandled, CaseVerified, CaseClosed, CaseUrged, CaseEscalated, CaseOverdue and
+// CaseLinked; sets `version`, `partition`, the stage, its entry time and deadline, and
+// the history. INVALID_ARGUMENT for an event of another type or another case.
+//
+// Stage rules of the fold (the workflow refuses commands that would break them; the
+// fold itself trusts the log):
+//   CaseReported            -> DISCOVERED (reported_time)
+//   CaseOpened              -> DISCOVERED (for reports: fills in the policy fields)
+//   CaseRegistered          -> REGISTERED
+//   CaseDispatched          -> DISPATCHED
+//   CaseHandled             -> HANDLED
+//   CaseVerified passed     -> VERIFIED; failed -> DISPATCHED again
+//   CaseClosed              -> CLOSED
+//   CaseEscalated           -> REGISTERED at the upper level (which then dispatches)
+//   CaseUrged, CaseOverdue, CaseLinked: no stage change.
+// Every stage entry resets `overdue` and sets `deadline` from `deadlines`.
+absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view);
+
+// Time spent in each stage DISCOVERED..VERIFIED (summed over re-entries) if the case
+// closes at `close_time`, from its history.
+std::vector<v1::StageDuration> StageDurations(const v1::CaseView& view, absl::Time close_time);
+
+// From discovery to `close_time`.
+absl::Duration TotalHandlingTime(const v1::CaseView& view, absl::Time close_time);
+
+// The allowance of `stage` in `deadlines` (register_within for DISCOVERED,
+// dispatch_within for REGISTERED, ...), or nullopt when it has none.
+std::optional<absl::Duration> StageAllowance(const v1::StageDeadlines& deadlines,
+                                             v1::CaseStage stage);
+
+}  // namespace cityops::projections
+
+#endif  // CITYOPS_PROJECTIONS_CASE_STATE_H_

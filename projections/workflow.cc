@@ -1,0 +1,408 @@
+#include "projections/workflow.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "ingest/partitioner.h"
+#include "kernel/proto_time.h"
+#include "projections/case_state.h"
+
+namespace cityops::projections {
+
+namespace {
+
+std::string StageName(v1::CaseStage stage) {
+  std::string name = v1::CaseStage_Name(stage);
+  if (name.rfind("CASE_STAGE_", 0) == 0) name = name.substr(11);
+  return name;
+}
+
+std::string LevelName(v1::GridLevel level) {
+  std::string name = v1::GridLevel_Name(level);
+  if (name.rfind("GRID_LEVEL_", 0) == 0) name = name.substr(11);
+  return absl::AsciiStrToLower(name);
+}
+
+std::string UnitName(const v1::OrgUnit& unit) {
+  return absl::StrFormat("%s %s", LevelName(unit.level()), unit.code());
+}
+
+bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b) {
+  return a.level() == b.level() && a.code() == b.code();
+}
+
+void ToProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(s);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+bool ValidCaseId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  for (char c : id) {
+    if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
+}
+
+// The deadline of `stage` if it is entered at `at`.
+void SetDeadline(const v1::CaseView& view, v1::CaseStage stage, absl::Time at, v1::Deadline* out) {
+  if (std::optional<absl::Duration> a = StageAllowance(view.deadlines(), stage)) {
+    out->set_stage(stage);
+    kernel::SetTimestamp(at + *a, out->mutable_due_time());
+  }
+}
+
+}  // namespace
+
+const char* CommandName(CommandKind kind) {
+  switch (kind) {
+    case CommandKind::kRegister:
+      return "register";
+    case CommandKind::kDispatch:
+      return "dispatch";
+    case CommandKind::kHandle:
+      return "handle";
+    case CommandKind::kVerify:
+      return "verify";
+    case CommandKind::kClose:
+      return "close";
+    case CommandKind::kUrge:
+      return "urge";
+    case CommandKind::kEscalate:
+      return "escalate";
+    case CommandKind::kReport:
+      return "report";
+  }
+  return "?";
+}
+
+v1::GridLevel LevelAbove(v1::GridLevel level) {
+  switch (level) {
+    case v1::GRID_LEVEL_RESIDENTIAL_STATION:
+      return v1::GRID_LEVEL_STREET_CENTER;
+    case v1::GRID_LEVEL_STREET_CENTER:
+      return v1::GRID_LEVEL_DISTRICT_CENTER;
+    case v1::GRID_LEVEL_DISTRICT_CENTER:
+      return v1::GRID_LEVEL_CITY_CENTER;
+    default:
+      return v1::GRID_LEVEL_UNSPECIFIED;
+  }
+}
+
+bool UnitCovers(const v1::OrgUnit& unit, const v1::GridRef& grid) {
+  if (unit.level() == v1::GRID_LEVEL_CITY_CENTER) return true;
+  return !unit.code().empty() && grid.grid_code().rfind(unit.code(), 0) == 0;
+}
+
+absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const CaseCommand& command,
+                                              absl::Time now) {
+  const std::string& id =
+      command.kind == CommandKind::kReport ? command.report.case_id() : command.case_id;
+  if (command.actor.user().empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s on case %s: a command needs the acting user; every event records who acted",
+        CommandName(command.kind), id));
+  }
+  v1::Event e;
+  e.set_stream_id(CaseStream(id));
+  kernel::SetTimestamp(now, e.mutable_event_time());
+  *e.mutable_provenance()->mutable_actor() = command.actor;
+  auto refuse = [&](std::string_view why) {
+    return absl::FailedPreconditionError(absl::StrFormat("cannot %s case %s: it is %s; %s",
+                                                         CommandName(command.kind), id,
+                                                         StageName(view.stage()), why));
+  };
+  auto not_originator = [&](std::string_view what) {
+    return absl::PermissionDeniedError(absl::StrFormat(
+        "cannot %s case %s (%s): only its originator, %s, %s it; %s is %s",
+        CommandName(command.kind), id, StageName(view.stage()), UnitName(view.originator()), what,
+        command.actor.user(), UnitName(command.actor.unit())));
+  };
+
+  if (command.kind == CommandKind::kReport) {
+    const v1::CaseReported& r = command.report;
+    if (view.history_size() > 0) {
+      return absl::AlreadyExistsError(
+          absl::StrFormat("case %s already exists (%s); report the new case under another id", id,
+                          StageName(view.stage())));
+    }
+    if (!ValidCaseId(id)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "report: case id '%s' must be 1 to 64 letters, digits, '-', '_' or '.'", id));
+    }
+    if (r.source() != v1::CASE_SOURCE_HOTLINE_12345 &&
+        r.source() != v1::CASE_SOURCE_STREET_PATROL &&
+        r.source() != v1::CASE_SOURCE_RESIDENTIAL_STATION) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "report %s: source must be the 12345 hotline, a street patrol or a residential "
+          "station, not %s",
+          id, v1::CaseSource_Name(r.source())));
+    }
+    const std::string& grid = r.grid().grid_code();
+    if (grid.size() != 15 || !std::all_of(grid.begin(), grid.end(), absl::ascii_isdigit)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "report %s: grid code '%s' must be the 15 digits of a residential grid", id, grid));
+    }
+    if (r.category().code().empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("report %s: a category code is required (e.g. \"E0111\")", id));
+    }
+    if (command.actor.unit().level() == v1::GRID_LEVEL_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "report %s: the reporting user %s needs an organizational unit, which verifies and "
+          "closes the case",
+          id, command.actor.user()));
+    }
+    v1::CaseReported* out = e.mutable_case_reported();
+    *out = r;
+    out->mutable_grid()->set_street_code(grid.substr(0, 9));
+    out->mutable_grid()->set_district_code(grid.substr(0, 6));
+    *out->mutable_originator() = command.actor.unit();
+    return std::vector<v1::Event>{std::move(e)};
+  }
+
+  if (view.history_size() == 0) {
+    return absl::NotFoundError(absl::StrFormat("case %s does not exist", id));
+  }
+  if (!view.opened()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot %s case %s: it is reported but not yet opened by the rules stage; retry shortly",
+        CommandName(command.kind), id));
+  }
+  if (view.stage() == v1::CASE_STAGE_CLOSED) {
+    return refuse("a closed case takes no more commands; report a new one if the problem is back");
+  }
+  const bool iot = view.source() == v1::CASE_SOURCE_IOT_RULE;
+  const v1::GridLevel actor_level = command.actor.unit().level();
+  switch (command.kind) {
+    case CommandKind::kRegister: {
+      if (view.stage() != v1::CASE_STAGE_DISCOVERED) return refuse("it is registered already");
+      v1::CaseRegistered* r = e.mutable_case_registered();
+      r->set_case_id(id);
+      SetDeadline(view, v1::CASE_STAGE_REGISTERED, now, r->mutable_next_deadline());
+      break;
+    }
+    case CommandKind::kDispatch: {
+      if (view.stage() == v1::CASE_STAGE_DISCOVERED) {
+        return refuse("it must be registered before it can be dispatched");
+      }
+      if (view.stage() != v1::CASE_STAGE_REGISTERED) {
+        return refuse("it is dispatched already; escalate it, or wait for the handling");
+      }
+      if (command.department.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("dispatch case %s: name the department to dispatch it to", id));
+      }
+      if (actor_level < view.level()) {
+        return absl::PermissionDeniedError(
+            absl::StrFormat("cannot dispatch case %s (%s): the %s dispatches it; %s is at the %s",
+                            id, StageName(view.stage()), LevelName(view.level()),
+                            command.actor.user(), LevelName(actor_level)));
+      }
+      if (!UnitCovers(command.actor.unit(), view.grid())) {
+        return absl::PermissionDeniedError(absl::StrFormat(
+            "cannot dispatch case %s (%s): it is in grid %s, which %s (%s) does not serve", id,
+            StageName(view.stage()), view.grid().grid_code(), command.actor.user(),
+            UnitName(command.actor.unit())));
+      }
+      const v1::GridLevel level =
+          command.level == v1::GRID_LEVEL_UNSPECIFIED ? view.level() : command.level;
+      if (level > actor_level) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "dispatch case %s: dispatch runs downward; the %s cannot dispatch to the %s", id,
+            LevelName(actor_level), LevelName(level)));
+      }
+      v1::CaseDispatched* d = e.mutable_case_dispatched();
+      d->set_case_id(id);
+      d->set_department(command.department);
+      d->set_level(level);
+      d->set_ticket_id(absl::StrFormat("%s-T%d", id, view.ticket_ids_size() + 1));
+      SetDeadline(view, v1::CASE_STAGE_DISPATCHED, now, d->mutable_next_deadline());
+      break;
+    }
+    case CommandKind::kHandle: {
+      if (view.stage() < v1::CASE_STAGE_DISPATCHED) {
+        return refuse("it must be dispatched before it can be handled");
+      }
+      if (view.stage() != v1::CASE_STAGE_DISPATCHED) return refuse("it is handled already");
+      if (command.result.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrFormat("handle case %s: say what was done (the result)", id));
+      }
+      v1::CaseHandled* h = e.mutable_case_handled();
+      h->set_case_id(id);
+      h->set_result(command.result);
+      break;
+    }
+    case CommandKind::kVerify: {
+      if (view.stage() < v1::CASE_STAGE_HANDLED) {
+        return refuse("it must be handled before it can be verified");
+      }
+      if (view.stage() != v1::CASE_STAGE_HANDLED) return refuse("it is verified already");
+      if (iot) {
+        return refuse(absl::StrFormat(
+            "it is verified automatically by rule %s once the device has stayed normal for %ds",
+            view.rule_id(), view.verification_window().seconds()));
+      }
+      if (!SameUnit(command.actor.unit(), view.originator())) return not_originator("verifies");
+      if (!command.passed && command.note.empty()) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "verify case %s: a failed verification needs a note saying what is still wrong", id));
+      }
+      v1::CaseVerified* v = e.mutable_case_verified();
+      v->set_case_id(id);
+      v->set_passed(command.passed);
+      v->set_note(command.note);
+      if (!command.passed) {
+        v->set_ticket_id(absl::StrFormat("%s-T%d", id, view.ticket_ids_size() + 1));
+      }
+      break;
+    }
+    case CommandKind::kClose: {
+      if (view.stage() < v1::CASE_STAGE_VERIFIED) {
+        return refuse("it must be verified before it can be closed");
+      }
+      if (iot) {
+        return refuse(absl::StrFormat("it is closed automatically by rule %s", view.rule_id()));
+      }
+      if (!SameUnit(command.actor.unit(), view.originator())) return not_originator("closes");
+      v1::CaseClosed* c = e.mutable_case_closed();
+      c->set_case_id(id);
+      ToProto(TotalHandlingTime(view, now), c->mutable_total_handling_time());
+      for (const v1::StageDuration& d : StageDurations(view, now)) *c->add_stage_durations() = d;
+      break;
+    }
+    case CommandKind::kUrge: {
+      v1::CaseUrged* u = e.mutable_case_urged();
+      u->set_case_id(id);
+      u->set_note(command.note);
+      break;
+    }
+    case CommandKind::kEscalate: {
+      if (view.stage() != v1::CASE_STAGE_REGISTERED && view.stage() != v1::CASE_STAGE_DISPATCHED) {
+        return refuse("only a registered or dispatched case can be escalated");
+      }
+      if (actor_level != view.level()) {
+        return absl::PermissionDeniedError(absl::StrFormat(
+            "cannot escalate case %s (%s): the %s that dispatches it escalates it; %s is at the "
+            "%s",
+            id, StageName(view.stage()), LevelName(view.level()), command.actor.user(),
+            LevelName(actor_level)));
+      }
+      const v1::GridLevel above = LevelAbove(view.level());
+      if (above == v1::GRID_LEVEL_UNSPECIFIED) {
+        return refuse("the city center is the top level; there is no one to escalate to");
+      }
+      v1::CaseEscalated* x = e.mutable_case_escalated();
+      x->set_case_id(id);
+      x->set_from_level(view.level());
+      x->set_to_level(above);
+      x->set_reason(command.reason);
+      break;
+    }
+    case CommandKind::kReport:
+      break;
+  }
+  return std::vector<v1::Event>{std::move(e)};
+}
+
+CaseWorkflow::CaseWorkflow(Options options) : options_(std::move(options)) {}
+
+namespace {
+
+// The case's events and their fold.
+struct Loaded {
+  v1::CaseView view;
+  std::vector<v1::Event> events;
+};
+
+absl::StatusOr<Loaded> LoadEvents(const kernel::EventLog& log, std::string_view case_id) {
+  Loaded out;
+  const std::string stream = CaseStream(case_id);
+  for (;;) {
+    absl::StatusOr<std::vector<v1::Event>> page =
+        log.ReadStream(stream, kernel::StreamVersion(out.events.size() + 1), 1000);
+    if (!page.ok()) return page.status();
+    for (v1::Event& e : *page) {
+      if (absl::Status s = ApplyCaseEvent(e, &out.view); !s.ok()) return s;
+      out.events.push_back(std::move(e));
+    }
+    if (page->size() < 1000) break;
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::CaseView> CaseWorkflow::Load(std::string_view case_id) const {
+  absl::StatusOr<Loaded> loaded = LoadEvents(*options_.log, case_id);
+  if (!loaded.ok()) return loaded.status();
+  if (loaded->events.empty()) {
+    return absl::NotFoundError(absl::StrFormat("case %s does not exist", case_id));
+  }
+  return std::move(loaded->view);
+}
+
+absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) {
+  const std::string& id =
+      command.kind == CommandKind::kReport ? command.report.case_id() : command.case_id;
+  if (!ValidCaseId(id)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: case id '%s' must be 1 to 64 letters, digits, '-', '_' or '.'",
+                        CommandName(command.kind), id));
+  }
+  for (int attempt = 0;; ++attempt) {
+    absl::StatusOr<Loaded> loaded = LoadEvents(*options_.log, id);
+    if (!loaded.ok()) return loaded.status();
+    CommandResult result;
+    // A retried request that went through already.
+    if (!command.request_id.empty()) {
+      for (const v1::Event& e : loaded->events) {
+        if (e.provenance().idempotency_key() == command.request_id) {
+          result.view = std::move(loaded->view);
+          result.duplicate = true;
+          return result;
+        }
+      }
+    }
+    const v1::CaseView& view = loaded->view;
+    absl::Time now = options_.clock->Now();
+    if (view.has_stage_time()) now = std::max(now, kernel::FromTimestamp(view.stage_time()));
+    absl::StatusOr<std::vector<v1::Event>> events = Decide(view, command, now);
+    if (!events.ok()) return events.status();
+    const kernel::Partition partition =
+        view.history_size() > 0
+            ? kernel::Partition(view.partition())
+            : kernel::Partition(ingest::Murmur2(id) % std::max<uint32_t>(1, options_.partitions));
+    kernel::AppendBatch batch(partition);
+    uint64_t version = view.version();
+    for (v1::Event& e : *events) {
+      // Without a request id there is nothing to recognize a retry by: the expected
+      // version alone keeps two commands from both acting on one stage.
+      e.mutable_provenance()->set_idempotency_key(command.request_id);
+      batch.Add(e, kernel::StreamVersion(version));
+      ++version;
+    }
+    absl::StatusOr<kernel::AppendResult> appended = options_.log->Append(std::move(batch));
+    if (absl::IsAborted(appended.status()) && attempt < 3) continue;  // Someone was first.
+    if (!appended.ok()) return appended.status();
+    result.view = view;
+    for (size_t i = 0; i < events->size(); ++i) {
+      const kernel::AppendOutcome& o = appended->outcomes[i];
+      result.duplicate = result.duplicate || o.duplicate;
+      if (o.duplicate) continue;
+      result.appended.push_back(o.position);
+      v1::Event& e = (*events)[i];
+      e.set_partition(o.position.partition.value());
+      e.set_sequence(o.position.sequence.value());
+      e.set_stream_version(view.version() + i + 1);
+      if (absl::Status s = ApplyCaseEvent(e, &result.view); !s.ok()) return s;
+    }
+    return result;
+  }
+}
+
+}  // namespace cityops::projections

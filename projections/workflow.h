@@ -1,0 +1,107 @@
+// The case workflow: the commands people give on cases, validated against the case's
+// own events and appended with the expected stream version.
+//
+// Stages follow each other without skipping: discovered -> registered -> dispatched ->
+// handled -> verified -> closed. Only the originator verifies and closes ("谁发单、谁验收、
+// 谁结案"); for IoT cases the raising rule is the originator and does both itself (see
+// rules/engine.h). A failed verification sends the case back to dispatched. A level that
+// cannot solve a case escalates it to the level above, which then dispatches it. Every
+// refused command is an error naming the case, its stage and the reason; every
+// appended event records who acted.
+//
+// Roles (viewer, operator ...) are the HTTP layer's business; the workflow checks what
+// follows from the case itself: its stage, its originator and the level that dispatches it.
+#ifndef CITYOPS_PROJECTIONS_WORKFLOW_H_
+#define CITYOPS_PROJECTIONS_WORKFLOW_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "cityops/v1/events.pb.h"
+#include "cityops/v1/views.pb.h"
+#include "kernel/clock.h"
+#include "kernel/event_log.h"
+
+namespace cityops::projections {
+
+enum class CommandKind {
+  kRegister,
+  kDispatch,
+  kHandle,
+  kVerify,
+  kClose,
+  kUrge,
+  kEscalate,
+  kReport
+};
+
+// "register", "dispatch", ...
+const char* CommandName(CommandKind kind);
+
+struct CaseCommand {
+  CommandKind kind = CommandKind::kUrge;
+  std::string case_id;
+  v1::Actor actor;         // Who acts; recorded in every event's provenance.
+  std::string request_id;  // The client's idempotency key: a retry with it is done once.
+  // dispatch: the receiving department and its level (default: the case's level).
+  std::string department;
+  v1::GridLevel level = v1::GRID_LEVEL_UNSPECIFIED;
+  std::string result;   // handle
+  bool passed = false;  // verify
+  std::string note;     // verify (required when failing), urge
+  std::string reason;   // escalate
+  // report: the new case (case_id, source, grid, location, category, description,
+  // reporter). The originator is the actor's unit.
+  v1::CaseReported report;
+};
+
+struct CommandResult {
+  v1::CaseView view;  // The case after the command.
+  std::vector<kernel::EventPosition> appended;
+  bool duplicate = false;  // The same request was already carried out.
+};
+
+// The level above `level` (residential station -> street -> district -> city), or
+// UNSPECIFIED for the city.
+v1::GridLevel LevelAbove(v1::GridLevel level);
+
+// True if `unit` serves the place `grid` (its code is a prefix of the grid code, or it
+// is the city).
+bool UnitCovers(const v1::OrgUnit& unit, const v1::GridRef& grid);
+
+// Pure: the events `command` appends to the case folded into `view` at time `now`, or
+// why not. For kReport, `view` is the empty view of a case that does not exist yet.
+absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const CaseCommand& command,
+                                              absl::Time now);
+
+class CaseWorkflow {
+ public:
+  struct Options {
+    kernel::EventLog* log = nullptr;
+    const kernel::Clock* clock = kernel::Clock::Real();
+    // Reports are spread over this many log partitions by their case id (the input
+    // topics' partition count).
+    uint32_t partitions = 1;
+  };
+  explicit CaseWorkflow(Options options);
+
+  // Reads the case, decides, and appends with the expected stream version; when another
+  // writer got there first (ABORTED), reads again and re-decides, up to three times.
+  // The command's time is max(clock, the case's current stage time), so that stage times
+  // never run backwards even if the clock does.
+  absl::StatusOr<CommandResult> Execute(const CaseCommand& command);
+
+  // The fold of the case's stream. NOT_FOUND if it has no events.
+  absl::StatusOr<v1::CaseView> Load(std::string_view case_id) const;
+
+ private:
+  Options options_;
+};
+
+}  // namespace cityops::projections
+
+#endif  // CITYOPS_PROJECTIONS_WORKFLOW_H_
