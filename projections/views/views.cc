@@ -1,0 +1,872 @@
+#include "projections/views/views.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
+#include <utility>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/node_hash_map.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "google/protobuf/arena.h"
+#include "kernel/proto_time.h"
+#include "projections/case_state.h"
+#include "rocksdb/db.h"
+#include "rocksdb/write_batch.h"
+
+namespace cityops::views {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr char kDevice[] = "d/";
+constexpr char kAlert[] = "a/";
+constexpr char kCase[] = "c/";
+constexpr char kTicket[] = "t/";
+constexpr char kStats[] = "s/";
+constexpr char kCheckpoint[] = "p/";
+constexpr char kActiveRules[] = "r/active";
+
+std::string PartitionKey(const char* prefix, uint32_t p) {
+  return absl::StrFormat("%s%08d", prefix, p);
+}
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat("read models: %s: %s", what, s.ToString()));
+}
+
+absl::Duration DurationOf(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void ToDurationProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(s);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+// Offline after three reporting intervals; these when the registry gives none.
+absl::Duration DefaultInterval(v1::DeviceKind kind) {
+  switch (kind) {
+    case v1::DEVICE_KIND_MANHOLE_COVER:
+      return absl::Hours(6);
+    case v1::DEVICE_KIND_ELEVATOR:
+      return absl::Seconds(60);
+    case v1::DEVICE_KIND_CURTAIN_WALL:
+      return absl::Minutes(10);
+    case v1::DEVICE_KIND_FLOOD_GAUGE:
+      return absl::Minutes(5);
+    default:
+      return absl::Hours(1);
+  }
+}
+
+absl::Duration OfflineAfter(const v1::DeviceView& d) {
+  absl::Duration interval = DefaultInterval(d.kind());
+  if (d.registration().has_reporting_interval() &&
+      DurationOf(d.registration().reporting_interval()) > absl::ZeroDuration()) {
+    interval = DurationOf(d.registration().reporting_interval());
+  }
+  return 3 * interval;
+}
+
+// A partition's share of the statistics, with maps while folding.
+struct StatsPartial {
+  uint64_t cases_total = 0;
+  std::map<std::string, int64_t> by_source, by_stage, by_district, by_street;
+  int64_t handled_at_street_level = 0, dispatched_by_district = 0, urged = 0;
+  int64_t overdue_yellow = 0, overdue_red = 0, closed = 0, closed_on_time = 0;
+  std::map<int, absl::Duration> stage_time_sum;  // Over closed cases.
+  int64_t devices_total = 0, devices_online = 0, devices_unregistered = 0;
+  int64_t alerts_active = 0, tickets_total = 0;
+
+  // A case counts once the rules stage opened it; a report linked into another case
+  // counts there (linked_reports), not as a case of its own.
+  void Contribute(const v1::CaseView& v, int sign) {
+    if (!v.opened() || !v.linked_to().empty()) return;
+    cases_total += sign;
+    by_source[v1::CaseSource_Name(v.source())] += sign;
+    by_stage[v1::CaseStage_Name(v.stage())] += sign;
+    if (!v.grid().district_code().empty()) by_district[v.grid().district_code()] += sign;
+    if (!v.grid().street_code().empty()) by_street[v.grid().street_code()] += sign;
+    bool handled = false;
+    for (const v1::StageEntry& e : v.history()) handled |= e.stage() == v1::CASE_STAGE_HANDLED;
+    if (handled && v.level() <= v1::GRID_LEVEL_STREET_CENTER) handled_at_street_level += sign;
+    if (v.dispatched_by_level() == v1::GRID_LEVEL_DISTRICT_CENTER) dispatched_by_district += sign;
+    if (v.urges() > 0) urged += sign;
+    const bool open = v.stage() != v1::CASE_STAGE_CLOSED;
+    if (open && v.overdue() == v1::OVERDUE_LEVEL_YELLOW) overdue_yellow += sign;
+    if (open && v.overdue() == v1::OVERDUE_LEVEL_RED) overdue_red += sign;
+    if (!open) {
+      closed += sign;
+      if (v.worst_overdue() == v1::OVERDUE_LEVEL_UNSPECIFIED) closed_on_time += sign;
+      for (const v1::StageDuration& d : v.stage_durations()) {
+        stage_time_sum[d.stage()] += sign * DurationOf(d.duration());
+      }
+    }
+  }
+
+  v1::Statistics ToStatistics() const {
+    v1::Statistics s;
+    s.set_cases_total(cases_total);
+    auto counts = [](const std::map<std::string, int64_t>& m,
+                     google::protobuf::RepeatedPtrField<v1::Count>* out) {
+      for (const auto& [k, n] : m) {
+        if (n == 0) continue;
+        v1::Count* c = out->Add();
+        c->set_key(k);
+        c->set_count(static_cast<uint64_t>(n));
+      }
+    };
+    counts(by_source, s.mutable_by_source());
+    counts(by_stage, s.mutable_by_stage());
+    counts(by_district, s.mutable_by_district());
+    counts(by_street, s.mutable_by_street());
+    s.set_handled_at_street_level(handled_at_street_level);
+    s.set_dispatched_by_district(dispatched_by_district);
+    s.set_urged(urged);
+    s.set_overdue_yellow(overdue_yellow);
+    s.set_overdue_red(overdue_red);
+    s.set_closed(closed);
+    s.set_closed_on_time(closed_on_time);
+    // In a partition's share, mean_time_in_stage holds sums; GetStatistics divides.
+    for (const auto& [stage, sum] : stage_time_sum) {
+      v1::StageDuration* d = s.add_mean_time_in_stage();
+      d->set_stage(static_cast<v1::CaseStage>(stage));
+      ToDurationProto(sum, d->mutable_duration());
+    }
+    s.set_devices_total(devices_total);
+    s.set_devices_online(devices_online);
+    s.set_devices_unregistered(devices_unregistered);
+    s.set_alerts_active(alerts_active);
+    s.set_tickets_total(tickets_total);
+    return s;
+  }
+
+  void FromStatistics(const v1::Statistics& s) {
+    *this = StatsPartial();
+    cases_total = s.cases_total();
+    for (const v1::Count& c : s.by_source()) by_source[c.key()] = c.count();
+    for (const v1::Count& c : s.by_stage()) by_stage[c.key()] = c.count();
+    for (const v1::Count& c : s.by_district()) by_district[c.key()] = c.count();
+    for (const v1::Count& c : s.by_street()) by_street[c.key()] = c.count();
+    handled_at_street_level = s.handled_at_street_level();
+    dispatched_by_district = s.dispatched_by_district();
+    urged = s.urged();
+    overdue_yellow = s.overdue_yellow();
+    overdue_red = s.overdue_red();
+    closed = s.closed();
+    closed_on_time = s.closed_on_time();
+    for (const v1::StageDuration& d : s.mean_time_in_stage()) {
+      stage_time_sum[d.stage()] = DurationOf(d.duration());
+    }
+    devices_total = s.devices_total();
+    devices_online = s.devices_online();
+    devices_unregistered = s.devices_unregistered();
+    alerts_active = s.alerts_active();
+    tickets_total = s.tickets_total();
+  }
+};
+
+}  // namespace
+
+// One generation: its database and the state of folding into it.
+class Projections::Generation {
+ public:
+  static absl::StatusOr<std::shared_ptr<Generation>> Open(kernel::EventLog* log, uint64_t number,
+                                                          const std::string& dir) {
+    auto g = std::shared_ptr<Generation>(new Generation());
+    g->log_ = log;
+    g->number_ = number;
+    g->dir_ = dir;
+    rocksdb::Options options;
+    options.create_if_missing = true;
+    rocksdb::DB* db = nullptr;
+    if (absl::Status s = FromRocks(rocksdb::DB::Open(options, dir, &db), "open " + dir); !s.ok()) {
+      return s;
+    }
+    g->db_.reset(db);
+    if (absl::Status s = g->Load(); !s.ok()) return s;
+    return g;
+  }
+
+  uint64_t number() const { return number_; }
+  const std::string& dir() const { return dir_; }
+  rocksdb::DB* db() const { return db_.get(); }
+
+  // Folds up to `budget` events of every partition; commits. Returns events folded.
+  absl::StatusOr<size_t> Step(size_t budget) {
+    size_t folded = 0;
+    for (kernel::Partition p : log_->Partitions()) {
+      Part& part = parts_[p.value()];
+      part.partition = p;
+      absl::Status parse_error;
+      size_t n = 0;
+      google::protobuf::Arena arena;
+      absl::Status scanned =
+          log_->Scan(p, part.next, [&](kernel::Sequence seq, std::string_view value) {
+            if (n == budget) return false;
+            v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
+            parse_error = kernel::EventLog::ParseEvent({p, seq}, value, e);
+            if (!parse_error.ok()) return false;
+            if (absl::Status s = Fold(part, *e); !s.ok()) {
+              parse_error = s;
+              return false;
+            }
+            part.next = seq.next();
+            ++n;
+            if (n % 4096 == 0) arena.Reset();
+            return true;
+          });
+      if (!scanned.ok()) return scanned;
+      if (!parse_error.ok()) return parse_error;
+      folded += n;
+    }
+    if (absl::Status s = Commit(); !s.ok()) return s;
+    return folded;
+  }
+
+  std::vector<PartitionLag> Lag() const {
+    absl::MutexLock lock(&lag_mu_);
+    std::vector<PartitionLag> out;
+    for (const auto& [p, next] : committed_) {
+      const kernel::Sequence end = log_->NextSequence(kernel::Partition(p));
+      out.push_back({kernel::Partition(p), next,
+                     end.value() > next.value() ? end.value() - next.value() : 0});
+    }
+    return out;
+  }
+
+  bool CaughtUp() const {
+    for (kernel::Partition p : log_->Partitions()) {
+      auto it = parts_.find(p.value());
+      if (it == parts_.end() || it->second.next < log_->NextSequence(p)) return false;
+    }
+    return true;
+  }
+
+ private:
+  struct DeviceEntry {
+    v1::DeviceView view;
+    bool dirty = false;    // Changed since the last commit.
+    bool watched = false;  // Has an entry in its partition's offline_due.
+  };
+
+  struct Part {
+    kernel::Partition partition;
+    kernel::Sequence next{0};
+    absl::Time time = absl::InfinitePast();
+    StatsPartial stats;
+    bool stats_dirty = true;
+    // (when to look again, device) for this partition's online devices: at most one
+    // entry per device, checked lazily (a reading does not move its entry; when the entry
+    // comes due the device is offline, or gets a new entry at its real due time).
+    std::set<std::pair<absl::Time, std::string>> offline_due;
+  };
+
+  Generation() = default;
+
+  // Reads checkpoints, statistics and the devices back after a restart.
+  absl::Status Load() {
+    std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    for (it->Seek(kCheckpoint); it->Valid() && it->key().starts_with(kCheckpoint); it->Next()) {
+      uint32_t p = 0;
+      if (!absl::SimpleAtoi(it->key().ToString().substr(2), &p)) continue;
+      std::vector<std::string> fields = absl::StrSplit(it->value().ToString(), ' ');
+      uint64_t next = 0;
+      int64_t time = 0;
+      if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &next) ||
+          !absl::SimpleAtoi(fields[1], &time)) {
+        return absl::DataLossError(absl::StrFormat(
+            "read models in %s: checkpoint of partition %d is damaged; delete the directory "
+            "to rebuild them from the log",
+            dir_, p));
+      }
+      Part& part = parts_[p];
+      part.partition = kernel::Partition(p);
+      part.next = kernel::Sequence(next);
+      part.time = time == INT64_MIN ? absl::InfinitePast() : absl::FromUnixNanos(time);
+      committed_[p] = part.next;
+    }
+    for (it->Seek(kStats); it->Valid() && it->key().starts_with(kStats); it->Next()) {
+      uint32_t p = 0;
+      if (!absl::SimpleAtoi(it->key().ToString().substr(2), &p)) continue;
+      v1::Statistics s;
+      if (!s.ParseFromString(it->value().ToString())) return absl::DataLossError("bad statistics");
+      parts_[p].stats.FromStatistics(s);
+      parts_[p].stats_dirty = false;
+    }
+    for (it->Seek(kDevice); it->Valid() && it->key().starts_with(kDevice); it->Next()) {
+      v1::DeviceView d;
+      if (!d.ParseFromString(it->value().ToString())) return absl::DataLossError("bad device");
+      DeviceEntry& entry = devices_[d.device_id()];
+      if (d.online()) {
+        parts_[d.partition()].offline_due.emplace(
+            kernel::FromTimestamp(d.last_seen()) + OfflineAfter(d), d.device_id());
+        entry.watched = true;
+      }
+      entry.view = std::move(d);
+    }
+    return FromRocks(it->status(), "load");
+  }
+
+  template <typename T>
+  absl::StatusOr<T*> Touch(absl::flat_hash_map<std::string, T>& cache, const char* prefix,
+                           const std::string& id, bool* existed = nullptr) {
+    auto it = cache.find(id);
+    if (it != cache.end()) {
+      if (existed != nullptr) *existed = true;
+      return &it->second;
+    }
+    T value;
+    std::string bytes;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), std::string(prefix) + id, &bytes);
+    if (s.ok()) {
+      if (!value.ParseFromString(bytes)) return absl::DataLossError("damaged read model " + id);
+    } else if (!s.IsNotFound()) {
+      return FromRocks(s, "read " + id);
+    }
+    if (existed != nullptr) *existed = s.ok();
+    return &cache.emplace(id, std::move(value)).first->second;
+  }
+
+  DeviceEntry& Device(Part& part, const std::string& id, v1::DeviceKind kind) {
+    auto [it, fresh] = devices_.try_emplace(id);
+    DeviceEntry& entry = it->second;
+    v1::DeviceView& d = entry.view;
+    if (fresh) {
+      d.set_device_id(id);
+      d.set_kind(kind);
+      d.set_partition(part.partition.value());
+      ++part.stats.devices_total;
+      ++part.stats.devices_unregistered;
+      part.stats_dirty = true;
+    }
+    MarkDirty(entry);
+    return entry;
+  }
+
+  void MarkDirty(DeviceEntry& entry) {
+    if (entry.dirty) return;
+    entry.dirty = true;
+    dirty_devices_.push_back(&entry);
+  }
+
+  // Watches an online device for going offline (one entry per device).
+  void Watch(Part& part, DeviceEntry& entry) {
+    if (entry.watched) return;
+    entry.watched = true;
+    part.offline_due.emplace(
+        kernel::FromTimestamp(entry.view.last_seen()) + OfflineAfter(entry.view),
+        entry.view.device_id());
+  }
+
+  void AdvanceTime(Part& part, absl::Time t) {
+    if (t <= part.time) return;
+    part.time = t;
+    while (!part.offline_due.empty() && part.offline_due.begin()->first <= t) {
+      const std::string id = part.offline_due.begin()->second;
+      part.offline_due.erase(part.offline_due.begin());
+      auto it = devices_.find(id);
+      if (it == devices_.end()) continue;
+      DeviceEntry& entry = it->second;
+      entry.watched = false;
+      if (!entry.view.online()) continue;
+      const absl::Time due =
+          kernel::FromTimestamp(entry.view.last_seen()) + OfflineAfter(entry.view);
+      if (due > t) {  // Heard from since: look again then.
+        entry.watched = true;
+        part.offline_due.emplace(due, id);
+        continue;
+      }
+      entry.view.set_online(false);
+      --part.stats.devices_online;
+      part.stats_dirty = true;
+      MarkDirty(entry);
+    }
+  }
+
+  absl::Status Fold(Part& part, const v1::Event& e) {
+    if (e.has_reading() || e.has_clock_tick() || e.has_case_reported()) {
+      AdvanceTime(part, kernel::FromTimestamp(e.event_time()));
+    }
+    v1::EventRef ref;
+    ref.set_partition(e.partition());
+    ref.set_sequence(e.sequence());
+    switch (e.payload_case()) {
+      case v1::Event::kReading: {
+        const v1::SensorReading& r = e.reading();
+        DeviceEntry& entry = Device(part, r.device_id(), r.kind());
+        v1::DeviceView& d = entry.view;
+        if (!d.online()) {
+          d.set_online(true);
+          ++part.stats.devices_online;
+          part.stats_dirty = true;
+        }
+        *d.mutable_last_reading() = r;
+        *d.mutable_last_reading_event() = ref;
+        *d.mutable_last_seen() = e.event_time();
+        d.set_readings(d.readings() + 1);
+        if (r.has_manhole_cover() && r.manhole_cover().has_battery_pct()) {
+          d.set_battery_pct(r.manhole_cover().battery_pct());
+        } else if (r.has_flood_gauge() && r.flood_gauge().has_battery_pct()) {
+          d.set_battery_pct(r.flood_gauge().battery_pct());
+        }
+        Watch(part, entry);
+        return absl::OkStatus();
+      }
+      case v1::Event::kDeviceRegistered: {
+        const v1::DeviceRegistered& reg = e.device_registered();
+        DeviceEntry& entry = Device(part, reg.device_id(), reg.kind());
+        v1::DeviceView& d = entry.view;
+        if (!d.registered()) {
+          --part.stats.devices_unregistered;
+          part.stats_dirty = true;
+        }
+        d.set_registered(true);
+        d.set_kind(reg.kind());
+        *d.mutable_registration() = reg;
+        return absl::OkStatus();
+      }
+      case v1::Event::kAlertRaised: {
+        const v1::AlertRaised& a = e.alert_raised();
+        absl::StatusOr<v1::AlertView*> view = Touch(alerts_, kAlert, a.alert_id());
+        if (!view.ok()) return view.status();
+        *(*view)->mutable_raised() = a;
+        *(*view)->mutable_raised_event() = ref;
+        *(*view)->mutable_raised_time() = e.event_time();
+        (*view)->set_active(true);
+        ++part.stats.alerts_active;
+        part.stats_dirty = true;
+        auto dev = devices_.find(a.device_id());
+        if (dev != devices_.end()) {
+          dev->second.view.add_active_alert_ids(a.alert_id());
+          MarkDirty(dev->second);
+        }
+        return absl::OkStatus();
+      }
+      case v1::Event::kAlertCleared: {
+        const v1::AlertCleared& c = e.alert_cleared();
+        absl::StatusOr<v1::AlertView*> view = Touch(alerts_, kAlert, c.alert_id());
+        if (!view.ok()) return view.status();
+        if ((*view)->active()) {
+          --part.stats.alerts_active;
+          part.stats_dirty = true;
+        }
+        (*view)->set_active(false);
+        *(*view)->mutable_cleared() = c;
+        *(*view)->mutable_cleared_time() = e.event_time();
+        auto dev = devices_.find(c.device_id());
+        if (dev != devices_.end()) {
+          auto* ids = dev->second.view.mutable_active_alert_ids();
+          ids->erase(std::remove(ids->begin(), ids->end(), c.alert_id()), ids->end());
+          MarkDirty(dev->second);
+        }
+        return absl::OkStatus();
+      }
+      case v1::Event::kTicketIssued: {
+        const v1::TicketIssued& t = e.ticket_issued();
+        absl::StatusOr<v1::TicketView*> view = Touch(tickets_, kTicket, t.ticket_id());
+        if (!view.ok()) return view.status();
+        *(*view)->mutable_ticket() = t;
+        *(*view)->mutable_event() = ref;
+        *(*view)->mutable_issued_time() = e.event_time();
+        ++part.stats.tickets_total;
+        part.stats_dirty = true;
+        return absl::OkStatus();
+      }
+      case v1::Event::kRulesetActivated:
+        active_rules_ = e.ruleset_activated();
+        return absl::OkStatus();
+      default:
+        break;
+    }
+    if (e.stream_id().rfind(projections::kCaseStreamPrefix, 0) != 0) return absl::OkStatus();
+    const std::string id(
+        std::string_view(e.stream_id()).substr(projections::kCaseStreamPrefix.size()));
+    absl::StatusOr<v1::CaseView*> view = Touch(cases_, kCase, id);
+    if (!view.ok()) return view.status();
+    part.stats.Contribute(**view, -1);
+    if (absl::Status s = projections::ApplyCaseEvent(e, *view); !s.ok()) return s;
+    part.stats.Contribute(**view, +1);
+    part.stats_dirty = true;
+    if (e.has_case_opened() && !e.case_opened().alert_id().empty()) {
+      if (absl::Status s = LinkAlert(e.case_opened().alert_id(), id); !s.ok()) return s;
+    }
+    if (e.has_case_linked()) {
+      const v1::CaseLinked& l = e.case_linked();
+      if (l.has_alert_id()) {
+        if (absl::Status s = LinkAlert(l.alert_id(), id); !s.ok()) return s;
+      }
+      if (l.has_reported_case_id()) {
+        // The report joins this case; its own view says so (it may live in another
+        // partition: its contribution is taken out there, by that partition's share).
+        absl::StatusOr<v1::CaseView*> report = Touch(cases_, kCase, l.reported_case_id());
+        if (!report.ok()) return report.status();
+        (*report)->set_case_id(l.reported_case_id());
+        (*report)->set_linked_to(id);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status LinkAlert(const std::string& alert_id, const std::string& case_id) {
+    absl::StatusOr<v1::AlertView*> alert = Touch(alerts_, kAlert, alert_id);
+    if (!alert.ok()) return alert.status();
+    (*alert)->set_case_id(case_id);
+    return absl::OkStatus();
+  }
+
+  absl::Status Commit() {
+    rocksdb::WriteBatch batch;
+    for (DeviceEntry* entry : dirty_devices_) {
+      batch.Put(kDevice + entry->view.device_id(), entry->view.SerializeAsString());
+    }
+    for (const auto& [id, v] : alerts_) batch.Put(kAlert + id, v.SerializeAsString());
+    for (const auto& [id, v] : cases_) batch.Put(kCase + id, v.SerializeAsString());
+    for (const auto& [id, v] : tickets_) batch.Put(kTicket + id, v.SerializeAsString());
+    if (active_rules_) batch.Put(kActiveRules, active_rules_->SerializeAsString());
+    std::map<uint32_t, kernel::Sequence> committed;
+    for (auto& [p, part] : parts_) {
+      if (part.stats_dirty)
+        batch.Put(PartitionKey(kStats, p), part.stats.ToStatistics().SerializeAsString());
+      const int64_t time =
+          part.time == absl::InfinitePast() ? INT64_MIN : absl::ToUnixNanos(part.time);
+      batch.Put(PartitionKey(kCheckpoint, p), absl::StrFormat("%d %d", part.next.value(), time));
+      committed[p] = part.next;
+    }
+    if (absl::Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "commit");
+        !s.ok()) {
+      return s;
+    }
+    for (DeviceEntry* entry : dirty_devices_) entry->dirty = false;
+    dirty_devices_.clear();
+    alerts_.clear();
+    cases_.clear();
+    tickets_.clear();
+    active_rules_.reset();
+    for (auto& [p, part] : parts_) part.stats_dirty = false;
+    absl::MutexLock lock(&lag_mu_);
+    committed_ = std::move(committed);
+    return absl::OkStatus();
+  }
+
+  kernel::EventLog* log_ = nullptr;
+  uint64_t number_ = 0;
+  std::string dir_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::map<uint32_t, Part> parts_;
+  // Node-based: entries stay put, so dirty_devices_ can point at them.
+  absl::node_hash_map<std::string, DeviceEntry> devices_;
+  std::vector<DeviceEntry*> dirty_devices_;
+  absl::flat_hash_map<std::string, v1::AlertView> alerts_;
+  absl::flat_hash_map<std::string, v1::CaseView> cases_;
+  absl::flat_hash_map<std::string, v1::TicketView> tickets_;
+  std::optional<v1::RulesetActivated> active_rules_;
+  mutable absl::Mutex lag_mu_;
+  std::map<uint32_t, kernel::Sequence> committed_;
+};
+
+Projections::Projections(const ProjectionOptions& options) : options_(options) {}
+Projections::~Projections() = default;
+
+namespace {
+
+std::string GenerationDir(const std::string& dir, uint64_t n) {
+  return absl::StrFormat("%s/gen-%d", dir, n);
+}
+
+absl::Status WriteCurrent(const std::string& dir, uint64_t n) {
+  const std::string tmp = dir + "/CURRENT.tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << n << "\n";
+    out.flush();
+    if (!out) return absl::UnavailableError("cannot write " + tmp);
+  }
+  std::error_code ec;
+  fs::rename(tmp, dir + "/CURRENT", ec);
+  if (ec)
+    return absl::UnavailableError(
+        absl::StrFormat("cannot replace %s/CURRENT: %s", dir, ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Projections>> Projections::Open(const ProjectionOptions& options) {
+  if (options.log == nullptr || options.dir.empty()) {
+    return absl::InvalidArgumentError("read models need a log and a directory");
+  }
+  std::error_code ec;
+  fs::create_directories(options.dir, ec);
+  if (ec) {
+    return absl::UnavailableError(absl::StrFormat("cannot create the read-model directory %s: %s",
+                                                  options.dir, ec.message()));
+  }
+  uint64_t n = 1;
+  std::ifstream current(options.dir + "/CURRENT");
+  if (current && !(current >> n)) {
+    return absl::DataLossError(
+        absl::StrFormat("%s/CURRENT is damaged; delete %s to rebuild the read models from the log",
+                        options.dir, options.dir));
+  }
+  if (!current) {
+    if (absl::Status s = WriteCurrent(options.dir, n); !s.ok()) return s;
+  }
+  // Generations left over by an interrupted rebuild.
+  for (const fs::directory_entry& entry : fs::directory_iterator(options.dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind("gen-", 0) == 0 && name != absl::StrFormat("gen-%d", n)) {
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+  std::unique_ptr<Projections> p(new Projections(options));
+  absl::StatusOr<std::shared_ptr<Generation>> g =
+      Generation::Open(options.log, n, GenerationDir(options.dir, n));
+  if (!g.ok()) return g.status();
+  absl::MutexLock lock(&p->mu_);
+  p->live_ = *std::move(g);
+  return p;
+}
+
+std::shared_ptr<Projections::Generation> Projections::Live() const {
+  absl::MutexLock lock(&mu_);
+  return live_;
+}
+
+absl::Status Projections::CatchUp() {
+  absl::MutexLock fold(&fold_mu_);
+  std::shared_ptr<Generation> g = Live();
+  for (;;) {
+    absl::StatusOr<size_t> n = g->Step(options_.commit_every);
+    if (!n.ok()) return n.status();
+    if (*n == 0) return absl::OkStatus();
+  }
+}
+
+absl::Status Projections::Run() {
+  while (!stop_.load()) {
+    size_t n = 0;
+    {
+      absl::MutexLock fold(&fold_mu_);
+      absl::StatusOr<size_t> folded = Live()->Step(options_.commit_every);
+      if (!folded.ok()) return folded.status();
+      n = *folded;
+    }
+    if (n == 0) {
+      std::vector<kernel::Partition> partitions = options_.log->Partitions();
+      if (partitions.empty()) {
+        absl::SleepFor(options_.idle_wait);
+      } else {
+        options_.log->WaitForEvents(partitions[0], options_.log->NextSequence(partitions[0]),
+                                    options_.idle_wait);
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void Projections::Stop() { stop_.store(true); }
+
+absl::Status Projections::Rebuild() {
+  const uint64_t n = Live()->number() + 1;
+  const std::string dir = GenerationDir(options_.dir, n);
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  absl::StatusOr<std::shared_ptr<Generation>> next = Generation::Open(options_.log, n, dir);
+  if (!next.ok()) return next.status();
+  // Fold beside the live generation, which keeps serving and following.
+  for (;;) {
+    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every);
+    if (!folded.ok()) return folded.status();
+    if (*folded == 0) break;
+  }
+  // Swap, with the live folder held off for the last few events.
+  absl::MutexLock fold(&fold_mu_);
+  while (!(*next)->CaughtUp()) {
+    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every);
+    if (!folded.ok()) return folded.status();
+  }
+  if (absl::Status s = WriteCurrent(options_.dir, n); !s.ok()) return s;
+  std::shared_ptr<Generation> old;
+  {
+    absl::MutexLock lock(&mu_);
+    old = std::move(live_);
+    live_ = *std::move(next);
+  }
+  const std::string old_dir = old->dir();
+  old.reset();  // Queries in flight keep their generation until they finish.
+  fs::remove_all(old_dir, ec);
+  return absl::OkStatus();
+}
+
+uint64_t Projections::generation() const { return Live()->number(); }
+
+std::vector<PartitionLag> Projections::Lag() const { return Live()->Lag(); }
+
+namespace {
+
+template <typename T>
+absl::StatusOr<std::optional<T>> GetRecord(rocksdb::DB* db, const std::string& key) {
+  std::string bytes;
+  rocksdb::Status s = db->Get(rocksdb::ReadOptions(), key, &bytes);
+  if (s.IsNotFound()) return std::optional<T>();
+  if (!s.ok()) return FromRocks(s, "read " + key);
+  T value;
+  if (!value.ParseFromString(bytes)) return absl::DataLossError("damaged read model " + key);
+  return std::optional<T>(std::move(value));
+}
+
+// Records under `prefix` after `page_token` that pass `keep`, at most `limit`.
+template <typename T, typename Keep>
+absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& prefix, size_t limit,
+                             std::string_view page_token, Keep keep) {
+  Page<T> page;
+  limit = std::max<size_t>(1, limit);
+  std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
+  const std::string start = page_token.empty() ? prefix : prefix + std::string(page_token);
+  for (it->Seek(start); it->Valid() && it->key().starts_with(prefix); it->Next()) {
+    const std::string id = it->key().ToString().substr(prefix.size());
+    if (!page_token.empty() && id == page_token) continue;
+    T value;
+    if (!value.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("damaged read model " + it->key().ToString());
+    }
+    if (!keep(value)) continue;
+    if (page.items.size() == limit) {
+      page.next_page_token = page.items.empty() ? id : page.next_page_token;
+      break;
+    }
+    page.items.push_back(std::move(value));
+    page.next_page_token = id;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "list " + prefix);
+  if (page.items.size() < limit) page.next_page_token.clear();
+  return page;
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<v1::DeviceView>> Projections::GetDevice(std::string_view id) const {
+  return GetRecord<v1::DeviceView>(Live()->db(), kDevice + std::string(id));
+}
+
+absl::StatusOr<Page<v1::DeviceView>> Projections::ListDevices(const DeviceFilter& f, size_t limit,
+                                                              std::string_view token) const {
+  return List<v1::DeviceView>(Live()->db(), kDevice, limit, token, [&](const v1::DeviceView& d) {
+    if (f.kind != v1::DEVICE_KIND_UNSPECIFIED && d.kind() != f.kind) return false;
+    if (!f.grid_prefix.empty() &&
+        d.registration().grid().grid_code().rfind(f.grid_prefix, 0) != 0) {
+      return false;
+    }
+    if (f.online && d.online() != *f.online) return false;
+    if (f.unregistered_only && d.registered()) return false;
+    return true;
+  });
+}
+
+absl::StatusOr<std::optional<v1::AlertView>> Projections::GetAlert(std::string_view id) const {
+  return GetRecord<v1::AlertView>(Live()->db(), kAlert + std::string(id));
+}
+
+absl::StatusOr<Page<v1::AlertView>> Projections::ListAlerts(const AlertFilter& f, size_t limit,
+                                                            std::string_view token) const {
+  return List<v1::AlertView>(Live()->db(), kAlert, limit, token, [&](const v1::AlertView& a) {
+    if (f.active_only && !a.active()) return false;
+    if (!f.device_id.empty() && a.raised().device_id() != f.device_id) return false;
+    if (!f.rule_id.empty() && a.raised().rule_id() != f.rule_id) return false;
+    return true;
+  });
+}
+
+absl::StatusOr<std::optional<v1::CaseView>> Projections::GetCase(std::string_view id) const {
+  return GetRecord<v1::CaseView>(Live()->db(), kCase + std::string(id));
+}
+
+absl::StatusOr<Page<v1::CaseView>> Projections::ListCases(const CaseFilter& f, size_t limit,
+                                                          std::string_view token) const {
+  return List<v1::CaseView>(Live()->db(), kCase, limit, token, [&](const v1::CaseView& c) {
+    if (f.stage != v1::CASE_STAGE_UNSPECIFIED && c.stage() != f.stage) return false;
+    if (f.source != v1::CASE_SOURCE_UNSPECIFIED && c.source() != f.source) return false;
+    if (f.overdue != v1::OVERDUE_LEVEL_UNSPECIFIED && c.overdue() < f.overdue) return false;
+    if (!f.grid_prefix.empty() && c.grid().grid_code().rfind(f.grid_prefix, 0) != 0) return false;
+    const absl::Time reported = kernel::FromTimestamp(c.reported_time());
+    return reported >= f.reported_from && reported < f.reported_to;
+  });
+}
+
+absl::StatusOr<Page<v1::TicketView>> Projections::ListTickets(size_t limit,
+                                                              std::string_view token) const {
+  return List<v1::TicketView>(Live()->db(), kTicket, limit, token,
+                              [](const v1::TicketView&) { return true; });
+}
+
+absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
+  StatsPartial sum;
+  std::shared_ptr<Generation> g = Live();
+  std::unique_ptr<rocksdb::Iterator> it(g->db()->NewIterator(rocksdb::ReadOptions()));
+  for (it->Seek(kStats); it->Valid() && it->key().starts_with(kStats); it->Next()) {
+    v1::Statistics s;
+    if (!s.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("damaged statistics");
+    }
+    StatsPartial p;
+    p.FromStatistics(s);
+    sum.cases_total += p.cases_total;
+    for (const auto& [k, n] : p.by_source) sum.by_source[k] += n;
+    for (const auto& [k, n] : p.by_stage) sum.by_stage[k] += n;
+    for (const auto& [k, n] : p.by_district) sum.by_district[k] += n;
+    for (const auto& [k, n] : p.by_street) sum.by_street[k] += n;
+    sum.handled_at_street_level += p.handled_at_street_level;
+    sum.dispatched_by_district += p.dispatched_by_district;
+    sum.urged += p.urged;
+    sum.overdue_yellow += p.overdue_yellow;
+    sum.overdue_red += p.overdue_red;
+    sum.closed += p.closed;
+    sum.closed_on_time += p.closed_on_time;
+    for (const auto& [stage, d] : p.stage_time_sum) sum.stage_time_sum[stage] += d;
+    sum.devices_total += p.devices_total;
+    sum.devices_online += p.devices_online;
+    sum.devices_unregistered += p.devices_unregistered;
+    sum.alerts_active += p.alerts_active;
+    sum.tickets_total += p.tickets_total;
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "statistics");
+  v1::Statistics s = sum.ToStatistics();
+  s.clear_mean_time_in_stage();
+  for (const auto& [stage, total] : sum.stage_time_sum) {
+    if (sum.closed <= 0) break;
+    v1::StageDuration* d = s.add_mean_time_in_stage();
+    d->set_stage(static_cast<v1::CaseStage>(stage));
+    ToDurationProto(total / sum.closed, d->mutable_duration());
+  }
+  if (sum.cases_total > 0) s.set_close_rate(static_cast<double>(sum.closed) / sum.cases_total);
+  if (sum.closed > 0) {
+    s.set_on_time_close_rate(static_cast<double>(sum.closed_on_time) / sum.closed);
+  }
+  return s;
+}
+
+absl::StatusOr<std::optional<v1::RulesetActivated>> Projections::ActiveRuleSet() const {
+  return GetRecord<v1::RulesetActivated>(Live()->db(), kActiveRules);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Projections::Dump() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::shared_ptr<Generation> g = Live();
+  std::unique_ptr<rocksdb::Iterator> it(g->db()->NewIterator(rocksdb::ReadOptions()));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+    out.emplace_back(it->key().ToString(), it->value().ToString());
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "dump");
+  return out;
+}
+
+}  // namespace cityops::views
