@@ -24,8 +24,10 @@ PACKAGES=(
   libabsl-dev
   # Tests (Catch2 v2).
   catch2
-  # Command line, configuration, logging.
+  # Command line, configuration (YAML), logging.
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
+  # SHA-256 of rule sets (the digest RulesetActivated records).
+  libssl-dev
   # Integrator examples (proto/README.md), run by the ingest tests; python3 also checks
   # JSON in app/cli_smoke_test.sh.
   kcat python3 python3-confluent-kafka python3-protobuf

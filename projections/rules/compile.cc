@@ -1,0 +1,514 @@
+#include "projections/rules/compile.h"
+
+#include <openssl/evp.h>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/str_format.h"
+#include "kernel/proto_time.h"
+
+namespace cityops::rules {
+
+namespace {
+
+// Builds errors prefixed with where the offending key was written.
+class Checker {
+ public:
+  explicit Checker(const kernel::YamlSourceMap* map) : map_(map) {}
+
+  absl::Status Error(const google::protobuf::Message& m, std::string_view field,
+                     absl::string_view what) const {
+    std::string where = map_ != nullptr ? map_->Where(m, field) : std::string("rule set");
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", where, what));
+  }
+
+ private:
+  const kernel::YamlSourceMap* map_;
+};
+
+absl::Duration ToDuration(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+bool ValidRuleId(std::string_view id) {
+  if (id.empty() || id.size() > 64) return false;
+  if (!absl::ascii_islower(id[0]) && !absl::ascii_isdigit(id[0])) return false;
+  for (char c : id) {
+    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status CompileCondition(const v1::Condition& c, v1::DeviceKind kind, const Checker& check,
+                              CompiledCondition* out) {
+  if (c.metric().empty()) return check.Error(c, "metric", "a condition needs a 'metric'");
+  absl::StatusOr<MetricRef> metric = ResolveMetric(kind, c.metric());
+  if (!metric.ok()) return check.Error(c, "metric", metric.status().message());
+  out->metric = *metric;
+  const bool numeric =
+      metric->field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_BOOL &&
+      metric->field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_ENUM;
+  auto number = [&](std::string_view key, double v, Op op) -> absl::Status {
+    if (!numeric) {
+      return check.Error(c, key,
+                         absl::StrFormat("'%s' is not numeric; test it with 'equals'", c.metric()));
+    }
+    out->op = op;
+    out->operand = v;
+    return absl::OkStatus();
+  };
+  switch (c.test_case()) {
+    case v1::Condition::kAbove:
+      return number("above", c.above(), Op::kAbove);
+    case v1::Condition::kAtLeast:
+      return number("at_least", c.at_least(), Op::kAtLeast);
+    case v1::Condition::kBelow:
+      return number("below", c.below(), Op::kBelow);
+    case v1::Condition::kAtMost:
+      return number("at_most", c.at_most(), Op::kAtMost);
+    case v1::Condition::kEquals: {
+      absl::StatusOr<double> v = ParseMetricValue(*metric, c.equals());
+      if (!v.ok()) return check.Error(c, "equals", v.status().message());
+      out->op = Op::kEquals;
+      out->operand = *v;
+      return absl::OkStatus();
+    }
+    case v1::Condition::TEST_NOT_SET:
+      break;
+  }
+  return check.Error(c, "metric",
+                     absl::StrFormat("condition on '%s' has no test; add one of above, at_least, "
+                                     "below, at_most, equals",
+                                     c.metric()));
+}
+
+absl::Status CompileSet(const v1::ConditionSet& s, const google::protobuf::Message& parent,
+                        std::string_view key, v1::DeviceKind kind, bool required,
+                        const Checker& check, CompiledConditionSet* out) {
+  if (s.all_size() > 0 && s.any_size() > 0) {
+    return check.Error(s, "any", "a condition set has either 'all' or 'any', not both");
+  }
+  if (s.all_size() == 0 && s.any_size() == 0) {
+    if (!required) return absl::OkStatus();
+    return check.Error(parent, key,
+                       absl::StrFormat("'%s' needs conditions under 'all' or 'any'", key));
+  }
+  out->all = s.all_size() > 0;
+  const auto& list = out->all ? s.all() : s.any();
+  for (const v1::Condition& c : list) {
+    CompiledCondition cc;
+    if (absl::Status st = CompileCondition(c, kind, check, &cc); !st.ok()) return st;
+    out->conditions.push_back(cc);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDuration(const google::protobuf::Duration& d, const google::protobuf::Message& m,
+                           std::string_view key, bool positive, const Checker& check) {
+  absl::Duration v = ToDuration(d);
+  if (v < absl::ZeroDuration() || (positive && v == absl::ZeroDuration())) {
+    return check.Error(
+        m, key, absl::StrFormat("'%s' must be %s", key, positive ? "positive" : "at least 0"));
+  }
+  if (v > absl::Hours(24 * 366)) {
+    return check.Error(m, key, absl::StrFormat("'%s' is longer than a year", key));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckDeadlines(const v1::StageDeadlines& d, const Checker& check) {
+  for (const char* key :
+       {"register_within", "dispatch_within", "handle_within", "verify_within", "close_within"}) {
+    const auto* field = d.GetDescriptor()->FindFieldByName(key);
+    if (!d.GetReflection()->HasField(d, field)) continue;
+    const auto& dur =
+        static_cast<const google::protobuf::Duration&>(d.GetReflection()->GetMessage(d, field));
+    if (absl::Status s = CheckDuration(dur, d, key, true, check); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckCategory(const v1::CaseCategory& c, const google::protobuf::Message& parent,
+                           std::string_view key, const Checker& check) {
+  if (c.code().empty()) {
+    return check.Error(parent, key, "a case category needs a 'code' (e.g. \"0103\")");
+  }
+  for (char ch : c.code()) {
+    if (!absl::ascii_isalnum(ch)) {
+      return check.Error(
+          c, "code",
+          absl::StrFormat("category code '%s' may hold only letters and digits", c.code()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* out) {
+  const v1::DeviceKind kind = r.device_kind();
+  if (r.kind_case() != v1::Rule::kGridCompound && kind == v1::DEVICE_KIND_UNSPECIFIED) {
+    return check.Error(r, "id", absl::StrFormat("rule '%s' needs a 'device_kind'", r.id()));
+  }
+  if (r.severity() == v1::SEVERITY_UNSPECIFIED) {
+    return check.Error(r, "id", absl::StrFormat("rule '%s' needs a 'severity'", r.id()));
+  }
+  if (r.has_applies_to()) {
+    const v1::DeviceFilter& f = r.applies_to();
+    const bool gauge = kind == v1::DEVICE_KIND_FLOOD_GAUGE;
+    const bool cover = kind == v1::DEVICE_KIND_MANHOLE_COVER;
+    if ((f.has_underpass() || f.has_low_lying()) && !gauge) {
+      return check.Error(f, f.has_underpass() ? "underpass" : "low_lying",
+                         "underpass/low_lying filter flood gauges only");
+    }
+    if ((f.has_urban() || f.owners_size() > 0) && !cover) {
+      return check.Error(f, f.has_urban() ? "urban" : "owners",
+                         "urban/owners filter manhole covers only");
+    }
+    if (f.has_min_height_m() && kind != v1::DEVICE_KIND_CURTAIN_WALL) {
+      return check.Error(f, "min_height_m", "min_height_m filters curtain walls only");
+    }
+    if (f.has_min_age_years() && kind != v1::DEVICE_KIND_ELEVATOR &&
+        kind != v1::DEVICE_KIND_CURTAIN_WALL) {
+      return check.Error(f, "min_age_years", "min_age_years filters elevators and curtain walls");
+    }
+  }
+  switch (r.kind_case()) {
+    case v1::Rule::kThreshold: {
+      out->type = RuleType::kThreshold;
+      const v1::ThresholdRule& t = r.threshold();
+      if (absl::Status s = CompileSet(t.raise(), t, "raise", kind, true, check, &out->raise);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = CompileSet(t.clear(), t, "clear", kind, false, check, &out->clear);
+          !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = CheckDuration(t.hold_for(), t, "hold_for", false, check); !s.ok()) {
+        return s;
+      }
+      if (absl::Status s = CheckDuration(t.clear_hold_for(), t, "clear_hold_for", false, check);
+          !s.ok()) {
+        return s;
+      }
+      out->hold = ToDuration(t.hold_for());
+      out->clear_hold = ToDuration(t.clear_hold_for());
+      break;
+    }
+    case v1::Rule::kRateOfChange: {
+      out->type = RuleType::kRateOfChange;
+      const v1::RateOfChangeRule& t = r.rate_of_change();
+      absl::StatusOr<MetricRef> m = ResolveMetric(kind, t.metric());
+      if (!m.ok()) return check.Error(t, "metric", m.status().message());
+      out->metric = *m;
+      if (absl::Status s = CheckDuration(t.window(), t, "window", true, check); !s.ok()) return s;
+      out->window = ToDuration(t.window());
+      if (!(t.change_at_least() > 0) || !std::isfinite(t.change_at_least())) {
+        return check.Error(t, "change_at_least", "'change_at_least' must be a positive number");
+      }
+      if (t.clear_at_most() < 0 || t.clear_at_most() >= t.change_at_least()) {
+        return check.Error(t, "clear_at_most",
+                           "'clear_at_most' must be at least 0 and below 'change_at_least'");
+      }
+      if (t.direction() == v1::CHANGE_DIRECTION_UNSPECIFIED) {
+        return check.Error(t, "metric", "rate_of_change needs a 'direction': rise, fall or either");
+      }
+      break;
+    }
+    case v1::Rule::kFaultCode: {
+      out->type = RuleType::kFaultCode;
+      const v1::FaultCodeRule& t = r.fault_code();
+      if (kind != v1::DEVICE_KIND_ELEVATOR) {
+        return check.Error(r, "fault_code", "fault_code rules apply to elevators only");
+      }
+      if (t.codes_size() == 0) return check.Error(t, "codes", "fault_code needs 'codes'");
+      for (int i = 0; i < t.codes_size(); ++i) {
+        if (t.codes(i) < 1 || t.codes(i) > 99) {
+          return check.Error(t, "codes",
+                             absl::StrFormat("fault code %d is not in 1..99", t.codes(i)));
+        }
+        out->codes.push_back(t.codes(i));
+      }
+      if (absl::Status s = CheckDuration(t.hold_for(), t, "hold_for", false, check); !s.ok()) {
+        return s;
+      }
+      out->hold = ToDuration(t.hold_for());
+      break;
+    }
+    case v1::Rule::kAbsence: {
+      out->type = RuleType::kAbsence;
+      const v1::AbsenceRule& t = r.absence();
+      if (t.intervals() < 1 || t.intervals() > 1000) {
+        return check.Error(t, "intervals", "'intervals' must be in 1..1000");
+      }
+      if (absl::Status s = CheckDuration(t.default_interval(), t, "default_interval", true, check);
+          !s.ok()) {
+        return s;
+      }
+      out->default_interval = ToDuration(t.default_interval());
+      break;
+    }
+    case v1::Rule::kStuck: {
+      out->type = RuleType::kStuck;
+      const v1::StuckRule& t = r.stuck();
+      absl::StatusOr<MetricRef> m = ResolveMetric(kind, t.metric());
+      if (!m.ok()) return check.Error(t, "metric", m.status().message());
+      out->metric = *m;
+      if (t.tolerance() < 0 || !std::isfinite(t.tolerance())) {
+        return check.Error(t, "tolerance", "'tolerance' must be a number at least 0");
+      }
+      if (t.min_readings() < 2)
+        return check.Error(t, "min_readings", "'min_readings' must be >= 2");
+      if (absl::Status s = CheckDuration(t.min_duration(), t, "min_duration", false, check);
+          !s.ok()) {
+        return s;
+      }
+      out->min_duration = ToDuration(t.min_duration());
+      if (absl::Status s =
+              CompileSet(t.only_while(), t, "only_while", kind, false, check, &out->only_while);
+          !s.ok()) {
+        return s;
+      }
+      break;
+    }
+    case v1::Rule::kGridCompound: {
+      out->type = RuleType::kGridCompound;
+      const v1::GridCompoundRule& t = r.grid_compound();
+      if (kind != v1::DEVICE_KIND_UNSPECIFIED) {
+        return check.Error(r, "device_kind",
+                           "a grid_compound rule counts other rules' alerts; drop 'device_kind'");
+      }
+      if (t.min_devices() < 2) return check.Error(t, "min_devices", "'min_devices' must be >= 2");
+      if (t.rules_size() == 0) return check.Error(t, "rules", "grid_compound needs 'rules'");
+      if (absl::Status s = CheckDuration(t.window(), t, "window", true, check); !s.ok()) return s;
+      out->window = ToDuration(t.window());
+      break;
+    }
+    case v1::Rule::KIND_NOT_SET:
+      return check.Error(r, "id",
+                         absl::StrFormat("rule '%s' needs one of threshold, rate_of_change, "
+                                         "fault_code, absence, stuck, grid_compound",
+                                         r.id()));
+  }
+  if (r.has_case_() && r.case_().open_case()) {
+    const v1::CasePolicy& p = r.case_();
+    if (absl::Status s = CheckCategory(p.category(), p, "category", check); !s.ok()) return s;
+    if (p.department().empty()) {
+      return check.Error(p, "open_case", "a rule that opens cases needs a 'department'");
+    }
+    if (p.dispatch_level() == v1::GRID_LEVEL_UNSPECIFIED) {
+      return check.Error(p, "open_case", "a rule that opens cases needs a 'dispatch_level'");
+    }
+    if (p.auto_dispatch() && !p.auto_register()) {
+      return check.Error(p, "auto_dispatch", "'auto_dispatch' needs 'auto_register: true'");
+    }
+    if (absl::Status s = CheckDeadlines(p.deadlines(), check); !s.ok()) return s;
+    if (absl::Status s =
+            CheckDuration(p.verification_window(), p, "verification_window", false, check);
+        !s.ok()) {
+      return s;
+    }
+    out->verification_window = ToDuration(p.verification_window());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+Truth CompiledConditionSet::Evaluate(const v1::SensorReading& reading) const {
+  bool unknown = false;
+  for (const CompiledCondition& c : conditions) {
+    std::optional<double> v = ReadMetric(reading, c.metric);
+    if (!v) {
+      unknown = true;
+      continue;
+    }
+    bool holds = false;
+    switch (c.op) {
+      case Op::kAbove:
+        holds = *v > c.operand;
+        break;
+      case Op::kAtLeast:
+        holds = *v >= c.operand;
+        break;
+      case Op::kBelow:
+        holds = *v < c.operand;
+        break;
+      case Op::kAtMost:
+        holds = *v <= c.operand;
+        break;
+      case Op::kEquals:
+        holds = *v == c.operand;
+        break;
+    }
+    if (all && !holds) return Truth::kFalse;
+    if (!all && holds) return Truth::kTrue;
+  }
+  if (unknown) return Truth::kUnknown;
+  return all ? Truth::kTrue : Truth::kFalse;
+}
+
+absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
+    const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map) {
+  Checker check(map);
+  if (rule_set.name().empty()) return check.Error(rule_set, "name", "the rule set needs a 'name'");
+  if (!ValidRuleId(rule_set.name())) {
+    return check.Error(rule_set, "name",
+                       absl::StrFormat("rule set name '%s' may hold only a-z, 0-9, '.', '_', '-'",
+                                       rule_set.name()));
+  }
+  std::unique_ptr<CompiledRuleSet> out(new CompiledRuleSet());
+  absl::flat_hash_map<std::string, int> ids;
+  std::vector<CompiledRule> rules;
+  for (int i = 0; i < rule_set.rules_size(); ++i) {
+    const v1::Rule& r = rule_set.rules(i);
+    if (!ValidRuleId(r.id())) {
+      return check.Error(r, "id",
+                         absl::StrFormat("rule id '%s' must start with a-z or 0-9 and hold only "
+                                         "a-z, 0-9, '.', '_', '-' (at most 64)",
+                                         r.id()));
+    }
+    if (!ids.emplace(r.id(), i).second) {
+      return check.Error(r, "id", absl::StrFormat("rule id '%s' is used twice", r.id()));
+    }
+    CompiledRule cr;
+    cr.index = i;
+    if (absl::Status s = CompileRule(r, check, &cr); !s.ok()) return s;
+    rules.push_back(std::move(cr));
+  }
+  for (int i = 0; i < rule_set.rules_size(); ++i) {
+    const v1::Rule& r = rule_set.rules(i);
+    if (r.kind_case() != v1::Rule::kGridCompound) continue;
+    for (int j = 0; j < r.grid_compound().rules_size(); ++j) {
+      const std::string& ref = r.grid_compound().rules(j);
+      auto it = ids.find(ref);
+      if (it == ids.end()) {
+        return check.Error(
+            r.grid_compound(), "rules",
+            absl::StrFormat("grid_compound '%s' counts unknown rule '%s'", r.id(), ref));
+      }
+      if (rule_set.rules(it->second).kind_case() == v1::Rule::kGridCompound) {
+        return check.Error(r.grid_compound(), "rules",
+                           absl::StrFormat("grid_compound '%s' cannot count another grid "
+                                           "compound ('%s')",
+                                           r.id(), ref));
+      }
+      rules[i].source_rules.push_back(it->second);
+    }
+  }
+  absl::flat_hash_set<std::string> category_codes;
+  for (const v1::CategoryPolicy& c : rule_set.categories()) {
+    if (absl::Status s = CheckCategory(c.category(), c, "category", check); !s.ok()) return s;
+    if (!category_codes.insert(c.category().code()).second) {
+      return check.Error(c, "category",
+                         absl::StrFormat("category '%s' is listed twice", c.category().code()));
+    }
+    if (c.department().empty()) {
+      return check.Error(c, "category", "a category policy needs a 'department'");
+    }
+    if (absl::Status s = CheckDeadlines(c.deadlines(), check); !s.ok()) return s;
+  }
+  if (absl::Status s = CheckDeadlines(rule_set.default_deadlines(), check); !s.ok()) return s;
+  if (rule_set.has_report_linking()) {
+    const v1::ReportLinking& l = rule_set.report_linking();
+    if (absl::Status s = CheckDuration(l.window(), l, "window", true, check); !s.ok()) return s;
+    if (l.max_distance_m() < 0 || !std::isfinite(l.max_distance_m())) {
+      return check.Error(l, "max_distance_m", "'max_distance_m' must be at least 0");
+    }
+  }
+
+  // Everything checked: copy, and point the compiled rules at the copy.
+  out->rule_set_ = rule_set;
+  out->rules_ = std::move(rules);
+  out->by_kind_.resize(v1::DeviceKind_ARRAYSIZE);
+  out->compounds_counting_.resize(out->rules_.size());
+  for (CompiledRule& cr : out->rules_) {
+    cr.rule = &out->rule_set_.rules(cr.index);
+    if (cr.type == RuleType::kGridCompound) {
+      for (int src : cr.source_rules) out->compounds_counting_[src].push_back(cr.index);
+    } else {
+      out->by_kind_[cr.rule->device_kind()].push_back(cr.index);
+    }
+  }
+  for (int i = 0; i < out->rule_set_.categories_size(); ++i) {
+    out->categories_.emplace(out->rule_set_.categories(i).category().code(), i);
+  }
+  return out;
+}
+
+const std::vector<int>& CompiledRuleSet::RulesFor(v1::DeviceKind kind) const {
+  static const std::vector<int> kNone;
+  if (kind < 0 || static_cast<size_t>(kind) >= by_kind_.size()) return kNone;
+  return by_kind_[kind];
+}
+
+const std::vector<int>& CompiledRuleSet::CompoundsCounting(int index) const {
+  return compounds_counting_[index];
+}
+
+const v1::CategoryPolicy* CompiledRuleSet::Category(std::string_view category_code) const {
+  auto it = categories_.find(std::string(category_code));
+  return it == categories_.end() ? nullptr : &rule_set_.categories(it->second);
+}
+
+absl::Status CheckRuleSet(const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map) {
+  return CompiledRuleSet::Compile(rule_set, map).status();
+}
+
+std::string Sha256Hex(std::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  std::string hex;
+  hex.reserve(len * 2);
+  for (unsigned int i = 0; i < len; ++i) hex += absl::StrFormat("%02x", digest[i]);
+  return hex;
+}
+
+absl::StatusOr<LoadedRuleSet> LoadRuleSetText(std::string_view yaml, std::string_view file) {
+  LoadedRuleSet loaded;
+  kernel::YamlSourceMap map;
+  if (absl::Status s = kernel::ParseYamlToProto(yaml, file, &loaded.rule_set, &map); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = CheckRuleSet(loaded.rule_set, &map); !s.ok()) return s;
+  loaded.source_yaml = std::string(yaml);
+  loaded.source_path = std::string(file);
+  loaded.sha256 = Sha256Hex(yaml);
+  return loaded;
+}
+
+absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(
+        absl::StrFormat("cannot read rule set '%s': no such file or not readable", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return LoadRuleSetText(text.str(), path);
+}
+
+v1::Event RulesetActivatedEvent(const LoadedRuleSet& loaded, absl::Time event_time) {
+  v1::Event e;
+  e.set_stream_id(absl::StrFormat("ruleset/%s", loaded.rule_set.name()));
+  kernel::SetTimestamp(event_time, e.mutable_event_time());
+  e.mutable_provenance()->set_stage("rules.activate");
+  e.mutable_provenance()->set_idempotency_key(absl::StrFormat(
+      "ruleset/%s/%s/%d", loaded.rule_set.name(), loaded.sha256, absl::ToUnixNanos(event_time)));
+  v1::RulesetActivated* a = e.mutable_ruleset_activated();
+  a->set_name(loaded.rule_set.name());
+  a->set_sha256(loaded.sha256);
+  a->set_source_yaml(loaded.source_yaml);
+  a->set_source_path(loaded.source_path);
+  *a->mutable_rule_set() = loaded.rule_set;
+  return e;
+}
+
+}  // namespace cityops::rules

@@ -1,0 +1,1086 @@
+#include "projections/rules/engine.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "absl/time/civil_time.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "kernel/proto_time.h"
+#include "projections/case_state.h"
+
+namespace cityops::rules {
+
+using projections::CaseStream;
+
+namespace {
+
+enum TimerKind : int {
+  kRaiseHold = 0,  // A raise condition has held long enough.
+  kClearHold = 1,  // A clear condition has held long enough.
+  kAbsence = 2,    // A device may have gone silent.
+  kOverdue = 3,    // A case stage's deadline (yellow) or twice its allowance (red).
+  kVerify = 4,     // An IoT case's verification window has passed.
+};
+
+constexpr size_t kMaxAlertReadings = 8;
+
+// Ids are made of rule ids and device ids; a grid's pseudo-device "grid/<code>" becomes
+// "grid-<code>" so that ids stay one path segment.
+std::string IdPart(std::string_view s) {
+  return absl::StrReplaceAll(absl::string_view(s.data(), s.size()), {{"/", "-"}});
+}
+
+std::string AlertId(std::string_view rule, std::string_view device, uint32_t n) {
+  return absl::StrFormat("al-%s-%s-%d", rule, IdPart(device), n);
+}
+
+std::string CaseIdFor(std::string_view rule, std::string_view device, uint32_t n) {
+  return absl::StrFormat("iot-%s-%s-%d", rule, IdPart(device), n);
+}
+
+absl::Duration FromProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void ToProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(s);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+double DistanceMeters(const v1::GeoPoint& a, const v1::GeoPoint& b) {
+  constexpr double kEarthRadiusM = 6'371'000;
+  constexpr double kRad = M_PI / 180;
+  const double dlat = (b.latitude_deg() - a.latitude_deg()) * kRad;
+  const double dlon = (b.longitude_deg() - a.longitude_deg()) * kRad;
+  const double h = std::sin(dlat / 2) * std::sin(dlat / 2) +
+                   std::cos(a.latitude_deg() * kRad) * std::cos(b.latitude_deg() * kRad) *
+                       std::sin(dlon / 2) * std::sin(dlon / 2);
+  return 2 * kEarthRadiusM * std::asin(std::min(1.0, std::sqrt(h)));
+}
+
+// The level that dispatches a human-raised case of `source`.
+v1::GridLevel DispatchLevelFor(v1::CaseSource source) {
+  switch (source) {
+    case v1::CASE_SOURCE_RESIDENTIAL_STATION:
+      return v1::GRID_LEVEL_RESIDENTIAL_STATION;
+    case v1::CASE_SOURCE_STREET_PATROL:
+    case v1::CASE_SOURCE_HOTLINE_12345:
+    default:
+      return v1::GRID_LEVEL_STREET_CENTER;
+  }
+}
+
+Truth Not(Truth t) {
+  switch (t) {
+    case Truth::kTrue:
+      return Truth::kFalse;
+    case Truth::kFalse:
+      return Truth::kTrue;
+    default:
+      return Truth::kUnknown;
+  }
+}
+
+// True if the elevator reading reports one of `codes`.
+bool AnyCode(const v1::SensorReading& reading, const std::vector<int32_t>& codes) {
+  if (!reading.has_elevator()) return false;
+  for (int32_t code : reading.elevator().fault_codes()) {
+    if (std::find(codes.begin(), codes.end(), code) != codes.end()) return true;
+  }
+  return false;
+}
+
+bool IsCasePayload(v1::Event::PayloadCase p) {
+  return p >= v1::Event::kCaseReported && p <= v1::Event::kCaseLinked;
+}
+
+}  // namespace
+
+// Per (device, rule).
+struct RulesEngine::RuleState {
+  bool active = false;
+  uint32_t alerts = 0;  // Alerts raised so far; numbers the alert and case ids.
+  std::string alert_id;
+  absl::Time cleared_at = absl::InfinitePast();
+  // Raise condition holding, not yet for long enough.
+  bool pending = false;
+  absl::Time pending_since;
+  std::vector<v1::EventRef> readings;  // That raised (or are raising) the alert.
+  // Clear condition holding, not yet for long enough.
+  bool clearing = false;
+  absl::Time clearing_since;
+  double clearing_value = 0;
+  v1::EventRef clearing_reading;
+  // The metric, value and threshold to report when the pending alert is raised.
+  std::string metric;
+  double value = 0;
+  double threshold = 0;
+  // Rate of change: (time, value) within the window (a few readings).
+  std::vector<std::pair<absl::Time, double>> window;
+  // Stuck value.
+  bool run_valid = false;
+  double run_value = 0;
+  absl::Time run_start;
+  uint32_t run_count = 0;
+  // Absence: the due time of the scheduled timer, if any.
+  absl::Time absence_due = absl::InfinitePast();
+  // Grid compounds: recent raises of counted rules (time, device) and active ones.
+  std::vector<std::pair<absl::Time, std::string>> recent;
+  int active_sources = 0;
+  // The open case this rule raised for this device, if any.
+  std::string open_case;
+};
+
+struct RulesEngine::DeviceState {
+  std::string key;
+  v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
+  bool registered = false;
+  v1::DeviceRegistered registration;
+  v1::GridRef grid;  // From the registration (grids: the grid itself).
+  kernel::Partition partition;
+  absl::Time last_seen = absl::InfinitePast();
+  // (rule index, state) of the rules that have seen this device. A deque, so that adding
+  // a state never moves the others (callers hold references across calls).
+  std::deque<std::pair<int, RuleState>> rules;
+  // The states of the rules of its kind, in RulesFor(kind) order, once looked up, and
+  // whether each is idle: nothing pending, active or scheduled that a reading must see.
+  // A reading that does not trigger an idle rule leaves its state untouched (and out of
+  // the cache): most readings are normal.
+  std::vector<RuleState*> by_slot;
+  std::vector<uint8_t> idle;
+};
+
+struct RulesEngine::CaseTrack {
+  v1::CaseView view;
+  kernel::Partition partition;
+  std::string rule_id;     // IoT cases: the raising rule.
+  std::string device_key;  // IoT cases: the device (or grid pseudo-device).
+  std::string link_key;    // In open_by_grid_category_ under this key.
+};
+
+struct RulesEngine::Context {
+  const v1::Event* cause = nullptr;
+  v1::EventRef cause_ref;
+  absl::Time time;  // Event time of what is derived now.
+  std::vector<Derived>* out = nullptr;
+};
+
+RulesEngine::RulesEngine() = default;
+RulesEngine::~RulesEngine() = default;
+
+RulesEngine::DeviceState& RulesEngine::Device(const std::string& key) {
+  auto [it, inserted] = devices_.try_emplace(key);
+  if (inserted) {
+    it->second = std::make_unique<DeviceState>();
+    it->second->key = key;
+  }
+  return *it->second;
+}
+
+RulesEngine::RuleState& RulesEngine::StateOf(DeviceState& dev, int rule_index) {
+  for (auto& [index, state] : dev.rules) {
+    if (index == rule_index) return state;
+  }
+  return dev.rules.emplace_back(rule_index, RuleState()).second;
+}
+
+void RulesEngine::AddTimer(Timer t) { timers_.insert(std::move(t)); }
+void RulesEngine::CancelTimer(const Timer& t) { timers_.erase(t); }
+
+void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out) {
+  Context ctx;
+  ctx.cause = &event;
+  ctx.cause_ref.set_partition(event.partition());
+  ctx.cause_ref.set_sequence(event.sequence());
+  ctx.out = out;
+  if (now > now_) {
+    FireTimers(now, ctx);
+    now_ = now;
+  }
+  ctx.time = now_;
+  ++counters_.inputs;
+  switch (event.payload_case()) {
+    case v1::Event::kReading:
+      OnReading(event, ctx);
+      break;
+    case v1::Event::kDeviceRegistered:
+      OnRegistration(event);
+      break;
+    case v1::Event::kRulesetActivated:
+      OnRuleset(event, ctx);
+      break;
+    case v1::Event::kCaseReported:
+      OnReported(event, ctx);
+      break;
+    default:
+      if (IsCasePayload(event.payload_case())) OnCaseEvent(event, ctx);
+      break;
+  }
+}
+
+void RulesEngine::FireTimers(absl::Time now, Context& ctx) {
+  while (!timers_.empty() && timers_.begin()->due <= now) {
+    Timer t = *timers_.begin();
+    timers_.erase(timers_.begin());
+    now_ = std::max(now_, t.due);
+    ctx.time = t.due;
+    OnTimer(t, ctx);
+  }
+}
+
+void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
+  if (t.kind == kOverdue || t.kind == kVerify) {
+    auto it = cases_.find(t.key);
+    if (it == cases_.end()) return;
+    CaseTrack& track = *it->second;
+    const v1::CaseView& view = track.view;
+    if (view.history_size() != t.a || view.stage() == v1::CASE_STAGE_CLOSED) return;
+    if (t.kind == kOverdue) {
+      if (static_cast<int>(view.overdue()) >= t.b) return;
+      v1::Event e;
+      v1::CaseOverdue* o = e.mutable_case_overdue();
+      o->set_case_id(view.case_id());
+      o->set_stage(view.stage());
+      o->set_level(static_cast<v1::OverdueLevel>(t.b));
+      *o->mutable_due_time() = view.deadline().due_time();
+      e.set_stream_id(CaseStream(view.case_id()));
+      ++counters_.overdue;
+      Emit(track.partition, std::move(e),
+           absl::StrFormat("rules/case/%s/overdue/%d/%d", view.case_id(), t.a, t.b), ctx);
+      return;
+    }
+    // Verification window over: verify and close if the device stayed normal.
+    if (view.stage() != v1::CASE_STAGE_HANDLED || rules_ == nullptr) return;
+    auto dev_it = devices_.find(track.device_key);
+    if (dev_it == devices_.end()) return;
+    int index = -1;
+    for (const CompiledRule& r : rules_->rules()) {
+      if (r.rule->id() == track.rule_id) index = r.index;
+    }
+    if (index < 0) return;
+    RuleState& st = StateOf(*dev_it->second, index);
+    if (st.active) return;  // Raised again meanwhile; that path fails the verification.
+    const std::string case_id = view.case_id();
+    const kernel::Partition partition = track.partition;
+    const absl::Duration window = rules_->rules()[index].verification_window;
+    const int entry = view.history_size();
+    {
+      v1::Event e;
+      e.set_stream_id(CaseStream(case_id));
+      v1::CaseVerified* v = e.mutable_case_verified();
+      v->set_case_id(case_id);
+      v->set_passed(true);
+      v->set_note(absl::StrFormat("rule %s: %s stayed normal for %s", track.rule_id,
+                                  track.device_key, absl::FormatDuration(window)));
+      Emit(partition, std::move(e), absl::StrFormat("rules/case/%s/verified/%d", case_id, entry),
+           ctx);
+    }
+    auto again = cases_.find(case_id);
+    if (again == cases_.end()) return;
+    const v1::CaseView& verified = again->second->view;
+    v1::Event e;
+    e.set_stream_id(CaseStream(case_id));
+    v1::CaseClosed* c = e.mutable_case_closed();
+    c->set_case_id(case_id);
+    ToProto(projections::TotalHandlingTime(verified, ctx.time), c->mutable_total_handling_time());
+    for (const v1::StageDuration& d : projections::StageDurations(verified, ctx.time)) {
+      *c->add_stage_durations() = d;
+    }
+    ++counters_.auto_closed;
+    Emit(partition, std::move(e), absl::StrFormat("rules/case/%s/closed", case_id), ctx);
+    return;
+  }
+
+  if (rules_ == nullptr) return;
+  auto dev_it = devices_.find(t.key);
+  if (dev_it == devices_.end()) return;
+  DeviceState& dev = *dev_it->second;
+  if (t.a < 0 || static_cast<size_t>(t.a) >= rules_->rules().size()) return;
+  const CompiledRule& rule = rules_->rules()[t.a];
+  RuleState& st = StateOf(dev, t.a);
+  switch (t.kind) {
+    case kRaiseHold:
+      if (!st.active && st.pending && st.pending_since + rule.hold == t.due) {
+        Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
+      }
+      break;
+    case kClearHold:
+      if (st.active && st.clearing && st.clearing_since + rule.clear_hold == t.due) {
+        v1::EventRef reading = st.clearing_reading;
+        Clear(rule, dev, st, st.clearing_value, &reading, ctx);
+      }
+      break;
+    case kAbsence: {
+      if (st.absence_due != t.due) break;
+      st.absence_due = absl::InfinitePast();
+      absl::Duration interval = rule.default_interval;
+      if (dev.registered && dev.registration.has_reporting_interval() &&
+          FromProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
+        interval = FromProto(dev.registration.reporting_interval());
+      }
+      const absl::Duration limit =
+          interval * static_cast<int64_t>(rule.rule->absence().intervals());
+      const absl::Time expected = dev.last_seen + limit;
+      if (expected > t.due) {
+        st.absence_due = expected;
+        AddTimer({expected, kAbsence, dev.key, t.a, 0});
+      } else if (!st.active) {
+        st.readings.clear();
+        Raise(rule, dev, st, "silent_s", absl::ToDoubleSeconds(t.due - dev.last_seen),
+              absl::ToDoubleSeconds(limit), ctx);
+        // The next reading must clear it.
+        const std::vector<int>& kind_rules = rules_->RulesFor(dev.kind);
+        for (size_t slot = 0; slot < kind_rules.size() && slot < dev.idle.size(); ++slot) {
+          if (kind_rules[slot] == t.a) dev.idle[slot] = 0;
+        }
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+bool RulesEngine::Applies(const CompiledRule& rule, const DeviceState& dev) const {
+  if (!rule.rule->has_applies_to()) return true;
+  const v1::DeviceFilter& f = rule.rule->applies_to();
+  if (!dev.registered) return false;
+  const v1::DeviceRegistered& reg = dev.registration;
+  if (f.has_underpass() && reg.flood_gauge().underpass() != f.underpass()) return false;
+  if (f.has_low_lying() && reg.flood_gauge().low_lying() != f.low_lying()) return false;
+  if (f.has_urban() && reg.manhole_cover().urban() != f.urban()) return false;
+  if (f.owners_size() > 0 && std::find(f.owners().begin(), f.owners().end(),
+                                       reg.manhole_cover().owner()) == f.owners().end()) {
+    return false;
+  }
+  if (f.has_min_age_years()) {
+    const int year =
+        reg.has_elevator() ? reg.elevator().installed_year() : reg.curtain_wall().built_year();
+    const int64_t now_year = absl::ToCivilYear(now_, absl::UTCTimeZone()).year();
+    if (year == 0 || now_year - year < static_cast<int64_t>(f.min_age_years())) return false;
+  }
+  if (f.has_min_height_m() && reg.curtain_wall().height_m() < f.min_height_m()) return false;
+  return true;
+}
+
+void RulesEngine::OnRegistration(const v1::Event& event) {
+  const v1::DeviceRegistered& reg = event.device_registered();
+  DeviceState& dev = Device(reg.device_id());
+  if (!dev.registered && dev.last_seen == absl::InfinitePast()) {
+    dev.partition = kernel::Partition(event.partition());
+  }
+  dev.registered = true;
+  dev.registration = reg;
+  dev.kind = reg.kind();
+  dev.grid = reg.grid();
+}
+
+void RulesEngine::OnReading(const v1::Event& event, Context& ctx) {
+  const v1::SensorReading& reading = event.reading();
+  ++counters_.readings;
+  DeviceState& dev = Device(reading.device_id());
+  if (dev.last_seen == absl::InfinitePast() && !dev.registered) {
+    dev.partition = kernel::Partition(event.partition());
+  }
+  if (dev.kind == v1::DEVICE_KIND_UNSPECIFIED) dev.kind = reading.kind();
+  const absl::Time previous = dev.last_seen;
+  dev.last_seen = now_;
+  if (rules_ == nullptr) return;
+  const std::vector<int>& kind_rules = rules_->RulesFor(reading.kind());
+  if (dev.by_slot.size() != kind_rules.size()) {
+    dev.by_slot.assign(kind_rules.size(), nullptr);
+    dev.idle.assign(kind_rules.size(), 0);
+  }
+  for (size_t slot = 0; slot < kind_rules.size(); ++slot) {
+    const int index = kind_rules[slot];
+    const CompiledRule& rule = rules_->rules()[index];
+    if (dev.idle[slot]) {
+      switch (rule.type) {
+        case RuleType::kThreshold:
+          if (rule.raise.Evaluate(reading) != Truth::kTrue) continue;
+          break;
+        case RuleType::kFaultCode:
+          if (!AnyCode(reading, rule.codes)) continue;
+          break;
+        case RuleType::kAbsence:
+          continue;
+        default:
+          break;
+      }
+    }
+    if (!Applies(rule, dev)) continue;
+    if (dev.by_slot[slot] == nullptr) dev.by_slot[slot] = &StateOf(dev, index);
+    RuleState& st = *dev.by_slot[slot];
+    Evaluate(rule, dev, st, reading, previous, ctx);
+    switch (rule.type) {
+      case RuleType::kThreshold:
+      case RuleType::kFaultCode:
+        dev.idle[slot] = !st.active && !st.pending;
+        break;
+      case RuleType::kAbsence:
+        dev.idle[slot] = !st.active && st.absence_due != absl::InfinitePast();
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                           const v1::SensorReading& reading, absl::Time previous, Context& ctx) {
+  const int index = rule.index;
+  {
+    switch (rule.type) {
+      case RuleType::kThreshold:
+        EvaluateThreshold(rule, dev, st, reading, ctx.cause_ref, ctx);
+        break;
+      case RuleType::kRateOfChange:
+        EvaluateRate(rule, dev, st, reading, ctx.cause_ref, ctx);
+        break;
+      case RuleType::kFaultCode:
+        EvaluateFault(rule, dev, st, reading, ctx.cause_ref, ctx);
+        break;
+      case RuleType::kStuck:
+        EvaluateStuck(rule, dev, st, reading, ctx.cause_ref, ctx);
+        break;
+      case RuleType::kAbsence:
+        if (st.active) {
+          const v1::EventRef ref = ctx.cause_ref;
+          Clear(rule, dev, st, absl::ToDoubleSeconds(now_ - previous), &ref, ctx);
+        }
+        if (st.absence_due == absl::InfinitePast()) {
+          absl::Duration interval = rule.default_interval;
+          if (dev.registered && dev.registration.has_reporting_interval() &&
+              FromProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
+            interval = FromProto(dev.registration.reporting_interval());
+          }
+          st.absence_due = now_ + interval * static_cast<int64_t>(rule.rule->absence().intervals());
+          AddTimer({st.absence_due, kAbsence, dev.key, index, 0});
+        }
+        break;
+      case RuleType::kGridCompound:
+        break;
+    }
+  }
+}
+
+void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                                    const v1::SensorReading& reading, const v1::EventRef& ref,
+                                    Context& ctx) {
+  const Truth raise = rule.raise.Evaluate(reading);
+  if (!st.active) {
+    if (raise == Truth::kFalse && st.pending) {
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      st.pending = false;
+    }
+    if (raise != Truth::kTrue) return;
+    if (!st.pending) {
+      st.pending = true;
+      st.pending_since = now_;
+      st.readings.clear();
+      st.metric.clear();
+      for (const CompiledCondition& c : rule.raise.conditions) {
+        if (std::optional<double> v = ReadMetric(reading, c.metric)) {
+          st.metric = c.metric.name();
+          st.value = *v;
+          st.threshold = c.operand;
+          break;
+        }
+      }
+      if (rule.hold > absl::ZeroDuration()) {
+        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      }
+    }
+    if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
+    if (now_ - st.pending_since >= rule.hold) {
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
+    }
+    return;
+  }
+  const Truth clear = rule.clear.empty() ? Not(raise) : rule.clear.Evaluate(reading);
+  if (clear == Truth::kFalse && st.clearing) {
+    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+    st.clearing = false;
+  }
+  if (clear != Truth::kTrue) return;
+  double value = 0;
+  const CompiledConditionSet& set = rule.clear.empty() ? rule.raise : rule.clear;
+  for (const CompiledCondition& c : set.conditions) {
+    if (std::optional<double> v = ReadMetric(reading, c.metric)) {
+      value = *v;
+      break;
+    }
+  }
+  if (!st.clearing) {
+    st.clearing = true;
+    st.clearing_since = now_;
+    st.clearing_value = value;
+    st.clearing_reading = ref;
+    if (rule.clear_hold > absl::ZeroDuration()) {
+      AddTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+    }
+  }
+  if (now_ - st.clearing_since >= rule.clear_hold) {
+    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+    Clear(rule, dev, st, value, &ref, ctx);
+  }
+}
+
+void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                                const v1::SensorReading& reading, const v1::EventRef& ref,
+                                Context& ctx) {
+  if (!reading.has_elevator()) return;
+  int32_t found = 0;
+  for (int32_t code : reading.elevator().fault_codes()) {
+    if (std::find(rule.codes.begin(), rule.codes.end(), code) != rule.codes.end()) {
+      found = code;
+      break;
+    }
+  }
+  if (!st.active) {
+    if (found == 0) {
+      if (st.pending) {
+        CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+        st.pending = false;
+      }
+      return;
+    }
+    if (!st.pending) {
+      st.pending = true;
+      st.pending_since = now_;
+      st.readings.clear();
+      st.metric = "fault_codes";
+      st.value = found;
+      st.threshold = found;
+      if (rule.hold > absl::ZeroDuration()) {
+        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      }
+    }
+    if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
+    if (now_ - st.pending_since >= rule.hold) {
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
+    }
+  } else if (found == 0) {
+    Clear(rule, dev, st, 0, &ref, ctx);
+  }
+}
+
+void RulesEngine::EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                               const v1::SensorReading& reading, const v1::EventRef& ref,
+                               Context& ctx) {
+  std::optional<double> v = ReadMetric(reading, rule.metric);
+  if (!v) return;
+  st.window.emplace_back(now_, *v);
+  std::erase_if(st.window, [&](const auto& p) { return p.first < now_ - rule.window; });
+  double lo = *v;
+  double hi = *v;
+  for (const auto& [t, x] : st.window) {
+    lo = std::min(lo, x);
+    hi = std::max(hi, x);
+  }
+  const v1::RateOfChangeRule& r = rule.rule->rate_of_change();
+  double change = 0;
+  switch (r.direction()) {
+    case v1::CHANGE_DIRECTION_RISE:
+      change = *v - lo;
+      break;
+    case v1::CHANGE_DIRECTION_FALL:
+      change = hi - *v;
+      break;
+    default:
+      change = std::max(*v - lo, hi - *v);
+      break;
+  }
+  if (!st.active && change >= r.change_at_least()) {
+    st.readings.assign(1, ref);
+    Raise(rule, dev, st, rule.metric.name(), change, r.change_at_least(), ctx);
+  } else if (st.active && change <= r.clear_at_most()) {
+    Clear(rule, dev, st, change, &ref, ctx);
+  }
+}
+
+void RulesEngine::EvaluateStuck(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                                const v1::SensorReading& reading, const v1::EventRef& ref,
+                                Context& ctx) {
+  std::optional<double> v = ReadMetric(reading, rule.metric);
+  if (!v) return;
+  const Truth only = rule.only_while.empty() ? Truth::kTrue : rule.only_while.Evaluate(reading);
+  if (only != Truth::kTrue) {
+    st.run_valid = false;
+    if (st.active && only == Truth::kFalse) Clear(rule, dev, st, *v, &ref, ctx);
+    return;
+  }
+  const v1::StuckRule& r = rule.rule->stuck();
+  if (!st.run_valid || std::abs(*v - st.run_value) > r.tolerance()) {
+    if (st.active) Clear(rule, dev, st, *v, &ref, ctx);
+    st.run_valid = true;
+    st.run_value = *v;
+    st.run_start = now_;
+    st.run_count = 1;
+    st.readings.assign(1, ref);
+    return;
+  }
+  ++st.run_count;
+  if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
+  if (!st.active && st.run_count >= r.min_readings() && now_ - st.run_start >= rule.min_duration) {
+    Raise(rule, dev, st, rule.metric.name(), *v, r.tolerance(), ctx);
+  }
+}
+
+void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                        std::string metric, double value, double threshold, Context& ctx) {
+  st.active = true;
+  st.pending = false;
+  st.clearing = false;
+  ++st.alerts;
+  st.alert_id = AlertId(rule.rule->id(), dev.key, st.alerts);
+  ++counters_.alerts_raised;
+  v1::Event e;
+  e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
+  v1::AlertRaised* a = e.mutable_alert_raised();
+  a->set_alert_id(st.alert_id);
+  a->set_device_id(dev.key);
+  a->set_rule_id(rule.rule->id());
+  a->set_severity(rule.rule->severity());
+  a->set_metric(metric);
+  a->set_value(value);
+  a->set_threshold(threshold);
+  a->set_message(
+      absl::StrFormat("%s: %s %g (threshold %g)",
+                      rule.rule->description().empty() ? rule.rule->id() : rule.rule->description(),
+                      metric, value, threshold));
+  for (const v1::EventRef& r : st.readings) *a->add_readings() = r;
+  if (!dev.grid.grid_code().empty()) *a->mutable_grid() = dev.grid;
+  const std::string alert_id = st.alert_id;
+  Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/raised", alert_id), ctx);
+  st.readings.clear();
+
+  CountForCompounds(rule, dev, /*raised=*/true, ctx);
+
+  if (!rule.rule->has_case_() || !rule.rule->case_().open_case()) return;
+  auto open = cases_.find(st.open_case);
+  if (st.open_case.empty() || open == cases_.end()) {
+    OpenCase(rule, dev, st, ctx);
+    return;
+  }
+  // One open case per device and rule: a re-trigger joins it.
+  const std::string case_id = st.open_case;
+  const kernel::Partition partition = open->second->partition;
+  {
+    v1::Event link;
+    link.set_stream_id(CaseStream(case_id));
+    v1::CaseLinked* l = link.mutable_case_linked();
+    l->set_case_id(case_id);
+    l->set_alert_id(alert_id);
+    *l->mutable_event() = ctx.cause_ref;
+    ++counters_.cases_linked;
+    Emit(partition, std::move(link), absl::StrFormat("rules/case/%s/link/%s", case_id, alert_id),
+         ctx);
+  }
+  open = cases_.find(case_id);
+  if (open == cases_.end() || open->second->view.stage() != v1::CASE_STAGE_HANDLED) return;
+  // Raised again while the rule waited to verify the handling: verification fails and
+  // the case goes back to its department with a re-work ticket.
+  const v1::CaseView& view = open->second->view;
+  v1::Event fail;
+  fail.set_stream_id(CaseStream(case_id));
+  v1::CaseVerified* v = fail.mutable_case_verified();
+  v->set_case_id(case_id);
+  v->set_passed(false);
+  v->set_note(absl::StrFormat("rule %s raised alert %s again before %s stayed normal for %s",
+                              rule.rule->id(), alert_id, dev.key,
+                              absl::FormatDuration(rule.verification_window)));
+  v->set_ticket_id(absl::StrFormat("%s-T%d", case_id, view.ticket_ids_size() + 1));
+  Emit(partition, std::move(fail),
+       absl::StrFormat("rules/case/%s/verified/%d", case_id, view.history_size()), ctx);
+}
+
+void RulesEngine::Clear(const CompiledRule& rule, DeviceState& dev, RuleState& st, double value,
+                        const v1::EventRef* reading, Context& ctx) {
+  st.active = false;
+  st.clearing = false;
+  st.cleared_at = ctx.time;
+  ++counters_.alerts_cleared;
+  v1::Event e;
+  e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
+  v1::AlertCleared* c = e.mutable_alert_cleared();
+  c->set_alert_id(st.alert_id);
+  c->set_device_id(dev.key);
+  c->set_rule_id(rule.rule->id());
+  c->set_value(value);
+  if (reading != nullptr) *c->mutable_reading() = *reading;
+  Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/cleared", st.alert_id), ctx);
+  CountForCompounds(rule, dev, /*raised=*/false, ctx);
+  if (!st.open_case.empty()) {
+    auto it = cases_.find(st.open_case);
+    if (it != cases_.end()) MaybeScheduleVerification(*it->second, ctx);
+  }
+}
+
+void RulesEngine::CountForCompounds(const CompiledRule& rule, const DeviceState& dev, bool raised,
+                                    Context& ctx) {
+  if (dev.grid.grid_code().empty()) return;
+  for (int index : rules_->CompoundsCounting(rule.index)) {
+    const CompiledRule& compound = rules_->rules()[index];
+    const std::string key = absl::StrFormat("grid/%s", dev.grid.grid_code());
+    DeviceState& grid = Device(key);
+    if (grid.grid.grid_code().empty()) {
+      grid.grid = dev.grid;
+      grid.partition = dev.partition;
+    }
+    RuleState& st = StateOf(grid, index);
+    if (!raised) {
+      st.active_sources = std::max(0, st.active_sources - 1);
+      if (st.active && st.active_sources == 0) Clear(compound, grid, st, 0, nullptr, ctx);
+      continue;
+    }
+    ++st.active_sources;
+    st.recent.emplace_back(ctx.time, dev.key);
+    std::erase_if(st.recent, [&](const auto& p) { return p.first < ctx.time - compound.window; });
+    std::vector<std::string> distinct;
+    for (const auto& [t, d] : st.recent) {
+      if (std::find(distinct.begin(), distinct.end(), d) == distinct.end()) distinct.push_back(d);
+    }
+    if (!st.active && distinct.size() >= compound.rule->grid_compound().min_devices()) {
+      st.readings.assign(1, ctx.cause_ref);
+      Raise(compound, grid, st, "devices_alerting", static_cast<double>(distinct.size()),
+            compound.rule->grid_compound().min_devices(), ctx);
+    }
+  }
+}
+
+void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                           Context& ctx) {
+  const v1::CasePolicy& policy = rule.rule->case_();
+  const std::string case_id = CaseIdFor(rule.rule->id(), dev.key, st.alerts);
+  st.open_case = case_id;
+  ++counters_.cases_opened;
+  {
+    v1::Event e;
+    e.set_stream_id(CaseStream(case_id));
+    v1::CaseOpened* o = e.mutable_case_opened();
+    o->set_case_id(case_id);
+    o->set_source(v1::CASE_SOURCE_IOT_RULE);
+    *o->mutable_category() = policy.category();
+    o->set_device_id(dev.key);
+    o->set_rule_id(rule.rule->id());
+    o->set_alert_id(st.alert_id);
+    if (!dev.grid.grid_code().empty()) *o->mutable_grid() = dev.grid;
+    if (dev.registration.has_location()) *o->mutable_location() = dev.registration.location();
+    o->set_severity(rule.rule->severity());
+    o->set_department(policy.department());
+    o->set_dispatch_level(policy.dispatch_level());
+    *o->mutable_deadlines() = policy.deadlines();
+    o->set_auto_register(policy.auto_register());
+    *o->mutable_verification_window() = policy.verification_window();
+    o->mutable_originator()->set_code(absl::StrFormat("rule/%s", rule.rule->id()));
+    o->set_description(absl::StrFormat(
+        "%s on %s%s", rule.rule->description().empty() ? rule.rule->id() : rule.rule->description(),
+        dev.key, dev.registered ? "" : " (unregistered device)"));
+    Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/opened", case_id), ctx);
+  }
+  if (!policy.auto_register()) return;
+  auto it = cases_.find(case_id);
+  if (it == cases_.end()) return;
+  {
+    v1::Event e;
+    e.set_stream_id(CaseStream(case_id));
+    v1::CaseRegistered* r = e.mutable_case_registered();
+    r->set_case_id(case_id);
+    if (std::optional<absl::Duration> a =
+            projections::StageAllowance(policy.deadlines(), v1::CASE_STAGE_REGISTERED)) {
+      r->mutable_next_deadline()->set_stage(v1::CASE_STAGE_REGISTERED);
+      kernel::SetTimestamp(ctx.time + *a, r->mutable_next_deadline()->mutable_due_time());
+    }
+    Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/registered", case_id), ctx);
+  }
+  if (!policy.auto_dispatch()) return;
+  v1::Event e;
+  e.set_stream_id(CaseStream(case_id));
+  v1::CaseDispatched* d = e.mutable_case_dispatched();
+  d->set_case_id(case_id);
+  d->set_department(policy.department());
+  d->set_level(policy.dispatch_level());
+  d->set_ticket_id(absl::StrFormat("%s-T1", case_id));
+  if (std::optional<absl::Duration> a =
+          projections::StageAllowance(policy.deadlines(), v1::CASE_STAGE_DISPATCHED)) {
+    d->mutable_next_deadline()->set_stage(v1::CASE_STAGE_DISPATCHED);
+    kernel::SetTimestamp(ctx.time + *a, d->mutable_next_deadline()->mutable_due_time());
+  }
+  Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/dispatched/1", case_id), ctx);
+}
+
+void RulesEngine::OnReported(const v1::Event& event, Context& ctx) {
+  const v1::CaseReported& report = event.case_reported();
+  if (cases_.contains(report.case_id())) return;  // Seen already (a replayed report).
+  const std::string link_key =
+      absl::StrFormat("%s|%s", report.grid().grid_code(), report.category().code());
+  if (rules_ != nullptr && rules_->rule_set().has_report_linking() &&
+      !report.grid().grid_code().empty()) {
+    const v1::ReportLinking& linking = rules_->rule_set().report_linking();
+    auto open = open_by_grid_category_.find(link_key);
+    if (open != open_by_grid_category_.end()) {
+      for (const std::string& target : open->second) {
+        auto it = cases_.find(target);
+        if (it == cases_.end()) continue;
+        const v1::CaseView& view = it->second->view;
+        if (view.history_size() == 0) continue;
+        const absl::Time opened = kernel::FromTimestamp(view.history(0).time());
+        if (now_ - opened > FromProto(linking.window())) continue;
+        if (linking.max_distance_m() > 0 && view.has_location() && report.has_location() &&
+            DistanceMeters(view.location(), report.location()) > linking.max_distance_m()) {
+          continue;
+        }
+        v1::Event e;
+        e.set_stream_id(CaseStream(target));
+        v1::CaseLinked* l = e.mutable_case_linked();
+        l->set_case_id(target);
+        l->set_reported_case_id(report.case_id());
+        *l->mutable_event() = ctx.cause_ref;
+        ++counters_.cases_linked;
+        Emit(it->second->partition, std::move(e),
+             absl::StrFormat("rules/case/%s/link/%s", target, report.case_id()), ctx);
+        return;
+      }
+    }
+  }
+  // Track the report, then open it with the policy of its category.
+  ApplyToCase(event, ctx);
+  const v1::CategoryPolicy* policy =
+      rules_ != nullptr ? rules_->Category(report.category().code()) : nullptr;
+  v1::Event e;
+  e.set_stream_id(CaseStream(report.case_id()));
+  v1::CaseOpened* o = e.mutable_case_opened();
+  o->set_case_id(report.case_id());
+  o->set_source(report.source());
+  *o->mutable_category() = report.category();
+  *o->mutable_grid() = report.grid();
+  if (report.has_location()) *o->mutable_location() = report.location();
+  o->set_severity(v1::SEVERITY_MINOR);
+  o->set_dispatch_level(DispatchLevelFor(report.source()));
+  if (policy != nullptr) {
+    o->set_department(policy->department());
+    *o->mutable_deadlines() = policy->deadlines();
+  } else if (rules_ != nullptr) {
+    *o->mutable_deadlines() = rules_->rule_set().default_deadlines();
+  }
+  *o->mutable_originator() = report.originator();
+  o->set_description(report.description());
+  ++counters_.cases_opened;
+  Emit(kernel::Partition(event.partition()), std::move(e),
+       absl::StrFormat("rules/case/%s/opened", report.case_id()), ctx);
+}
+
+void RulesEngine::OnCaseEvent(const v1::Event& event, Context& ctx) {
+  if (event.payload_case() == v1::Event::kCaseOpened) return;  // Only the engine opens.
+  if (event.stream_id().rfind(projections::kCaseStreamPrefix, 0) != 0) return;
+  ApplyToCase(event, ctx);
+}
+
+void RulesEngine::Emit(kernel::Partition partition, v1::Event event, std::string key,
+                       Context& ctx) {
+  event.set_partition(partition.value());
+  kernel::SetTimestamp(ctx.time, event.mutable_event_time());
+  v1::Provenance* p = event.mutable_provenance();
+  p->set_stage(kRulesStage);
+  p->set_idempotency_key(std::move(key));
+  *p->mutable_caused_by() = ctx.cause_ref;
+  const bool is_case = IsCasePayload(event.payload_case());
+  ctx.out->push_back(Derived{partition, std::move(event)});
+  if (is_case) {
+    const v1::Event copy = ctx.out->back().event;
+    ApplyToCase(copy, ctx);
+  }
+}
+
+void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
+  const std::string case_id(event.stream_id().substr(projections::kCaseStreamPrefix.size()));
+  auto it = cases_.find(case_id);
+  if (it == cases_.end()) {
+    if (event.payload_case() != v1::Event::kCaseOpened &&
+        event.payload_case() != v1::Event::kCaseReported) {
+      return;  // Not a case the engine tracks (closed, or linked into another).
+    }
+    it = cases_.emplace(case_id, std::make_unique<CaseTrack>()).first;
+    it->second->partition = kernel::Partition(event.partition());
+  }
+  CaseTrack& track = *it->second;
+  const int entries = track.view.history_size();
+  const std::string old_deadline =
+      track.view.has_deadline() ? track.view.deadline().SerializeAsString() : std::string();
+  if (!projections::ApplyCaseEvent(event, &track.view).ok()) return;
+  if (event.has_case_opened()) {
+    const v1::CaseOpened& o = event.case_opened();
+    track.rule_id = o.rule_id();
+    track.device_key = o.device_id();
+    if (!o.grid().grid_code().empty() && track.link_key.empty()) {
+      track.link_key = absl::StrFormat("%s|%s", o.grid().grid_code(), o.category().code());
+      open_by_grid_category_[track.link_key].push_back(case_id);
+    }
+  }
+  // A dispatch, and a failed verification, send a ticket to the department.
+  std::string ticket_id;
+  if (event.has_case_dispatched()) ticket_id = event.case_dispatched().ticket_id();
+  if (event.has_case_verified() && !event.case_verified().passed()) {
+    ticket_id = event.case_verified().ticket_id();
+  }
+  const kernel::Partition partition = track.partition;
+  if (!ticket_id.empty()) {
+    const v1::CaseView& view = track.view;
+    v1::Event e;
+    e.set_stream_id(absl::StrFormat("%s%s", projections::kTicketStreamPrefix, ticket_id));
+    v1::TicketIssued* t = e.mutable_ticket_issued();
+    t->set_ticket_id(ticket_id);
+    t->set_case_id(case_id);
+    t->set_department(view.dispatched_department().empty() ? view.department()
+                                                           : view.dispatched_department());
+    t->set_level(view.dispatched_level() == v1::GRID_LEVEL_UNSPECIFIED ? view.level()
+                                                                       : view.dispatched_level());
+    *t->mutable_category() = view.category();
+    if (view.has_grid()) *t->mutable_grid() = view.grid();
+    if (view.has_location()) *t->mutable_location() = view.location();
+    t->set_summary(view.description());
+    if (view.has_deadline()) *t->mutable_due_time() = view.deadline().due_time();
+    ++counters_.tickets;
+    Emit(partition, std::move(e), absl::StrFormat("rules/ticket/%s", ticket_id), ctx);
+  }
+  it = cases_.find(case_id);
+  if (it == cases_.end()) return;
+  CaseTrack& again = *it->second;
+  const std::string new_deadline =
+      again.view.has_deadline() ? again.view.deadline().SerializeAsString() : std::string();
+  // A new stage, or new deadlines for the current one (a report being opened).
+  if (again.view.history_size() == entries && new_deadline == old_deadline) return;
+  if (again.view.stage() == v1::CASE_STAGE_CLOSED) {
+    if (!again.link_key.empty()) {
+      auto open = open_by_grid_category_.find(again.link_key);
+      if (open != open_by_grid_category_.end()) {
+        std::erase(open->second, case_id);
+        if (open->second.empty()) open_by_grid_category_.erase(open);
+      }
+    }
+    auto dev = devices_.find(again.device_key);
+    if (dev != devices_.end()) {
+      for (auto& [index, st] : dev->second->rules) {
+        if (st.open_case == case_id) st.open_case.clear();
+      }
+    }
+    cases_.erase(it);
+    return;
+  }
+  ScheduleCaseTimers(again);
+  MaybeScheduleVerification(again, ctx);
+}
+
+void RulesEngine::ScheduleCaseTimers(CaseTrack& track) {
+  const v1::CaseView& view = track.view;
+  if (!view.has_deadline()) return;
+  std::optional<absl::Duration> allowance =
+      projections::StageAllowance(view.deadlines(), view.stage());
+  if (!allowance) return;
+  const absl::Time due = kernel::FromTimestamp(view.deadline().due_time());
+  AddTimer({due, kOverdue, view.case_id(), view.history_size(), v1::OVERDUE_LEVEL_YELLOW});
+  AddTimer(
+      {due + *allowance, kOverdue, view.case_id(), view.history_size(), v1::OVERDUE_LEVEL_RED});
+}
+
+void RulesEngine::MaybeScheduleVerification(CaseTrack& track, Context& ctx) {
+  const v1::CaseView& view = track.view;
+  if (view.stage() != v1::CASE_STAGE_HANDLED || view.source() != v1::CASE_SOURCE_IOT_RULE ||
+      rules_ == nullptr) {
+    return;
+  }
+  auto dev = devices_.find(track.device_key);
+  if (dev == devices_.end()) return;
+  for (const CompiledRule& rule : rules_->rules()) {
+    if (rule.rule->id() != track.rule_id) continue;
+    RuleState& st = StateOf(*dev->second, rule.index);
+    if (st.active) return;  // Wait for the alert to clear.
+    const absl::Time from =
+        std::max({kernel::FromTimestamp(view.stage_time()), st.cleared_at, ctx.time});
+    AddTimer({from + rule.verification_window, kVerify, view.case_id(), view.history_size(), 0});
+    return;
+  }
+}
+
+void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
+  absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
+      CompiledRuleSet::Compile(event.ruleset_activated().rule_set());
+  if (!compiled.ok()) {
+    ++counters_.rejected_rule_sets;
+    return;
+  }
+  std::unique_ptr<CompiledRuleSet> next = *std::move(compiled);
+  // Carry the state of every rule that is unchanged; clear the alerts of the others.
+  std::vector<int> carry(rules_ == nullptr ? 0 : rules_->rules().size(), -1);
+  if (rules_ != nullptr) {
+    for (const CompiledRule& old : rules_->rules()) {
+      for (const CompiledRule& now : next->rules()) {
+        if (now.rule->id() == old.rule->id() &&
+            google::protobuf::util::MessageDifferencer::Equals(*now.rule, *old.rule)) {
+          carry[old.index] = now.index;
+        }
+      }
+    }
+  }
+  std::unique_ptr<CompiledRuleSet> previous = std::move(rules_);
+  // Timers that name rule indexes are re-made below for the carried states.
+  for (auto t = timers_.begin(); t != timers_.end();) {
+    t = t->kind <= kAbsence ? timers_.erase(t) : std::next(t);
+  }
+  std::vector<std::string> keys;
+  keys.reserve(devices_.size());
+  for (const auto& [key, dev] : devices_) keys.push_back(key);
+  std::sort(keys.begin(), keys.end());  // Deterministic order of the clears below.
+  for (const std::string& key : keys) {
+    DeviceState& dev = *devices_[key];
+    std::deque<std::pair<int, RuleState>> old = std::move(dev.rules);
+    dev.rules.clear();
+    dev.by_slot.clear();
+    dev.idle.clear();
+    for (auto& [i, state] : old) {
+      if (carry[i] >= 0) {
+        dev.rules.emplace_back(carry[i], std::move(state));
+        continue;
+      }
+      if (!state.active) continue;
+      // The rule changed or is gone: its alert ends here.
+      v1::Event e;
+      e.set_stream_id(absl::StrFormat("alert/%s", state.alert_id));
+      v1::AlertCleared* c = e.mutable_alert_cleared();
+      c->set_alert_id(state.alert_id);
+      c->set_device_id(dev.key);
+      c->set_rule_id(previous->rules()[i].rule->id());
+      ++counters_.alerts_cleared;
+      Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/cleared", state.alert_id),
+           ctx);
+    }
+  }
+  rules_ = std::move(next);
+  for (const std::string& key : keys) {
+    DeviceState& dev = *devices_[key];
+    for (auto& [i, st] : dev.rules) {
+      const CompiledRule& rule = rules_->rules()[i];
+      if (st.pending && rule.hold > absl::ZeroDuration()) {
+        AddTimer({st.pending_since + rule.hold, kRaiseHold, key, static_cast<int64_t>(i), 0});
+      }
+      if (st.clearing && rule.clear_hold > absl::ZeroDuration()) {
+        AddTimer(
+            {st.clearing_since + rule.clear_hold, kClearHold, key, static_cast<int64_t>(i), 0});
+      }
+      if (st.absence_due != absl::InfinitePast()) {
+        AddTimer({st.absence_due, kAbsence, key, static_cast<int64_t>(i), 0});
+      }
+    }
+  }
+}
+
+}  // namespace cityops::rules

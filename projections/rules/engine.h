@@ -1,0 +1,142 @@
+// The rules engine: a deterministic state machine that turns input events into derived
+// events (alerts, cases, tickets, overdue lights, automatic verification and closing).
+//
+// Pure: no I/O and no clock. The caller (rules_stage.h) feeds it the log's input events
+// in one fixed order together with the stage time at each event; the engine answers with
+// the events to append. Given the same inputs in the same order it answers with the same
+// events, byte for byte, which is what makes a replay reproduce the live run.
+//
+// The engine applies what it derives to its own state at once (an alert it raises is
+// active for the next reading), so the caller must not feed the derived events back.
+// Everything else that touches the state arrives as input: readings, registrations,
+// clock ticks, reports, human case commands and rule-set activations.
+#ifndef CITYOPS_PROJECTIONS_RULES_ENGINE_H_
+#define CITYOPS_PROJECTIONS_RULES_ENGINE_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/time/time.h"
+#include "cityops/v1/events.pb.h"
+#include "cityops/v1/views.pb.h"
+#include "kernel/types.h"
+#include "projections/rules/compile.h"
+
+namespace cityops::rules {
+
+// The provenance stage of every event the engine derives. Events with this stage are
+// the engine's own output and never its input.
+inline constexpr char kRulesStage[] = "rules";
+
+// An event to append to `partition`.
+struct Derived {
+  kernel::Partition partition;
+  v1::Event event;
+};
+
+struct EngineCounters {
+  uint64_t inputs = 0;
+  uint64_t readings = 0;
+  uint64_t alerts_raised = 0;
+  uint64_t alerts_cleared = 0;
+  uint64_t cases_opened = 0;
+  uint64_t cases_linked = 0;
+  uint64_t tickets = 0;
+  uint64_t overdue = 0;
+  uint64_t auto_closed = 0;
+  uint64_t rejected_rule_sets = 0;  // RulesetActivated events whose rules did not compile.
+};
+
+class RulesEngine {
+ public:
+  RulesEngine();
+  ~RulesEngine();
+  RulesEngine(const RulesEngine&) = delete;
+  RulesEngine& operator=(const RulesEngine&) = delete;
+
+  // Feeds one input event at stage time `now` (non-decreasing from call to call). First
+  // fires every timer due at or before `now`, then reacts to the event. Appends what
+  // follows to `out`. `event` must carry its partition and sequence.
+  void Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out);
+
+  // True once a rule set is active.
+  bool has_rules() const { return rules_ != nullptr; }
+  const CompiledRuleSet* rules() const { return rules_.get(); }
+  const EngineCounters& counters() const { return counters_; }
+  size_t open_cases() const { return cases_.size(); }
+  size_t pending_timers() const { return timers_.size(); }
+
+ private:
+  struct RuleState;
+  struct DeviceState;
+  struct CaseTrack;
+  struct Timer {
+    absl::Time due;
+    int kind;
+    std::string key;  // Device key or case id.
+    int64_t a = 0;    // Rule index or stage entry.
+    int64_t b = 0;    // Overdue level.
+    bool operator<(const Timer& o) const {
+      return std::tie(due, kind, key, a, b) < std::tie(o.due, o.kind, o.key, o.a, o.b);
+    }
+  };
+  struct Context;
+
+  void FireTimers(absl::Time now, Context& ctx);
+  void OnTimer(const Timer& t, Context& ctx);
+  void OnReading(const v1::Event& event, Context& ctx);
+  void OnRegistration(const v1::Event& event);
+  void OnRuleset(const v1::Event& event, Context& ctx);
+  void OnReported(const v1::Event& event, Context& ctx);
+  void OnCaseEvent(const v1::Event& event, Context& ctx);
+
+  void Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                const v1::SensorReading& reading, absl::Time previous, Context& ctx);
+  void EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                         const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+  void EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                    const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+  void EvaluateFault(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                     const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+  void EvaluateStuck(const CompiledRule& rule, DeviceState& dev, RuleState& st,
+                     const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+  bool Applies(const CompiledRule& rule, const DeviceState& dev) const;
+
+  void Raise(const CompiledRule& rule, DeviceState& dev, RuleState& st, std::string metric,
+             double value, double threshold, Context& ctx);
+  void Clear(const CompiledRule& rule, DeviceState& dev, RuleState& st, double value,
+             const v1::EventRef* reading, Context& ctx);
+  void CountForCompounds(const CompiledRule& rule, const DeviceState& dev, bool raised,
+                         Context& ctx);
+  void OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState& st, Context& ctx);
+
+  // Appends a derived event and, for case events, applies it to the tracked case.
+  void Emit(kernel::Partition partition, v1::Event event, std::string key, Context& ctx);
+  void ApplyToCase(const v1::Event& event, Context& ctx);
+  void ScheduleCaseTimers(CaseTrack& track);
+  void MaybeScheduleVerification(CaseTrack& track, Context& ctx);
+  void AddTimer(Timer t);
+  void CancelTimer(const Timer& t);
+
+  DeviceState& Device(const std::string& key);
+  RuleState& StateOf(DeviceState& dev, int rule_index);
+
+  std::unique_ptr<CompiledRuleSet> rules_;
+  absl::flat_hash_map<std::string, std::unique_ptr<DeviceState>> devices_;
+  absl::flat_hash_map<std::string, std::unique_ptr<CaseTrack>> cases_;
+  // Open cases by grid and category, for linking reports: key "<grid>|<category>".
+  absl::flat_hash_map<std::string, std::vector<std::string>> open_by_grid_category_;
+  std::set<Timer> timers_;
+  absl::Time now_ = absl::InfinitePast();
+  EngineCounters counters_;
+};
+
+}  // namespace cityops::rules
+
+#endif  // CITYOPS_PROJECTIONS_RULES_ENGINE_H_

@@ -1,0 +1,273 @@
+#include "projections/rules/rules_stage.h"
+
+#include <algorithm>
+#include <map>
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "google/protobuf/arena.h"
+#include "kernel/proto_time.h"
+
+namespace cityops::rules {
+
+struct RulesStage::Cursor {
+  kernel::Partition partition;
+  kernel::Sequence read_next{0};           // The next sequence to read from the log.
+  kernel::Sequence done{0};                // Every event before this is processed (or skipped).
+  kernel::Sequence stored{0};              // The checkpoint stored in the log.
+  kernel::Sequence replay_end{0};          // The checkpoint found by Open.
+  absl::Time time = absl::InfinitePast();  // The partition's stage time so far.
+  // Events read but not processed: buffer[head, end), parsed onto an arena that is reset
+  // for every chunk, so reading costs no malloc and free per event (readings are oneof
+  // members, which protobuf frees on Clear rather than reuse).
+  google::protobuf::Arena arena{ArenaOptions()};
+  std::vector<v1::Event*> buffer;
+  size_t head = 0;
+  size_t end = 0;
+  bool empty() const { return head == end; }
+  v1::Event& front() { return *buffer[head]; }
+
+  static google::protobuf::ArenaOptions ArenaOptions() {
+    google::protobuf::ArenaOptions o;
+    o.start_block_size = 256 << 10;
+    o.max_block_size = 4 << 20;
+    return o;
+  }
+};
+
+namespace {
+
+bool IsOwn(const v1::Event& e) { return e.provenance().stage() == kRulesStage; }
+
+// Readings, clock ticks and reports move a partition's time; other events (commands,
+// registrations, rule sets) happen at the partition's current time.
+bool MovesTime(const v1::Event& e) {
+  return e.has_reading() || e.has_clock_tick() || e.has_case_reported();
+}
+
+}  // namespace
+
+RulesStage::RulesStage(const RulesStageOptions& options) : options_(options) {}
+RulesStage::~RulesStage() = default;
+
+absl::StatusOr<std::unique_ptr<RulesStage>> RulesStage::Open(const RulesStageOptions& options) {
+  if (options.log == nullptr) return absl::InvalidArgumentError("RulesStage needs a log");
+  std::unique_ptr<RulesStage> stage(new RulesStage(options));
+  if (absl::Status s = stage->AddNewPartitions(); !s.ok()) return s;
+  std::vector<Derived> discard;
+  uint64_t replayed = 0;
+  for (;;) {
+    absl::StatusOr<size_t> n =
+        stage->Merge(/*drain=*/true, /*replay=*/true, options.read_chunk, &discard);
+    if (!n.ok()) return n.status();
+    discard.clear();
+    replayed += *n;
+    if (*n == 0) break;
+  }
+  for (const auto& c : stage->cursors_) {
+    if (c->done != c->replay_end) {
+      return absl::DataLossError(absl::StrFormat(
+          "rules stage checkpoint of partition %d is at sequence %d, but replaying the log "
+          "stopped at %d: the log %s does not hold the events the checkpoint covers; "
+          "restore it from a backup",
+          c->partition.value(), c->replay_end.value(), c->done.value(), options.log->path()));
+    }
+  }
+  absl::MutexLock lock(&stage->mu_);
+  stage->stats_.replayed = replayed;
+  return stage;
+}
+
+absl::Status RulesStage::AddNewPartitions() {
+  for (kernel::Partition p : options_.log->Partitions()) {
+    auto it = std::lower_bound(cursors_.begin(), cursors_.end(), p,
+                               [](const auto& c, kernel::Partition q) { return c->partition < q; });
+    if (it != cursors_.end() && (*it)->partition == p) continue;
+    auto c = std::make_unique<Cursor>();
+    c->partition = p;
+    absl::StatusOr<std::optional<kernel::StageCheckpoint>> cp =
+        options_.log->StoredCheckpoint(p, kRulesCheckpoint);
+    if (!cp.ok()) return cp.status();
+    if (cp->has_value()) {
+      c->replay_end = (*cp)->next;
+      c->stored = (*cp)->next;
+    }
+    cursors_.insert(it, std::move(c));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RulesStage::Refill(Cursor& c, bool replay) {
+  if (!c.empty()) return absl::OkStatus();
+  // Everything read so far is processed, or is the stage's own output.
+  c.done = c.read_next;
+  for (;;) {
+    size_t limit = options_.read_chunk;
+    if (replay) {
+      if (c.read_next >= c.replay_end) return absl::OkStatus();
+      limit = std::min<uint64_t>(limit, c.replay_end.value() - c.read_next.value());
+    }
+    c.buffer.clear();
+    c.arena.Reset();
+    c.head = 0;
+    c.end = 0;
+    size_t read = 0;
+    kernel::Sequence last(0);
+    absl::Status parse_error;
+    absl::Status scanned = options_.log->Scan(
+        c.partition, c.read_next, [&](kernel::Sequence seq, std::string_view value) {
+          if (read == limit) return false;
+          v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&c.arena);
+          parse_error = kernel::EventLog::ParseEvent({c.partition, seq}, value, e);
+          if (!parse_error.ok()) return false;
+          ++read;
+          last = seq;
+          if (!IsOwn(*e)) c.buffer.push_back(e);  // Derived events are not input.
+          return true;
+        });
+    if (!scanned.ok()) return scanned;
+    if (!parse_error.ok()) return parse_error;
+    if (read == 0) return absl::OkStatus();
+    c.read_next = last.next();
+    c.end = c.buffer.size();
+    if (c.end > 0) return absl::OkStatus();
+    c.done = c.read_next;
+  }
+}
+
+absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
+                                         std::vector<Derived>* derived) {
+  size_t n = 0;
+  while (n < limit) {
+    Cursor* best = nullptr;
+    absl::Time best_key;
+    // The earliest (time, partition) a partition with nothing unread may still deliver.
+    Cursor* horizon = nullptr;
+    for (const auto& c : cursors_) {
+      if (c->empty()) {
+        if (absl::Status s = Refill(*c, replay); !s.ok()) return s;
+      }
+      if (c->empty()) {
+        if (horizon == nullptr || c->time < horizon->time) horizon = c.get();
+        continue;
+      }
+      const v1::Event& head = c->front();
+      absl::Time key = c->time;
+      if (MovesTime(head)) key = std::max(key, kernel::FromTimestamp(head.event_time()));
+      if (best == nullptr || key < best_key) {
+        best = c.get();
+        best_key = key;
+      }
+    }
+    if (best == nullptr) break;
+    if (!drain && !replay && cursors_.size() < options_.partitions) break;
+    if (!drain && !replay && horizon != nullptr) {
+      const bool before = best_key < horizon->time ||
+                          (best_key == horizon->time && best->partition < horizon->partition);
+      if (!before) break;
+    }
+    v1::Event& head = best->front();
+    best->time = best_key;
+    engine_.Process(head, best_key, derived);
+    best->done = kernel::Sequence(head.sequence() + 1);
+    ++best->head;
+    ++n;
+  }
+  return n;
+}
+
+absl::StatusOr<size_t> RulesStage::Step(bool drain) {
+  if (absl::Status s = AddNewPartitions(); !s.ok()) return s;
+  std::vector<Derived> derived;
+  absl::StatusOr<size_t> n = Merge(drain, /*replay=*/false, options_.max_batch_events, &derived);
+  if (!n.ok()) return n.status();
+  std::map<uint32_t, kernel::AppendBatch> batches;
+  for (const auto& c : cursors_) {
+    if (c->done == c->stored) continue;
+    batches.emplace(c->partition.value(), kernel::AppendBatch(c->partition))
+        .first->second.SetCheckpoint({kRulesCheckpoint, c->done, ""});
+  }
+  const size_t derived_count = derived.size();
+  for (Derived& d : derived) {
+    auto it = batches.find(d.partition.value());
+    if (it == batches.end()) {
+      it = batches.emplace(d.partition.value(), kernel::AppendBatch(d.partition)).first;
+      for (const auto& c : cursors_) {
+        if (c->partition == d.partition) it->second.SetCheckpoint({kRulesCheckpoint, c->done, ""});
+      }
+    }
+    it->second.Add(std::move(d.event));
+  }
+  if (!batches.empty()) {
+    std::vector<kernel::AppendBatch> all;
+    all.reserve(batches.size());
+    for (auto& [p, b] : batches) all.push_back(std::move(b));
+    absl::StatusOr<std::vector<kernel::AppendResult>> appended =
+        options_.log->AppendAll(std::move(all));
+    if (!appended.ok()) {
+      return absl::Status(appended.status().code(),
+                          absl::StrFormat("rules stage could not append %d derived events: %s; "
+                                          "the stage stops and replays from its checkpoint "
+                                          "when reopened",
+                                          derived_count, appended.status().message()));
+    }
+    for (const auto& c : cursors_) c->stored = c->done;
+  }
+  absl::MutexLock lock(&mu_);
+  stats_.processed += *n;
+  stats_.derived += derived_count;
+  if (!batches.empty()) ++stats_.appends;
+  stats_.engine = engine_.counters();
+  return *n;
+}
+
+absl::Status RulesStage::CatchUp(bool drain) {
+  for (;;) {
+    absl::StatusOr<size_t> n = Step(drain);
+    if (!n.ok()) return n.status();
+    if (*n == 0) return absl::OkStatus();
+  }
+}
+
+absl::Status RulesStage::Run() {
+  while (!stop_.load()) {
+    absl::StatusOr<size_t> n = Step(/*drain=*/false);
+    if (!n.ok()) return n.status();
+    if (*n > 0) continue;
+    // Wait on the partition that holds everything back: the earliest caught-up one.
+    const Cursor* slowest = nullptr;
+    for (const auto& c : cursors_) {
+      if (c->empty() && (slowest == nullptr || c->time < slowest->time)) {
+        slowest = c.get();
+      }
+    }
+    if (slowest == nullptr) {
+      absl::SleepFor(options_.idle_wait);
+    } else {
+      options_.log->WaitForEvents(slowest->partition, slowest->read_next, options_.idle_wait);
+    }
+  }
+  return absl::OkStatus();
+}
+
+void RulesStage::Stop() { stop_.store(true); }
+
+RulesStageStats RulesStage::Stats() const {
+  absl::MutexLock lock(&mu_);
+  return stats_;
+}
+
+std::vector<PartitionLag> RulesStage::Lag() const {
+  std::vector<PartitionLag> out;
+  for (kernel::Partition p : options_.log->Partitions()) {
+    absl::StatusOr<std::optional<kernel::StageCheckpoint>> cp =
+        options_.log->StoredCheckpoint(p, kRulesCheckpoint);
+    kernel::Sequence next(0);
+    if (cp.ok() && cp->has_value()) next = (*cp)->next;
+    const kernel::Sequence end = options_.log->NextSequence(p);
+    out.push_back({p, next, end.value() > next.value() ? end.value() - next.value() : 0});
+  }
+  return out;
+}
+
+}  // namespace cityops::rules

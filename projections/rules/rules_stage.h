@@ -1,0 +1,109 @@
+// The rules stage: runs the rules engine over the event log and appends what it derives.
+//
+// Order. The engine needs one fixed order of all input events across partitions (grid
+// compounds and report linking span partitions). The stage merges the partitions by
+// stage time: each partition's time is the running maximum of the event times of its
+// readings, clock ticks and reports (other events take the partition's current time),
+// and events are processed in order of (that time, partition, sequence). This order is
+// a function of the log alone, so a replay processes exactly the same sequence.
+//
+// Live, an event is processed only once no partition can still deliver an event that
+// sorts before it: every partition that has nothing unread must have moved past it in
+// time. Ingest appends ClockTicks on quiet partitions, so this waits at most about a
+// tick interval. `Step(/*drain=*/true)` treats the log as final instead (replays,
+// tests, benchmarks).
+//
+// Atomicity. Each step appends the derived events of every partition together with the
+// stage's checkpoint of every partition it advanced, in one `EventLog::AppendAll`.
+// Derived events carry provenance stage "rules" and deterministic idempotency keys; the
+// stage skips them when it reads them back.
+//
+// Restart. The engine's state is a function of the events before the checkpoints, so
+// `Open` rebuilds it by replaying them (deriving again, appending nothing). This costs a
+// pass over the log; see bench/README.md for its speed.
+//
+// Partitions. A partition is merged from the moment it holds an event. A partition
+// created after others have moved on in time would break the order; ingest creates its
+// partitions when it starts, so this does not happen in one deployment.
+#ifndef CITYOPS_PROJECTIONS_RULES_RULES_STAGE_H_
+#define CITYOPS_PROJECTIONS_RULES_RULES_STAGE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "kernel/event_log.h"
+#include "projections/rules/engine.h"
+
+namespace cityops::rules {
+
+inline constexpr char kRulesCheckpoint[] = "rules";
+
+struct RulesStageOptions {
+  kernel::EventLog* log = nullptr;
+  // Live steps wait until partitions 0..partitions-1 all hold an event (0: merge the
+  // partitions that exist). Set it to the input topics' partition count.
+  uint32_t partitions = 0;
+  size_t max_batch_events = 20'000;  // Input events per append, at most.
+  size_t read_chunk = 4'096;         // Events read from a partition at a time.
+  absl::Duration idle_wait = absl::Milliseconds(50);
+};
+
+struct PartitionLag {
+  kernel::Partition partition;
+  kernel::Sequence next;  // The stage has processed every event before this.
+  uint64_t lag = 0;       // Events appended but not yet processed.
+};
+
+struct RulesStageStats {
+  uint64_t processed = 0;  // Input events processed since Open (replay excluded).
+  uint64_t replayed = 0;   // Input events replayed by Open.
+  uint64_t derived = 0;    // Events appended.
+  uint64_t appends = 0;
+  EngineCounters engine;
+};
+
+class RulesStage {
+ public:
+  // Opens the stage on `options.log` and replays the events before its checkpoints.
+  static absl::StatusOr<std::unique_ptr<RulesStage>> Open(const RulesStageOptions& options);
+  ~RulesStage();
+
+  // Processes what can be processed now (everything appended when `drain`) up to
+  // max_batch_events, and appends the result. Returns the number of input events
+  // processed (0: nothing to do).
+  absl::StatusOr<size_t> Step(bool drain);
+  // Steps until nothing is left to process (with `drain`: until the log's end).
+  absl::Status CatchUp(bool drain);
+  // Follows the log until Stop(). Returns the first error.
+  absl::Status Run();
+  void Stop();
+
+  RulesStageStats Stats() const;
+  std::vector<PartitionLag> Lag() const;
+
+ private:
+  struct Cursor;
+  explicit RulesStage(const RulesStageOptions& options);
+  absl::Status AddNewPartitions();
+  absl::Status Refill(Cursor& c, bool replay);
+  // Merges and processes up to `limit` inputs; derived events go to `derived`.
+  absl::StatusOr<size_t> Merge(bool drain, bool replay, size_t limit,
+                               std::vector<Derived>* derived);
+
+  RulesStageOptions options_;
+  RulesEngine engine_;
+  std::vector<std::unique_ptr<Cursor>> cursors_;  // By partition, ascending.
+  std::atomic<bool> stop_{false};
+  mutable absl::Mutex mu_;  // Guards stats_ and the cursors' positions for Lag().
+  RulesStageStats stats_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace cityops::rules
+
+#endif  // CITYOPS_PROJECTIONS_RULES_RULES_STAGE_H_

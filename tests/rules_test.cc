@@ -1,0 +1,656 @@
+// The rules: loading and checking rule sets (errors name file:line:column), and the
+// engine's behaviour per rule kind and per case stage, fed with hand-made events.
+#include <catch2/catch.hpp>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_replace.h"
+#include "kernel/proto_time.h"
+#include "projections/rules/compile.h"
+#include "projections/rules/default_rules.h"
+#include "projections/rules/engine.h"
+
+namespace cityops::rules {
+namespace {
+
+using kernel::SetTimestamp;
+const absl::Time kT0 = absl::FromUnixSeconds(1'790'000'000);
+
+// A rule set around `rules_yaml` (the items of `rules:`, indented by two spaces).
+std::string RuleSetYaml(std::string_view rules_yaml) {
+  return absl::StrFormat(
+      "name: test\n"
+      "categories:\n"
+      "  - category: {code: \"E0111\", name: \"Road waterlogging\"}\n"
+      "    department: water-authority\n"
+      "    deadlines: {register_within: 30m, dispatch_within: 30m, handle_within: 4h}\n"
+      "report_linking: {window: 6h, max_distance_m: 500}\n"
+      "rules:\n%s",
+      rules_yaml);
+}
+
+absl::Status LoadError(std::string_view rules_yaml) {
+  return LoadRuleSetText(RuleSetYaml(rules_yaml), "test.yaml").status();
+}
+
+TEST_CASE("the default rule set loads and covers every device kind", "[rules]") {
+  absl::StatusOr<LoadedRuleSet> loaded = LoadRuleSetText(DefaultRuleSetYaml(), "default.yaml");
+  REQUIRE(loaded.ok());
+  absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
+      CompiledRuleSet::Compile(loaded->rule_set);
+  REQUIRE(compiled.ok());
+  for (v1::DeviceKind kind : {v1::DEVICE_KIND_MANHOLE_COVER, v1::DEVICE_KIND_ELEVATOR,
+                              v1::DEVICE_KIND_CURTAIN_WALL, v1::DEVICE_KIND_FLOOD_GAUGE}) {
+    INFO(v1::DeviceKind_Name(kind));
+    CHECK((*compiled)->RulesFor(kind).size() >= 3);
+  }
+  CHECK(loaded->sha256.size() == 64);
+  // The domain's figures: entrapment rescue within 30 minutes; covers fixed within 2 h
+  // urban and 4 h suburban.
+  for (const v1::Rule& r : loaded->rule_set.rules()) {
+    if (r.id() == "elevator.entrapment") {
+      CHECK(r.case_().deadlines().handle_within().seconds() == 30 * 60);
+    }
+    if (r.id() == "manhole.cover-open.urban") {
+      CHECK(r.case_().deadlines().handle_within().seconds() == 2 * 3600);
+    }
+    if (r.id() == "manhole.cover-open.suburban") {
+      CHECK(r.case_().deadlines().handle_within().seconds() == 4 * 3600);
+    }
+  }
+}
+
+TEST_CASE("rule set errors name the file, line and column and say what to do", "[rules]") {
+  struct Case {
+    const char* name;
+    std::string yaml;
+    const char* where;
+    const char* says;
+  };
+  const std::vector<Case> cases = {
+      {"unknown metric",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    threshold:\n      raise: {all: [{metric: depth_cm, at_least: 15}]}\n",
+       "test.yaml:12:", "has no metric 'depth_cm'"},
+      {"bad rule id",
+       "  - id: Bad Id\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    absence: {intervals: 3, default_interval: 5m}\n",
+       "test.yaml:8:", "rule id 'Bad Id'"},
+      {"duplicate id",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    absence: {intervals: 3, default_interval: 5m}\n"
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    absence: {intervals: 3, default_interval: 5m}\n",
+       "test.yaml:12:", "used twice"},
+      {"no kind", "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n",
+       "test.yaml:8:", "needs one of threshold"},
+      {"no severity",
+       "  - id: a\n    device_kind: flood_gauge\n    absence: {intervals: 3, default_interval: "
+       "5m}\n",
+       "test.yaml:8:", "needs a 'severity'"},
+      {"numeric test of a boolean",
+       "  - id: a\n    device_kind: manhole_cover\n    severity: minor\n"
+       "    threshold:\n      raise: {all: [{metric: cover_open, above: 0}]}\n",
+       "test.yaml:12:", "test it with 'equals'"},
+      {"bad enum operand",
+       "  - id: a\n    device_kind: elevator\n    severity: minor\n"
+       "    threshold:\n      raise: {all: [{metric: door_state, equals: AJAR}]}\n",
+       "test.yaml:12:", "'AJAR' is not a value of DoorState"},
+      {"both all and any",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    threshold:\n      raise:\n        all: [{metric: water_depth_cm, at_least: 1}]\n"
+       "        any: [{metric: water_depth_cm, at_least: 2}]\n",
+       "test.yaml:14:", "either 'all' or 'any'"},
+      {"rate clear not below raise",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    rate_of_change: {metric: water_depth_cm, window: 15m, change_at_least: 10, "
+       "direction: rise, clear_at_most: 10}\n",
+       "test.yaml:11:", "below 'change_at_least'"},
+      {"zero window",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    rate_of_change: {metric: water_depth_cm, window: 0s, change_at_least: 10, "
+       "direction: rise}\n",
+       "test.yaml:11:", "'window' must be positive"},
+      {"fault codes on a flood gauge",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
+       "    fault_code: {codes: [7]}\n",
+       "test.yaml:11:", "elevators only"},
+      {"filter of another kind",
+       "  - id: a\n    device_kind: elevator\n    severity: minor\n    applies_to: {underpass: "
+       "true}\n"
+       "    fault_code: {codes: [7]}\n",
+       "test.yaml:11:", "filter flood gauges only"},
+      {"compound of an unknown rule",
+       "  - id: g\n    severity: major\n"
+       "    grid_compound: {rules: [nope], min_devices: 3, window: 30m}\n",
+       "test.yaml:10:", "unknown rule 'nope'"},
+      {"case without department",
+       "  - id: a\n    device_kind: elevator\n    severity: minor\n    fault_code: {codes: [7]}\n"
+       "    case: {open_case: true, category: {code: \"9101\"}, dispatch_level: street_center}\n",
+       "test.yaml:12:", "needs a 'department'"},
+      {"auto dispatch without auto register",
+       "  - id: a\n    device_kind: elevator\n    severity: minor\n    fault_code: {codes: [7]}\n"
+       "    case: {open_case: true, category: {code: \"9101\"}, department: x, "
+       "dispatch_level: street_center, auto_dispatch: true}\n",
+       "test.yaml:12:", "needs 'auto_register: true'"},
+      {"negative deadline",
+       "  - id: a\n    device_kind: elevator\n    severity: minor\n    fault_code: {codes: [7]}\n"
+       "    case: {open_case: true, category: {code: \"9101\"}, department: x, "
+       "dispatch_level: street_center, deadlines: {handle_within: -5m}}\n",
+       "test.yaml:12:", "'handle_within' must be positive"},
+      {"unknown key (strict parsing)",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n    treshold: {}\n",
+       "test.yaml:11:", "unknown key 'treshold'"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.name);
+    absl::Status s = LoadError(c.yaml);
+    REQUIRE_FALSE(s.ok());
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::Contains(c.where));
+    CHECK_THAT(std::string(s.message()), Catch::Contains(c.says));
+  }
+}
+
+TEST_CASE("a missing rule file is named", "[rules]") {
+  absl::Status s = LoadRuleSetFile("/nonexistent/rules.yaml").status();
+  CHECK(s.code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("/nonexistent/rules.yaml"));
+}
+
+// Feeds hand-made events to an engine and keeps what it derives.
+class Harness {
+ public:
+  explicit Harness(std::string_view rules_yaml) {
+    absl::StatusOr<LoadedRuleSet> loaded = LoadRuleSetText(RuleSetYaml(rules_yaml), "t.yaml");
+    if (!loaded.ok()) FAIL(loaded.status().ToString());
+    Feed(RulesetActivatedEvent(*loaded, kT0), kT0, /*moves_time=*/false);
+  }
+
+  // Registers a device in `grid`.
+  void Register(std::string id, v1::DeviceKind kind, std::string grid = "310104001001001",
+                bool underpass = false) {
+    v1::Event e;
+    e.set_stream_id("registry/" + id);
+    v1::DeviceRegistered* r = e.mutable_device_registered();
+    r->set_device_id(id);
+    r->set_kind(kind);
+    r->mutable_grid()->set_grid_code(grid);
+    r->mutable_grid()->set_street_code(grid.substr(0, 9));
+    r->mutable_grid()->set_district_code(grid.substr(0, 6));
+    r->mutable_location()->set_latitude_deg(31.2);
+    r->mutable_location()->set_longitude_deg(121.4);
+    r->mutable_reporting_interval()->set_seconds(300);
+    if (kind == v1::DEVICE_KIND_FLOOD_GAUGE) r->mutable_flood_gauge()->set_underpass(underpass);
+    Feed(e, now_, false);
+  }
+
+  void Depth(std::string id, absl::Duration at, double cm, double rain = 0) {
+    v1::Event e = Reading(id, v1::DEVICE_KIND_FLOOD_GAUGE, at);
+    e.mutable_reading()->mutable_flood_gauge()->set_water_depth_cm(cm);
+    e.mutable_reading()->mutable_flood_gauge()->set_rainfall_mm_per_h(rain);
+    Feed(e, kT0 + at, true);
+  }
+
+  void Faults(std::string id, absl::Duration at, std::vector<int> codes) {
+    v1::Event e = Reading(id, v1::DEVICE_KIND_ELEVATOR, at);
+    v1::ElevatorMetrics* m = e.mutable_reading()->mutable_elevator();
+    m->set_floor(3);
+    for (int c : codes) m->add_fault_codes(c);
+    Feed(e, kT0 + at, true);
+  }
+
+  void Tick(absl::Duration at) {
+    v1::Event e;
+    e.set_stream_id("clock");
+    e.mutable_clock_tick();
+    SetTimestamp(kT0 + at, e.mutable_event_time());
+    Feed(e, kT0 + at, true);
+  }
+
+  // A human command event on a case (as the workflow appends it).
+  void Command(v1::Event e, absl::Duration at) {
+    SetTimestamp(kT0 + at, e.mutable_event_time());
+    e.mutable_provenance()->mutable_actor()->set_user("zhang.wei");
+    Feed(e, std::max(now_, kT0 + at), false);
+  }
+
+  void Feed(v1::Event e, absl::Time at, bool moves_time) {
+    e.set_partition(0);
+    e.set_sequence(next_++);
+    if (moves_time) now_ = std::max(now_, at);
+    engine.Process(e, now_, &derived);
+  }
+
+  // Derived events of one payload type, in order.
+  std::vector<v1::Event> Of(v1::Event::PayloadCase type) const {
+    std::vector<v1::Event> out;
+    for (const Derived& d : derived) {
+      if (d.event.payload_case() == type) out.push_back(d.event);
+    }
+    return out;
+  }
+
+  RulesEngine engine;
+  std::vector<Derived> derived;
+
+ private:
+  v1::Event Reading(const std::string& id, v1::DeviceKind kind, absl::Duration at) {
+    v1::Event e;
+    e.set_stream_id("device/" + id);
+    SetTimestamp(kT0 + at, e.mutable_event_time());
+    v1::SensorReading* r = e.mutable_reading();
+    r->set_device_id(id);
+    r->set_kind(kind);
+    r->set_reading_id(absl::StrFormat("%d", next_));
+    *r->mutable_event_time() = e.event_time();
+    return e;
+  }
+  absl::Time now_ = kT0;
+  uint64_t next_ = 0;
+};
+
+constexpr char kFloodRule[] =
+    "  - id: flood\n"
+    "    description: Road water\n"
+    "    device_kind: flood_gauge\n"
+    "    severity: minor\n"
+    "    threshold:\n"
+    "      raise: {all: [{metric: water_depth_cm, at_least: 15}]}\n"
+    "      hold_for: 6m\n"
+    "      clear: {all: [{metric: water_depth_cm, below: 10}]}\n"
+    "      clear_hold_for: 10m\n"
+    "    case:\n"
+    "      open_case: true\n"
+    "      category: {code: \"E0111\", name: \"Road waterlogging\"}\n"
+    "      department: water-authority\n"
+    "      dispatch_level: street_center\n"
+    "      deadlines: {register_within: 10m, dispatch_within: 15m, handle_within: 4h}\n"
+    "      auto_register: true\n"
+    "      auto_dispatch: true\n"
+    "      verification_window: 30m\n";
+
+TEST_CASE("threshold: a single false reading raises nothing; a held one raises", "[rules]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 2);
+  h.Depth("g1", absl::Minutes(5), 22);  // One false reading...
+  h.Depth("g1", absl::Minutes(10), 2);  // ... contradicted by the next.
+  h.Tick(absl::Minutes(30));
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());
+
+  h.Depth("g1", absl::Minutes(35), 18);
+  h.Depth("g1", absl::Minutes(40), 19);
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());  // Held 5 of 6 minutes.
+  h.Tick(absl::Minutes(42));                     // The hold ends at 41 min.
+  std::vector<v1::Event> raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 1);
+  const v1::AlertRaised& a = raised[0].alert_raised();
+  CHECK(a.rule_id() == "flood");
+  CHECK(a.device_id() == "g1");
+  CHECK(a.value() == 18);
+  CHECK(a.threshold() == 15);
+  CHECK(a.readings_size() == 2);
+  CHECK(a.grid().grid_code() == "310104001001001");
+  CHECK(kernel::FromTimestamp(raised[0].event_time()) == kT0 + absl::Minutes(41));
+  CHECK(raised[0].provenance().stage() == "rules");
+  CHECK(raised[0].provenance().idempotency_key() == "rules/alert/al-flood-g1-1/raised");
+}
+
+TEST_CASE("threshold: hysteresis between the raise and clear conditions", "[rules]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 20);
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 1);
+  h.Depth("g1", absl::Minutes(10), 12);  // Below raise, above clear: still active.
+  h.Depth("g1", absl::Minutes(20), 12);
+  h.Tick(absl::Minutes(40));
+  CHECK(h.Of(v1::Event::kAlertCleared).empty());
+  h.Depth("g1", absl::Minutes(45), 8);   // Clear holds from 45 min ...
+  h.Depth("g1", absl::Minutes(50), 16);  // ... but not for 10 minutes.
+  h.Tick(absl::Minutes(58));
+  CHECK(h.Of(v1::Event::kAlertCleared).empty());
+  h.Depth("g1", absl::Minutes(60), 5);
+  h.Depth("g1", absl::Minutes(70), 5);
+  std::vector<v1::Event> cleared = h.Of(v1::Event::kAlertCleared);
+  REQUIRE(cleared.size() == 1);
+  CHECK(cleared[0].alert_cleared().alert_id() == "al-flood-g1-1");
+  CHECK(cleared[0].alert_cleared().value() == 5);
+}
+
+TEST_CASE("an IoT case: opened, registered and dispatched by its rule, with a ticket",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);
+  std::vector<v1::Event> opened = h.Of(v1::Event::kCaseOpened);
+  REQUIRE(opened.size() == 1);
+  const v1::CaseOpened& o = opened[0].case_opened();
+  CHECK(o.case_id() == "iot-flood-g1-1");
+  CHECK(o.source() == v1::CASE_SOURCE_IOT_RULE);
+  CHECK(o.category().code() == "E0111");
+  CHECK(o.department() == "water-authority");
+  CHECK(o.alert_id() == "al-flood-g1-1");
+  CHECK(o.originator().code() == "rule/flood");
+  REQUIRE(h.Of(v1::Event::kCaseRegistered).size() == 1);
+  std::vector<v1::Event> dispatched = h.Of(v1::Event::kCaseDispatched);
+  REQUIRE(dispatched.size() == 1);
+  CHECK(dispatched[0].case_dispatched().ticket_id() == "iot-flood-g1-1-T1");
+  std::vector<v1::Event> tickets = h.Of(v1::Event::kTicketIssued);
+  REQUIRE(tickets.size() == 1);
+  const v1::TicketIssued& t = tickets[0].ticket_issued();
+  CHECK(t.ticket_id() == "iot-flood-g1-1-T1");
+  CHECK(t.case_id() == "iot-flood-g1-1");
+  CHECK(t.department() == "water-authority");
+  CHECK(t.level() == v1::GRID_LEVEL_STREET_CENTER);
+  CHECK(kernel::FromTimestamp(t.due_time()) == kT0 + absl::Minutes(6) + absl::Hours(4));
+  CHECK(tickets[0].stream_id() == "ticket/iot-flood-g1-1-T1");
+
+  // In log order: opened, registered, dispatched, then the ticket.
+  std::vector<v1::Event::PayloadCase> order;
+  for (const Derived& d : h.derived) order.push_back(d.event.payload_case());
+  const std::vector<v1::Event::PayloadCase> expected = {
+      v1::Event::kAlertRaised, v1::Event::kCaseOpened, v1::Event::kCaseRegistered,
+      v1::Event::kCaseDispatched, v1::Event::kTicketIssued};
+  CHECK(order == expected);
+}
+
+TEST_CASE("deadlines: yellow past the deadline, red past twice the allowance, by event time",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);  // Dispatched at 6 min; handle within 4 h.
+  h.Tick(absl::Hours(4));
+  CHECK(h.Of(v1::Event::kCaseOverdue).empty());
+  h.Tick(absl::Hours(4) + absl::Minutes(7));
+  std::vector<v1::Event> overdue = h.Of(v1::Event::kCaseOverdue);
+  REQUIRE(overdue.size() == 1);
+  CHECK(overdue[0].case_overdue().level() == v1::OVERDUE_LEVEL_YELLOW);
+  CHECK(overdue[0].case_overdue().stage() == v1::CASE_STAGE_DISPATCHED);
+  CHECK(kernel::FromTimestamp(overdue[0].event_time()) == kT0 + absl::Minutes(6) + absl::Hours(4));
+  h.Tick(absl::Hours(9));
+  overdue = h.Of(v1::Event::kCaseOverdue);
+  REQUIRE(overdue.size() == 2);
+  CHECK(overdue[1].case_overdue().level() == v1::OVERDUE_LEVEL_RED);
+  CHECK(kernel::FromTimestamp(overdue[1].event_time()) == kT0 + absl::Minutes(6) + absl::Hours(8));
+  h.Tick(absl::Hours(20));
+  CHECK(h.Of(v1::Event::kCaseOverdue).size() == 2);  // Once per level and stage.
+}
+
+v1::Event Handled(std::string case_id) {
+  v1::Event e;
+  e.set_stream_id("case/" + case_id);
+  e.mutable_case_handled()->set_case_id(case_id);
+  e.mutable_case_handled()->set_result("pumped out");
+  return e;
+}
+
+TEST_CASE("IoT verification: the rule verifies and closes once the device stayed normal",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);
+  h.Command(Handled("iot-flood-g1-1"), absl::Minutes(60));
+  h.Depth("g1", absl::Minutes(61), 5);
+  h.Depth("g1", absl::Minutes(71), 4);  // Cleared at 71 min (clear held 10 min).
+  REQUIRE(h.Of(v1::Event::kAlertCleared).size() == 1);
+  h.Tick(absl::Minutes(100));
+  CHECK(h.Of(v1::Event::kCaseVerified).empty());  // Window ends at 101 min.
+  h.Tick(absl::Minutes(102));
+  std::vector<v1::Event> verified = h.Of(v1::Event::kCaseVerified);
+  REQUIRE(verified.size() == 1);
+  CHECK(verified[0].case_verified().passed());
+  std::vector<v1::Event> closed = h.Of(v1::Event::kCaseClosed);
+  REQUIRE(closed.size() == 1);
+  // Opened at 6 min, closed at 101.
+  CHECK(closed[0].case_closed().total_handling_time().seconds() == 95 * 60);
+  CHECK(h.engine.open_cases() == 0);
+}
+
+TEST_CASE("IoT verification fails when the alert comes back; a re-work ticket follows",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);
+  h.Command(Handled("iot-flood-g1-1"), absl::Minutes(60));
+  h.Depth("g1", absl::Minutes(61), 5);
+  h.Depth("g1", absl::Minutes(71), 4);
+  h.Depth("g1", absl::Minutes(80), 25);  // Back before the 30-minute window ends.
+  h.Depth("g1", absl::Minutes(86), 25);
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 2);
+  CHECK(h.Of(v1::Event::kCaseOpened).size() == 1);  // One open case per device and rule.
+  std::vector<v1::Event> linked = h.Of(v1::Event::kCaseLinked);
+  REQUIRE(linked.size() == 1);
+  CHECK(linked[0].case_linked().alert_id() == "al-flood-g1-2");
+  std::vector<v1::Event> verified = h.Of(v1::Event::kCaseVerified);
+  REQUIRE(verified.size() == 1);
+  CHECK_FALSE(verified[0].case_verified().passed());
+  CHECK(verified[0].case_verified().ticket_id() == "iot-flood-g1-1-T2");
+  std::vector<v1::Event> tickets = h.Of(v1::Event::kTicketIssued);
+  REQUIRE(tickets.size() == 2);
+  CHECK(tickets[1].ticket_issued().ticket_id() == "iot-flood-g1-1-T2");
+  h.Tick(absl::Hours(3));
+  CHECK(h.Of(v1::Event::kCaseClosed).empty());
+}
+
+TEST_CASE("fault codes: raised while a listed code is active, cleared when none is", "[rules]") {
+  Harness h(
+      "  - id: trapped\n    device_kind: elevator\n    severity: critical\n"
+      "    fault_code: {codes: [7, 8]}\n");
+  h.Register("e1", v1::DEVICE_KIND_ELEVATOR);
+  h.Faults("e1", absl::Seconds(0), {});
+  h.Faults("e1", absl::Seconds(10), {9});  // Power loss alone: not this rule.
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());
+  h.Faults("e1", absl::Seconds(20), {9, 8});
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 1);
+  CHECK(h.Of(v1::Event::kAlertRaised)[0].alert_raised().value() == 8);
+  h.Faults("e1", absl::Seconds(30), {8});
+  CHECK(h.Of(v1::Event::kAlertRaised).size() == 1);
+  h.Faults("e1", absl::Seconds(40), {});
+  CHECK(h.Of(v1::Event::kAlertCleared).size() == 1);
+}
+
+TEST_CASE("rate of change: depth rising 10 cm within 15 minutes", "[rules]") {
+  Harness h(
+      "  - id: rising\n    device_kind: flood_gauge\n    severity: major\n"
+      "    rate_of_change: {metric: water_depth_cm, window: 15m, change_at_least: 10, "
+      "direction: rise, clear_at_most: 2}\n");
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  for (int m = 0; m <= 60; m += 5) h.Depth("g1", absl::Minutes(m), 2 + m * 0.1);  // Slow.
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());
+  h.Depth("g1", absl::Minutes(65), 10);
+  h.Depth("g1", absl::Minutes(70), 19);  // 19 - 7.5 (at 55 min) = 11.5 cm in 15 min.
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 1);
+  CHECK(h.Of(v1::Event::kAlertRaised)[0].alert_raised().value() == Approx(11.5));
+  h.Depth("g1", absl::Minutes(80), 20);
+  CHECK(h.Of(v1::Event::kAlertCleared).empty());  // Rose 10 since 65 min.
+  h.Depth("g1", absl::Minutes(90), 20.5);         // 0.5 since 80 min.
+  CHECK(h.Of(v1::Event::kAlertCleared).size() == 1);
+}
+
+TEST_CASE("absence: silent for N reporting intervals, cleared by the next reading", "[rules]") {
+  Harness h(
+      "  - id: silent\n    device_kind: flood_gauge\n    severity: minor\n"
+      "    absence: {intervals: 6, default_interval: 1m}\n");
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);  // Registered with a 5-minute interval.
+  h.Depth("g1", absl::Minutes(0), 1);
+  h.Depth("g1", absl::Minutes(5), 1);
+  h.Tick(absl::Minutes(34));
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());
+  h.Tick(absl::Minutes(36));
+  std::vector<v1::Event> raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 1);
+  CHECK(raised[0].alert_raised().metric() == "silent_s");
+  CHECK(raised[0].alert_raised().threshold() == 1800);
+  CHECK(kernel::FromTimestamp(raised[0].event_time()) == kT0 + absl::Minutes(35));
+  h.Tick(absl::Hours(3));
+  CHECK(h.Of(v1::Event::kAlertRaised).size() == 1);
+  h.Depth("g1", absl::Hours(3) + absl::Minutes(1), 1);
+  CHECK(h.Of(v1::Event::kAlertCleared).size() == 1);
+}
+
+TEST_CASE("stuck: a constant depth only counts in heavy rain", "[rules]") {
+  Harness h(
+      "  - id: stuck\n    device_kind: flood_gauge\n    severity: minor\n"
+      "    stuck: {metric: water_depth_cm, tolerance: 0, min_readings: 6, min_duration: 25m, "
+      "only_while: {all: [{metric: rainfall_mm_per_h, at_least: 30}]}}\n");
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  for (int m = 0; m < 60; m += 5) h.Depth("g1", absl::Minutes(m), 0, /*rain=*/0);
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());  // Dry weather: 0 cm is right.
+  for (int m = 60; m < 85; m += 5) h.Depth("g1", absl::Minutes(m), 3.2, /*rain=*/50);
+  CHECK(h.Of(v1::Event::kAlertRaised).empty());  // 5 readings over 20 minutes.
+  h.Depth("g1", absl::Minutes(85), 3.2, 50);
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 1);
+  h.Depth("g1", absl::Minutes(90), 7.5, 50);
+  CHECK(h.Of(v1::Event::kAlertCleared).size() == 1);
+}
+
+TEST_CASE("grid compound: three devices of one grid within the window", "[rules]") {
+  Harness h(std::string(kFloodRule) +
+            "  - id: grid\n    severity: critical\n"
+            "    grid_compound: {rules: [flood], min_devices: 3, window: 30m}\n"
+            "    case: {open_case: true, category: {code: \"E0111\"}, department: water-authority, "
+            "dispatch_level: district_center, auto_register: true}\n");
+  const std::string grid = "310104001001001";
+  for (std::string id : {"g1", "g2", "g3"}) h.Register(id, v1::DEVICE_KIND_FLOOD_GAUGE, grid);
+  h.Register("far", v1::DEVICE_KIND_FLOOD_GAUGE, "310104002001001");
+  for (std::string id : {"g1", "g2", "far"}) {
+    h.Depth(id, absl::Minutes(0), 20);
+    h.Depth(id, absl::Minutes(6), 20);
+  }
+  auto grid_alerts = [&] {
+    int n = 0;
+    for (const v1::Event& e : h.Of(v1::Event::kAlertRaised))
+      n += e.alert_raised().rule_id() == "grid";
+    return n;
+  };
+  CHECK(grid_alerts() == 0);  // Two in the grid, one elsewhere.
+  h.Depth("g3", absl::Minutes(10), 20);
+  h.Depth("g3", absl::Minutes(16), 20);
+  REQUIRE(grid_alerts() == 1);
+  bool grid_case = false;
+  for (const v1::Event& e : h.Of(v1::Event::kCaseOpened)) {
+    if (e.case_opened().rule_id() != "grid") continue;
+    grid_case = true;
+    CHECK(e.case_opened().device_id() == "grid/" + grid);
+    CHECK(e.case_opened().case_id() == "iot-grid-grid-" + grid + "-1");
+    CHECK(e.case_opened().dispatch_level() == v1::GRID_LEVEL_DISTRICT_CENTER);
+  }
+  CHECK(grid_case);
+  for (int minute : {30, 41}) {
+    for (std::string id : {"g1", "g2", "g3"}) h.Depth(id, absl::Minutes(minute), 1);
+  }
+  int grid_cleared = 0;
+  for (const v1::Event& e : h.Of(v1::Event::kAlertCleared)) {
+    grid_cleared += e.alert_cleared().rule_id() == "grid";
+  }
+  CHECK(grid_cleared == 1);
+}
+
+v1::Event Report(std::string id, std::string grid, double lat) {
+  v1::Event e;
+  e.set_stream_id("case/" + id);
+  v1::CaseReported* r = e.mutable_case_reported();
+  r->set_case_id(id);
+  r->set_source(v1::CASE_SOURCE_HOTLINE_12345);
+  r->mutable_grid()->set_grid_code(grid);
+  r->mutable_location()->set_latitude_deg(lat);
+  r->mutable_location()->set_longitude_deg(121.4);
+  r->mutable_category()->set_code("E0111");
+  r->set_description("water on the road");
+  r->mutable_originator()->set_level(v1::GRID_LEVEL_CITY_CENTER);
+  r->mutable_originator()->set_code("city");
+  return e;
+}
+
+TEST_CASE(
+    "reports: linked to a nearby open case, otherwise opened with their category's "
+    "deadlines",
+    "[rules][cases]") {
+  Harness h(kFloodRule);
+  const std::string grid = "310104001001001";
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE, grid);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 20);
+  REQUIRE(h.Of(v1::Event::kCaseOpened).size() == 1);
+  h.Feed(Report("hot-1", grid, 31.2001), kT0 + absl::Minutes(20), true);  // ~11 m away.
+  std::vector<v1::Event> linked = h.Of(v1::Event::kCaseLinked);
+  REQUIRE(linked.size() == 1);
+  CHECK(linked[0].case_linked().case_id() == "iot-flood-g1-1");
+  CHECK(linked[0].case_linked().reported_case_id() == "hot-1");
+  CHECK(h.Of(v1::Event::kCaseOpened).size() == 1);
+
+  h.Feed(Report("hot-2", grid, 31.25), kT0 + absl::Minutes(21), true);  // ~5.5 km away.
+  std::vector<v1::Event> opened = h.Of(v1::Event::kCaseOpened);
+  REQUIRE(opened.size() == 2);
+  const v1::CaseOpened& o = opened[1].case_opened();
+  CHECK(o.case_id() == "hot-2");
+  CHECK(o.source() == v1::CASE_SOURCE_HOTLINE_12345);
+  CHECK(o.department() == "water-authority");
+  CHECK(o.deadlines().handle_within().seconds() == 4 * 3600);
+  CHECK(o.dispatch_level() == v1::GRID_LEVEL_STREET_CENTER);
+  CHECK(o.originator().code() == "city");
+  CHECK(h.Of(v1::Event::kCaseLinked).size() == 1);
+}
+
+TEST_CASE("a new rule set keeps the state of unchanged rules and ends alerts of changed ones",
+          "[rules]") {
+  Harness h(std::string(kFloodRule) +
+            "  - id: trapped\n    device_kind: elevator\n    severity: critical\n"
+            "    fault_code: {codes: [7, 8]}\n");
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Register("e1", v1::DEVICE_KIND_ELEVATOR);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 20);
+  h.Faults("e1", absl::Minutes(7), {8});
+  REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 2);
+  absl::StatusOr<LoadedRuleSet> next = LoadRuleSetText(
+      RuleSetYaml(std::string(kFloodRule) +
+                  "  - id: trapped\n    device_kind: elevator\n    severity: critical\n"
+                  "    fault_code: {codes: [8]}\n"),
+      "t2.yaml");
+  REQUIRE(next.ok());
+  h.Feed(RulesetActivatedEvent(*next, kT0 + absl::Minutes(8)), kT0 + absl::Minutes(8), false);
+  std::vector<v1::Event> cleared = h.Of(v1::Event::kAlertCleared);
+  REQUIRE(cleared.size() == 1);
+  CHECK(cleared[0].alert_cleared().rule_id() == "trapped");
+  h.Depth("g1", absl::Minutes(9), 20);  // Still active: no second alert.
+  CHECK(h.Of(v1::Event::kAlertRaised).size() == 2);
+  h.Faults("e1", absl::Minutes(10), {8});  // The changed rule starts afresh.
+  CHECK(h.Of(v1::Event::kAlertRaised).size() == 3);
+}
+
+TEST_CASE("the engine is deterministic: the same inputs give the same bytes", "[rules]") {
+  auto run = [] {
+    Harness h(kFloodRule);
+    for (int d = 0; d < 20; ++d) {
+      h.Register(absl::StrFormat("g%d", d), v1::DEVICE_KIND_FLOOD_GAUGE,
+                 absl::StrFormat("3101040010010%02d", d % 3));
+    }
+    uint64_t x = 42;
+    for (int m = 0; m < 600; m += 5) {
+      for (int d = 0; d < 20; ++d) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        h.Depth(absl::StrFormat("g%d", d), absl::Minutes(m) + absl::Seconds(d),
+                static_cast<double>(x >> 58));
+      }
+    }
+    std::string bytes;
+    for (const Derived& d : h.derived) bytes += d.event.SerializeAsString();
+    return std::make_pair(bytes, h.derived.size());
+  };
+  auto [a, n] = run();
+  auto [b, m] = run();
+  CHECK(n > 50);
+  CHECK(n == m);
+  CHECK(a == b);
+}
+
+}  // namespace
+}  // namespace cityops::rules
