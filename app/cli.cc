@@ -8,6 +8,7 @@
 #include "absl/status/status.h"
 #include "app/ingest_commands.h"
 #include "app/log_commands.h"
+#include "app/rules_commands.h"
 #include "app/sim_commands.h"
 
 namespace cityops::app {
@@ -192,6 +193,33 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   sim->add_option("--devices-out", sim_options.devices_out,
                   "With --out: write the registrations as JSON lines to this file");
 
+  CLI::App* rules = app.add_subcommand("rules", "Rule sets: check and activate.");
+  rules->require_subcommand(1);
+  RulesCheckOptions check_options;
+  CLI::App* check = rules->add_subcommand(
+      "check",
+      "Load and check a rule set (YAML onto cityops.v1.RuleSet) without running anything. "
+      "Errors name the file, line and column. Without FILE, checks the built-in default.");
+  check->add_option("file", check_options.file, "Rule set file (YAML)");
+  RulesActivateOptions activate_options;
+  CLI::App* activate = rules->add_subcommand(
+      "activate",
+      "Make a rule set the active one: appends a RulesetActivated event to the log (created "
+      "if missing), so that replays evaluate exactly these rules from here on. Does nothing "
+      "if the same rule set is already active. Without FILE, activates the built-in default.");
+  activate->add_option("file", activate_options.file, "Rule set file (YAML)");
+  activate->add_option("--data-dir", activate_options.data_dir, kDataDirHelp)->required();
+
+  ReplayOptions replay_options;
+  CLI::App* replay = app.add_subcommand(
+      "replay",
+      "Run the rules stage and the projections over a log to its end, as analysts do with a "
+      "copy of a live log: time moves only with the log's events. Prints what was derived "
+      "and the big screen's statistics. Running it again continues from the checkpoints.");
+  replay->add_option("--data-dir", replay_options.data_dir, kDataDirHelp)->required();
+  replay->add_flag("--rebuild-views", replay_options.rebuild_views,
+                   "Rebuild the read models from sequence 0 (beside the live ones, then swap)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -219,6 +247,12 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = IngestCommand(ingest_options, out);
   } else if (*sim) {
     status = SimCommand(sim_options, out);
+  } else if (*check) {
+    status = RulesCheckCommand(check_options, out);
+  } else if (*activate) {
+    status = RulesActivateCommand(activate_options, out);
+  } else if (*replay) {
+    status = ReplayCommand(replay_options, out);
   }
   out.flush();
   if (!status.ok()) {

@@ -121,6 +121,11 @@ absl::Status IngestCommand(const IngestCommandOptions& options, std::ostream& ou
   } else if (options.bootstrap.empty()) {
     return absl::InvalidArgumentError("give --bootstrap BROKERS, or --embedded");
   }
+  // A simulation plays hours in minutes: ingest's clock (its clock ticks, and the window
+  // of event times it accepts) follows simulated time, not the wall clock.
+  constexpr double kSimAcceleration = 120;
+  kernel::ScaledClock sim_clock(absl::Now() - absl::Minutes(options.sim_minutes), kSimAcceleration);
+  if (!options.simulate.empty()) ingest_options.clock = &sim_clock;
   absl::StatusOr<std::unique_ptr<kernel::EventLog>> log =
       kernel::EventLog::Open({.path = options.data_dir});
   if (!log.ok()) return log.status();
@@ -148,7 +153,8 @@ absl::Status IngestCommand(const IngestCommandOptions& options, std::ostream& ou
       sim.scenario = options.simulate;
       sim.devices = options.sim_devices;
       sim.bootstrap = ingest_options.bootstrap_servers;
-      sim.acceleration = 120;
+      sim.acceleration = kSimAcceleration;
+      sim.clock = &sim_clock;
       sim.minutes = options.sim_minutes;
       sim_status = SimCommand(sim, out, &sim_stop);
       sim_done = true;

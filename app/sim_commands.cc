@@ -29,6 +29,7 @@ absl::Status SimCommand(const SimCommandOptions& options, std::ostream& out,
   sim_options.seed = options.seed;
   sim_options.start = absl::Now() - duration;
   sim::Simulator simulator(city, sim_options);
+  if (options.clock != nullptr) options.clock->Start(sim_options.start);
   sim::PublishOptions publish;
   publish.duration = duration;
   publish.acceleration = options.acceleration;

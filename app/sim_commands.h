@@ -8,6 +8,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "kernel/clock.h"
 
 namespace cityops::app {
 
@@ -21,6 +22,9 @@ struct SimCommandOptions {
   std::string bootstrap;     // Kafka, or:
   std::string out;           // a JSON-lines file of readings,
   std::string devices_out;   // and one of registrations (for `cityops devices import`).
+  // If set, started at the simulated start time when the first reading goes out, so that
+  // it reads simulated time from then on (for ingest's clock ticks).
+  kernel::ScaledClock* clock = nullptr;
 };
 
 // Plays the scenario. Simulated time ends at the wall-clock time of the call, so that
