@@ -39,6 +39,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "bench/bare_rocksdb.h"
+#include "bench/scratch_dir.h"
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
 #include "kernel/event_log.h"
@@ -72,38 +73,6 @@ struct BenchOptions {
   std::string dir;
   // Both sides skip the fsync (Durability::kBuffered; WriteOptions::sync = false).
   bool buffered = false;
-};
-
-// A scratch directory: created fresh (or given by the user, then kept), removed at exit
-// when we created it, also when the run fails.
-class ScratchDir {
- public:
-  explicit ScratchDir(std::string dir) : path_(std::move(dir)) {
-    if (path_.empty()) {
-      std::string pattern =
-          (std::filesystem::temp_directory_path() / "cityops-log-bench-XXXXXX").string();
-      if (mkdtemp(pattern.data()) == nullptr) {
-        throw std::runtime_error(absl::StrCat("cannot create a scratch directory ", pattern,
-                                              "; pass --dir or set TMPDIR"));
-      }
-      path_ = pattern;
-      owned_ = true;
-    }
-  }
-  ~ScratchDir() {
-    if (!owned_) return;
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  ScratchDir(const ScratchDir&) = delete;
-  ScratchDir& operator=(const ScratchDir&) = delete;
-
-  const std::string& path() const { return path_; }
-  bool owned() const { return owned_; }
-
- private:
-  std::string path_;
-  bool owned_ = false;
 };
 
 // Serialized events, back to back in one buffer: about 170 bytes per event and no
@@ -449,7 +418,7 @@ int Run(int argc, char** argv) {
                "CPU cost of the log when the disk is not the limit");
   CLI11_PARSE(app, argc, argv);
 
-  const ScratchDir dir(o.dir);
+  const ScratchDir dir(o.dir, "cityops-log-bench-XXXXXX");
   const std::string log_path = dir.path() + "/cityops";
   const std::string bare_path = dir.path() + "/bare";
   for (const std::string& p : {log_path, bare_path}) {

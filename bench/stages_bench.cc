@@ -1,0 +1,277 @@
+// The rules stage and the projections against a bare scan of the same log, in one run.
+//
+// Fills a log with a simulated scenario (a city's registrations and readings, appended
+// as ingest would, with the default rule set active), then times on that log:
+//   bare scan    EventLog::Scan of every partition, raw bytes only; and the same scan
+//                parsing each event into one reused v1::Event: the least any fold does.
+//   rules        the rules stage from an empty checkpoint to the end (drain), appending
+//                the alerts, cases and tickets it derives.
+//   projections  the read models from sequence 0 to the end, committed.
+//   together     both at once in two threads, as the daemon runs them.
+//   restart      reopening the rules stage: it replays the log up to its checkpoint.
+//   rebuild      the read models rebuilt beside the live ones, then swapped.
+// Rates are input events per second; ratios are against the parsing bare scan.
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_format.h"
+#include "bench/scratch_dir.h"
+#include "ingest/envelope.h"
+#include "ingest/partitioner.h"
+#include "kernel/event_log.h"
+#include "kernel/proto_time.h"
+#include "projections/rules/compile.h"
+#include "projections/rules/default_rules.h"
+#include "projections/rules/rules_stage.h"
+#include "projections/views/views.h"
+#include "sim/city.h"
+#include "sim/simulator.h"
+
+namespace cityops::bench {
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+
+double Seconds(SteadyClock::time_point since) {
+  return std::chrono::duration<double>(SteadyClock::now() - since).count();
+}
+
+struct BenchOptions {
+  size_t devices = 20'000;
+  double hours = 3;
+  uint32_t partitions = 8;
+  std::string scenario = "typhoon";
+  uint64_t seed = 1;
+  std::string dir;
+};
+
+struct Filled {
+  uint64_t events = 0;
+  uint64_t readings = 0;
+  uint64_t bytes = 0;
+};
+
+// Appends the scenario to `log` as ingest would: registrations, then readings in
+// event-time order, each on its device's partition, in batches of 1000 per partition.
+Filled Fill(kernel::EventLog& log, const BenchOptions& o) {
+  sim::CityOptions city_options;
+  city_options.seed = o.seed;
+  city_options.devices = o.devices;
+  const sim::City city = sim::GenerateCity(city_options);
+  sim::Scenario scenario;
+  if (!sim::ParseScenario(o.scenario, &scenario)) {
+    throw std::runtime_error("unknown --scenario " + o.scenario);
+  }
+  absl::StatusOr<rules::LoadedRuleSet> rules =
+      rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile);
+  if (!rules.ok()) throw std::runtime_error(rules.status().ToString());
+  Filled filled;
+  std::vector<kernel::AppendBatch> batches;
+  for (uint32_t p = 0; p < o.partitions; ++p) batches.emplace_back(kernel::Partition(p));
+  std::vector<int64_t> offsets(o.partitions, 0);
+  auto flush = [&](uint32_t p) {
+    kernel::AppendBatch& b = batches[p];
+    if (b.empty()) return;
+    b.SetSourcePosition("cityops.readings", static_cast<int32_t>(p),
+                        kernel::KafkaOffset(offsets[p]));
+    filled.events += b.size();
+    absl::StatusOr<kernel::AppendResult> r = log.Append(b);
+    if (!r.ok()) throw std::runtime_error(r.status().ToString());
+    b.Clear();
+  };
+  batches[0].Add(rules::RulesetActivatedEvent(*rules, absl::UnixEpoch()));
+  flush(0);
+  for (size_t i = 0; i < city.devices.size(); ++i) {
+    v1::Event e;
+    v1::DeviceRegistered reg = city.Registration(i);
+    e.set_stream_id("registry/" + reg.device_id());
+    kernel::SetTimestamp(absl::UnixEpoch(), e.mutable_event_time());
+    const uint32_t p = static_cast<uint32_t>(
+        ingest::KafkaPartitionFor(reg.device_id(), static_cast<int32_t>(o.partitions)));
+    *e.mutable_device_registered() = std::move(reg);
+    batches[p].Add(std::move(e));
+    if (batches[p].size() == 1000) flush(p);
+  }
+  for (uint32_t p = 0; p < o.partitions; ++p) flush(p);
+  sim::SimulatorOptions sim_options;
+  sim_options.scenario = scenario;
+  sim_options.seed = o.seed;
+  sim::Simulator simulator(city, sim_options);
+  v1::SensorReading reading;
+  const absl::Time end = simulator.start() + absl::Hours(o.hours);
+  while (simulator.Next(end, &reading)) {
+    const uint32_t p = static_cast<uint32_t>(
+        ingest::KafkaPartitionFor(reading.device_id(), static_cast<int32_t>(o.partitions)));
+    ingest::FillReadingEvent(reading, "cityops.readings", static_cast<int32_t>(p), offsets[p]++,
+                             false, batches[p].AddNew());
+    ++filled.readings;
+    if (batches[p].size() == 1000) flush(p);
+  }
+  for (uint32_t p = 0; p < o.partitions; ++p) flush(p);
+  return filled;
+}
+
+int Run(int argc, char** argv) {
+  BenchOptions o;
+  CLI::App app("Rules stage and projections against a bare scan of the same log.", "stages_bench");
+  app.add_option("--devices", o.devices, "Simulated devices")->capture_default_str();
+  app.add_option("--hours", o.hours, "Simulated hours")->capture_default_str();
+  app.add_option("--partitions", o.partitions, "Log partitions")->capture_default_str();
+  app.add_option("--scenario", o.scenario, "normal, typhoon or elevator-wave")
+      ->capture_default_str();
+  app.add_option("--seed", o.seed, "Seed of the city and the simulation")->capture_default_str();
+  app.add_option("--dir", o.dir, "Scratch directory (default: a fresh one under $TMPDIR)");
+  CLI11_PARSE(app, argc, argv);
+
+  const ScratchDir dir(o.dir, "cityops-stages-bench-XXXXXX");
+  const std::string log_dir = dir.path() + "/log";
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> opened =
+      kernel::EventLog::Open({.path = log_dir, .durability = kernel::Durability::kBuffered});
+  if (!opened.ok()) throw std::runtime_error(opened.status().ToString());
+  kernel::EventLog& log = **opened;
+
+  auto t = SteadyClock::now();
+  const Filled filled = Fill(log, o);
+  std::printf(
+      "filled: %s scenario, %zu devices, %.1f h on %u partitions: %llu events "
+      "(%llu readings) in %.1f s\n",
+      o.scenario.c_str(), o.devices, o.hours, o.partitions,
+      static_cast<unsigned long long>(filled.events),
+      static_cast<unsigned long long>(filled.readings), Seconds(t));
+
+  // Bare scans.
+  uint64_t raw_bytes = 0;
+  uint64_t raw_events = 0;
+  t = SteadyClock::now();
+  for (kernel::Partition p : log.Partitions()) {
+    absl::Status s = log.Scan(p, kernel::Sequence(0), [&](kernel::Sequence, std::string_view v) {
+      raw_bytes += v.size();
+      ++raw_events;
+      return true;
+    });
+    if (!s.ok()) throw std::runtime_error(s.ToString());
+  }
+  const double raw_s = Seconds(t);
+  v1::Event event;
+  uint64_t parsed = 0;
+  t = SteadyClock::now();
+  for (kernel::Partition p : log.Partitions()) {
+    absl::Status s = log.Scan(p, kernel::Sequence(0), [&](kernel::Sequence, std::string_view v) {
+      if (!event.ParseFromArray(v.data(), static_cast<int>(v.size()))) {
+        throw std::runtime_error("unparsable event");
+      }
+      ++parsed;
+      return true;
+    });
+    if (!s.ok()) throw std::runtime_error(s.ToString());
+  }
+  const double parse_s = Seconds(t);
+  const double bare_rate = static_cast<double>(parsed) / parse_s;
+  std::printf("bare scan, raw:          %10.0f events/s (%.1f MB)\n",
+              static_cast<double>(raw_events) / raw_s, static_cast<double>(raw_bytes) / 1e6);
+  std::printf("bare scan, parsed:       %10.0f events/s   <- the baseline of the ratios\n",
+              bare_rate);
+  auto report = [&](const char* what, uint64_t events, double seconds) {
+    const double rate = static_cast<double>(events) / seconds;
+    std::printf("%-24s %10.0f events/s   ratio %.2f  (%.2f s)\n", what, rate, rate / bare_rate,
+                seconds);
+  };
+
+  // The rules stage and the projections together, each in its own thread, as the
+  // daemon runs them; each one's own time is its rate alone on a shared machine.
+  rules::RulesStageOptions stage_options;
+  stage_options.log = &log;
+  views::ProjectionOptions view_options;
+  view_options.log = &log;
+  view_options.dir = dir.path() + "/views";
+  rules::RulesStageStats rules_stats;
+  double rules_s = 0;
+  double views_s = 0;
+  std::string error;
+  t = SteadyClock::now();
+  std::thread rules_thread([&] {
+    const auto start = SteadyClock::now();
+    absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage =
+        rules::RulesStage::Open(stage_options);
+    absl::Status s = stage.ok() ? (*stage)->CatchUp(true) : stage.status();
+    if (!s.ok()) error = s.ToString();
+    if (stage.ok()) rules_stats = (*stage)->Stats();
+    rules_s = Seconds(start);
+  });
+  std::unique_ptr<views::Projections> projections;
+  {
+    const auto start = SteadyClock::now();
+    absl::StatusOr<std::unique_ptr<views::Projections>> opened_views =
+        views::Projections::Open(view_options);
+    if (!opened_views.ok()) throw std::runtime_error(opened_views.status().ToString());
+    projections = *std::move(opened_views);
+    // Until the rules stage is done and everything it appended is folded too.
+    for (;;) {
+      if (absl::Status s = projections->CatchUp(); !s.ok()) throw std::runtime_error(s.ToString());
+      if (rules_s > 0) {
+        if (absl::Status s = projections->CatchUp(); !s.ok())
+          throw std::runtime_error(s.ToString());
+        break;
+      }
+    }
+    views_s = Seconds(start);
+  }
+  rules_thread.join();
+  const double together_s = Seconds(t);
+  if (!error.empty()) throw std::runtime_error(error);
+  report("rules stage:", rules_stats.processed, rules_s);
+  report("projections:", filled.events + rules_stats.derived, views_s);
+  report("both, in two threads:", filled.events, together_s);
+  const rules::EngineCounters& c = rules_stats.engine;
+  std::printf(
+      "  derived %llu events: %llu alerts raised, %llu cleared, %llu cases, %llu tickets, "
+      "%llu overdue\n",
+      static_cast<unsigned long long>(rules_stats.derived),
+      static_cast<unsigned long long>(c.alerts_raised),
+      static_cast<unsigned long long>(c.alerts_cleared),
+      static_cast<unsigned long long>(c.cases_opened), static_cast<unsigned long long>(c.tickets),
+      static_cast<unsigned long long>(c.overdue));
+  absl::StatusOr<v1::Statistics> stats = projections->GetStatistics();
+  if (!stats.ok()) throw std::runtime_error(stats.status().ToString());
+  std::printf(
+      "  read models: %llu devices (%llu online), %llu cases, %llu alerts active, %llu "
+      "tickets\n",
+      static_cast<unsigned long long>(stats->devices_total()),
+      static_cast<unsigned long long>(stats->devices_online()),
+      static_cast<unsigned long long>(stats->cases_total()),
+      static_cast<unsigned long long>(stats->alerts_active()),
+      static_cast<unsigned long long>(stats->tickets_total()));
+
+  // Restart: the rules stage replays the log up to its checkpoint.
+  t = SteadyClock::now();
+  uint64_t replayed = 0;
+  {
+    absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage =
+        rules::RulesStage::Open(stage_options);
+    if (!stage.ok()) throw std::runtime_error(stage.status().ToString());
+    replayed = (*stage)->Stats().replayed;
+  }
+  report("rules stage restart:", replayed, Seconds(t));
+  // Rebuild: the read models from sequence 0 beside the live ones, then swapped.
+  t = SteadyClock::now();
+  if (absl::Status s = projections->Rebuild(); !s.ok()) throw std::runtime_error(s.ToString());
+  report("projections rebuild:", filled.events + rules_stats.derived, Seconds(t));
+  return 0;
+}
+
+}  // namespace
+}  // namespace cityops::bench
+
+int main(int argc, char** argv) {
+  try {
+    return cityops::bench::Run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "stages_bench: %s\n", e.what());
+    return 1;
+  }
+}
