@@ -170,7 +170,13 @@ TEST_CASE("devices, alerts, cases and tickets fold from the log", "[views]") {
   CHECK((*g1)->readings() == 7);
   CHECK((*g1)->battery_pct() == 80);
   CHECK((*g1)->last_reading().flood_gauge().water_depth_cm() == 20);
-  CHECK((*g1)->active_alert_ids_size() == 1);
+  // Fewer readings than the window: all of them, newest first.
+  REQUIRE((*g1)->recent_readings_size() == 7);
+  CHECK((*g1)->recent_readings(0).reading_id() == (*g1)->last_reading().reading_id());
+  CHECK((*g1)->recent_readings(0).event_time().seconds() >
+        (*g1)->recent_readings(6).event_time().seconds());
+  CHECK((*g1)->active_alerts_size() == 1);
+  CHECK((*g1)->alert_severity() != v1::SEVERITY_UNSPECIFIED);
   absl::StatusOr<std::optional<v1::DeviceView>> u9 = views->GetDevice("u9");
   REQUIRE(u9.ok());
   REQUIRE(u9->has_value());

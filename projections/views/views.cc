@@ -411,6 +411,11 @@ class Projections::Generation {
         }
         *d.mutable_last_reading() = r;
         *d.mutable_last_reading_event() = ref;
+        // Newest first: shift the window by one and put this reading in front.
+        auto* recent = d.mutable_recent_readings();
+        if (recent->size() < static_cast<int>(kRecentReadings)) recent->Add();
+        for (int i = recent->size() - 1; i > 0; --i) recent->SwapElements(i, i - 1);
+        *recent->Mutable(0) = r;
         *d.mutable_last_seen() = e.event_time();
         d.set_readings(d.readings() + 1);
         if (r.has_manhole_cover() && r.manhole_cover().has_battery_pct()) {
@@ -446,7 +451,12 @@ class Projections::Generation {
         part.stats_dirty = true;
         auto dev = devices_.find(a.device_id());
         if (dev != devices_.end()) {
-          dev->second.view.add_active_alert_ids(a.alert_id());
+          v1::ActiveAlert* active = dev->second.view.add_active_alerts();
+          active->set_alert_id(a.alert_id());
+          active->set_rule_id(a.rule_id());
+          active->set_severity(a.severity());
+          dev->second.view.set_alert_severity(
+              std::max(dev->second.view.alert_severity(), a.severity()));
           MarkDirty(dev->second);
         }
         return absl::OkStatus();
@@ -464,8 +474,15 @@ class Projections::Generation {
         *(*view)->mutable_cleared_time() = e.event_time();
         auto dev = devices_.find(c.device_id());
         if (dev != devices_.end()) {
-          auto* ids = dev->second.view.mutable_active_alert_ids();
-          ids->erase(std::remove(ids->begin(), ids->end(), c.alert_id()), ids->end());
+          v1::DeviceView& d = dev->second.view;
+          auto* active = d.mutable_active_alerts();
+          active->erase(std::remove_if(
+                            active->begin(), active->end(),
+                            [&](const v1::ActiveAlert& a) { return a.alert_id() == c.alert_id(); }),
+                        active->end());
+          v1::Severity highest = v1::SEVERITY_UNSPECIFIED;
+          for (const v1::ActiveAlert& a : *active) highest = std::max(highest, a.severity());
+          d.set_alert_severity(highest);
           MarkDirty(dev->second);
         }
         return absl::OkStatus();

@@ -43,6 +43,9 @@
 
 namespace cityops::views {
 
+// Readings kept per device in `DeviceView.recent_readings`, newest first.
+inline constexpr size_t kRecentReadings = 8;
+
 struct DeviceFilter {
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // Any kind.
   std::string grid_prefix;                            // District, street or grid code.
