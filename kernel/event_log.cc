@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -196,6 +197,7 @@ class EventLog::Impl {
 
   EventLogOptions options;
   int lock_fd = -1;
+  LatencyHistogram append_latency;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::WriteOptions write_options;
@@ -453,6 +455,7 @@ EventLog::EventLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EventLog::~EventLog() = default;
 
 const std::string& EventLog::path() const { return impl_->options.path; }
+const LatencyHistogram& EventLog::append_latency() const { return impl_->append_latency; }
 
 namespace {
 
@@ -664,7 +667,9 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
     if (absl::Status s = Stage(batches[i], &nexts[i], staging, &results[i]); !s.ok()) return s;
   }
   if (staging.write_batch.Count() == 0) return results;
+  const auto write_start = std::chrono::steady_clock::now();
   rocksdb::Status s = d.db->Write(d.write_options, &staging.write_batch);
+  d.append_latency.Record(std::chrono::steady_clock::now() - write_start);
   if (!s.ok()) {
     return FromRocks(s,
                      absl::StrFormat("appending %u batches to %s", batches.size(), d.options.path));

@@ -54,6 +54,7 @@
 #include "absl/time/time.h"
 #include "cityops/v1/events.pb.h"
 #include "kernel/clock.h"
+#include "kernel/latency_histogram.h"
 #include "kernel/types.h"
 
 namespace cityops::kernel {
@@ -247,6 +248,10 @@ class EventLog {
   static absl::Status ParseEvent(EventPosition position, std::string_view value, v1::Event* out);
 
   const std::string& path() const;
+
+  // How long each write of Append/AppendAll took, sync included (writes that stored
+  // nothing are not counted). For metrics.
+  const LatencyHistogram& append_latency() const;
 
  private:
   class Impl;

@@ -276,6 +276,27 @@ TEST_CASE("sequences are dense from zero in every partition across many appends"
   }
   CHECK(log->NextSequence(Partition(2)) == Sequence(0));
   CHECK(log->LastSequence(Partition(2)) == std::nullopt);
+  // Every one of the 60 appends wrote, and each was timed once.
+  const kernel::LatencyHistogram::Snapshot latency = log->append_latency().Read();
+  CHECK(latency.count == 60);
+  CHECK(latency.cumulative.back() <= latency.count);
+  CHECK(latency.sum_seconds > 0);
+}
+
+TEST_CASE("the latency histogram counts each observation in its bucket and above", "[event_log]") {
+  kernel::LatencyHistogram h;
+  h.Record(std::chrono::microseconds(40));   // <= 50 us
+  h.Record(std::chrono::microseconds(300));  // <= 500 us
+  h.Record(std::chrono::milliseconds(3));    // <= 5 ms
+  h.Record(std::chrono::seconds(20));        // beyond the last bound: +Inf only
+  const kernel::LatencyHistogram::Snapshot s = h.Read();
+  CHECK(s.count == 4);
+  CHECK(s.cumulative[0] == 1);      // 50 us
+  CHECK(s.cumulative[2] == 1);      // 250 us
+  CHECK(s.cumulative[3] == 2);      // 500 us
+  CHECK(s.cumulative[6] == 3);      // 5 ms
+  CHECK(s.cumulative.back() == 3);  // 10 s
+  CHECK(s.sum_seconds == Approx(20.00334));
 }
 
 TEST_CASE("an empty log has no partitions and no positions", "[event_log]") {
