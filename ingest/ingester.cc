@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstring>
 #include <string_view>
+#include <tuple>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
@@ -110,6 +111,7 @@ class Ingester::Impl {
     absl::MutexLock lock(&stats_mu_);
     return stats_;
   }
+  absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
 
  private:
   // One poll's worth of work before it is stored.
@@ -154,6 +156,9 @@ class Ingester::Impl {
   // Set by the rebalance callback (which runs inside PollOnce's consume call).
   absl::Status assignment_error_;
   std::vector<TopicPartitionKey> assigned_;
+  // A copy of assigned_ for Lag(), which other threads call.
+  mutable absl::Mutex assigned_mu_;
+  std::vector<TopicPartitionKey> assigned_copy_ ABSL_GUARDED_BY(assigned_mu_);
   absl::flat_hash_map<uint32_t, absl::Time> last_activity_;  // Readings partitions.
 
   // A dead letter the producer refused outright (fails the batch at flush).
@@ -261,6 +266,8 @@ void Ingester::Impl::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   rd_kafka_assign(rk, nullptr);
   self->assigned_.clear();
   self->last_activity_.clear();
+  absl::MutexLock lock(&self->assigned_mu_);
+  self->assigned_copy_.clear();
 }
 
 void Ingester::Impl::OnAssign(rd_kafka_topic_partition_list_t* partitions) {
@@ -287,6 +294,38 @@ void Ingester::Impl::OnAssign(rd_kafka_topic_partition_list_t* partitions) {
                  tp.offset == RD_KAFKA_OFFSET_BEGINNING ? std::string("beginning")
                                                         : std::to_string(tp.offset));
   }
+  absl::MutexLock lock(&assigned_mu_);
+  assigned_copy_ = assigned_;
+}
+
+absl::StatusOr<std::vector<ConsumerLag>> Ingester::Impl::Lag() const {
+  std::vector<TopicPartitionKey> assigned;
+  {
+    absl::MutexLock lock(&assigned_mu_);
+    assigned = assigned_copy_;
+  }
+  std::vector<ConsumerLag> out;
+  out.reserve(assigned.size());
+  for (const TopicPartitionKey& tp : assigned) {
+    ConsumerLag lag;
+    lag.topic = tp.topic;
+    lag.partition = tp.partition;
+    absl::StatusOr<std::optional<KafkaOffset>> stored =
+        log_->StoredSourcePosition(tp.topic, tp.partition);
+    if (!stored.ok()) return stored.status();
+    int64_t low = 0;
+    int64_t high = 0;
+    // Cached from the last fetch; -1 (RD_KAFKA_OFFSET_INVALID) before the first one.
+    rd_kafka_get_watermark_offsets(consumer_, tp.topic.c_str(), tp.partition, &low, &high);
+    lag.next_offset = stored->has_value() ? (*stored)->value() : std::max<int64_t>(low, 0);
+    lag.high_watermark = std::max<int64_t>(high, 0);
+    lag.lag = std::max<int64_t>(0, lag.high_watermark - lag.next_offset);
+    out.push_back(std::move(lag));
+  }
+  std::sort(out.begin(), out.end(), [](const ConsumerLag& a, const ConsumerLag& b) {
+    return std::tie(a.topic, a.partition) < std::tie(b.topic, b.partition);
+  });
+  return out;
 }
 
 // Sets each partition's offset to the one stored in the log, checking it against the
@@ -715,5 +754,6 @@ absl::StatusOr<size_t> Ingester::PollOnce() { return impl_->PollOnce(); }
 absl::Status Ingester::Run() { return impl_->Run(); }
 void Ingester::Stop() { impl_->Stop(); }
 IngestStats Ingester::Stats() const { return impl_->Stats(); }
+absl::StatusOr<std::vector<ConsumerLag>> Ingester::Lag() const { return impl_->Lag(); }
 
 }  // namespace cityops::ingest

@@ -93,6 +93,15 @@ struct IngestStats {
   uint64_t rewinds = 0;  // Batches given back after a failure, to be consumed again.
 };
 
+// How far ingest is behind one assigned topic partition.
+struct ConsumerLag {
+  std::string topic;
+  int32_t partition = 0;
+  int64_t next_offset = 0;     // Stored in the log: everything before it is ingested.
+  int64_t high_watermark = 0;  // Kafka's end of the partition, as last fetched (cached).
+  int64_t lag = 0;             // high_watermark - next_offset, at least 0.
+};
+
 class Ingester {
  public:
   // Joins the group (asynchronously; the first poll completes the join). `log` must
@@ -116,6 +125,12 @@ class Ingester {
   void Stop();
 
   IngestStats Stats() const;
+
+  // The partitions this member owns now, with their lag; empty before the group join
+  // completes (the first polls) and after a revocation. Reads the stored positions from
+  // the log and the watermarks librdkafka last fetched: no network round trip. From any
+  // thread.
+  absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
 
  private:
   class Impl;

@@ -199,6 +199,20 @@ TEST_CASE("ingest stores each valid reading once and dead-letters each bad one w
     CHECK(stats.duplicates == 5);
     CHECK(stats.dead_lettered == bad.size());
 
+    // Caught up: no lag on any readings partition, and the watermarks add up to
+    // everything produced.
+    absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester->Lag();
+    REQUIRE(lag.ok());
+    int64_t readings_end = 0;
+    for (const ingest::ConsumerLag& l : *lag) {
+      if (l.topic != "cityops.readings") continue;
+      INFO(l.topic << "/" << l.partition);
+      CHECK(l.lag == 0);
+      CHECK(l.next_offset == l.high_watermark);
+      readings_end += l.high_watermark;
+    }
+    CHECK(readings_end == produced);
+
     const auto in_log = ReadingsInLog(*log);
     CHECK(in_log.size() == valid.size());
     for (const auto& [id, count] : in_log) {
