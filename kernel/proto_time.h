@@ -1,11 +1,13 @@
-// Conversions between absl::Time and google.protobuf.Timestamp, for every part of
-// cityops that stamps or reads event times.
+// Conversions between absl::Time and google.protobuf.Timestamp, and between
+// absl::Duration and google.protobuf.Duration, for every part of cityops that stamps or
+// reads event times and allowances.
 #ifndef CITYOPS_KERNEL_PROTO_TIME_H_
 #define CITYOPS_KERNEL_PROTO_TIME_H_
 
 #include <cstdint>
 
 #include "absl/time/time.h"
+#include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
 
 namespace cityops::kernel {
@@ -25,6 +27,19 @@ inline google::protobuf::Timestamp ToTimestamp(absl::Time t) {
 
 inline absl::Time FromTimestamp(const google::protobuf::Timestamp& ts) {
   return absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
+}
+
+// `d` to the nanosecond (Duration's resolution), into `out`. Seconds and nanos get the
+// same sign, as Duration requires. Infinite durations are out of Duration's range; the
+// caller must not pass them.
+inline void ToDurationProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+inline absl::Duration FromDurationProto(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
 }  // namespace cityops::kernel

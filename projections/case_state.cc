@@ -23,27 +23,20 @@ void EnterStage(const v1::Event& event, v1::CaseStage stage, v1::CaseView* view)
   view->set_overdue(v1::OVERDUE_LEVEL_UNSPECIFIED);
   view->clear_deadline();
   if (stage == v1::CASE_STAGE_CLOSED) return;
-  if (std::optional<absl::Duration> allowance = StageAllowance(view->deadlines(), stage)) {
-    view->mutable_deadline()->set_stage(stage);
-    kernel::SetTimestamp(kernel::FromTimestamp(event.event_time()) + *allowance,
-                         view->mutable_deadline()->mutable_due_time());
+  if (std::optional<v1::Deadline> deadline =
+          StageDeadline(view->deadlines(), stage, kernel::FromTimestamp(event.event_time()))) {
+    *view->mutable_deadline() = *std::move(deadline);
   }
-}
-
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-void ToProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
 }
 
 }  // namespace
 
 std::string CaseStream(std::string_view case_id) {
   return absl::StrFormat("%s%s", kCaseStreamPrefix, case_id);
+}
+
+std::string TicketId(std::string_view case_id, int n) {
+  return absl::StrFormat("%s-T%d", case_id, n);
 }
 
 std::optional<absl::Duration> StageAllowance(const v1::StageDeadlines& d, v1::CaseStage stage) {
@@ -68,9 +61,19 @@ std::optional<absl::Duration> StageAllowance(const v1::StageDeadlines& d, v1::Ca
       break;
   }
   if (allowance == nullptr) return std::nullopt;
-  const absl::Duration a = FromProto(*allowance);
+  const absl::Duration a = kernel::FromDurationProto(*allowance);
   if (a <= absl::ZeroDuration()) return std::nullopt;
   return a;
+}
+
+std::optional<v1::Deadline> StageDeadline(const v1::StageDeadlines& deadlines, v1::CaseStage stage,
+                                          absl::Time entered) {
+  std::optional<absl::Duration> allowance = StageAllowance(deadlines, stage);
+  if (!allowance) return std::nullopt;
+  v1::Deadline deadline;
+  deadline.set_stage(stage);
+  kernel::SetTimestamp(entered + *allowance, deadline.mutable_due_time());
+  return deadline;
 }
 
 std::vector<v1::StageDuration> StageDurations(const v1::CaseView& view, absl::Time close_time) {
@@ -89,7 +92,7 @@ std::vector<v1::StageDuration> StageDurations(const v1::CaseView& view, absl::Ti
   for (int s = v1::CASE_STAGE_DISCOVERED; s < v1::CASE_STAGE_CLOSED; ++s) {
     v1::StageDuration d;
     d.set_stage(static_cast<v1::CaseStage>(s));
-    ToProto(spent[s], d.mutable_duration());
+    kernel::ToDurationProto(spent[s], d.mutable_duration());
     out.push_back(std::move(d));
   }
   return out;
@@ -149,11 +152,10 @@ absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view) {
       } else if (view->stage() == v1::CASE_STAGE_DISCOVERED) {
         // A report opened by the rules stage: its deadline now known, from the report time.
         view->clear_deadline();
-        if (std::optional<absl::Duration> a =
-                StageAllowance(view->deadlines(), v1::CASE_STAGE_DISCOVERED)) {
-          view->mutable_deadline()->set_stage(v1::CASE_STAGE_DISCOVERED);
-          kernel::SetTimestamp(kernel::FromTimestamp(view->stage_time()) + *a,
-                               view->mutable_deadline()->mutable_due_time());
+        if (std::optional<v1::Deadline> deadline =
+                StageDeadline(view->deadlines(), v1::CASE_STAGE_DISCOVERED,
+                              kernel::FromTimestamp(view->stage_time()))) {
+          *view->mutable_deadline() = *std::move(deadline);
         }
       }
       break;

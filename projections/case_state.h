@@ -23,6 +23,10 @@ inline constexpr std::string_view kTicketStreamPrefix = "ticket/";
 // "case/<id>".
 std::string CaseStream(std::string_view case_id);
 
+// The id of a case's n-th dispatch ticket (n from 1): "<case id>-T<n>". Dispatches and
+// failed verifications number their tickets by the case's ticket count so far.
+std::string TicketId(std::string_view case_id, int n);
+
 // Folds one event of the stream `case/<id>` into `view` (an empty view for the first
 // event). Handles CaseReported, CaseOpened, CaseRegistered, CaseDispatched,
 // CaseHandled, CaseVerified, CaseClosed, CaseUrged, CaseEscalated, CaseOverdue and
@@ -54,6 +58,12 @@ absl::Duration TotalHandlingTime(const v1::CaseView& view, absl::Time close_time
 // dispatch_within for REGISTERED, ...), or nullopt when it has none.
 std::optional<absl::Duration> StageAllowance(const v1::StageDeadlines& deadlines,
                                              v1::CaseStage stage);
+
+// The deadline of `stage` when it is entered at `entered`: due at `entered` plus the
+// stage's allowance; nullopt when the stage has none. The one place that computes it
+// (the fold, the workflow's commands and the rules engine's events agree by using it).
+std::optional<v1::Deadline> StageDeadline(const v1::StageDeadlines& deadlines, v1::CaseStage stage,
+                                          absl::Time entered);
 
 }  // namespace cityops::projections
 

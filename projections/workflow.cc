@@ -33,26 +33,12 @@ bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b) {
   return a.level() == b.level() && a.code() == b.code();
 }
 
-void ToProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-}
-
 bool ValidCaseId(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {
     if (!absl::ascii_isalnum(c) && c != '-' && c != '_' && c != '.') return false;
   }
   return true;
-}
-
-// The deadline of `stage` if it is entered at `at`.
-void SetDeadline(const v1::CaseView& view, v1::CaseStage stage, absl::Time at, v1::Deadline* out) {
-  if (std::optional<absl::Duration> a = StageAllowance(view.deadlines(), stage)) {
-    out->set_stage(stage);
-    kernel::SetTimestamp(at + *a, out->mutable_due_time());
-  }
 }
 
 }  // namespace
@@ -182,7 +168,10 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       if (view.stage() != v1::CASE_STAGE_DISCOVERED) return refuse("it is registered already");
       v1::CaseRegistered* r = e.mutable_case_registered();
       r->set_case_id(id);
-      SetDeadline(view, v1::CASE_STAGE_REGISTERED, now, r->mutable_next_deadline());
+      if (std::optional<v1::Deadline> next =
+              StageDeadline(view.deadlines(), v1::CASE_STAGE_REGISTERED, now)) {
+        *r->mutable_next_deadline() = *std::move(next);
+      }
       break;
     }
     case CommandKind::kDispatch: {
@@ -219,8 +208,11 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       d->set_case_id(id);
       d->set_department(command.department);
       d->set_level(level);
-      d->set_ticket_id(absl::StrFormat("%s-T%d", id, view.ticket_ids_size() + 1));
-      SetDeadline(view, v1::CASE_STAGE_DISPATCHED, now, d->mutable_next_deadline());
+      d->set_ticket_id(TicketId(id, view.ticket_ids_size() + 1));
+      if (std::optional<v1::Deadline> next =
+              StageDeadline(view.deadlines(), v1::CASE_STAGE_DISPATCHED, now)) {
+        *d->mutable_next_deadline() = *std::move(next);
+      }
       break;
     }
     case CommandKind::kHandle: {
@@ -257,7 +249,7 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       v->set_passed(command.passed);
       v->set_note(command.note);
       if (!command.passed) {
-        v->set_ticket_id(absl::StrFormat("%s-T%d", id, view.ticket_ids_size() + 1));
+        v->set_ticket_id(TicketId(id, view.ticket_ids_size() + 1));
       }
       break;
     }
@@ -271,7 +263,7 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       if (!SameUnit(command.actor.unit(), view.originator())) return not_originator("closes");
       v1::CaseClosed* c = e.mutable_case_closed();
       c->set_case_id(id);
-      ToProto(TotalHandlingTime(view, now), c->mutable_total_handling_time());
+      kernel::ToDurationProto(TotalHandlingTime(view, now), c->mutable_total_handling_time());
       for (const v1::StageDuration& d : StageDurations(view, now)) *c->add_stage_durations() = d;
       break;
     }
@@ -376,7 +368,8 @@ absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) 
     const kernel::Partition partition =
         view.history_size() > 0
             ? kernel::Partition(view.partition())
-            : kernel::Partition(ingest::Murmur2(id) % std::max<uint32_t>(1, options_.partitions));
+            : kernel::Partition(static_cast<uint32_t>(ingest::KafkaPartitionFor(
+                  id, static_cast<int32_t>(std::max<uint32_t>(1, options_.partitions)))));
     kernel::AppendBatch batch(partition);
     uint64_t version = view.version();
     for (v1::Event& e : *events) {

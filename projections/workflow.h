@@ -83,8 +83,9 @@ class CaseWorkflow {
   struct Options {
     kernel::EventLog* log = nullptr;
     const kernel::Clock* clock = kernel::Clock::Real();
-    // Reports are spread over this many log partitions by their case id (the input
-    // topics' partition count).
+    // Reports are spread over this many log partitions by their case id, with Kafka's
+    // default partitioner (ingest::KafkaPartitionFor), as a report keyed by its case id
+    // on a topic of this many partitions would be (the input topics' partition count).
     uint32_t partitions = 1;
   };
   explicit CaseWorkflow(Options options);

@@ -31,10 +31,6 @@ class Checker {
   const kernel::YamlSourceMap* map_;
 };
 
-absl::Duration ToDuration(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
 bool ValidRuleId(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   if (!absl::ascii_islower(id[0]) && !absl::ascii_isdigit(id[0])) return false;
@@ -112,7 +108,7 @@ absl::Status CompileSet(const v1::ConditionSet& s, const google::protobuf::Messa
 
 absl::Status CheckDuration(const google::protobuf::Duration& d, const google::protobuf::Message& m,
                            std::string_view key, bool positive, const Checker& check) {
-  absl::Duration v = ToDuration(d);
+  absl::Duration v = kernel::FromDurationProto(d);
   if (v < absl::ZeroDuration() || (positive && v == absl::ZeroDuration())) {
     return check.Error(
         m, key, absl::StrFormat("'%s' must be %s", key, positive ? "positive" : "at least 0"));
@@ -197,8 +193,8 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
           !s.ok()) {
         return s;
       }
-      out->hold = ToDuration(t.hold_for());
-      out->clear_hold = ToDuration(t.clear_hold_for());
+      out->hold = kernel::FromDurationProto(t.hold_for());
+      out->clear_hold = kernel::FromDurationProto(t.clear_hold_for());
       break;
     }
     case v1::Rule::kRateOfChange: {
@@ -208,7 +204,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
       if (!m.ok()) return check.Error(t, "metric", m.status().message());
       out->metric = *m;
       if (absl::Status s = CheckDuration(t.window(), t, "window", true, check); !s.ok()) return s;
-      out->window = ToDuration(t.window());
+      out->window = kernel::FromDurationProto(t.window());
       if (!(t.change_at_least() > 0) || !std::isfinite(t.change_at_least())) {
         return check.Error(t, "change_at_least", "'change_at_least' must be a positive number");
       }
@@ -238,7 +234,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
       if (absl::Status s = CheckDuration(t.hold_for(), t, "hold_for", false, check); !s.ok()) {
         return s;
       }
-      out->hold = ToDuration(t.hold_for());
+      out->hold = kernel::FromDurationProto(t.hold_for());
       break;
     }
     case v1::Rule::kAbsence: {
@@ -251,7 +247,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
           !s.ok()) {
         return s;
       }
-      out->default_interval = ToDuration(t.default_interval());
+      out->default_interval = kernel::FromDurationProto(t.default_interval());
       break;
     }
     case v1::Rule::kStuck: {
@@ -269,7 +265,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
           !s.ok()) {
         return s;
       }
-      out->min_duration = ToDuration(t.min_duration());
+      out->min_duration = kernel::FromDurationProto(t.min_duration());
       if (absl::Status s =
               CompileSet(t.only_while(), t, "only_while", kind, false, check, &out->only_while);
           !s.ok()) {
@@ -287,7 +283,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
       if (t.min_devices() < 2) return check.Error(t, "min_devices", "'min_devices' must be >= 2");
       if (t.rules_size() == 0) return check.Error(t, "rules", "grid_compound needs 'rules'");
       if (absl::Status s = CheckDuration(t.window(), t, "window", true, check); !s.ok()) return s;
-      out->window = ToDuration(t.window());
+      out->window = kernel::FromDurationProto(t.window());
       break;
     }
     case v1::Rule::KIND_NOT_SET:
@@ -314,7 +310,7 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
         !s.ok()) {
       return s;
     }
-    out->verification_window = ToDuration(p.verification_window());
+    out->verification_window = kernel::FromDurationProto(p.verification_window());
   }
   return absl::OkStatus();
 }

@@ -43,16 +43,6 @@ std::string CaseIdFor(std::string_view rule, std::string_view device, uint32_t n
   return absl::StrFormat("iot-%s-%s-%d", rule, IdPart(device), n);
 }
 
-absl::Duration FromProto(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-void ToProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-}
-
 double DistanceMeters(const v1::GeoPoint& a, const v1::GeoPoint& b) {
   constexpr double kEarthRadiusM = 6'371'000;
   constexpr double kRad = M_PI / 180;
@@ -288,7 +278,8 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
     e.set_stream_id(CaseStream(case_id));
     v1::CaseClosed* c = e.mutable_case_closed();
     c->set_case_id(case_id);
-    ToProto(projections::TotalHandlingTime(verified, ctx.time), c->mutable_total_handling_time());
+    kernel::ToDurationProto(projections::TotalHandlingTime(verified, ctx.time),
+                            c->mutable_total_handling_time());
     for (const v1::StageDuration& d : projections::StageDurations(verified, ctx.time)) {
       *c->add_stage_durations() = d;
     }
@@ -321,8 +312,8 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
       st.absence_due = absl::InfinitePast();
       absl::Duration interval = rule.default_interval;
       if (dev.registered && dev.registration.has_reporting_interval() &&
-          FromProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
-        interval = FromProto(dev.registration.reporting_interval());
+          kernel::FromDurationProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
+        interval = kernel::FromDurationProto(dev.registration.reporting_interval());
       }
       const absl::Duration limit =
           interval * static_cast<int64_t>(rule.rule->absence().intervals());
@@ -457,8 +448,9 @@ void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState
         if (st.absence_due == absl::InfinitePast()) {
           absl::Duration interval = rule.default_interval;
           if (dev.registered && dev.registration.has_reporting_interval() &&
-              FromProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
-            interval = FromProto(dev.registration.reporting_interval());
+              kernel::FromDurationProto(dev.registration.reporting_interval()) >
+                  absl::ZeroDuration()) {
+            interval = kernel::FromDurationProto(dev.registration.reporting_interval());
           }
           st.absence_due = now_ + interval * static_cast<int64_t>(rule.rule->absence().intervals());
           AddTimer({st.absence_due, kAbsence, dev.key, index, 0});
@@ -698,7 +690,7 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
   v->set_note(absl::StrFormat("rule %s raised alert %s again before %s stayed normal for %s",
                               rule.rule->id(), alert_id, dev.key,
                               absl::FormatDuration(rule.verification_window)));
-  v->set_ticket_id(absl::StrFormat("%s-T%d", case_id, view.ticket_ids_size() + 1));
+  v->set_ticket_id(projections::TicketId(case_id, view.ticket_ids_size() + 1));
   Emit(partition, std::move(fail),
        absl::StrFormat("rules/case/%s/verified/%d", case_id, view.history_size()), ctx);
 }
@@ -795,10 +787,9 @@ void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState
     e.set_stream_id(CaseStream(case_id));
     v1::CaseRegistered* r = e.mutable_case_registered();
     r->set_case_id(case_id);
-    if (std::optional<absl::Duration> a =
-            projections::StageAllowance(policy.deadlines(), v1::CASE_STAGE_REGISTERED)) {
-      r->mutable_next_deadline()->set_stage(v1::CASE_STAGE_REGISTERED);
-      kernel::SetTimestamp(ctx.time + *a, r->mutable_next_deadline()->mutable_due_time());
+    if (std::optional<v1::Deadline> next =
+            projections::StageDeadline(policy.deadlines(), v1::CASE_STAGE_REGISTERED, ctx.time)) {
+      *r->mutable_next_deadline() = *std::move(next);
     }
     Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/registered", case_id), ctx);
   }
@@ -809,11 +800,10 @@ void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState
   d->set_case_id(case_id);
   d->set_department(policy.department());
   d->set_level(policy.dispatch_level());
-  d->set_ticket_id(absl::StrFormat("%s-T1", case_id));
-  if (std::optional<absl::Duration> a =
-          projections::StageAllowance(policy.deadlines(), v1::CASE_STAGE_DISPATCHED)) {
-    d->mutable_next_deadline()->set_stage(v1::CASE_STAGE_DISPATCHED);
-    kernel::SetTimestamp(ctx.time + *a, d->mutable_next_deadline()->mutable_due_time());
+  d->set_ticket_id(projections::TicketId(case_id, 1));
+  if (std::optional<v1::Deadline> next =
+          projections::StageDeadline(policy.deadlines(), v1::CASE_STAGE_DISPATCHED, ctx.time)) {
+    *d->mutable_next_deadline() = *std::move(next);
   }
   Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/dispatched/1", case_id), ctx);
 }
@@ -834,7 +824,7 @@ void RulesEngine::OnReported(const v1::Event& event, Context& ctx) {
         const v1::CaseView& view = it->second->view;
         if (view.history_size() == 0) continue;
         const absl::Time opened = kernel::FromTimestamp(view.history(0).time());
-        if (now_ - opened > FromProto(linking.window())) continue;
+        if (now_ - opened > kernel::FromDurationProto(linking.window())) continue;
         if (linking.max_distance_m() > 0 && view.has_location() && report.has_location() &&
             DistanceMeters(view.location(), report.location()) > linking.max_distance_m()) {
           continue;

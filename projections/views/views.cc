@@ -41,16 +41,6 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   return absl::UnavailableError(absl::StrFormat("read models: %s: %s", what, s.ToString()));
 }
 
-absl::Duration DurationOf(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-void ToDurationProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t s = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(s);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-}
-
 // Offline after three reporting intervals; these when the registry gives none.
 absl::Duration DefaultInterval(v1::DeviceKind kind) {
   switch (kind) {
@@ -70,8 +60,8 @@ absl::Duration DefaultInterval(v1::DeviceKind kind) {
 absl::Duration OfflineAfter(const v1::DeviceView& d) {
   absl::Duration interval = DefaultInterval(d.kind());
   if (d.registration().has_reporting_interval() &&
-      DurationOf(d.registration().reporting_interval()) > absl::ZeroDuration()) {
-    interval = DurationOf(d.registration().reporting_interval());
+      kernel::FromDurationProto(d.registration().reporting_interval()) > absl::ZeroDuration()) {
+    interval = kernel::FromDurationProto(d.registration().reporting_interval());
   }
   return 3 * interval;
 }
@@ -107,7 +97,7 @@ struct StatsPartial {
       closed += sign;
       if (v.worst_overdue() == v1::OVERDUE_LEVEL_UNSPECIFIED) closed_on_time += sign;
       for (const v1::StageDuration& d : v.stage_durations()) {
-        stage_time_sum[d.stage()] += sign * DurationOf(d.duration());
+        stage_time_sum[d.stage()] += sign * kernel::FromDurationProto(d.duration());
       }
     }
   }
@@ -139,7 +129,7 @@ struct StatsPartial {
     for (const auto& [stage, sum] : stage_time_sum) {
       v1::StageDuration* d = s.add_mean_time_in_stage();
       d->set_stage(static_cast<v1::CaseStage>(stage));
-      ToDurationProto(sum, d->mutable_duration());
+      kernel::ToDurationProto(sum, d->mutable_duration());
     }
     s.set_devices_total(devices_total);
     s.set_devices_online(devices_online);
@@ -164,7 +154,7 @@ struct StatsPartial {
     closed = s.closed();
     closed_on_time = s.closed_on_time();
     for (const v1::StageDuration& d : s.mean_time_in_stage()) {
-      stage_time_sum[d.stage()] = DurationOf(d.duration());
+      stage_time_sum[d.stage()] = kernel::FromDurationProto(d.duration());
     }
     devices_total = s.devices_total();
     devices_online = s.devices_online();
@@ -862,7 +852,7 @@ absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
     if (sum.closed <= 0) break;
     v1::StageDuration* d = s.add_mean_time_in_stage();
     d->set_stage(static_cast<v1::CaseStage>(stage));
-    ToDurationProto(total / sum.closed, d->mutable_duration());
+    kernel::ToDurationProto(total / sum.closed, d->mutable_duration());
   }
   if (sum.cases_total > 0) s.set_close_rate(static_cast<double>(sum.closed) / sum.cases_total);
   if (sum.closed > 0) {
