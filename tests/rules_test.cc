@@ -1,6 +1,7 @@
 // The rules: loading and checking rule sets (errors name file:line:column), and the
 // engine's behaviour per rule kind and per case stage, fed with hand-made events.
 #include <catch2/catch.hpp>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -199,6 +200,40 @@ class Harness {
     m->set_floor(3);
     for (int c : codes) m->add_fault_codes(c);
     Feed(e, kT0 + at, true);
+  }
+
+  void Cover(std::string id, absl::Duration at, bool open) {
+    v1::Event e = Reading(id, v1::DEVICE_KIND_MANHOLE_COVER, at);
+    e.mutable_reading()->mutable_manhole_cover()->set_cover_open(open);
+    e.mutable_reading()->mutable_manhole_cover()->set_tilt_deg(open ? 40 : 0.5);
+    Feed(e, kT0 + at, true);
+  }
+
+  void RegisterCover(std::string id, bool urban) {
+    v1::Event e;
+    e.set_stream_id("registry/" + id);
+    v1::DeviceRegistered* r = e.mutable_device_registered();
+    r->set_device_id(id);
+    r->set_kind(v1::DEVICE_KIND_MANHOLE_COVER);
+    r->mutable_grid()->set_grid_code("310104001001001");
+    r->mutable_manhole_cover()->set_urban(urban);
+    Feed(e, now_, false);
+  }
+
+  // Activates a rule set around `rules_yaml` at `at`.
+  void Activate(std::string_view rules_yaml, absl::Duration at) {
+    absl::StatusOr<LoadedRuleSet> next = LoadRuleSetText(RuleSetYaml(rules_yaml), "next.yaml");
+    if (!next.ok()) FAIL(next.status().ToString());
+    Feed(RulesetActivatedEvent(*next, kT0 + at), kT0 + at, false);
+  }
+
+  // Every derived event's idempotency key differs: the log would drop a repeated one.
+  void CheckKeysUnique() const {
+    std::set<std::string> keys;
+    for (const Derived& d : derived) {
+      INFO(d.event.provenance().idempotency_key());
+      CHECK(keys.insert(d.event.provenance().idempotency_key()).second);
+    }
   }
 
   void Tick(absl::Duration at) {
@@ -610,20 +645,130 @@ TEST_CASE("a new rule set keeps the state of unchanged rules and ends alerts of 
   h.Depth("g1", absl::Minutes(6), 20);
   h.Faults("e1", absl::Minutes(7), {8});
   REQUIRE(h.Of(v1::Event::kAlertRaised).size() == 2);
-  absl::StatusOr<LoadedRuleSet> next = LoadRuleSetText(
-      RuleSetYaml(std::string(kFloodRule) +
-                  "  - id: trapped\n    device_kind: elevator\n    severity: critical\n"
-                  "    fault_code: {codes: [8]}\n"),
-      "t2.yaml");
-  REQUIRE(next.ok());
-  h.Feed(RulesetActivatedEvent(*next, kT0 + absl::Minutes(8)), kT0 + absl::Minutes(8), false);
+  h.Activate(std::string(kFloodRule) +
+                 "  - id: trapped\n    device_kind: elevator\n    severity: critical\n"
+                 "    fault_code: {codes: [8]}\n",
+             absl::Minutes(8));
   std::vector<v1::Event> cleared = h.Of(v1::Event::kAlertCleared);
   REQUIRE(cleared.size() == 1);
   CHECK(cleared[0].alert_cleared().rule_id() == "trapped");
+  CHECK(cleared[0].alert_cleared().alert_id() == "al-trapped-e1-1");
   h.Depth("g1", absl::Minutes(9), 20);  // Still active: no second alert.
   CHECK(h.Of(v1::Event::kAlertRaised).size() == 2);
-  h.Faults("e1", absl::Minutes(10), {8});  // The changed rule starts afresh.
-  CHECK(h.Of(v1::Event::kAlertRaised).size() == 3);
+  h.Faults("e1", absl::Minutes(10), {8});  // The changed rule starts afresh ...
+  std::vector<v1::Event> raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 3);
+  // ... but goes on numbering its alerts: the log would drop a reused id as a duplicate.
+  CHECK(raised[2].alert_raised().alert_id() == "al-trapped-e1-2");
+  h.CheckKeysUnique();
+}
+
+TEST_CASE("an edited rule keeps its open case: a new alert joins it, ids are never reused",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 20);
+  REQUIRE(h.Of(v1::Event::kCaseOpened).size() == 1);
+  // A stricter hold: the rule's definition changed, its alert ends.
+  h.Activate(absl::StrReplaceAll(kFloodRule, {{"hold_for: 6m", "hold_for: 4m"}}), absl::Minutes(7));
+  REQUIRE(h.Of(v1::Event::kAlertCleared).size() == 1);
+  h.Depth("g1", absl::Minutes(10), 22);
+  h.Depth("g1", absl::Minutes(14), 22);
+  std::vector<v1::Event> raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 2);
+  CHECK(raised[1].alert_raised().alert_id() == "al-flood-g1-2");
+  CHECK(h.Of(v1::Event::kCaseOpened).size() == 1);  // Still one open case ...
+  std::vector<v1::Event> linked = h.Of(v1::Event::kCaseLinked);
+  REQUIRE(linked.size() == 1);  // ... which the new alert joins.
+  CHECK(linked[0].case_linked().case_id() == "iot-flood-g1-1");
+  CHECK(linked[0].case_linked().alert_id() == "al-flood-g1-2");
+  h.CheckKeysUnique();
+  // The engine's counters are what it derived.
+  CHECK(h.engine.counters().alerts_raised == h.Of(v1::Event::kAlertRaised).size());
+  CHECK(h.engine.counters().alerts_cleared == h.Of(v1::Event::kAlertCleared).size());
+  CHECK(h.engine.counters().cases_opened == h.Of(v1::Event::kCaseOpened).size());
+  CHECK(h.engine.counters().cases_linked == h.Of(v1::Event::kCaseLinked).size());
+}
+
+TEST_CASE("alerts a rule change ends are uncounted by the grid compounds counting them",
+          "[rules]") {
+  const std::string compound =
+      "  - id: grid\n    severity: critical\n"
+      "    grid_compound: {rules: [flood], min_devices: 3, window: 30m}\n";
+  Harness h(std::string(kFloodRule) + compound);
+  for (std::string id : {"g1", "g2", "g3"}) h.Register(id, v1::DEVICE_KIND_FLOOD_GAUGE);
+  for (int m : {0, 6}) {
+    for (std::string id : {"g1", "g2", "g3"}) h.Depth(id, absl::Minutes(m), 20);
+  }
+  auto of_rule = [&](v1::Event::PayloadCase type, const std::string& rule) {
+    int n = 0;
+    for (const v1::Event& e : h.Of(type)) {
+      n += (type == v1::Event::kAlertRaised ? e.alert_raised().rule_id()
+                                            : e.alert_cleared().rule_id()) == rule;
+    }
+    return n;
+  };
+  REQUIRE(of_rule(v1::Event::kAlertRaised, "grid") == 1);
+  h.Activate(absl::StrReplaceAll(kFloodRule, {{"at_least: 15", "at_least: 16"}}) + compound,
+             absl::Minutes(8));
+  CHECK(of_rule(v1::Event::kAlertCleared, "flood") == 3);
+  CHECK(of_rule(v1::Event::kAlertCleared, "grid") == 1);  // No source alert is left.
+  h.CheckKeysUnique();
+}
+
+TEST_CASE("an IoT case outlives the removal of its rule: verified and closed with its window",
+          "[rules][cases]") {
+  Harness h(std::string(kFloodRule) +
+            "  - id: other\n    device_kind: elevator\n    severity: minor\n"
+            "    fault_code: {codes: [9]}\n");
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);
+  h.Command(Handled("iot-flood-g1-1"), absl::Minutes(60));
+  // The flood rule goes away while its case waits for the water to go.
+  h.Tick(absl::Minutes(61));
+  h.Activate(
+      "  - id: other\n    device_kind: elevator\n    severity: minor\n"
+      "    fault_code: {codes: [9]}\n",
+      absl::Minutes(61));
+  REQUIRE(h.Of(v1::Event::kAlertCleared).size() == 1);
+  h.Tick(absl::Minutes(90));
+  CHECK(h.Of(v1::Event::kCaseVerified).empty());  // The window (30 min) ends at 91 min.
+  h.Tick(absl::Minutes(92));
+  std::vector<v1::Event> verified = h.Of(v1::Event::kCaseVerified);
+  REQUIRE(verified.size() == 1);
+  CHECK(verified[0].case_verified().passed());
+  CHECK(h.Of(v1::Event::kCaseClosed).size() == 1);
+  CHECK(h.engine.open_cases() == 0);
+}
+
+constexpr char kCoverRules[] =
+    "  - id: cover.urban\n    device_kind: manhole_cover\n    applies_to: {urban: true}\n"
+    "    severity: major\n"
+    "    threshold: {raise: {all: [{metric: cover_open, equals: \"true\"}]}, hold_for: 30s}\n"
+    "  - id: cover.suburban\n    device_kind: manhole_cover\n    applies_to: {urban: false}\n"
+    "    severity: major\n"
+    "    threshold: {raise: {all: [{metric: cover_open, equals: \"true\"}]}, hold_for: 30s}\n";
+
+TEST_CASE("an unregistered device meets filters as the variant that needs most attention",
+          "[rules]") {
+  Harness h(kCoverRules);
+  h.Cover("m1", absl::Seconds(0), true);  // Never registered.
+  h.Cover("m1", absl::Seconds(40), true);
+  std::vector<v1::Event> raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 1);  // One of the two complementary rules, not both, not neither.
+  CHECK(raised[0].alert_raised().rule_id() == "cover.urban");
+  // Registered as a suburban cover: the urban rule stops watching it, the other takes over.
+  h.RegisterCover("m1", /*urban=*/false);
+  std::vector<v1::Event> cleared = h.Of(v1::Event::kAlertCleared);
+  REQUIRE(cleared.size() == 1);
+  CHECK(cleared[0].alert_cleared().rule_id() == "cover.urban");
+  h.Cover("m1", absl::Seconds(50), true);
+  h.Cover("m1", absl::Seconds(90), true);
+  raised = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(raised.size() == 2);
+  CHECK(raised[1].alert_raised().rule_id() == "cover.suburban");
 }
 
 TEST_CASE("the engine is deterministic: the same inputs give the same bytes", "[rules]") {

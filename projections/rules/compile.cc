@@ -435,6 +435,7 @@ absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
   for (int i = 0; i < out->rule_set_.categories_size(); ++i) {
     out->categories_.emplace(out->rule_set_.categories(i).category().code(), i);
   }
+  out->ids_ = std::move(ids);
   return out;
 }
 
@@ -446,6 +447,12 @@ const std::vector<int>& CompiledRuleSet::RulesFor(v1::DeviceKind kind) const {
 
 const std::vector<int>& CompiledRuleSet::CompoundsCounting(int index) const {
   return compounds_counting_[index];
+}
+
+std::optional<int> CompiledRuleSet::IndexOf(std::string_view id) const {
+  auto it = ids_.find(absl::string_view(id.data(), id.size()));
+  if (it == ids_.end()) return std::nullopt;
+  return it->second;
 }
 
 const v1::CategoryPolicy* CompiledRuleSet::Category(std::string_view category_code) const {

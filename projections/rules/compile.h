@@ -11,6 +11,7 @@
 #define CITYOPS_PROJECTIONS_RULES_COMPILE_H_
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -106,6 +107,8 @@ class CompiledRuleSet {
   const std::vector<int>& RulesFor(v1::DeviceKind kind) const;
   // Indexes of the grid compounds that count alerts of rule `index`.
   const std::vector<int>& CompoundsCounting(int index) const;
+  // The position of rule `id`, or nullopt.
+  std::optional<int> IndexOf(std::string_view id) const;
   // The policy for reports of `category_code`, or nullptr.
   const v1::CategoryPolicy* Category(std::string_view category_code) const;
 
@@ -116,6 +119,7 @@ class CompiledRuleSet {
   std::vector<std::vector<int>> by_kind_;
   std::vector<std::vector<int>> compounds_counting_;
   absl::flat_hash_map<std::string, int> categories_;
+  absl::flat_hash_map<std::string, int> ids_;
 };
 
 }  // namespace cityops::rules

@@ -12,6 +12,7 @@
 #include "google/protobuf/util/message_differencer.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
+#include "spdlog/spdlog.h"
 
 namespace cityops::rules {
 
@@ -92,12 +93,21 @@ bool IsCasePayload(v1::Event::PayloadCase p) {
 
 }  // namespace
 
-// Per (device, rule).
+// Per (device, rule id): what outlives a change of the rule's definition. A rule that is
+// edited (or removed and added again) goes on numbering its alerts and cases where it
+// left off, so ids are never reused, and keeps its open case.
+struct RulesEngine::RuleMemory {
+  std::string rule_id;
+  uint32_t alerts = 0;    // Alerts raised so far; numbers the alert and case ids.
+  std::string open_case;  // The open case this rule raised for this device, if any.
+  absl::Time cleared_at = absl::InfinitePast();  // When its alert last cleared.
+};
+
+// Per (device, rule as defined now): dropped when the rule's definition changes.
 struct RulesEngine::RuleState {
+  RuleMemory* memory = nullptr;  // In the device's `memory`; never null.
   bool active = false;
-  uint32_t alerts = 0;  // Alerts raised so far; numbers the alert and case ids.
   std::string alert_id;
-  absl::Time cleared_at = absl::InfinitePast();
   // Raise condition holding, not yet for long enough.
   bool pending = false;
   absl::Time pending_since;
@@ -123,8 +133,6 @@ struct RulesEngine::RuleState {
   // Grid compounds: recent raises of counted rules (time, device) and active ones.
   std::vector<std::pair<absl::Time, std::string>> recent;
   int active_sources = 0;
-  // The open case this rule raised for this device, if any.
-  std::string open_case;
 };
 
 struct RulesEngine::DeviceState {
@@ -138,6 +146,8 @@ struct RulesEngine::DeviceState {
   // (rule index, state) of the rules that have seen this device. A deque, so that adding
   // a state never moves the others (callers hold references across calls).
   std::deque<std::pair<int, RuleState>> rules;
+  // By rule id, for every rule that has seen this device (a deque: states point here).
+  std::deque<RuleMemory> memory;
   // The states of the rules of its kind, in RulesFor(kind) order, once looked up, and
   // whether each is idle: nothing pending, active or scheduled that a reading must see.
   // A reading that does not trigger an idle rule leaves its state untouched (and out of
@@ -149,9 +159,13 @@ struct RulesEngine::DeviceState {
 struct RulesEngine::CaseTrack {
   v1::CaseView view;
   kernel::Partition partition;
-  std::string rule_id;     // IoT cases: the raising rule.
-  std::string device_key;  // IoT cases: the device (or grid pseudo-device).
-  std::string link_key;    // In open_by_grid_category_ under this key.
+  // IoT cases, from CaseOpened: the raising rule, the device (or grid pseudo-device) and
+  // the verification window. Kept here, so that a case outlives a change or removal of
+  // its rule: it is verified and closed with what it was opened with.
+  std::string rule_id;
+  std::string device_key;
+  absl::Duration verification_window = absl::ZeroDuration();
+  std::string link_key;  // In open_by_grid_category_ under this key.
 };
 
 struct RulesEngine::Context {
@@ -177,7 +191,27 @@ RulesEngine::RuleState& RulesEngine::StateOf(DeviceState& dev, int rule_index) {
   for (auto& [index, state] : dev.rules) {
     if (index == rule_index) return state;
   }
-  return dev.rules.emplace_back(rule_index, RuleState()).second;
+  RuleState& st = dev.rules.emplace_back(rule_index, RuleState()).second;
+  st.memory = &MemoryOf(dev, rules_->rules()[rule_index].rule->id());
+  return st;
+}
+
+RulesEngine::RuleMemory& RulesEngine::MemoryOf(DeviceState& dev, std::string_view rule_id) {
+  for (RuleMemory& m : dev.memory) {
+    if (m.rule_id == rule_id) return m;
+  }
+  RuleMemory& m = dev.memory.emplace_back();
+  m.rule_id = std::string(rule_id);
+  return m;
+}
+
+const RulesEngine::RuleState* RulesEngine::FindState(const DeviceState& dev,
+                                                     std::string_view rule_id) const {
+  if (rules_ == nullptr) return nullptr;
+  for (const auto& [index, state] : dev.rules) {
+    if (state.memory->rule_id == rule_id) return &state;
+  }
+  return nullptr;
 }
 
 void RulesEngine::AddTimer(Timer t) { timers_.insert(std::move(t)); }
@@ -200,7 +234,7 @@ void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<De
       OnReading(event, ctx);
       break;
     case v1::Event::kDeviceRegistered:
-      OnRegistration(event);
+      OnRegistration(event, ctx);
       break;
     case v1::Event::kRulesetActivated:
       OnRuleset(event, ctx);
@@ -245,20 +279,17 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
            absl::StrFormat("rules/case/%s/overdue/%d/%d", view.case_id(), t.a, t.b), ctx);
       return;
     }
-    // Verification window over: verify and close if the device stayed normal.
-    if (view.stage() != v1::CASE_STAGE_HANDLED || rules_ == nullptr) return;
+    // Verification window over: verify and close if the device stayed normal. The rule
+    // may have changed or gone meanwhile; the case keeps the window it was opened with.
+    if (view.stage() != v1::CASE_STAGE_HANDLED) return;
     auto dev_it = devices_.find(track.device_key);
-    if (dev_it == devices_.end()) return;
-    int index = -1;
-    for (const CompiledRule& r : rules_->rules()) {
-      if (r.rule->id() == track.rule_id) index = r.index;
+    if (dev_it != devices_.end()) {
+      const RuleState* st = FindState(*dev_it->second, track.rule_id);
+      if (st != nullptr && st->active) return;  // Raised again: that path fails verification.
     }
-    if (index < 0) return;
-    RuleState& st = StateOf(*dev_it->second, index);
-    if (st.active) return;  // Raised again meanwhile; that path fails the verification.
     const std::string case_id = view.case_id();
     const kernel::Partition partition = track.partition;
-    const absl::Duration window = rules_->rules()[index].verification_window;
+    const absl::Duration window = track.verification_window;
     const int entry = view.history_size();
     {
       v1::Event e;
@@ -341,7 +372,16 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
 bool RulesEngine::Applies(const CompiledRule& rule, const DeviceState& dev) const {
   if (!rule.rule->has_applies_to()) return true;
   const v1::DeviceFilter& f = rule.rule->applies_to();
-  if (!dev.registered) return false;
+  if (!dev.registered) {
+    // No archive data to test: the device is taken to be the variant that needs the
+    // most attention (rules/README.md): an urban cover of any owner, a gauge on an open
+    // road in a low-lying spot, an old and tall building or elevator. Complementary
+    // filters (urban: true / urban: false) so pick exactly one of the two rules.
+    if (f.has_urban() && !f.urban()) return false;
+    if (f.has_underpass() && f.underpass()) return false;
+    if (f.has_low_lying() && !f.low_lying()) return false;
+    return true;
+  }
   const v1::DeviceRegistered& reg = dev.registration;
   if (f.has_underpass() && reg.flood_gauge().underpass() != f.underpass()) return false;
   if (f.has_low_lying() && reg.flood_gauge().low_lying() != f.low_lying()) return false;
@@ -360,7 +400,7 @@ bool RulesEngine::Applies(const CompiledRule& rule, const DeviceState& dev) cons
   return true;
 }
 
-void RulesEngine::OnRegistration(const v1::Event& event) {
+void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
   const v1::DeviceRegistered& reg = event.device_registered();
   DeviceState& dev = Device(reg.device_id());
   if (!dev.registered && dev.last_seen == absl::InfinitePast()) {
@@ -370,6 +410,23 @@ void RulesEngine::OnRegistration(const v1::Event& event) {
   dev.registration = reg;
   dev.kind = reg.kind();
   dev.grid = reg.grid();
+  if (rules_ == nullptr) return;
+  // Rules whose filter no longer matches (e.g. a cover first seen unregistered, now
+  // registered as suburban) stop watching the device: their alerts end here.
+  for (auto& [i, st] : dev.rules) {
+    const CompiledRule& rule = rules_->rules()[i];
+    if (Applies(rule, dev)) continue;
+    if (st.pending) {
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      st.pending = false;
+    }
+    if (st.clearing) {
+      CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+      st.clearing = false;
+    }
+    if (st.active) Clear(rule, dev, st, 0, nullptr, ctx);
+  }
+  std::fill(dev.idle.begin(), dev.idle.end(), 0);
 }
 
 void RulesEngine::OnReading(const v1::Event& event, Context& ctx) {
@@ -632,8 +689,8 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
   st.active = true;
   st.pending = false;
   st.clearing = false;
-  ++st.alerts;
-  st.alert_id = AlertId(rule.rule->id(), dev.key, st.alerts);
+  ++st.memory->alerts;
+  st.alert_id = AlertId(rule.rule->id(), dev.key, st.memory->alerts);
   ++counters_.alerts_raised;
   v1::Event e;
   e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
@@ -658,13 +715,13 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
   CountForCompounds(rule, dev, /*raised=*/true, ctx);
 
   if (!rule.rule->has_case_() || !rule.rule->case_().open_case()) return;
-  auto open = cases_.find(st.open_case);
-  if (st.open_case.empty() || open == cases_.end()) {
+  auto open = cases_.find(st.memory->open_case);
+  if (st.memory->open_case.empty() || open == cases_.end()) {
     OpenCase(rule, dev, st, ctx);
     return;
   }
   // One open case per device and rule: a re-trigger joins it.
-  const std::string case_id = st.open_case;
+  const std::string case_id = st.memory->open_case;
   const kernel::Partition partition = open->second->partition;
   {
     v1::Event link;
@@ -699,7 +756,7 @@ void RulesEngine::Clear(const CompiledRule& rule, DeviceState& dev, RuleState& s
                         const v1::EventRef* reading, Context& ctx) {
   st.active = false;
   st.clearing = false;
-  st.cleared_at = ctx.time;
+  st.memory->cleared_at = ctx.time;
   ++counters_.alerts_cleared;
   v1::Event e;
   e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
@@ -711,8 +768,8 @@ void RulesEngine::Clear(const CompiledRule& rule, DeviceState& dev, RuleState& s
   if (reading != nullptr) *c->mutable_reading() = *reading;
   Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/cleared", st.alert_id), ctx);
   CountForCompounds(rule, dev, /*raised=*/false, ctx);
-  if (!st.open_case.empty()) {
-    auto it = cases_.find(st.open_case);
+  if (!st.memory->open_case.empty()) {
+    auto it = cases_.find(st.memory->open_case);
     if (it != cases_.end()) MaybeScheduleVerification(*it->second, ctx);
   }
 }
@@ -752,8 +809,8 @@ void RulesEngine::CountForCompounds(const CompiledRule& rule, const DeviceState&
 void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState& st,
                            Context& ctx) {
   const v1::CasePolicy& policy = rule.rule->case_();
-  const std::string case_id = CaseIdFor(rule.rule->id(), dev.key, st.alerts);
-  st.open_case = case_id;
+  const std::string case_id = CaseIdFor(rule.rule->id(), dev.key, st.memory->alerts);
+  st.memory->open_case = case_id;
   ++counters_.cases_opened;
   {
     v1::Event e;
@@ -911,6 +968,7 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     const v1::CaseOpened& o = event.case_opened();
     track.rule_id = o.rule_id();
     track.device_key = o.device_id();
+    track.verification_window = kernel::FromDurationProto(o.verification_window());
     if (!o.grid().grid_code().empty() && track.link_key.empty()) {
       track.link_key = absl::StrFormat("%s|%s", o.grid().grid_code(), o.category().code());
       open_by_grid_category_[track.link_key].push_back(case_id);
@@ -959,8 +1017,8 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     }
     auto dev = devices_.find(again.device_key);
     if (dev != devices_.end()) {
-      for (auto& [index, st] : dev->second->rules) {
-        if (st.open_case == case_id) st.open_case.clear();
+      for (RuleMemory& m : dev->second->memory) {
+        if (m.open_case == case_id) m.open_case.clear();
       }
     }
     cases_.erase(it);
@@ -984,79 +1042,85 @@ void RulesEngine::ScheduleCaseTimers(CaseTrack& track) {
 
 void RulesEngine::MaybeScheduleVerification(CaseTrack& track, Context& ctx) {
   const v1::CaseView& view = track.view;
-  if (view.stage() != v1::CASE_STAGE_HANDLED || view.source() != v1::CASE_SOURCE_IOT_RULE ||
-      rules_ == nullptr) {
+  if (view.stage() != v1::CASE_STAGE_HANDLED || view.source() != v1::CASE_SOURCE_IOT_RULE) {
     return;
   }
+  absl::Time cleared_at = absl::InfinitePast();
   auto dev = devices_.find(track.device_key);
-  if (dev == devices_.end()) return;
-  for (const CompiledRule& rule : rules_->rules()) {
-    if (rule.rule->id() != track.rule_id) continue;
-    RuleState& st = StateOf(*dev->second, rule.index);
-    if (st.active) return;  // Wait for the alert to clear.
-    const absl::Time from =
-        std::max({kernel::FromTimestamp(view.stage_time()), st.cleared_at, ctx.time});
-    AddTimer({from + rule.verification_window, kVerify, view.case_id(), view.history_size(), 0});
-    return;
+  if (dev != devices_.end()) {
+    const RuleState* st = FindState(*dev->second, track.rule_id);
+    if (st != nullptr && st->active) return;  // Wait for the alert to clear.
+    cleared_at = MemoryOf(*dev->second, track.rule_id).cleared_at;
   }
+  const absl::Time from =
+      std::max({kernel::FromTimestamp(view.stage_time()), cleared_at, ctx.time});
+  AddTimer({from + track.verification_window, kVerify, view.case_id(), view.history_size(), 0});
 }
 
 void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
+  const v1::RulesetActivated& activated = event.ruleset_activated();
   absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
-      CompiledRuleSet::Compile(event.ruleset_activated().rule_set());
+      CompiledRuleSet::Compile(activated.rule_set());
   if (!compiled.ok()) {
+    // The log holds it, so every replay meets it again: say so loudly, keep the rules in
+    // force, and count it (RulesStageStats, `cityops replay`).
     ++counters_.rejected_rule_sets;
+    spdlog::error(
+        "rules: rule set '{}' (sha256 {}) activated at {}/{} does not compile and is ignored; "
+        "the rules in force stay active: {}",
+        activated.name(), activated.sha256(), event.partition(), event.sequence(),
+        std::string(compiled.status().message()));
     return;
   }
   std::unique_ptr<CompiledRuleSet> next = *std::move(compiled);
-  // Carry the state of every rule that is unchanged; clear the alerts of the others.
+  // carry[i]: the index in `next` of old rule i if its definition is unchanged, else -1.
   std::vector<int> carry(rules_ == nullptr ? 0 : rules_->rules().size(), -1);
   if (rules_ != nullptr) {
     for (const CompiledRule& old : rules_->rules()) {
-      for (const CompiledRule& now : next->rules()) {
-        if (now.rule->id() == old.rule->id() &&
-            google::protobuf::util::MessageDifferencer::Equals(*now.rule, *old.rule)) {
-          carry[old.index] = now.index;
-        }
+      if (std::optional<int> now = next->IndexOf(old.rule->id());
+          now && google::protobuf::util::MessageDifferencer::Equals(*next->rules()[*now].rule,
+                                                                    *old.rule)) {
+        carry[old.index] = *now;
       }
     }
-  }
-  std::unique_ptr<CompiledRuleSet> previous = std::move(rules_);
-  // Timers that name rule indexes are re-made below for the carried states.
-  for (auto t = timers_.begin(); t != timers_.end();) {
-    t = t->kind <= kAbsence ? timers_.erase(t) : std::next(t);
   }
   std::vector<std::string> keys;
   keys.reserve(devices_.size());
   for (const auto& [key, dev] : devices_) keys.push_back(key);
   std::sort(keys.begin(), keys.end());  // Deterministic order of the clears below.
+  // With the old rules still in force, end the alerts of rules that changed or went away
+  // as their own clear would: grid compounds counting them notice, and IoT cases waiting
+  // for them to clear schedule their verification.
   for (const std::string& key : keys) {
-    DeviceState& dev = *devices_[key];
+    DeviceState& dev = *devices_.find(key)->second;
+    for (auto& [i, st] : dev.rules) {
+      if (carry[i] < 0 && st.active) Clear(rules_->rules()[i], dev, st, 0, nullptr, ctx);
+    }
+  }
+  // Clearing may have added grid pseudo-devices.
+  if (keys.size() != devices_.size()) {
+    keys.clear();
+    for (const auto& [key, dev] : devices_) keys.push_back(key);
+    std::sort(keys.begin(), keys.end());
+  }
+  // Timers that name rule indexes are re-made below for the carried states.
+  for (auto t = timers_.begin(); t != timers_.end();) {
+    t = t->kind <= kAbsence ? timers_.erase(t) : std::next(t);
+  }
+  for (const std::string& key : keys) {
+    DeviceState& dev = *devices_.find(key)->second;
     std::deque<std::pair<int, RuleState>> old = std::move(dev.rules);
     dev.rules.clear();
     dev.by_slot.clear();
     dev.idle.clear();
+    // A changed rule starts afresh; its memory (alert count, open case) stays.
     for (auto& [i, state] : old) {
-      if (carry[i] >= 0) {
-        dev.rules.emplace_back(carry[i], std::move(state));
-        continue;
-      }
-      if (!state.active) continue;
-      // The rule changed or is gone: its alert ends here.
-      v1::Event e;
-      e.set_stream_id(absl::StrFormat("alert/%s", state.alert_id));
-      v1::AlertCleared* c = e.mutable_alert_cleared();
-      c->set_alert_id(state.alert_id);
-      c->set_device_id(dev.key);
-      c->set_rule_id(previous->rules()[i].rule->id());
-      ++counters_.alerts_cleared;
-      Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/cleared", state.alert_id),
-           ctx);
+      if (carry[i] >= 0) dev.rules.emplace_back(carry[i], std::move(state));
     }
   }
   rules_ = std::move(next);
   for (const std::string& key : keys) {
-    DeviceState& dev = *devices_[key];
+    DeviceState& dev = *devices_.find(key)->second;
     for (auto& [i, st] : dev.rules) {
       const CompiledRule& rule = rules_->rules()[i];
       if (st.pending && rule.hold > absl::ZeroDuration()) {

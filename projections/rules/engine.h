@@ -73,6 +73,7 @@ class RulesEngine {
   size_t pending_timers() const { return timers_.size(); }
 
  private:
+  struct RuleMemory;
   struct RuleState;
   struct DeviceState;
   struct CaseTrack;
@@ -91,7 +92,7 @@ class RulesEngine {
   void FireTimers(absl::Time now, Context& ctx);
   void OnTimer(const Timer& t, Context& ctx);
   void OnReading(const v1::Event& event, Context& ctx);
-  void OnRegistration(const v1::Event& event);
+  void OnRegistration(const v1::Event& event, Context& ctx);
   void OnRuleset(const v1::Event& event, Context& ctx);
   void OnReported(const v1::Event& event, Context& ctx);
   void OnCaseEvent(const v1::Event& event, Context& ctx);
@@ -125,7 +126,11 @@ class RulesEngine {
   void CancelTimer(const Timer& t);
 
   DeviceState& Device(const std::string& key);
+  // The state of rule `rule_index` (of the active set) for `dev`, made on first use.
   RuleState& StateOf(DeviceState& dev, int rule_index);
+  RuleMemory& MemoryOf(DeviceState& dev, std::string_view rule_id);
+  // The state of the active rule `rule_id` for `dev`, or nullptr if it has none.
+  const RuleState* FindState(const DeviceState& dev, std::string_view rule_id) const;
 
   std::unique_ptr<CompiledRuleSet> rules_;
   absl::flat_hash_map<std::string, std::unique_ptr<DeviceState>> devices_;
