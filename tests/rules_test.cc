@@ -424,6 +424,36 @@ v1::Event Handled(std::string case_id) {
   return e;
 }
 
+TEST_CASE("a command after its stage's deadline gets the lights it earned first",
+          "[rules][cases]") {
+  Harness h(kFloodRule);
+  h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  h.Depth("g1", absl::Minutes(0), 20);
+  h.Depth("g1", absl::Minutes(6), 21);  // Dispatched at 6 min; handle within 4 h.
+  // No reading or tick moves stage time on; the department reports at 9 h.
+  h.Command(Handled("iot-flood-g1-1"), absl::Hours(9));
+  std::vector<v1::Event> overdue = h.Of(v1::Event::kCaseOverdue);
+  REQUIRE(overdue.size() == 2);
+  CHECK(overdue[0].case_overdue().level() == v1::OVERDUE_LEVEL_YELLOW);
+  CHECK(overdue[0].case_overdue().stage() == v1::CASE_STAGE_DISPATCHED);
+  CHECK(kernel::FromTimestamp(overdue[0].event_time()) == kT0 + absl::Minutes(6) + absl::Hours(4));
+  CHECK(overdue[1].case_overdue().level() == v1::OVERDUE_LEVEL_RED);
+  CHECK(kernel::FromTimestamp(overdue[1].event_time()) == kT0 + absl::Minutes(6) + absl::Hours(8));
+  // The same keys a timer would have used: a replay that meets a tick first agrees.
+  CHECK(overdue[0].provenance().idempotency_key() == "rules/case/iot-flood-g1-1/overdue/3/1");
+  // Later ticks add nothing for that stage.
+  h.Tick(absl::Hours(20));
+  CHECK(h.Of(v1::Event::kCaseOverdue).size() == 2);
+
+  // A command within its deadline earns nothing.
+  Harness ok(kFloodRule);
+  ok.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
+  ok.Depth("g1", absl::Minutes(0), 20);
+  ok.Depth("g1", absl::Minutes(6), 21);
+  ok.Command(Handled("iot-flood-g1-1"), absl::Hours(4));
+  CHECK(ok.Of(v1::Event::kCaseOverdue).empty());
+}
+
 TEST_CASE("IoT verification: the rule verifies and closes once the device stayed normal",
           "[rules][cases]") {
   Harness h(kFloodRule);

@@ -266,17 +266,7 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
     const v1::CaseView& view = track.view;
     if (view.history_size() != t.a || view.stage() == v1::CASE_STAGE_CLOSED) return;
     if (t.kind == kOverdue) {
-      if (static_cast<int>(view.overdue()) >= t.b) return;
-      v1::Event e;
-      v1::CaseOverdue* o = e.mutable_case_overdue();
-      o->set_case_id(view.case_id());
-      o->set_stage(view.stage());
-      o->set_level(static_cast<v1::OverdueLevel>(t.b));
-      *o->mutable_due_time() = view.deadline().due_time();
-      e.set_stream_id(CaseStream(view.case_id()));
-      ++counters_.overdue;
-      Emit(track.partition, std::move(e),
-           absl::StrFormat("rules/case/%s/overdue/%d/%d", view.case_id(), t.a, t.b), ctx);
+      EmitOverdue(track, static_cast<v1::OverdueLevel>(t.b), ctx);
       return;
     }
     // Verification window over: verify and close if the device stayed normal. The rule
@@ -926,9 +916,49 @@ void RulesEngine::OnReported(const v1::Event& event, Context& ctx) {
        absl::StrFormat("rules/case/%s/opened", report.case_id()), ctx);
 }
 
+void RulesEngine::EmitOverdue(CaseTrack& track, v1::OverdueLevel level, Context& ctx) {
+  const v1::CaseView& view = track.view;
+  if (view.overdue() >= level) return;
+  const std::string case_id = view.case_id();
+  v1::Event e;
+  v1::CaseOverdue* o = e.mutable_case_overdue();
+  o->set_case_id(case_id);
+  o->set_stage(view.stage());
+  o->set_level(level);
+  *o->mutable_due_time() = view.deadline().due_time();
+  e.set_stream_id(CaseStream(case_id));
+  ++counters_.overdue;
+  Emit(track.partition, std::move(e),
+       absl::StrFormat("rules/case/%s/overdue/%d/%d", case_id, view.history_size(),
+                       static_cast<int>(level)),
+       ctx);
+}
+
 void RulesEngine::OnCaseEvent(const v1::Event& event, Context& ctx) {
   if (event.payload_case() == v1::Event::kCaseOpened) return;  // Only the engine opens.
   if (event.stream_id().rfind(projections::kCaseStreamPrefix, 0) != 0) return;
+  // A command does not move stage time (its time is the clock of whoever acted), so its
+  // stage's deadline may have passed in its own time while no reading or tick has
+  // carried stage time there yet. The lights the case earned first come first, each at
+  // its due time, exactly as the timers would have lit them: a case handled after its
+  // deadline is never "closed on time".
+  auto it = cases_.find(event.stream_id().substr(projections::kCaseStreamPrefix.size()));
+  if (it != cases_.end() && it->second->view.has_deadline()) {
+    CaseTrack& track = *it->second;
+    const absl::Time acted = kernel::FromTimestamp(event.event_time());
+    const absl::Time due = kernel::FromTimestamp(track.view.deadline().due_time());
+    std::optional<absl::Duration> allowance =
+        projections::StageAllowance(track.view.deadlines(), track.view.stage());
+    Context late = ctx;
+    if (due <= acted) {
+      late.time = due;
+      EmitOverdue(track, v1::OVERDUE_LEVEL_YELLOW, late);
+    }
+    if (allowance && due + *allowance <= acted) {
+      late.time = due + *allowance;
+      EmitOverdue(track, v1::OVERDUE_LEVEL_RED, late);
+    }
+  }
   ApplyToCase(event, ctx);
 }
 

@@ -121,6 +121,8 @@ class RulesEngine {
   void Emit(kernel::Partition partition, v1::Event event, std::string key, Context& ctx);
   void ApplyToCase(const v1::Event& event, Context& ctx);
   void ScheduleCaseTimers(CaseTrack& track);
+  // CaseOverdue at `level` for the case's current stage, unless it is that late already.
+  void EmitOverdue(CaseTrack& track, v1::OverdueLevel level, Context& ctx);
   void MaybeScheduleVerification(CaseTrack& track, Context& ctx);
   void AddTimer(Timer t);
   void CancelTimer(const Timer& t);
