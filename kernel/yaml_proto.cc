@@ -1,5 +1,6 @@
 #include "kernel/yaml_proto.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <fstream>
@@ -364,6 +365,101 @@ absl::Status ParseYamlToProto(std::string_view yaml, std::string_view file, pb::
     return absl::InvalidArgumentError(
         absl::StrFormat("%s:%d:%d: %s", file, e.mark.line + 1, e.mark.column + 1, e.msg));
   }
+}
+
+namespace {
+
+std::string ShortEnumName(const pb::EnumValueDescriptor* v) {
+  const std::string prefix = EnumPrefix(v->type());
+  std::string name = v->name();
+  if (name.rfind(prefix, 0) == 0) name = absl::AsciiStrToLower(name.substr(prefix.size()));
+  return name;
+}
+
+void EmitMessage(const pb::Message& m, YAML::Emitter& out);
+
+// The shortest text that reads back as the same double.
+std::string ShortestDouble(double v) {
+  char buf[32];
+  const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), v);
+  return std::string(buf, r.ptr);
+}
+
+void EmitScalar(const pb::Message& m, const pb::FieldDescriptor* f, int index,
+                YAML::Emitter& out) {
+  const pb::Reflection* r = m.GetReflection();
+  const bool rep = f->is_repeated();
+  switch (f->cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_STRING:
+      out << YAML::DoubleQuoted
+          << (rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      out << ((rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false");
+      return;
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      out << ShortestDouble(rep ? r->GetRepeatedDouble(m, f, index) : r->GetDouble(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_FLOAT:
+      out << ShortestDouble(rep ? r->GetRepeatedFloat(m, f, index) : r->GetFloat(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      out << (rep ? r->GetRepeatedInt32(m, f, index) : r->GetInt32(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_INT64:
+      out << (rep ? r->GetRepeatedInt64(m, f, index) : r->GetInt64(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_UINT32:
+      out << (rep ? r->GetRepeatedUInt32(m, f, index) : r->GetUInt32(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_UINT64:
+      out << (rep ? r->GetRepeatedUInt64(m, f, index) : r->GetUInt64(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      out << ShortEnumName(rep ? r->GetRepeatedEnum(m, f, index) : r->GetEnum(m, f));
+      return;
+    case pb::FieldDescriptor::CPPTYPE_MESSAGE: {
+      const pb::Message& sub = rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f);
+      const std::string& type = f->message_type()->full_name();
+      if (type == "google.protobuf.Duration") {
+        const auto& d = static_cast<const pb::Duration&>(sub);
+        out << absl::FormatDuration(absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
+      } else if (type == "google.protobuf.Timestamp") {
+        const auto& t = static_cast<const pb::Timestamp&>(sub);
+        out << absl::FormatTime(absl::RFC3339_full,
+                                absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
+                                absl::UTCTimeZone());
+      } else {
+        EmitMessage(sub, out);
+      }
+      return;
+    }
+  }
+}
+
+void EmitMessage(const pb::Message& m, YAML::Emitter& out) {
+  std::vector<const pb::FieldDescriptor*> fields;
+  m.GetReflection()->ListFields(m, &fields);
+  out << YAML::BeginMap;
+  for (const pb::FieldDescriptor* f : fields) {
+    out << YAML::Key << f->name() << YAML::Value;
+    if (f->is_repeated()) {
+      out << YAML::BeginSeq;
+      for (int i = 0; i < m.GetReflection()->FieldSize(m, f); ++i) EmitScalar(m, f, i, out);
+      out << YAML::EndSeq;
+    } else {
+      EmitScalar(m, f, -1, out);
+    }
+  }
+  out << YAML::EndMap;
+}
+
+}  // namespace
+
+std::string ProtoToYaml(const pb::Message& message) {
+  YAML::Emitter out;
+  EmitMessage(message, out);
+  return std::string(out.c_str()) + "\n";
 }
 
 absl::Status ParseYamlFileToProto(const std::string& path, pb::Message* out, YamlSourceMap* map) {

@@ -66,6 +66,11 @@ absl::Status ParseYamlToProto(std::string_view yaml, std::string_view file,
 absl::Status ParseYamlFileToProto(const std::string& path, google::protobuf::Message* out,
                                   YamlSourceMap* map = nullptr);
 
+// The inverse of ParseYamlToProto: the fields that are set, in field-number order, as
+// YAML the parser reads back into an equal message. Enums are written in the short
+// lowercase form, Durations with units (`1h30m`), Timestamps in RFC 3339.
+std::string ProtoToYaml(const google::protobuf::Message& message);
+
 }  // namespace cityops::kernel
 
 #endif  // CITYOPS_KERNEL_YAML_PROTO_H_
