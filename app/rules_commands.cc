@@ -6,53 +6,17 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "daemon/rule_activation.h"
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
 #include "projections/rules/compile.h"
-#include "projections/rules/default_rules.h"
 #include "projections/rules/rules_stage.h"
 #include "projections/views/views.h"
 
 namespace cityops::app {
 
-namespace {
-
-absl::StatusOr<rules::LoadedRuleSet> Load(const std::string& file) {
-  if (file.empty()) {
-    return rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile);
-  }
-  return rules::LoadRuleSetFile(file);
-}
-
-// The RulesetActivated most recently appended to the log, if any.
-absl::StatusOr<std::optional<v1::RulesetActivated>> ActiveRuleSet(const kernel::EventLog& log) {
-  std::optional<v1::RulesetActivated> latest;
-  absl::Time latest_time = absl::InfinitePast();
-  std::vector<std::pair<std::string, kernel::StreamVersion>> streams;
-  absl::Status listed =
-      log.ListStreams("ruleset/", [&](std::string_view id, kernel::StreamVersion v) {
-        streams.emplace_back(std::string(id), v);
-        return true;
-      });
-  if (!listed.ok()) return listed;
-  for (const auto& [id, version] : streams) {
-    absl::StatusOr<std::vector<v1::Event>> events = log.ReadStream(id, version, 1);
-    if (!events.ok()) return events.status();
-    for (const v1::Event& e : *events) {
-      const absl::Time t = kernel::FromTimestamp(e.recorded_time());
-      if (e.has_ruleset_activated() && t > latest_time) {
-        latest_time = t;
-        latest = e.ruleset_activated();
-      }
-    }
-  }
-  return latest;
-}
-
-}  // namespace
-
 absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& out) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded = Load(options.file);
+  absl::StatusOr<rules::LoadedRuleSet> loaded = daemon::LoadConfiguredRuleSet(options.file);
   if (!loaded.ok()) return loaded.status();
   std::map<std::string, int> by_kind;
   int cases = 0;
@@ -71,28 +35,24 @@ absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& o
 }
 
 absl::Status RulesActivateCommand(const RulesActivateOptions& options, std::ostream& out) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded = Load(options.file);
+  absl::StatusOr<rules::LoadedRuleSet> loaded = daemon::LoadConfiguredRuleSet(options.file);
   if (!loaded.ok()) return loaded.status();
   kernel::EventLogOptions log_options;
   log_options.path = options.data_dir;
   absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
   if (!log.ok()) return log.status();
-  absl::StatusOr<std::optional<v1::RulesetActivated>> active = ActiveRuleSet(**log);
-  if (!active.ok()) return active.status();
-  if (active->has_value() && (*active)->sha256() == loaded->sha256 &&
-      (*active)->name() == loaded->rule_set.name()) {
+  absl::StatusOr<daemon::Activation> activation =
+      daemon::ActivateRuleSet(**log, *loaded, absl::Now());
+  if (!activation.ok()) return activation.status();
+  if (!activation->activated) {
     out << absl::StrFormat("rule set '%s' (sha256 %s) is already active in %s\n",
                            loaded->rule_set.name(), loaded->sha256.substr(0, 12), options.data_dir);
     return absl::OkStatus();
   }
-  kernel::AppendBatch batch{kernel::Partition(0)};
-  batch.Add(rules::RulesetActivatedEvent(*loaded, absl::Now()));
-  absl::StatusOr<kernel::AppendResult> appended = (*log)->Append(std::move(batch));
-  if (!appended.ok()) return appended.status();
   out << absl::StrFormat(
       "activated rule set '%s' (%d rules, sha256 %s) at partition 0, sequence %d\n",
       loaded->rule_set.name(), loaded->rule_set.rules_size(), loaded->sha256.substr(0, 12),
-      appended->outcomes[0].position.sequence.value());
+      activation->position.sequence.value());
   return absl::OkStatus();
 }
 

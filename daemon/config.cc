@@ -1,0 +1,292 @@
+#include "daemon/config.h"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <set>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "kernel/proto_time.h"
+#include "kernel/yaml_proto.h"
+
+namespace cityops::daemon {
+
+namespace {
+
+constexpr int64_t kKiB = 1024;
+
+absl::Duration DurationOf(const google::protobuf::Duration& d) {
+  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
+}
+
+void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+}
+
+void Default(const char* value, std::string* field) {
+  if (field->empty()) *field = value;
+}
+
+bool AllDigits(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), absl::ascii_isdigit);
+}
+
+// Checks one configuration against the bounds of config.proto, naming where each value
+// was written.
+class Checker {
+ public:
+  explicit Checker(const kernel::YamlSourceMap& map) : map_(map) {}
+
+  absl::Status Check(const v1::ServeConfig& c) {
+    if (!c.durability().empty() && c.durability() != "sync" && c.durability() != "buffered") {
+      return Error(
+          c, "durability",
+          absl::StrFormat("durability '%s' is not known; use sync or buffered", c.durability()));
+    }
+    if (absl::Status s = CheckKafka(c.kafka()); !s.ok()) return s;
+    if (absl::Status s = CheckHttp(c.http()); !s.ok()) return s;
+    if (absl::Status s = CheckTokens(c); !s.ok()) return s;
+    const v1::LoggingConfig& l = c.logging();
+    static const std::set<std::string> kLevels = {"debug", "info", "warn", "error"};
+    if (!l.level().empty() && !kLevels.contains(l.level())) {
+      return Error(
+          l, "level",
+          absl::StrFormat("level '%s' is not known; use debug, info, warn or error", l.level()));
+    }
+    if (!l.format().empty() && l.format() != "text" && l.format() != "json") {
+      return Error(l, "format",
+                   absl::StrFormat("format '%s' is not known; use text or json", l.format()));
+    }
+    const v1::IngestConfig& i = c.ingest();
+    if (i.has_clock_tick_interval()) {
+      const absl::Duration d = DurationOf(i.clock_tick_interval());
+      if (d < absl::Milliseconds(100) || d > absl::Minutes(1)) {
+        return Error(i, "clock_tick_interval",
+                     absl::StrFormat("clock_tick_interval %s is out of range; use 100ms to 1m",
+                                     absl::FormatDuration(d)));
+      }
+    }
+    if (i.max_batch_records() < 0 || i.max_batch_records() > 100'000) {
+      return Error(i, "max_batch_records",
+                   absl::StrFormat("max_batch_records %d is out of range; use 1 to 100000",
+                                   i.max_batch_records()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  absl::Status CheckKafka(const v1::KafkaConfig& k) {
+    if (k.embedded_partitions() != 0) {
+      if (!k.bootstrap_servers().empty()) {
+        return Error(k, "embedded_partitions",
+                     "embedded_partitions applies to the built-in cluster only, but "
+                     "bootstrap_servers is set; drop one of them");
+      }
+      if (k.embedded_partitions() < 1 || k.embedded_partitions() > 64) {
+        return Error(k, "embedded_partitions",
+                     absl::StrFormat("embedded_partitions %d is out of range; use 1 to 64",
+                                     k.embedded_partitions()));
+      }
+    }
+    std::set<std::string> names;
+    for (int i = 0; i < k.properties_size(); ++i) {
+      const v1::KafkaProperty& p = k.properties(i);
+      if (p.name().empty()) return Error(k, "properties", "a Kafka property needs a name", i);
+      if (p.name() == "bootstrap.servers" || p.name() == "group.id") {
+        return Error(k, "properties",
+                     absl::StrFormat("set '%s' with kafka.%s, not as a property", p.name(),
+                                     p.name() == "group.id" ? "group_id" : "bootstrap_servers"),
+                     i);
+      }
+      if (!names.insert(p.name()).second) {
+        return Error(k, "properties",
+                     absl::StrFormat("Kafka property '%s' is given twice; keep one", p.name()), i);
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckHttp(const v1::HttpConfig& h) {
+    if (!h.listen_address().empty()) {
+      unsigned char buf[sizeof(struct in6_addr)];
+      if (inet_pton(AF_INET, h.listen_address().c_str(), buf) != 1 &&
+          inet_pton(AF_INET6, h.listen_address().c_str(), buf) != 1) {
+        return Error(h, "listen_address",
+                     absl::StrFormat("listen_address '%s' is not an IP address; use e.g. "
+                                     "127.0.0.1, ::1 or 0.0.0.0",
+                                     h.listen_address()));
+      }
+    }
+    if (h.port() < 0 || h.port() > 65535) {
+      return Error(h, "port",
+                   absl::StrFormat("port %d is out of range; use 1 to 65535, or 0 for any free "
+                                   "port",
+                                   h.port()));
+    }
+    if (h.max_body_bytes() != 0 &&
+        (h.max_body_bytes() < kKiB || h.max_body_bytes() > 16 * kKiB * kKiB)) {
+      return Error(h, "max_body_bytes",
+                   absl::StrFormat("max_body_bytes %d is out of range; use 1024 to 16777216",
+                                   h.max_body_bytes()));
+    }
+    if (h.max_event_streams() < 0 || h.max_event_streams() > 1024) {
+      return Error(h, "max_event_streams",
+                   absl::StrFormat("max_event_streams %d is out of range; use 1 to 1024",
+                                   h.max_event_streams()));
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status CheckTokens(const v1::ServeConfig& c) {
+    std::set<std::string> secrets;
+    for (int i = 0; i < c.tokens_size(); ++i) {
+      const v1::ApiToken& t = c.tokens(i);
+      if (t.token().size() < 16) {
+        return Error(t, "token",
+                     "a token must be at least 16 characters; generate one with e.g. "
+                     "`openssl rand -hex 24`");
+      }
+      if (!secrets.insert(t.token()).second) {
+        return Error(t, "token", "this token is given to two users; give each user its own");
+      }
+      if (t.user().empty()) {
+        return Error(t, "user", "a token needs the user it stands for (recorded as the actor)");
+      }
+      if (t.role() == v1::ROLE_UNSPECIFIED) {
+        return Error(t, "role", "a token needs a role: viewer, operator, supervisor or admin");
+      }
+      const v1::OrgUnit& u = t.unit();
+      if (u.level() == v1::GRID_LEVEL_UNSPECIFIED) {
+        return Error(t, "unit",
+                     "a token needs a unit, e.g. {level: street_center, code: \"310104001\"} or "
+                     "{level: city_center, code: city}");
+      }
+      const std::string& code = u.code();
+      bool ok = false;
+      std::string want;
+      switch (u.level()) {
+        case v1::GRID_LEVEL_CITY_CENTER:
+          ok = code == "city";
+          want = "\"city\"";
+          break;
+        case v1::GRID_LEVEL_DISTRICT_CENTER:
+          ok = AllDigits(code) && code.size() == 6;
+          want = "the 6 digits of its district";
+          break;
+        case v1::GRID_LEVEL_STREET_CENTER:
+          ok = AllDigits(code) && code.size() == 9;
+          want = "the 9 digits of its street";
+          break;
+        case v1::GRID_LEVEL_RESIDENTIAL_STATION:
+          ok = AllDigits(code) && (code.size() == 12 || code.size() == 15);
+          want = "the 12 digits of its community or the 15 of its grid";
+          break;
+        default:
+          break;
+      }
+      if (!ok) {
+        return Error(u, "code",
+                     absl::StrFormat("unit code '%s' does not fit its level; give %s", code, want));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Error(const google::protobuf::Message& m, std::string_view field,
+                     std::string_view what, int index = -1) const {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %s", map_.Where(m, field, index), what));
+  }
+
+  const kernel::YamlSourceMap& map_;
+};
+
+void FillDefaults(v1::ServeConfig* c) {
+  Default("cityops-data", c->mutable_data_dir());
+  Default("sync", c->mutable_durability());
+  v1::KafkaConfig* k = c->mutable_kafka();
+  if (k->bootstrap_servers().empty() && k->embedded_partitions() == 0) {
+    k->set_embedded_partitions(4);
+  }
+  Default("cityops", k->mutable_group_id());
+  v1::KafkaTopics* t = k->mutable_topics();
+  Default("cityops.readings", t->mutable_readings());
+  Default("cityops.reports", t->mutable_reports());
+  Default("cityops.devices", t->mutable_devices());
+  Default("cityops.deadletter", t->mutable_deadletter());
+  Default("cityops.tickets", t->mutable_tickets());
+  v1::HttpConfig* h = c->mutable_http();
+  Default("127.0.0.1", h->mutable_listen_address());
+  if (!h->has_dashboard()) h->set_dashboard(true);
+  if (h->max_body_bytes() == 0) h->set_max_body_bytes(64 * kKiB);
+  if (h->max_event_streams() == 0) h->set_max_event_streams(64);
+  v1::LoggingConfig* l = c->mutable_logging();
+  Default("info", l->mutable_level());
+  Default("text", l->mutable_format());
+  v1::IngestConfig* i = c->mutable_ingest();
+  if (!i->has_clock_tick_interval())
+    SetDuration(absl::Seconds(1), i->mutable_clock_tick_interval());
+  if (i->max_batch_records() == 0) i->set_max_batch_records(10'000);
+}
+
+// Fields whose own mutable_ accessors above would otherwise mark as written: proto3
+// has no presence for scalars, so "port: 0" and no port look alike. The port keeps 0
+// only when the YAML said so.
+void DefaultPort(const kernel::YamlSourceMap& map, v1::ServeConfig* c) {
+  if (!c->has_http() || !map.Find(c->http(), "port")) c->mutable_http()->set_port(8080);
+}
+
+}  // namespace
+
+v1::ServeConfig DefaultServeConfig() {
+  v1::ServeConfig c;
+  c.mutable_http()->set_port(8080);
+  FillDefaults(&c);
+  return c;
+}
+
+namespace {
+
+// `map` refers to `*c` by address: check before anything moves or changes it.
+absl::StatusOr<v1::ServeConfig> CheckAndFill(v1::ServeConfig* c, const kernel::YamlSourceMap& map) {
+  if (absl::Status s = Checker(map).Check(*c); !s.ok()) return s;
+  DefaultPort(map, c);
+  FillDefaults(c);
+  return std::move(*c);
+}
+
+}  // namespace
+
+absl::StatusOr<v1::ServeConfig> ParseServeConfig(std::string_view yaml, std::string_view file) {
+  v1::ServeConfig c;
+  kernel::YamlSourceMap map;
+  if (absl::Status s = kernel::ParseYamlToProto(yaml, file, &c, &map); !s.ok()) return s;
+  return CheckAndFill(&c, map);
+}
+
+absl::StatusOr<v1::ServeConfig> LoadServeConfig(const std::string& path) {
+  v1::ServeConfig c;
+  kernel::YamlSourceMap map;
+  if (absl::Status s = kernel::ParseYamlFileToProto(path, &c, &map); !s.ok()) return s;
+  return CheckAndFill(&c, map);
+}
+
+std::string DescribeServeConfig(const v1::ServeConfig& config) {
+  v1::ServeConfig shown = config;
+  for (v1::ApiToken& t : *shown.mutable_tokens()) t.set_token("<hidden>");
+  for (v1::KafkaProperty& p : *shown.mutable_kafka()->mutable_properties()) {
+    if (absl::StrContains(p.name(), "password") || absl::StrContains(p.name(), "secret")) {
+      p.set_value("<hidden>");
+    }
+  }
+  return kernel::ProtoToYaml(shown);
+}
+
+absl::Duration ClockTickInterval(const v1::ServeConfig& config) {
+  return DurationOf(config.ingest().clock_tick_interval());
+}
+
+}  // namespace cityops::daemon
