@@ -1,0 +1,81 @@
+#include "api/access.h"
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "projections/rules/compile.h"
+#include "projections/workflow.h"
+
+namespace cityops::api {
+
+namespace {
+
+std::string ShortName(const std::string& full, std::string_view prefix) {
+  absl::string_view name = full;
+  absl::ConsumePrefix(&name, absl::string_view(prefix.data(), prefix.size()));
+  std::string out = absl::AsciiStrToLower(name);
+  for (char& c : out) {
+    if (c == '_') c = ' ';
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string RoleName(v1::Role role) { return ShortName(v1::Role_Name(role), "ROLE_"); }
+
+std::string UnitName(const v1::OrgUnit& unit) {
+  const std::string level = ShortName(v1::GridLevel_Name(unit.level()), "GRID_LEVEL_");
+  if (unit.level() == v1::GRID_LEVEL_CITY_CENTER) return level;
+  return absl::StrFormat("%s %s", level, unit.code());
+}
+
+AccessPolicy::AccessPolicy(const std::vector<v1::ApiToken>& tokens) {
+  for (const v1::ApiToken& t : tokens) {
+    v1::Actor actor;
+    actor.set_user(t.user());
+    actor.set_role(t.role());
+    *actor.mutable_unit() = t.unit();
+    by_digest_[rules::Sha256Hex(t.token())] = std::move(actor);
+  }
+}
+
+absl::StatusOr<v1::Actor> AccessPolicy::Authenticate(std::string_view authorization) const {
+  if (authorization.empty()) {
+    return absl::UnauthenticatedError(
+        "no token: send the header 'Authorization: Bearer <token>' with a token from the "
+        "daemon's configuration");
+  }
+  absl::string_view token(authorization.data(), authorization.size());
+  if (!absl::ConsumePrefix(&token, "Bearer ") && !absl::ConsumePrefix(&token, "bearer ")) {
+    return absl::UnauthenticatedError("the Authorization header must read 'Bearer <token>'");
+  }
+  token = absl::StripAsciiWhitespace(token);
+  auto it = by_digest_.find(rules::Sha256Hex(std::string_view(token.data(), token.size())));
+  if (it == by_digest_.end()) {
+    return absl::UnauthenticatedError(
+        "the token is not one of the daemon's configured tokens; ask the operations center "
+        "for yours");
+  }
+  return it->second;
+}
+
+absl::Status AccessPolicy::RequireRole(const v1::Actor& actor, v1::Role need,
+                                       std::string_view action) {
+  if (actor.role() >= need) return absl::OkStatus();
+  return absl::PermissionDeniedError(absl::StrFormat("%s needs the %s role or higher; %s is a %s",
+                                                     action, RoleName(need), actor.user(),
+                                                     RoleName(actor.role())));
+}
+
+absl::Status AccessPolicy::RequireUnitCovers(const v1::Actor& actor, const v1::GridRef& grid,
+                                             std::string_view action) {
+  if (projections::UnitCovers(actor.unit(), grid)) return absl::OkStatus();
+  return absl::PermissionDeniedError(
+      absl::StrFormat("%s: grid %s is outside %s's unit (%s); ask a unit that serves it", action,
+                      grid.grid_code().empty() ? std::string("(none)") : grid.grid_code(),
+                      actor.user(), UnitName(actor.unit())));
+}
+
+}  // namespace cityops::api

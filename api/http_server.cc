@@ -1,0 +1,888 @@
+#include "api/http_server.h"
+
+#include <httplib.h>
+
+#include <algorithm>
+#include <atomic>
+#include <map>
+#include <set>
+#include <thread>
+#include <utility>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/synchronization/mutex.h"
+#include "api/access.h"
+#include "api/change_feed.h"
+#include "api/dashboard_files.h"
+#include "api/openapi.h"
+#include "api/routes.h"
+#include "google/protobuf/util/json_util.h"
+#include "kernel/proto_time.h"
+#include "projections/case_state.h"
+#include "spdlog/spdlog.h"
+
+namespace cityops::api {
+
+namespace pb = google::protobuf;
+
+std::string ToJson(const pb::Message& message) {
+  pb::util::JsonPrintOptions options;
+  options.always_print_primitive_fields = true;
+  std::string out;
+  if (!pb::util::MessageToJsonString(message, &out, options).ok()) return "{}";
+  return out;
+}
+
+namespace {
+
+constexpr size_t kDefaultPageSize = 100;
+constexpr size_t kMaxPageSize = 1000;
+constexpr size_t kDeviceAlerts = 50;  // Alerts shown with one device, newest first.
+
+int HttpStatusOf(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kOk:
+      return 200;
+    case absl::StatusCode::kInvalidArgument:
+    case absl::StatusCode::kOutOfRange:
+      return 400;
+    case absl::StatusCode::kUnauthenticated:
+      return 401;
+    case absl::StatusCode::kPermissionDenied:
+      return 403;
+    case absl::StatusCode::kNotFound:
+      return 404;
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kFailedPrecondition:
+      return 409;
+    case absl::StatusCode::kResourceExhausted:
+      return 429;
+    case absl::StatusCode::kUnavailable:
+      return 503;
+    default:
+      return 500;
+  }
+}
+
+std::string ErrorJson(absl::StatusCode code, int http_status, std::string_view message) {
+  v1::ErrorResponse e;
+  e.mutable_error()->set_code(absl::StatusCodeToString(code));
+  e.mutable_error()->set_http_status(http_status);
+  e.mutable_error()->set_message(std::string(message));
+  return ToJson(e);
+}
+
+void WriteJson(const pb::Message& m, httplib::Response& res, int status = 200) {
+  res.status = status;
+  res.set_content(ToJson(m), "application/json");
+}
+
+// "/api/v1/cases/{case_id}/{command}" -> "/api/v1/cases/([^/]+)/([^/]+)".
+std::string PathRegex(const std::string& path) {
+  std::string out;
+  for (size_t i = 0; i < path.size(); ++i) {
+    if (path[i] == '{') {
+      i = path.find('}', i);
+      out += "([^/]+)";
+    } else if (path[i] == '.') {
+      out += "\\.";
+    } else {
+      out += path[i];
+    }
+  }
+  return out;
+}
+
+// Query parameters, parsed strictly: an unknown name or a malformed value is a 400.
+class Query {
+ public:
+  Query(const httplib::Request& req, const Route& route) : req_(req), route_(route) {}
+
+  absl::Status CheckNames() const {
+    std::set<std::string> known;
+    for (const QueryParam& q : route_.query) known.insert(q.name);
+    for (const auto& [name, value] : req_.params) {
+      if (known.contains(name)) continue;
+      std::vector<std::string> names(known.begin(), known.end());
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "unknown query parameter '%s' for %s %s; %s", name, route_.method, route_.path,
+          names.empty() ? std::string("it takes none")
+                        : "expected one of: " + absl::StrJoin(names, ", ")));
+    }
+    return absl::OkStatus();
+  }
+
+  std::string String(const std::string& name) const {
+    return req_.has_param(name) ? req_.get_param_value(name) : std::string();
+  }
+
+  absl::StatusOr<std::optional<bool>> Bool(const std::string& name) const {
+    if (!req_.has_param(name)) return std::optional<bool>();
+    const std::string v = req_.get_param_value(name);
+    if (v == "true" || v == "1") return std::optional<bool>(true);
+    if (v == "false" || v == "0") return std::optional<bool>(false);
+    return absl::InvalidArgumentError(
+        absl::StrFormat("query parameter '%s' must be true or false, got '%s'", name, v));
+  }
+
+  absl::StatusOr<uint64_t> Number(const std::string& name, uint64_t fallback, uint64_t min,
+                                  uint64_t max) const {
+    if (!req_.has_param(name)) return fallback;
+    const std::string v = req_.get_param_value(name);
+    uint64_t n = 0;
+    if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("query parameter '%s' must be a whole number from %d to %d, got '%s'",
+                          name, min, max, v));
+    }
+    return n;
+  }
+
+  absl::StatusOr<absl::Time> Time(const std::string& name, absl::Time fallback) const {
+    if (!req_.has_param(name)) return fallback;
+    const std::string v = req_.get_param_value(name);
+    absl::Time t;
+    std::string err;
+    if (!absl::ParseTime(absl::RFC3339_full, v, &t, &err)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "query parameter '%s' must be an RFC 3339 time such as 2026-09-21T08:00:00Z, got "
+          "'%s'",
+          name, v));
+    }
+    return t;
+  }
+
+  // A value of `enum_type` by its short lowercase name ("dispatched" for
+  // CASE_STAGE_DISPATCHED), or 0 when absent.
+  absl::StatusOr<int> Enum(const std::string& name, const pb::EnumDescriptor* enum_type,
+                           const std::string& prefix) const {
+    if (!req_.has_param(name)) return 0;
+    const std::string v = req_.get_param_value(name);
+    const pb::EnumValueDescriptor* e =
+        enum_type->FindValueByName(prefix + absl::AsciiStrToUpper(v));
+    if (e == nullptr || e->number() == 0) {
+      std::vector<std::string> allowed;
+      for (const QueryParam& q : route_.query) {
+        if (q.name == name) allowed = q.values;
+      }
+      return absl::InvalidArgumentError(
+          absl::StrFormat("query parameter '%s' has no value '%s'; use one of: %s", name, v,
+                          absl::StrJoin(allowed, ", ")));
+    }
+    return e->number();
+  }
+
+  absl::StatusOr<size_t> PageSize() const {
+    absl::StatusOr<uint64_t> n = Number("page_size", kDefaultPageSize, 1, kMaxPageSize);
+    if (!n.ok()) return n.status();
+    return static_cast<size_t>(*n);
+  }
+
+ private:
+  const httplib::Request& req_;
+  const Route& route_;
+};
+
+absl::Status ParseBody(const httplib::Request& req, pb::Message* out) {
+  if (req.body.empty()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the request needs a JSON body (%s, by the protobuf JSON mapping); send {} for none",
+        out->GetDescriptor()->full_name()));
+  }
+  pb::util::JsonParseOptions options;
+  options.ignore_unknown_fields = false;
+  pb::util::Status s = pb::util::JsonStringToMessage(req.body, out, options);
+  if (!s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("the request body is not a valid %s: %s; see /api/v1/openapi.yaml",
+                        out->GetDescriptor()->full_name(), std::string(s.message())));
+  }
+  return absl::OkStatus();
+}
+
+std::string ShortName(const std::string& full, std::string_view prefix) {
+  std::string name = full;
+  if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
+  return absl::AsciiStrToLower(name);
+}
+
+struct CommandSpec {
+  projections::CommandKind kind;
+  v1::Role role;
+  // Request fields (proto names) the command reads, besides request_id.
+  std::set<std::string> fields;
+};
+
+const std::map<std::string, CommandSpec>& CommandSpecs() {
+  using projections::CommandKind;
+  static const auto* specs = new std::map<std::string, CommandSpec>{
+      {"register", {CommandKind::kRegister, v1::ROLE_OPERATOR, {}}},
+      {"dispatch", {CommandKind::kDispatch, v1::ROLE_OPERATOR, {"department", "level"}}},
+      {"handle", {CommandKind::kHandle, v1::ROLE_OPERATOR, {"result"}}},
+      {"verify", {CommandKind::kVerify, v1::ROLE_OPERATOR, {"passed", "note"}}},
+      {"close", {CommandKind::kClose, v1::ROLE_OPERATOR, {}}},
+      {"urge", {CommandKind::kUrge, v1::ROLE_SUPERVISOR, {"note"}}},
+      {"escalate", {CommandKind::kEscalate, v1::ROLE_OPERATOR, {"reason"}}},
+  };
+  return *specs;
+}
+
+}  // namespace
+
+class HttpServer::Impl {
+ public:
+  Impl(const ServerOptions& options, const Backend& backend)
+      : options_(options),
+        backend_(backend),
+        access_(options.tokens),
+        feed_(backend.log, backend.views) {}
+
+  ~Impl() { Stop(); }
+
+  absl::Status Start() {
+    // Each event stream holds a thread for as long as it is open; the rest serve requests.
+    const size_t threads = static_cast<size_t>(options_.max_event_streams) + 8;
+    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    server_.set_payload_max_length(options_.max_body_bytes);
+    server_.set_read_timeout(10, 0);
+    server_.set_write_timeout(10, 0);
+    server_.set_keep_alive_timeout(30);
+    server_.set_error_handler(
+        [this](const httplib::Request& req, httplib::Response& res) { OnHttpError(req, res); });
+    server_.set_exception_handler(
+        [](const httplib::Request& req, httplib::Response& res, std::exception_ptr ep) {
+          std::string what = "unknown exception";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception& e) {
+            what = e.what();
+          } catch (...) {
+          }
+          spdlog::error("http: {} {}: {}", req.method, req.path, what);
+          res.status = 500;
+          res.set_content(ErrorJson(absl::StatusCode::kInternal, 500,
+                                    "internal error: " + what + "; see the daemon's log"),
+                          "application/json");
+        });
+    server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
+      spdlog::debug("http: {} {} -> {}", req.method, req.path, res.status);
+    });
+    for (const Route& route : Routes()) {
+      const std::string pattern = PathRegex(route.path);
+      auto handler = [this, &route](const httplib::Request& req, httplib::Response& res) {
+        Serve(route, req, res);
+      };
+      if (route.method == "GET") {
+        server_.Get(pattern, handler);
+      } else {
+        server_.Post(pattern, handler);
+      }
+    }
+    if (options_.dashboard) {
+      for (const StaticFile& f : DashboardFiles()) {
+        const std::string path = f.path == "/index.html" ? "/" : std::string(f.path);
+        auto handler = [&f](const httplib::Request&, httplib::Response& res) {
+          res.set_header("Cache-Control", "no-cache");
+          res.set_content(f.body.data(), f.body.size(), std::string(f.content_type).c_str());
+        };
+        server_.Get(PathRegex(path), handler);
+        if (path == "/") server_.Get("/index\\.html", handler);
+      }
+    }
+    if (options_.port == 0) {
+      port_ = server_.bind_to_any_port(options_.listen_address);
+    } else {
+      port_ = server_.bind_to_port(options_.listen_address, options_.port) ? options_.port : -1;
+    }
+    if (port_ <= 0) {
+      return absl::UnavailableError(absl::StrFormat(
+          "cannot listen on %s:%d: the port is taken or the address is not this machine's; "
+          "change http.port or http.listen_address",
+          options_.listen_address, options_.port));
+    }
+    feed_thread_ = std::thread([this] {
+      if (absl::Status s = feed_.Run(); !s.ok()) {
+        spdlog::error("http: change stream: {}", s.ToString());
+      }
+    });
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    return absl::OkStatus();
+  }
+
+  void Stop() {
+    if (stopped_.exchange(true)) return;
+    feed_.Stop();
+    server_.stop();
+    if (thread_.joinable()) thread_.join();
+    if (feed_thread_.joinable()) feed_thread_.join();
+  }
+
+  int port() const { return port_; }
+
+ private:
+  void Serve(const Route& route, const httplib::Request& req, httplib::Response& res) {
+    absl::Status s;
+    v1::Actor actor;
+    if (route.role != v1::ROLE_UNSPECIFIED) {
+      absl::StatusOr<v1::Actor> who = access_.Authenticate(req.get_header_value("Authorization"));
+      if (who.ok()) {
+        actor = *std::move(who);
+        s = AccessPolicy::RequireRole(actor, route.role,
+                                      absl::StrFormat("%s %s", route.method, route.path));
+      } else {
+        s = who.status();
+      }
+    }
+    if (s.ok()) s = Query(req, route).CheckNames();
+    if (s.ok()) s = Handle(route, req, actor, res);
+    if (!s.ok()) {
+      const int status = HttpStatusOf(s.code());
+      if (status >= 500) spdlog::warn("http: {} {}: {}", req.method, req.path, s.ToString());
+      res.status = status;
+      if (status == 401) res.set_header("WWW-Authenticate", "Bearer");
+      res.set_content(ErrorJson(s.code(), status, std::string(s.message())), "application/json");
+    }
+    absl::MutexLock lock(&counts_mu_);
+    ++requests_[{route.path, res.status}];
+  }
+
+  // Errors httplib answers itself: no route, body too large, malformed request.
+  void OnHttpError(const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    absl::StatusCode code = absl::StatusCode::kInvalidArgument;
+    std::string message;
+    switch (res.status) {
+      case 404:
+        code = absl::StatusCode::kNotFound;
+        message = absl::StrFormat("no route %s %s; the routes are listed in /api/v1/openapi.yaml",
+                                  req.method, req.path);
+        break;
+      case 413:
+        code = absl::StatusCode::kResourceExhausted;
+        message = absl::StrFormat(
+            "the request body is larger than %d bytes, the limit of http.max_body_bytes",
+            options_.max_body_bytes);
+        break;
+      default:
+        message = absl::StrFormat("the request could not be read (HTTP %d)", res.status);
+        break;
+    }
+    res.set_content(ErrorJson(code, res.status, message), "application/json");
+    absl::MutexLock lock(&counts_mu_);
+    ++requests_[{"(none)", res.status}];
+  }
+
+  absl::Status Handle(const Route& route, const httplib::Request& req, const v1::Actor& actor,
+                      httplib::Response& res) {
+    const Query q(req, route);
+    switch (route.id) {
+      case RouteId::kHealthz:
+      case RouteId::kReadyz: {
+        const v1::HealthResponse h = backend_.health(route.id == RouteId::kReadyz);
+        WriteJson(h, res, h.status() == "ok" ? 200 : 503);
+        return absl::OkStatus();
+      }
+      case RouteId::kMetrics:
+        res.set_content(Metrics(), MetricsText::kContentType);
+        return absl::OkStatus();
+      case RouteId::kOpenApi:
+        res.set_content(OpenApiYaml(), "application/yaml");
+        return absl::OkStatus();
+      case RouteId::kWhoAmI: {
+        v1::WhoAmIResponse who;
+        *who.mutable_actor() = actor;
+        WriteJson(who, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kListDevices:
+        return ListDevices(q, res);
+      case RouteId::kGetDevice:
+        return GetDevice(req.matches[1], res);
+      case RouteId::kMap:
+        return Map(res);
+      case RouteId::kListAlerts:
+        return ListAlerts(q, res);
+      case RouteId::kListCases:
+        return ListCases(q, res);
+      case RouteId::kGetCase:
+        return GetCase(req.matches[1], res);
+      case RouteId::kCaseCommand:
+        return CaseCommand(req.matches[1], req.matches[2], req, actor, res);
+      case RouteId::kReport:
+        return Report(req, actor, res);
+      case RouteId::kListTickets: {
+        absl::StatusOr<size_t> size = q.PageSize();
+        if (!size.ok()) return size.status();
+        absl::StatusOr<views::Page<v1::TicketView>> page =
+            backend_.views->ListTickets(*size, q.String("page_token"));
+        if (!page.ok()) return page.status();
+        v1::ListTicketsResponse out;
+        for (v1::TicketView& t : page->items) *out.add_tickets() = std::move(t);
+        out.set_next_page_token(page->next_page_token);
+        WriteJson(out, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kStatistics: {
+        absl::StatusOr<v1::Statistics> s = backend_.views->GetStatistics();
+        if (!s.ok()) return s.status();
+        WriteJson(*s, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kGetRules: {
+        absl::StatusOr<std::optional<v1::RulesetActivated>> r = backend_.views->ActiveRuleSet();
+        if (!r.ok()) return r.status();
+        if (!r->has_value()) {
+          return absl::NotFoundError(
+              "no rule set is active yet: the daemon activates one at start; if it just "
+              "started, retry in a moment");
+        }
+        WriteJson(**r, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kReloadRules: {
+        if (!backend_.reload_rules) return absl::UnimplementedError("reloading is not wired");
+        absl::StatusOr<v1::ReloadRulesResponse> r = backend_.reload_rules();
+        if (!r.ok()) return r.status();
+        spdlog::info("http: {} reloaded the rules: {}", actor.user(),
+                     r->activated() ? "activated " + r->sha256().substr(0, 12) : "unchanged");
+        WriteJson(*r, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kListEvents:
+        return ListEvents(q, res);
+      case RouteId::kChanges:
+        return Changes(res);
+    }
+    return absl::InternalError("route without a handler");
+  }
+
+  absl::Status ListDevices(const Query& q, httplib::Response& res) {
+    views::DeviceFilter f;
+    absl::StatusOr<int> kind = q.Enum("kind", v1::DeviceKind_descriptor(), "DEVICE_KIND_");
+    if (!kind.ok()) return kind.status();
+    f.kind = static_cast<v1::DeviceKind>(*kind);
+    f.grid_prefix = q.String("grid");
+    absl::StatusOr<std::optional<bool>> online = q.Bool("online");
+    if (!online.ok()) return online.status();
+    f.online = *online;
+    absl::StatusOr<std::optional<bool>> unregistered = q.Bool("unregistered");
+    if (!unregistered.ok()) return unregistered.status();
+    f.unregistered_only = unregistered->value_or(false);
+    absl::StatusOr<size_t> size = q.PageSize();
+    if (!size.ok()) return size.status();
+    absl::StatusOr<views::Page<v1::DeviceView>> page =
+        backend_.views->ListDevices(f, *size, q.String("page_token"));
+    if (!page.ok()) return page.status();
+    v1::ListDevicesResponse out;
+    for (v1::DeviceView& d : page->items) *out.add_devices() = std::move(d);
+    out.set_next_page_token(page->next_page_token);
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  absl::Status GetDevice(const std::string& id, httplib::Response& res) {
+    absl::StatusOr<std::optional<v1::DeviceView>> d = backend_.views->GetDevice(id);
+    if (!d.ok()) return d.status();
+    if (!d->has_value()) {
+      return absl::NotFoundError(absl::StrFormat(
+          "device %s is not known: it is not registered and has sent no reading (the read "
+          "models may lag the log by a moment)",
+          id));
+    }
+    v1::DeviceDetail out;
+    *out.mutable_device() = **std::move(d);
+    views::AlertFilter f;
+    f.device_id = id;
+    std::vector<v1::AlertView> alerts;
+    std::string token;
+    do {
+      absl::StatusOr<views::Page<v1::AlertView>> page =
+          backend_.views->ListAlerts(f, kMaxPageSize, token);
+      if (!page.ok()) return page.status();
+      for (v1::AlertView& a : page->items) alerts.push_back(std::move(a));
+      token = page->next_page_token;
+    } while (!token.empty());
+    std::sort(alerts.begin(), alerts.end(), [](const v1::AlertView& a, const v1::AlertView& b) {
+      return std::make_pair(a.raised_time().seconds(), a.raised_time().nanos()) >
+             std::make_pair(b.raised_time().seconds(), b.raised_time().nanos());
+    });
+    if (alerts.size() > kDeviceAlerts) alerts.resize(kDeviceAlerts);
+    for (v1::AlertView& a : alerts) *out.add_alerts() = std::move(a);
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  // The map changes only when the read models commit: it is built once per commit.
+  absl::Status Map(httplib::Response& res) {
+    std::vector<std::pair<uint32_t, uint64_t>> key;
+    for (const views::PartitionLag& l : backend_.views->Lag()) {
+      key.emplace_back(l.partition.value(), l.next.value());
+    }
+    absl::MutexLock lock(&map_mu_);
+    if (key != map_key_ || map_json_.empty()) {
+      v1::DeviceMap map;
+      std::string token;
+      do {
+        absl::StatusOr<views::Page<v1::DeviceView>> page =
+            backend_.views->ListDevices({}, kMaxPageSize, token);
+        if (!page.ok()) return page.status();
+        for (const v1::DeviceView& d : page->items) {
+          v1::MapPoint* p = map.add_points();
+          p->set_device_id(d.device_id());
+          p->set_kind(d.kind());
+          p->set_latitude_deg(d.registration().location().latitude_deg());
+          p->set_longitude_deg(d.registration().location().longitude_deg());
+          p->set_alert_severity(d.alert_severity());
+          p->set_online(d.online());
+          p->set_registered(d.registered());
+          p->set_grid_code(d.registration().grid().grid_code());
+        }
+        token = page->next_page_token;
+      } while (!token.empty());
+      map_json_ = ToJson(map);
+      map_key_ = std::move(key);
+    }
+    res.set_content(map_json_, "application/json");
+    return absl::OkStatus();
+  }
+
+  absl::Status ListAlerts(const Query& q, httplib::Response& res) {
+    views::AlertFilter f;
+    absl::StatusOr<std::optional<bool>> active = q.Bool("active");
+    if (!active.ok()) return active.status();
+    f.active_only = active->value_or(false);
+    f.device_id = q.String("device");
+    f.rule_id = q.String("rule");
+    absl::StatusOr<size_t> size = q.PageSize();
+    if (!size.ok()) return size.status();
+    absl::StatusOr<views::Page<v1::AlertView>> page =
+        backend_.views->ListAlerts(f, *size, q.String("page_token"));
+    if (!page.ok()) return page.status();
+    v1::ListAlertsResponse out;
+    for (v1::AlertView& a : page->items) *out.add_alerts() = std::move(a);
+    out.set_next_page_token(page->next_page_token);
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  absl::Status ListCases(const Query& q, httplib::Response& res) {
+    views::CaseFilter f;
+    absl::StatusOr<int> stage = q.Enum("stage", v1::CaseStage_descriptor(), "CASE_STAGE_");
+    if (!stage.ok()) return stage.status();
+    f.stage = static_cast<v1::CaseStage>(*stage);
+    absl::StatusOr<int> source = q.Enum("source", v1::CaseSource_descriptor(), "CASE_SOURCE_");
+    if (!source.ok()) return source.status();
+    f.source = static_cast<v1::CaseSource>(*source);
+    absl::StatusOr<int> overdue =
+        q.Enum("overdue", v1::OverdueLevel_descriptor(), "OVERDUE_LEVEL_");
+    if (!overdue.ok()) return overdue.status();
+    f.overdue = static_cast<v1::OverdueLevel>(*overdue);
+    f.grid_prefix = q.String("grid");
+    absl::StatusOr<absl::Time> after = q.Time("reported_after", absl::InfinitePast());
+    if (!after.ok()) return after.status();
+    absl::StatusOr<absl::Time> before = q.Time("reported_before", absl::InfiniteFuture());
+    if (!before.ok()) return before.status();
+    f.reported_from = *after;
+    f.reported_to = *before;
+    absl::StatusOr<size_t> size = q.PageSize();
+    if (!size.ok()) return size.status();
+    absl::StatusOr<views::Page<v1::CaseView>> page =
+        backend_.views->ListCases(f, *size, q.String("page_token"));
+    if (!page.ok()) return page.status();
+    v1::ListCasesResponse out;
+    for (v1::CaseView& c : page->items) *out.add_cases() = std::move(c);
+    out.set_next_page_token(page->next_page_token);
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  // A case is read from its own stream in the log, not the read models: it is what the
+  // next command will be checked against, and never behind.
+  absl::Status GetCase(const std::string& id, httplib::Response& res) {
+    absl::StatusOr<v1::CaseView> view = backend_.workflow->Load(id);
+    if (!view.ok()) return view.status();
+    v1::CaseDetail out;
+    const std::string stream = projections::CaseStream(id);
+    for (uint64_t from = 1;;) {
+      absl::StatusOr<std::vector<v1::Event>> events =
+          backend_.log->ReadStream(stream, kernel::StreamVersion(from), kMaxPageSize);
+      if (!events.ok()) return events.status();
+      for (v1::Event& e : *events) *out.add_timeline() = std::move(e);
+      if (events->size() < kMaxPageSize) break;
+      from += events->size();
+    }
+    if (view->stage() == v1::CASE_STAGE_CLOSED) {
+      *out.mutable_time_in_stage() = view->stage_durations();
+      *out.mutable_handling_time() = view->total_handling_time();
+    } else {
+      const absl::Time now =
+          std::max(backend_.clock->Now(), kernel::FromTimestamp(view->stage_time()));
+      for (const v1::StageDuration& d : projections::StageDurations(*view, now)) {
+        *out.add_time_in_stage() = d;
+      }
+      const absl::Duration total = projections::TotalHandlingTime(*view, now);
+      out.mutable_handling_time()->set_seconds(absl::ToInt64Seconds(total));
+      kernel::SetTimestamp(now, out.mutable_as_of());
+    }
+    *out.mutable_case_() = *std::move(view);
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  absl::Status CaseCommand(const std::string& case_id, const std::string& name,
+                           const httplib::Request& req, const v1::Actor& actor,
+                           httplib::Response& res) {
+    auto spec = CommandSpecs().find(name);
+    if (spec == CommandSpecs().end()) {
+      return absl::NotFoundError(absl::StrFormat("there is no case command '%s'; use one of: %s",
+                                                 name, absl::StrJoin(CaseCommandNames(), ", ")));
+    }
+    const std::string action = absl::StrFormat("%s case %s", name, case_id);
+    if (absl::Status s = AccessPolicy::RequireRole(actor, spec->second.role, action); !s.ok()) {
+      return s;
+    }
+    v1::CaseCommandRequest body;
+    if (absl::Status s = ParseBody(req, &body); !s.ok()) return s;
+    // A field the command does not read is a mistake worth telling the client about.
+    std::vector<const pb::FieldDescriptor*> set;
+    body.GetReflection()->ListFields(body, &set);
+    for (const pb::FieldDescriptor* f : set) {
+      if (f->name() == "request_id" || spec->second.fields.contains(f->name())) continue;
+      std::vector<std::string> takes(spec->second.fields.begin(), spec->second.fields.end());
+      takes.push_back("request_id");
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s does not take '%s'; it takes: %s", name, f->json_name(),
+          absl::StrJoin(takes, ", ", [](std::string* out, const std::string& n) {
+            out->append(v1::CaseCommandRequest::descriptor()->FindFieldByName(n)->json_name());
+          })));
+    }
+    absl::StatusOr<v1::CaseView> view = backend_.workflow->Load(case_id);
+    if (!view.ok()) return view.status();
+    if (absl::Status s = AccessPolicy::RequireUnitCovers(actor, view->grid(), action); !s.ok()) {
+      return s;
+    }
+    projections::CaseCommand command;
+    command.kind = spec->second.kind;
+    command.case_id = case_id;
+    command.actor = actor;
+    command.request_id = body.request_id();
+    command.department = body.department();
+    command.level = body.level();
+    command.result = body.result();
+    command.passed = body.passed();
+    command.note = body.note();
+    command.reason = body.reason();
+    return Execute(command, res, 200);
+  }
+
+  absl::Status Report(const httplib::Request& req, const v1::Actor& actor, httplib::Response& res) {
+    v1::ReportRequest body;
+    if (absl::Status s = ParseBody(req, &body); !s.ok()) return s;
+    const std::string& grid = body.grid().grid_code();
+    if (grid.size() != 15 || !std::all_of(grid.begin(), grid.end(), absl::ascii_isdigit)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "report %s: grid.gridCode '%s' must be the 15 digits of a residential grid",
+          body.case_id(), grid));
+    }
+    if (absl::Status s = AccessPolicy::RequireUnitCovers(
+            actor, body.grid(), absl::StrFormat("report case %s", body.case_id()));
+        !s.ok()) {
+      return s;
+    }
+    projections::CaseCommand command;
+    command.kind = projections::CommandKind::kReport;
+    command.actor = actor;
+    command.request_id = body.request_id();
+    v1::CaseReported& r = command.report;
+    r.set_case_id(body.case_id());
+    r.set_source(body.source());
+    *r.mutable_grid() = body.grid();
+    *r.mutable_location() = body.location();
+    *r.mutable_category() = body.category();
+    r.set_description(body.description());
+    r.set_reporter(body.reporter());
+    return Execute(command, res, 201);
+  }
+
+  absl::Status Execute(const projections::CaseCommand& command, httplib::Response& res,
+                       int status) {
+    absl::StatusOr<projections::CommandResult> result = backend_.workflow->Execute(command);
+    if (!result.ok()) return result.status();
+    v1::CommandResponse out;
+    *out.mutable_case_() = std::move(result->view);
+    for (const kernel::EventPosition& p : result->appended) {
+      v1::EventRef* ref = out.add_appended();
+      ref->set_partition(p.partition.value());
+      ref->set_sequence(p.sequence.value());
+    }
+    out.set_duplicate(result->duplicate);
+    spdlog::info("http: {} ({}): {} case {}{}", command.actor.user(),
+                 UnitName(command.actor.unit()), projections::CommandName(command.kind),
+                 out.case_().case_id(),
+                 result->duplicate ? " (repeated request, done before)" : "");
+    WriteJson(out, res, result->duplicate ? 200 : status);
+    return absl::OkStatus();
+  }
+
+  absl::Status ListEvents(const Query& q, httplib::Response& res) {
+    absl::StatusOr<uint64_t> limit = q.Number("limit", kDefaultPageSize, 1, kMaxPageSize);
+    if (!limit.ok()) return limit.status();
+    const std::string stream = q.String("stream");
+    v1::ListEventsResponse out;
+    if (!stream.empty()) {
+      absl::StatusOr<uint64_t> from = q.Number("from", 1, 1, UINT64_MAX);
+      if (!from.ok()) return from.status();
+      absl::StatusOr<std::vector<v1::Event>> events =
+          backend_.log->ReadStream(stream, kernel::StreamVersion(*from), *limit);
+      if (!events.ok()) return events.status();
+      for (v1::Event& e : *events) *out.add_events() = std::move(e);
+      if (out.events_size() == static_cast<int>(*limit)) {
+        out.set_next_from(out.events(out.events_size() - 1).stream_version() + 1);
+      }
+    } else {
+      absl::StatusOr<uint64_t> partition = q.Number("partition", 0, 0, UINT32_MAX);
+      if (!partition.ok()) return partition.status();
+      absl::StatusOr<uint64_t> from = q.Number("from", 0, 0, UINT64_MAX);
+      if (!from.ok()) return from.status();
+      absl::StatusOr<std::vector<v1::Event>> events = backend_.log->Read(
+          kernel::Partition(static_cast<uint32_t>(*partition)), kernel::Sequence(*from), *limit);
+      if (!events.ok()) return events.status();
+      for (v1::Event& e : *events) *out.add_events() = std::move(e);
+      if (out.events_size() == static_cast<int>(*limit)) {
+        out.set_next_from(out.events(out.events_size() - 1).sequence() + 1);
+      }
+    }
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
+  absl::Status Changes(httplib::Response& res) {
+    if (streams_.fetch_add(1) >= options_.max_event_streams) {
+      streams_.fetch_sub(1);
+      return absl::UnavailableError(absl::StrFormat(
+          "%d event streams are open, the limit of http.max_event_streams; close one or raise "
+          "the limit",
+          options_.max_event_streams));
+    }
+    std::shared_ptr<ChangeFeed::Subscription> sub = feed_.Subscribe();
+    res.set_header("Cache-Control", "no-cache");
+    res.set_header("X-Accel-Buffering", "no");
+    struct StreamState {
+      bool started = false;
+      absl::Time last_statistics = absl::InfinitePast();
+      absl::Time last_write = absl::InfinitePast();
+    };
+    auto state = std::make_shared<StreamState>();
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [this, sub, state](size_t, httplib::DataSink& sink) {
+          if (stopped_.load() || sub->closed()) return false;
+          std::string out;
+          if (!state->started) {
+            out += "retry: 2000\n\n";
+            state->started = true;
+          }
+          bool overflowed = false;
+          for (const Change& c : sub->Next(absl::Milliseconds(250), &overflowed)) {
+            absl::StrAppend(&out, "id: ", c.id, "\nevent: ", c.type, "\ndata: ", c.json, "\n\n");
+          }
+          if (overflowed) out += "event: resync\ndata: {}\n\n";
+          const absl::Time now = absl::Now();
+          if (now - state->last_statistics >= options_.statistics_interval) {
+            state->last_statistics = now;
+            if (absl::StatusOr<v1::Statistics> s = backend_.views->GetStatistics(); s.ok()) {
+              pb::util::JsonPrintOptions one_line;
+              one_line.always_print_primitive_fields = true;
+              std::string json;
+              if (pb::util::MessageToJsonString(*s, &json, one_line).ok()) {
+                absl::StrAppend(&out, "event: statistics\ndata: ", json, "\n\n");
+              }
+            }
+          }
+          if (out.empty() && now - state->last_write >= absl::Seconds(15)) out = ": keepalive\n\n";
+          if (out.empty()) return true;
+          state->last_write = now;
+          return sink.write(out.data(), out.size());
+        },
+        [this](bool) { streams_.fetch_sub(1); });
+    return absl::OkStatus();
+  }
+
+  std::string Metrics() {
+    MetricsText m;
+    if (backend_.metrics) backend_.metrics(m);
+    if (absl::StatusOr<v1::Statistics> s = backend_.views->GetStatistics(); s.ok()) {
+      MetricsText::Family& open =
+          m.Add("cityops_cases_open", "gauge",
+                "Open cases by stage (cases not closed), from the read models.");
+      for (const v1::Count& c : s->by_stage()) {
+        if (c.key() == "CASE_STAGE_CLOSED") continue;
+        open.Sample({{"stage", ShortName(c.key(), "CASE_STAGE_")}}, static_cast<double>(c.count()));
+      }
+      m.Add("cityops_cases_overdue", "gauge", "Open cases past a deadline, by light.")
+          .Sample({{"level", "yellow"}}, static_cast<double>(s->overdue_yellow()))
+          .Sample({{"level", "red"}}, static_cast<double>(s->overdue_red()));
+      m.Add("cityops_cases_total", "gauge",
+            "Cases opened so far (reports linked into another case not counted).")
+          .Sample({}, static_cast<double>(s->cases_total()));
+      m.Add("cityops_alerts_active", "gauge", "Active alerts.")
+          .Sample({}, static_cast<double>(s->alerts_active()));
+      m.Add("cityops_devices", "gauge", "Devices known to the read models, by state.")
+          .Sample({{"state", "online"}}, static_cast<double>(s->devices_online()))
+          .Sample({{"state", "offline"}},
+                  static_cast<double>(s->devices_total() - s->devices_online()))
+          .Sample({{"state", "unregistered"}}, static_cast<double>(s->devices_unregistered()));
+    }
+    m.Add("cityops_http_event_streams", "gauge", "Open server-sent-event streams.")
+        .Sample({}, streams_.load());
+    MetricsText::Family& requests = m.Add("cityops_http_requests_total", "counter",
+                                          "HTTP requests answered, by route and status.");
+    absl::MutexLock lock(&counts_mu_);
+    for (const auto& [key, n] : requests_) {
+      requests.Sample({{"route", key.first}, {"code", absl::StrCat(key.second)}},
+                      static_cast<double>(n));
+    }
+    return m.Render();
+  }
+
+  ServerOptions options_;
+  Backend backend_;
+  AccessPolicy access_;
+  ChangeFeed feed_;
+  httplib::Server server_;
+  std::thread thread_;
+  std::thread feed_thread_;
+  int port_ = -1;
+  std::atomic<bool> stopped_{false};
+  std::atomic<int> streams_{0};
+  absl::Mutex counts_mu_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_ ABSL_GUARDED_BY(counts_mu_);
+  absl::Mutex map_mu_;
+  std::vector<std::pair<uint32_t, uint64_t>> map_key_ ABSL_GUARDED_BY(map_mu_);
+  std::string map_json_ ABSL_GUARDED_BY(map_mu_);
+};
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerOptions& options,
+                                                              const Backend& backend) {
+  if (backend.log == nullptr || backend.views == nullptr || backend.workflow == nullptr ||
+      !backend.health) {
+    return absl::InvalidArgumentError(
+        "the HTTP server needs a log, read models, a workflow "
+        "and a health callback");
+  }
+  auto impl = std::make_unique<Impl>(options, backend);
+  if (absl::Status s = impl->Start(); !s.ok()) return s;
+  return std::unique_ptr<HttpServer>(new HttpServer(std::move(impl)));
+}
+
+HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpServer::~HttpServer() = default;
+int HttpServer::port() const { return impl_->port(); }
+void HttpServer::Stop() { impl_->Stop(); }
+
+}  // namespace cityops::api
