@@ -6,9 +6,11 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "api/openapi.h"
 #include "app/ingest_commands.h"
 #include "app/log_commands.h"
 #include "app/rules_commands.h"
+#include "app/serve_commands.h"
 #include "app/sim_commands.h"
 
 namespace cityops::app {
@@ -220,6 +222,61 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   replay->add_flag("--rebuild-views", replay_options.rebuild_views,
                    "Rebuild the read models from sequence 0 (beside the live ones, then swap)");
 
+  ServeOptions serve_options;
+  CLI::App* serve = app.add_subcommand(
+      "serve",
+      "Run the operations-center daemon: ingest, the rules stage, the read models, the "
+      "ticket outbox and the HTTP API with the dashboard, over one data directory. Without "
+      "kafka.bootstrap_servers it hosts the embedded development cluster. SIGTERM or SIGINT "
+      "stops it cleanly (the batch in hand is stored); SIGHUP reloads the rule set. Prints "
+      "'kafka: ...', 'http: ...' and 'ready' as they come up.");
+  serve
+      ->add_option("--config", serve_options.config,
+                   "Configuration (YAML onto cityops.v1.ServeConfig, see "
+                   "daemon/cityops.example.yaml); default: every default")
+      ->check(CLI::ExistingFile);
+  serve->add_flag("--validate", serve_options.validate,
+                  "Check the configuration and its rule set, print the configuration in effect, "
+                  "and exit without starting anything");
+
+  DemoCommandOptions demo_options;
+  CLI::App* demo = app.add_subcommand(
+      "demo",
+      "The whole system on this machine: the daemon with the embedded Kafka cluster, a "
+      "simulated city playing a scenario into it in accelerated time, and a simulated crew "
+      "working the cases. Prints the dashboard's address (with a viewer token), the API "
+      "tokens and the Kafka address. Runs until Ctrl-C; running it again continues from the "
+      "data directory.");
+  demo->add_option("--data-dir", demo_options.demo.data_dir, "Data directory")
+      ->capture_default_str();
+  demo->add_option("--port", demo_options.demo.port, "HTTP port (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  demo->add_option("--listen", demo_options.demo.listen_address, "HTTP address")
+      ->capture_default_str();
+  demo->add_option("--devices", demo_options.demo.devices, "Devices in the city")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
+      ->capture_default_str();
+  demo->add_option("--scenario", demo_options.demo.scenario, "normal, typhoon or elevator-wave")
+      ->check(CLI::IsMember({"normal", "typhoon", "elevator-wave"}))
+      ->capture_default_str();
+  demo->add_option("--acceleration", demo_options.demo.acceleration,
+                   "Simulated seconds per wall second")
+      ->check(CLI::Range(1.0, 3600.0))
+      ->capture_default_str();
+  demo->add_option("--seed", demo_options.demo.seed, "Seed of the city, scenario and crew")
+      ->capture_default_str();
+  demo->add_option("--partitions", demo_options.demo.partitions, "Partitions of the topics")
+      ->check(CLI::Range(uint32_t{1}, uint32_t{64}))
+      ->capture_default_str();
+  demo->add_flag("!--no-crew", demo_options.demo.crew, "Leave the cases to you: no simulated crew");
+  demo->add_option("--log-level", demo_options.log_level, "debug, info, warn or error")
+      ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
+      ->capture_default_str();
+
+  CLI::App* openapi = app.add_subcommand(
+      "openapi", "Print the HTTP API's OpenAPI document (the one served at /api/v1/openapi.yaml).");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -253,6 +310,12 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = RulesActivateCommand(activate_options, out);
   } else if (*replay) {
     status = ReplayCommand(replay_options, out);
+  } else if (*serve) {
+    status = ServeCommand(serve_options, out);
+  } else if (*demo) {
+    status = DemoCommand(demo_options, out);
+  } else if (*openapi) {
+    out << api::OpenApiYaml();
   }
   out.flush();
   if (!status.ok()) {

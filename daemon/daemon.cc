@@ -1,0 +1,521 @@
+#include "daemon/daemon.h"
+
+#include <atomic>
+#include <cstdio>
+#include <fstream>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "api/http_server.h"
+#include "daemon/config.h"
+#include "daemon/rule_activation.h"
+#include "ingest/embedded_kafka.h"
+#include "ingest/ingester.h"
+#include "kernel/proto_time.h"
+#include "projections/rules/rules_stage.h"
+#include "projections/ticket_outbox.h"
+#include "projections/views/views.h"
+#include "projections/workflow.h"
+#include "spdlog/spdlog.h"
+
+namespace cityops::daemon {
+
+namespace {
+
+// The read models count as caught up within this many events of the log's end.
+constexpr uint64_t kReadyLag = 10'000;
+
+std::vector<std::pair<std::string, std::string>> KafkaProperties(const v1::KafkaConfig& k) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const v1::KafkaProperty& p : k.properties()) out.emplace_back(p.name(), p.value());
+  return out;
+}
+
+v1::StageHealth* AddStage(v1::HealthResponse* h, const char* name, const char* state,
+                          std::string detail = {}) {
+  v1::StageHealth* s = h->add_stages();
+  s->set_name(name);
+  s->set_state(state);
+  s->set_detail(std::move(detail));
+  return s;
+}
+
+}  // namespace
+
+class Daemon::Impl {
+ public:
+  explicit Impl(const DaemonOptions& options) : options_(options), config_(options.config) {}
+
+  ~Impl() {
+    RequestStop();
+    (void)Wait();
+  }
+
+  absl::Status Start() {
+    const v1::KafkaConfig& kafka = config_.kafka();
+    kernel::EventLogOptions log_options;
+    log_options.path = config_.data_dir();
+    log_options.clock = kernel::Clock::Real();
+    log_options.durability = config_.durability() == "buffered"
+                                 ? kernel::Durability::kBuffered
+                                 : kernel::Durability::kSyncEachAppend;
+    absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
+    if (!log.ok()) return log.status();
+    log_ = *std::move(log);
+    spdlog::info("daemon: event log {} ({} partitions hold events)", config_.data_dir(),
+                 log_->Partitions().size());
+
+    absl::StatusOr<v1::ReloadRulesResponse> rules = ReloadRules();
+    if (!rules.ok()) return rules.status();
+
+    std::string bootstrap = kafka.bootstrap_servers();
+    if (UsesEmbeddedKafka(config_)) {
+      const int p = kafka.embedded_partitions();
+      const v1::KafkaTopics& t = kafka.topics();
+      absl::StatusOr<std::unique_ptr<ingest::EmbeddedKafka>> embedded =
+          ingest::EmbeddedKafka::Start({.brokers = 1,
+                                        .topics = {{t.readings(), p},
+                                                   {t.reports(), p},
+                                                   {t.devices(), p},
+                                                   {t.deadletter(), 1},
+                                                   {t.tickets(), p}}});
+      if (!embedded.ok()) return embedded.status();
+      embedded_ = *std::move(embedded);
+      bootstrap = embedded_->bootstrap_servers();
+      spdlog::warn(
+          "daemon: DEVELOPMENT MODE: no kafka.bootstrap_servers configured, so the built-in "
+          "Kafka cluster runs in this process at {}; its topics live in memory and are lost "
+          "when the daemon stops",
+          bootstrap);
+    }
+    bootstrap_ = bootstrap;
+
+    absl::StatusOr<std::unique_ptr<views::Projections>> views =
+        views::Projections::Open({.log = log_.get(), .dir = config_.data_dir() + "/views"});
+    if (!views.ok()) return views.status();
+    views_ = *std::move(views);
+
+    // Partitions of the log = partitions of the input topics. With real brokers the
+    // daemon learns them from ingest's assignment (see RunRules).
+    partitions_ =
+        UsesEmbeddedKafka(config_) ? static_cast<uint32_t>(kafka.embedded_partitions()) : 0;
+    projections::CaseWorkflow::Options workflow;
+    workflow.log = log_.get();
+    workflow.clock = options_.clock;
+    workflow.partitions = std::max<uint32_t>(1, partitions_);
+    workflow_ = std::make_unique<projections::CaseWorkflow>(workflow);
+
+    projections::OutboxOptions outbox;
+    outbox.log = log_.get();
+    outbox.bootstrap_servers = bootstrap;
+    outbox.topic = kafka.topics().tickets();
+    outbox.kafka_properties = KafkaProperties(kafka);
+    absl::StatusOr<std::unique_ptr<projections::TicketOutbox>> created =
+        projections::TicketOutbox::Create(outbox);
+    if (!created.ok()) return created.status();
+    outbox_ = *std::move(created);
+
+    ingest::IngestOptions ingest;
+    ingest.bootstrap_servers = bootstrap;
+    ingest.group_id = kafka.group_id();
+    ingest.topics.readings = kafka.topics().readings();
+    ingest.topics.reports = kafka.topics().reports();
+    ingest.topics.devices = kafka.topics().devices();
+    ingest.topics.deadletter = kafka.topics().deadletter();
+    ingest.kafka_properties = KafkaProperties(kafka);
+    ingest.max_batch_records = static_cast<size_t>(config_.ingest().max_batch_records());
+    ingest.clock_tick_interval = ClockTickInterval(config_);
+    ingest.clock = options_.clock;
+    if (embedded_ != nullptr) {
+      // The embedded topics start empty on every run: positions from an earlier run lie
+      // past their end, which is expected here. Keep rebalances quick.
+      ingest.accept_recreated_topics = true;
+      ingest.consumer_properties = {{"session.timeout.ms", "6000"},
+                                    {"heartbeat.interval.ms", "1000"}};
+    }
+    absl::StatusOr<std::unique_ptr<ingest::Ingester>> ingester =
+        ingest::Ingester::Create(log_.get(), ingest);
+    if (!ingester.ok()) return ingester.status();
+    ingester_ = *std::move(ingester);
+
+    api::ServerOptions http;
+    http.listen_address = config_.http().listen_address();
+    http.port = config_.http().port();
+    http.max_body_bytes = static_cast<size_t>(config_.http().max_body_bytes());
+    http.max_event_streams = config_.http().max_event_streams();
+    http.dashboard = config_.http().dashboard();
+    http.tokens.assign(config_.tokens().begin(), config_.tokens().end());
+    api::Backend backend;
+    backend.log = log_.get();
+    backend.views = views_.get();
+    backend.workflow = workflow_.get();
+    backend.clock = options_.clock;
+    backend.reload_rules = [this] { return ReloadRules(); };
+    backend.health = [this](bool ready) { return Health(ready); };
+    backend.metrics = [this](api::MetricsText& m) { Metrics(m); };
+    absl::StatusOr<std::unique_ptr<api::HttpServer>> server = api::HttpServer::Start(http, backend);
+    if (!server.ok()) return server.status();
+    http_ = *std::move(server);
+    if (absl::Status s = WritePortFile(); !s.ok()) return s;
+    if (config_.tokens_size() == 0) {
+      spdlog::warn(
+          "daemon: no API tokens are configured: every API request but /healthz, "
+          "/readyz, /metrics and the dashboard's files is refused (401)");
+    }
+
+    threads_.emplace_back([this] { Track("ingest", ingester_->Run()); });
+    threads_.emplace_back([this] { Track("views", views_->Run()); });
+    threads_.emplace_back([this] { Track("outbox", outbox_->Run()); });
+    threads_.emplace_back([this] { Track("rules", RunRules()); });
+    threads_.emplace_back([this] { WatchReadiness(); });
+
+    Announce(
+        absl::StrFormat("kafka: %s%s", bootstrap_,
+                        embedded_ ? " (embedded development cluster: topics live in memory)" : ""));
+    Announce(absl::StrFormat("http: http://%s:%d/", AddressForUrl(), http_->port()));
+    return absl::OkStatus();
+  }
+
+  absl::Status Wait() {
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(&stop_requested_));
+      if (shut_down_) return failure_;
+      shut_down_ = true;
+    }
+    spdlog::info("daemon: stopping");
+    // Commands and event streams first, then input: ingest stores the batch in hand.
+    if (http_ != nullptr) http_->Stop();
+    if (ingester_ != nullptr) ingester_->Stop();
+    {
+      absl::MutexLock lock(&mu_);
+      if (rules_ != nullptr) rules_->Stop();
+    }
+    if (views_ != nullptr) views_->Stop();
+    if (outbox_ != nullptr) outbox_->Stop();
+    for (std::thread& t : threads_) t.join();
+    threads_.clear();
+    ingester_.reset();
+    outbox_.reset();
+    {
+      absl::MutexLock lock(&mu_);
+      rules_.reset();
+    }
+    http_.reset();
+    views_.reset();
+    embedded_.reset();
+    log_.reset();
+    absl::MutexLock lock(&mu_);
+    if (failure_.ok())
+      spdlog::info("daemon: stopped cleanly; every stage resumes from its checkpoint");
+    return failure_;
+  }
+
+  void RequestStop() {
+    absl::MutexLock lock(&mu_);
+    stop_requested_ = true;
+  }
+
+  absl::StatusOr<v1::ReloadRulesResponse> ReloadRules() {
+    absl::MutexLock reload(&reload_mu_);
+    absl::StatusOr<rules::LoadedRuleSet> loaded = LoadConfiguredRuleSet(config_.rules().file());
+    if (!loaded.ok()) return loaded.status();
+    absl::StatusOr<Activation> a = ActivateRuleSet(*log_, *loaded, options_.clock->Now());
+    if (!a.ok()) return a.status();
+    v1::ReloadRulesResponse out;
+    out.set_activated(a->activated);
+    out.set_name(loaded->rule_set.name());
+    out.set_sha256(loaded->sha256);
+    out.set_source_path(loaded->source_path);
+    if (a->activated) {
+      out.mutable_event()->set_partition(a->position.partition.value());
+      out.mutable_event()->set_sequence(a->position.sequence.value());
+      spdlog::info("daemon: activated rule set '{}' from {} ({} rules, sha256 {})",
+                   loaded->rule_set.name(), loaded->source_path, loaded->rule_set.rules_size(),
+                   loaded->sha256.substr(0, 12));
+    } else {
+      spdlog::info("daemon: rule set '{}' from {} is the active one already",
+                   loaded->rule_set.name(), loaded->source_path);
+    }
+    return out;
+  }
+
+  v1::HealthResponse Health(bool ready) const {
+    v1::HealthResponse h;
+    bool failed = false;
+    {
+      absl::MutexLock lock(&mu_);
+      for (const auto& [stage, error] : stage_errors_) {
+        AddStage(&h, stage.c_str(), "failed", error);
+        failed = true;
+      }
+      if (stop_requested_ && !failed) AddStage(&h, "daemon", "stopped", "stopping");
+    }
+    if (ingester_ != nullptr) {
+      absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
+      uint64_t behind = 0;
+      if (lag.ok()) {
+        for (const ingest::ConsumerLag& l : *lag) behind += static_cast<uint64_t>(l.lag);
+      }
+      const bool assigned = lag.ok() && !lag->empty();
+      AddStage(&h, "ingest", assigned ? "running" : "starting",
+               assigned ? absl::StrFormat("%d topic partitions", lag->size())
+                        : "joining the consumer group")
+          ->set_lag(behind);
+    }
+    if (views_ != nullptr) {
+      uint64_t behind = 0;
+      for (const views::PartitionLag& l : views_->Lag()) behind += l.lag;
+      AddStage(&h, "views", behind <= kReadyLag ? "running" : "catching_up")->set_lag(behind);
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (rules_ == nullptr) {
+        AddStage(&h, "rules", "starting", "replaying the log up to its checkpoint");
+      } else {
+        uint64_t behind = 0;
+        for (const rules::PartitionLag& l : rules_->Lag()) behind += l.lag;
+        AddStage(&h, "rules", behind <= kReadyLag ? "running" : "catching_up")->set_lag(behind);
+      }
+    }
+    const bool stopping = [&] {
+      absl::MutexLock lock(&mu_);
+      return stop_requested_;
+    }();
+    if (failed || stopping) {
+      h.set_status("failing");
+    } else if (ready && !ready_.load()) {
+      h.set_status("starting");
+    } else {
+      h.set_status("ok");
+    }
+    return h;
+  }
+
+  bool Ready() const { return ready_.load(); }
+  bool Stopping() const { return StopRequested(); }
+  kernel::EventLog& log() { return *log_; }
+  views::Projections& views() { return *views_; }
+  const std::string& kafka_bootstrap() const { return bootstrap_; }
+  int http_port() const { return http_ != nullptr ? http_->port() : -1; }
+
+ private:
+  void Announce(const std::string& line) {
+    spdlog::info("daemon: {}", line);
+    if (options_.announce != nullptr) *options_.announce << line << std::endl;
+  }
+
+  std::string AddressForUrl() const {
+    const std::string& a = config_.http().listen_address();
+    if (a == "0.0.0.0") return "127.0.0.1";
+    if (a.find(':') != std::string::npos) return "[" + a + "]";
+    return a;
+  }
+
+  absl::Status WritePortFile() {
+    const std::string path = config_.data_dir() + "/http.port";
+    const std::string tmp = path + ".tmp";
+    {
+      std::ofstream out(tmp, std::ios::trunc);
+      out << http_->port() << "\n";
+      if (!out) return absl::UnavailableError("cannot write " + tmp);
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      return absl::UnavailableError("cannot write " + path);
+    }
+    return absl::OkStatus();
+  }
+
+  // Records how a stage's thread ended; an error stops the daemon.
+  void Track(const std::string& stage, absl::Status status) {
+    absl::MutexLock lock(&mu_);
+    if (status.ok()) return;
+    spdlog::error("daemon: the {} stage failed and the daemon stops: {}", stage, status.ToString());
+    stage_errors_.emplace_back(stage, std::string(status.message()));
+    if (failure_.ok()) {
+      failure_ =
+          absl::Status(status.code(), absl::StrFormat("%s stage: %s", stage, status.message()));
+    }
+    stop_requested_ = true;
+  }
+
+  // The rules stage needs every partition of the input topics before it can merge them
+  // in time order: with real brokers it learns them from ingest's first assignment.
+  absl::Status RunRules() {
+    uint32_t partitions = partitions_;
+    while (partitions == 0 && !StopRequested()) {
+      absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
+      if (!lag.ok()) return lag.status();
+      for (const ingest::ConsumerLag& l : *lag) {
+        if (l.topic == config_.kafka().topics().readings()) ++partitions;
+      }
+      if (partitions == 0) absl::SleepFor(absl::Milliseconds(100));
+    }
+    if (StopRequested()) return absl::OkStatus();
+    rules::RulesStageOptions options;
+    options.log = log_.get();
+    options.partitions = partitions;
+    spdlog::info("daemon: rules stage: replaying the log up to its checkpoint");
+    absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage = rules::RulesStage::Open(options);
+    if (!stage.ok()) return stage.status();
+    spdlog::info("daemon: rules stage: running on {} partitions", partitions);
+    {
+      absl::MutexLock lock(&mu_);
+      rules_ = *std::move(stage);
+      if (stop_requested_) return absl::OkStatus();
+    }
+    return rules_->Run();
+  }
+
+  bool StopRequested() const {
+    absl::MutexLock lock(&mu_);
+    return stop_requested_;
+  }
+
+  // Ready once ingest owns its partitions and the read models have caught up once.
+  void WatchReadiness() {
+    while (!StopRequested() && !ready_.load()) {
+      absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
+      uint64_t behind = 0;
+      for (const views::PartitionLag& l : views_->Lag()) behind += l.lag;
+      if (lag.ok() && !lag->empty() && behind <= kReadyLag) {
+        ready_.store(true);
+        Announce("ready");
+        return;
+      }
+      absl::SleepFor(absl::Milliseconds(100));
+    }
+  }
+
+  void Metrics(api::MetricsText& m) const {
+    m.Add("cityops_up", "gauge", "1 while the daemon runs and no stage has failed.")
+        .Sample({}, Health(false).status() == "ok" ? 1 : 0);
+    m.Add("cityops_ready", "gauge", "1 once the daemon is ready (see /readyz).")
+        .Sample({}, ready_.load() ? 1 : 0);
+    if (ingester_ != nullptr) {
+      const ingest::IngestStats s = ingester_->Stats();
+      m.Add("cityops_ingest_records_total", "counter", "Kafka records consumed, good or bad.")
+          .Sample({}, static_cast<double>(s.records));
+      m.Add("cityops_ingest_events_total", "counter", "Events ingest stored, by kind.")
+          .Sample({{"kind", "reading"}}, static_cast<double>(s.readings))
+          .Sample({{"kind", "report"}}, static_cast<double>(s.reports))
+          .Sample({{"kind", "registration"}}, static_cast<double>(s.registrations))
+          .Sample({{"kind", "clock_tick"}}, static_cast<double>(s.clock_ticks));
+      m.Add("cityops_ingest_duplicates_total", "counter",
+            "Readings dropped as duplicates by reading id, and reports the log had already.")
+          .Sample({}, static_cast<double>(s.duplicates));
+      m.Add("cityops_ingest_unregistered_readings_total", "counter",
+            "Readings stored from devices without a registration.")
+          .Sample({}, static_cast<double>(s.unregistered_readings));
+      api::MetricsText::Family& dead =
+          m.Add("cityops_ingest_deadlettered_total", "counter",
+                "Records set aside on the dead-letter topic, by code.");
+      dead.Sample({{"code", "ALL"}}, static_cast<double>(s.dead_lettered));
+      for (const auto& [code, n] : s.dead_lettered_by_code) {
+        dead.Sample({{"code", code}}, static_cast<double>(n));
+      }
+      m.Add("cityops_ingest_rewinds_total", "counter",
+            "Batches given back after a failure, to be consumed again.")
+          .Sample({}, static_cast<double>(s.rewinds));
+      if (absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag(); lag.ok()) {
+        api::MetricsText::Family& f =
+            m.Add("cityops_consumer_lag", "gauge",
+                  "Records in Kafka not yet stored in the log, per owned topic partition.");
+        for (const ingest::ConsumerLag& l : *lag) {
+          f.Sample({{"topic", l.topic}, {"partition", absl::StrCat(l.partition)}},
+                   static_cast<double>(l.lag));
+        }
+      }
+    }
+    if (log_ != nullptr) {
+      m.Add("cityops_log_append_seconds", "histogram",
+            "Time of each write to the event log, fsync included.")
+          .Histogram({}, log_->append_latency().Read());
+      api::MetricsText::Family& next =
+          m.Add("cityops_log_events", "gauge", "Events in the log, per partition.");
+      for (kernel::Partition p : log_->Partitions()) {
+        next.Sample({{"partition", absl::StrCat(p.value())}},
+                    static_cast<double>(log_->NextSequence(p).value()));
+      }
+    }
+    if (views_ != nullptr) {
+      api::MetricsText::Family& f = m.Add(
+          "cityops_views_lag", "gauge", "Events appended but not yet folded into the read models.");
+      for (const views::PartitionLag& l : views_->Lag()) {
+        f.Sample({{"partition", absl::StrCat(l.partition.value())}}, static_cast<double>(l.lag));
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (rules_ != nullptr) {
+        api::MetricsText::Family& f = m.Add("cityops_rules_lag", "gauge",
+                                            "Events appended but not yet seen by the rules stage.");
+        for (const rules::PartitionLag& l : rules_->Lag()) {
+          f.Sample({{"partition", absl::StrCat(l.partition.value())}}, static_cast<double>(l.lag));
+        }
+        const rules::RulesStageStats s = rules_->Stats();
+        m.Add("cityops_rules_processed_total", "counter",
+              "Input events the rules stage processed since the daemon started.")
+            .Sample({}, static_cast<double>(s.processed));
+        m.Add("cityops_rules_derived_total", "counter",
+              "Events the rules stage appended since the daemon started.")
+            .Sample({}, static_cast<double>(s.derived));
+      }
+    }
+    if (outbox_ != nullptr) {
+      m.Add("cityops_tickets_published_total", "counter",
+            "Dispatch tickets Kafka acknowledged on the tickets topic since the daemon started.")
+          .Sample({}, static_cast<double>(outbox_->Stats().published));
+    }
+  }
+
+  const DaemonOptions options_;
+  const v1::ServeConfig config_;
+  std::unique_ptr<kernel::EventLog> log_;
+  std::unique_ptr<ingest::EmbeddedKafka> embedded_;
+  std::string bootstrap_;
+  uint32_t partitions_ = 0;
+  std::unique_ptr<views::Projections> views_;
+  std::unique_ptr<projections::CaseWorkflow> workflow_;
+  std::unique_ptr<projections::TicketOutbox> outbox_;
+  std::unique_ptr<ingest::Ingester> ingester_;
+  std::unique_ptr<api::HttpServer> http_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> ready_{false};
+  absl::Mutex reload_mu_;
+
+  mutable absl::Mutex mu_;
+  std::unique_ptr<rules::RulesStage> rules_ ABSL_GUARDED_BY(mu_);
+  bool stop_requested_ ABSL_GUARDED_BY(mu_) = false;
+  bool shut_down_ ABSL_GUARDED_BY(mu_) = false;
+  absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::pair<std::string, std::string>> stage_errors_ ABSL_GUARDED_BY(mu_);
+};
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const DaemonOptions& options) {
+  auto impl = std::make_unique<Impl>(options);
+  if (absl::Status s = impl->Start(); !s.ok()) {
+    impl->RequestStop();
+    (void)impl->Wait();
+    return s;
+  }
+  return std::unique_ptr<Daemon>(new Daemon(std::move(impl)));
+}
+
+Daemon::Daemon(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Daemon::~Daemon() = default;
+absl::Status Daemon::Wait() { return impl_->Wait(); }
+void Daemon::RequestStop() { impl_->RequestStop(); }
+absl::StatusOr<v1::ReloadRulesResponse> Daemon::ReloadRules() { return impl_->ReloadRules(); }
+v1::HealthResponse Daemon::Health(bool ready) const { return impl_->Health(ready); }
+bool Daemon::Ready() const { return impl_->Ready(); }
+bool Daemon::Stopping() const { return impl_->Stopping(); }
+views::Projections& Daemon::views() { return impl_->views(); }
+kernel::EventLog& Daemon::log() { return impl_->log(); }
+const std::string& Daemon::kafka_bootstrap() const { return impl_->kafka_bootstrap(); }
+int Daemon::http_port() const { return impl_->http_port(); }
+
+}  // namespace cityops::daemon

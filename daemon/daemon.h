@@ -1,0 +1,85 @@
+// The operations-center daemon: one process that runs every stage of cityops over one
+// data directory. Front door of daemon/.
+//
+//   Kafka ──► ingest ──► event log ──► rules stage ──► (derived events) ──► event log
+//                              ├──► read models ──► HTTP API, change stream, dashboard
+//                              └──► ticket outbox ──► Kafka cityops.tickets
+//   HTTP commands ──► case workflow ──► event log
+//
+// Start() opens the log (refusing a directory another process holds), activates the
+// configured rule set if it differs from the active one, hosts the embedded Kafka cluster
+// when no brokers are configured, opens the read models, starts the HTTP server, and then
+// runs ingest, the rules stage, the read models and the outbox on threads of their own.
+//
+// Stop. RequestStop() (SIGTERM, SIGINT) makes Wait() shut down in order: the HTTP server
+// stops taking commands, ingest finishes and syncs the batch in hand, then the rules stage,
+// the read models and the outbox stop at their next checkpoint. Nothing is lost: every
+// stage resumes from its checkpoint in the log. A stage that fails stops the daemon the
+// same way, and Wait() returns its error (systemd then restarts it).
+//
+// Thread safety: RequestStop, ReloadRules, Health and the accessors from any thread;
+// Wait from one.
+#ifndef CITYOPS_DAEMON_DAEMON_H_
+#define CITYOPS_DAEMON_DAEMON_H_
+
+#include <memory>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "cityops/v1/api.pb.h"
+#include "cityops/v1/config.pb.h"
+#include "kernel/clock.h"
+#include "kernel/event_log.h"
+#include "projections/views/views.h"
+
+namespace cityops::daemon {
+
+struct DaemonOptions {
+  v1::ServeConfig config;  // Complete and checked (daemon/config.h).
+  // The time of commands, clock ticks and rule activations. The real clock, or a demo's
+  // accelerated one. Must outlive the daemon.
+  const kernel::Clock* clock = kernel::Clock::Real();
+  // Where the daemon announces its addresses for people and scripts: "kafka: HOST:PORT",
+  // "http: http://HOST:PORT/", then "ready". May be null.
+  std::ostream* announce = nullptr;
+};
+
+class Daemon {
+ public:
+  static absl::StatusOr<std::unique_ptr<Daemon>> Start(const DaemonOptions& options);
+  // Stops (as RequestStop + Wait) if still running.
+  ~Daemon();
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Blocks until RequestStop() or a stage fails, then shuts down in order. OK after a
+  // requested stop; the first stage's error otherwise.
+  absl::Status Wait();
+  void RequestStop();
+
+  // Re-reads the configured rule set and activates it if it changed (SIGHUP, the API).
+  // INVALID_ARGUMENT with file and line if the file does not check; the active rules stay.
+  absl::StatusOr<v1::ReloadRulesResponse> ReloadRules();
+
+  // Liveness (`ready` false) or readiness (`ready` true).
+  v1::HealthResponse Health(bool ready) const;
+  // True once ingest owns its partitions and the read models caught up with the log.
+  bool Ready() const;
+  // True once a stop was requested or a stage failed: Wait() is about to shut down.
+  bool Stopping() const;
+
+  kernel::EventLog& log();
+  views::Projections& views();
+  const std::string& kafka_bootstrap() const;
+  int http_port() const;
+
+ private:
+  class Impl;
+  explicit Daemon(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace cityops::daemon
+
+#endif  // CITYOPS_DAEMON_DAEMON_H_
