@@ -175,6 +175,21 @@ struct RulesEngine::Context {
   std::vector<Derived>* out = nullptr;
 };
 
+EngineCounters EngineCounters::Since(const EngineCounters& base) const {
+  EngineCounters d;
+  d.inputs = inputs - base.inputs;
+  d.readings = readings - base.readings;
+  d.alerts_raised = alerts_raised - base.alerts_raised;
+  d.alerts_cleared = alerts_cleared - base.alerts_cleared;
+  d.cases_opened = cases_opened - base.cases_opened;
+  d.cases_linked = cases_linked - base.cases_linked;
+  d.tickets = tickets - base.tickets;
+  d.overdue = overdue - base.overdue;
+  d.auto_closed = auto_closed - base.auto_closed;
+  d.rejected_rule_sets = rejected_rule_sets - base.rejected_rule_sets;
+  return d;
+}
+
 RulesEngine::RulesEngine() = default;
 RulesEngine::~RulesEngine() = default;
 
@@ -1095,6 +1110,10 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
     // The log holds it, so every replay meets it again: say so loudly, keep the rules in
     // force, and count it (RulesStageStats, `cityops replay`).
     ++counters_.rejected_rule_sets;
+    rejected_.push_back({activated.name(), activated.sha256(),
+                         kernel::EventPosition{kernel::Partition(event.partition()),
+                                               kernel::Sequence(event.sequence())},
+                         std::string(compiled.status().message())});
     spdlog::error(
         "rules: rule set '{}' (sha256 {}) activated at {}/{} does not compile and is ignored; "
         "the rules in force stay active: {}",

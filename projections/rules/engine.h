@@ -40,6 +40,14 @@ struct Derived {
   v1::Event event;
 };
 
+// A RulesetActivated event whose rules did not compile: the engine ignored it.
+struct RejectedRuleSet {
+  std::string name;
+  std::string sha256;
+  kernel::EventPosition position;  // Of the RulesetActivated event.
+  std::string error;
+};
+
 struct EngineCounters {
   uint64_t inputs = 0;
   uint64_t readings = 0;
@@ -51,6 +59,9 @@ struct EngineCounters {
   uint64_t overdue = 0;
   uint64_t auto_closed = 0;
   uint64_t rejected_rule_sets = 0;  // RulesetActivated events whose rules did not compile.
+
+  // The counts of `this` minus those of `base` (an earlier snapshot).
+  EngineCounters Since(const EngineCounters& base) const;
 };
 
 class RulesEngine {
@@ -69,6 +80,8 @@ class RulesEngine {
   bool has_rules() const { return rules_ != nullptr; }
   const CompiledRuleSet* rules() const { return rules_.get(); }
   const EngineCounters& counters() const { return counters_; }
+  // Every rule set the engine ignored so far, in the order met.
+  const std::vector<RejectedRuleSet>& rejected_rule_sets() const { return rejected_; }
   size_t open_cases() const { return cases_.size(); }
   size_t pending_timers() const { return timers_.size(); }
 
@@ -142,6 +155,7 @@ class RulesEngine {
   std::set<Timer> timers_;
   absl::Time now_ = absl::InfinitePast();
   EngineCounters counters_;
+  std::vector<RejectedRuleSet> rejected_;
 };
 
 }  // namespace cityops::rules

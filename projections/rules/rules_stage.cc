@@ -73,8 +73,10 @@ absl::StatusOr<std::unique_ptr<RulesStage>> RulesStage::Open(const RulesStageOpt
           c->partition.value(), c->replay_end.value(), c->done.value(), options.log->path()));
     }
   }
+  stage->replayed_counters_ = stage->engine_.counters();
   absl::MutexLock lock(&stage->mu_);
   stage->stats_.replayed = replayed;
+  stage->stats_.rejected_rule_sets = stage->engine_.rejected_rule_sets();
   return stage;
 }
 
@@ -177,6 +179,12 @@ absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
 }
 
 absl::StatusOr<size_t> RulesStage::Step(bool drain) {
+  if (!broken_.ok()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the rules stage on %s stopped after an earlier step failed (%s); its state is past "
+        "what the log holds: reopen it (RulesStage::Open), which replays from its checkpoints",
+        options_.log->path(), broken_.ToString()));
+  }
   if (absl::Status s = AddNewPartitions(); !s.ok()) return s;
   std::vector<Derived> derived;
   absl::StatusOr<size_t> n = Merge(drain, /*replay=*/false, options_.max_batch_events, &derived);
@@ -188,6 +196,8 @@ absl::StatusOr<size_t> RulesStage::Step(bool drain) {
         .first->second.SetCheckpoint({kRulesCheckpoint, c->done, ""});
   }
   const size_t derived_count = derived.size();
+  // The idempotency keys of each partition's derived events, to name a duplicate.
+  std::map<uint32_t, std::vector<std::string>> keys;
   for (Derived& d : derived) {
     auto it = batches.find(d.partition.value());
     if (it == batches.end()) {
@@ -196,20 +206,38 @@ absl::StatusOr<size_t> RulesStage::Step(bool drain) {
         if (c->partition == d.partition) it->second.SetCheckpoint({kRulesCheckpoint, c->done, ""});
       }
     }
+    keys[d.partition.value()].push_back(d.event.provenance().idempotency_key());
     it->second.Add(std::move(d.event));
   }
   if (!batches.empty()) {
     std::vector<kernel::AppendBatch> all;
     all.reserve(batches.size());
     for (auto& [p, b] : batches) all.push_back(std::move(b));
+    const absl::Status fault = options_.append_fault ? options_.append_fault() : absl::OkStatus();
     absl::StatusOr<std::vector<kernel::AppendResult>> appended =
-        options_.log->AppendAll(std::move(all));
+        fault.ok() ? options_.log->AppendAll(all)
+                   : absl::StatusOr<std::vector<kernel::AppendResult>>(fault);
     if (!appended.ok()) {
+      broken_ = appended.status();
       return absl::Status(appended.status().code(),
                           absl::StrFormat("rules stage could not append %d derived events: %s; "
                                           "the stage stops and replays from its checkpoint "
                                           "when reopened",
                                           derived_count, appended.status().message()));
+    }
+    for (size_t b = 0; b < appended->size(); ++b) {
+      const kernel::AppendResult& result = (*appended)[b];
+      if (result.duplicates == 0) continue;
+      const std::vector<std::string>& batch_keys = keys[all[b].partition().value()];
+      for (size_t i = 0; i < result.outcomes.size() && i < batch_keys.size(); ++i) {
+        if (!result.outcomes[i].duplicate) continue;
+        broken_ = absl::InternalError(absl::StrFormat(
+            "rules stage: derived event '%s' was already in the log at %d/%d: the rules "
+            "engine reused an id, which is a bug; the stage stops",
+            batch_keys[i], result.outcomes[i].position.partition.value(),
+            result.outcomes[i].position.sequence.value()));
+        return broken_;
+      }
     }
     for (const auto& c : cursors_) c->stored = c->done;
   }
@@ -217,7 +245,8 @@ absl::StatusOr<size_t> RulesStage::Step(bool drain) {
   stats_.processed += *n;
   stats_.derived += derived_count;
   if (!batches.empty()) ++stats_.appends;
-  stats_.engine = engine_.counters();
+  stats_.engine = engine_.counters().Since(replayed_counters_);
+  stats_.rejected_rule_sets = engine_.rejected_rule_sets();
   return *n;
 }
 

@@ -22,6 +22,13 @@
 // `Open` rebuilds it by replaying them (deriving again, appending nothing). This costs a
 // pass over the log; see bench/README.md for its speed.
 //
+// Failure. A step whose append fails has already moved the engine past what the log
+// holds; the stage is then broken: every later Step/CatchUp/Run returns
+// FAILED_PRECONDITION until it is dropped and reopened, which replays from the stored
+// checkpoints and derives the lost step again. A derived event the log reports as a
+// duplicate (its idempotency key already stored) is a bug, not an input error: INTERNAL,
+// and the stage is broken too.
+//
 // Partitions. A partition is merged from the moment it holds an event. A partition
 // created after others have moved on in time would break the order; ingest creates its
 // partitions when it starts, so this does not happen in one deployment.
@@ -31,7 +38,9 @@
 #include <atomic>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -52,6 +61,9 @@ struct RulesStageOptions {
   size_t max_batch_events = 20'000;  // Input events per append, at most.
   size_t read_chunk = 4'096;         // Events read from a partition at a time.
   absl::Duration idle_wait = absl::Milliseconds(50);
+  // Tests only (fault injection): called before each append; a non-OK status fails that
+  // append as a write error of the log would, without writing anything.
+  std::function<absl::Status()> append_fault;
 };
 
 struct PartitionLag {
@@ -63,9 +75,12 @@ struct PartitionLag {
 struct RulesStageStats {
   uint64_t processed = 0;  // Input events processed since Open (replay excluded).
   uint64_t replayed = 0;   // Input events replayed by Open.
-  uint64_t derived = 0;    // Events appended.
+  uint64_t derived = 0;    // Events appended since Open.
   uint64_t appends = 0;
-  EngineCounters engine;
+  EngineCounters engine;  // What the engine did since Open (replay excluded).
+  // Every rule set in the log so far that did not compile and is ignored, replay
+  // included (the log keeps it: every replay meets it again).
+  std::vector<RejectedRuleSet> rejected_rule_sets;
 };
 
 class RulesStage {
@@ -100,7 +115,10 @@ class RulesStage {
   RulesEngine engine_;
   std::vector<std::unique_ptr<Cursor>> cursors_;  // By partition, ascending.
   std::atomic<bool> stop_{false};
-  mutable absl::Mutex mu_;  // Guards stats_ and the cursors' positions for Lag().
+  // Set when an append failed or met a duplicate: the engine is past the log.
+  absl::Status broken_;
+  EngineCounters replayed_counters_;  // The engine's counters after Open's replay.
+  mutable absl::Mutex mu_;            // Guards stats_ and the cursors' positions for Lag().
   RulesStageStats stats_ ABSL_GUARDED_BY(mu_);
 };
 
