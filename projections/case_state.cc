@@ -218,6 +218,7 @@ absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view) {
       const v1::CaseLinked& l = event.case_linked();
       if (l.has_alert_id()) view->add_alert_ids(l.alert_id());
       if (l.has_reported_case_id()) view->add_linked_reports(l.reported_case_id());
+      if (l.has_into_case_id()) view->set_linked_to(l.into_case_id());
       break;
     }
     default:

@@ -43,7 +43,9 @@ std::string TicketId(std::string_view case_id, int n);
 //   CaseVerified passed     -> VERIFIED; failed -> DISPATCHED again
 //   CaseClosed              -> CLOSED
 //   CaseEscalated           -> REGISTERED at the upper level (which then dispatches)
-//   CaseUrged, CaseOverdue, CaseLinked: no stage change.
+//   CaseUrged, CaseOverdue, CaseLinked: no stage change. CaseLinked adds the alert or
+//   report that joined this case, or (into_case_id, on a report's own stream) sets
+//   `linked_to`: the report joined that case instead of opening.
 // Every stage entry resets `overdue` and sets `deadline` from `deadlines`.
 absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view);
 

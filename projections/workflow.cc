@@ -153,6 +153,12 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
   if (view.history_size() == 0) {
     return absl::NotFoundError(absl::StrFormat("case %s does not exist", id));
   }
+  if (!view.linked_to().empty()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "cannot %s case %s: it was linked into case %s (an open case of the same category "
+        "nearby) and is handled there; act on case %s",
+        CommandName(command.kind), id, view.linked_to(), view.linked_to()));
+  }
   if (!view.opened()) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "cannot %s case %s: it is reported but not yet opened by the rules stage; retry shortly",

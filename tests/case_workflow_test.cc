@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "ingest/partitioner.h"
 #include "kernel/clock.h"
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
@@ -310,6 +311,46 @@ TEST_CASE("escalation climbs one level at a time; the upper level then dispatche
   RequireOk(r);
   CHECK(r->view.escalations_size() == 3);
   CHECK(r->view.dispatched_by_level() == v1::GRID_LEVEL_CITY_CENTER);
+}
+
+TEST_CASE("a report linked into another case points there and takes no commands itself",
+          "[workflow]") {
+  Fixture f;
+  const std::string iot = f.IotCase("iot-flood-g1-1");
+  CaseCommand c;
+  c.kind = CommandKind::kReport;
+  c.actor = kStreet;
+  c.report.set_case_id("hot-7");
+  c.report.set_source(v1::CASE_SOURCE_HOTLINE_12345);
+  c.report.mutable_grid()->set_grid_code(kGrid);
+  c.report.mutable_category()->set_code("E0111");
+  absl::StatusOr<CommandResult> reported = f.workflow().Execute(c);
+  RequireOk(reported);
+  // Reports go to the partition Kafka's default partitioner gives their case id.
+  REQUIRE(reported->appended.size() == 1);
+  CHECK(reported->appended[0].partition.value() ==
+        static_cast<uint32_t>(ingest::KafkaPartitionFor("hot-7", 4)));
+  // The rules stage links it into the IoT case, on both streams.
+  v1::Event e;
+  e.set_stream_id(CaseStream("hot-7"));
+  kernel::SetTimestamp(f.clock().Now(), e.mutable_event_time());
+  e.mutable_provenance()->set_stage("rules");
+  e.mutable_provenance()->set_idempotency_key("rules/case/hot-7/linked-into/" + iot);
+  e.mutable_case_linked()->set_case_id("hot-7");
+  e.mutable_case_linked()->set_into_case_id(iot);
+  kernel::AppendBatch batch{reported->appended[0].partition};
+  batch.Add(std::move(e));
+  REQUIRE(f.log().Append(std::move(batch)).ok());
+  CHECK(f.View("hot-7").linked_to() == iot);
+  CHECK_FALSE(f.View("hot-7").opened());
+  for (CommandKind kind : {CommandKind::kRegister, CommandKind::kUrge, CommandKind::kDispatch}) {
+    absl::StatusOr<CommandResult> r = f.Do(kind, "hot-7", kStreet);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK_THAT(std::string(r.status().message()), Catch::Contains("linked into case " + iot) &&
+                                                      Catch::Contains("act on case " + iot) &&
+                                                      !Catch::Contains("retry"));
+  }
 }
 
 TEST_CASE("reports are validated and a case id is taken once", "[workflow]") {

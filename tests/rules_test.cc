@@ -646,9 +646,14 @@ TEST_CASE(
   REQUIRE(h.Of(v1::Event::kCaseOpened).size() == 1);
   h.Feed(Report("hot-1", grid, 31.2001), kT0 + absl::Minutes(20), true);  // ~11 m away.
   std::vector<v1::Event> linked = h.Of(v1::Event::kCaseLinked);
-  REQUIRE(linked.size() == 1);
+  REQUIRE(linked.size() == 2);
+  CHECK(linked[0].stream_id() == "case/iot-flood-g1-1");
   CHECK(linked[0].case_linked().case_id() == "iot-flood-g1-1");
   CHECK(linked[0].case_linked().reported_case_id() == "hot-1");
+  // The report's own stream says where it went (it is never opened itself).
+  CHECK(linked[1].stream_id() == "case/hot-1");
+  CHECK(linked[1].case_linked().case_id() == "hot-1");
+  CHECK(linked[1].case_linked().into_case_id() == "iot-flood-g1-1");
   CHECK(h.Of(v1::Event::kCaseOpened).size() == 1);
 
   h.Feed(Report("hot-2", grid, 31.25), kT0 + absl::Minutes(21), true);  // ~5.5 km away.
@@ -661,7 +666,7 @@ TEST_CASE(
   CHECK(o.deadlines().handle_within().seconds() == 4 * 3600);
   CHECK(o.dispatch_level() == v1::GRID_LEVEL_STREET_CENTER);
   CHECK(o.originator().code() == "city");
-  CHECK(h.Of(v1::Event::kCaseLinked).size() == 1);
+  CHECK(h.Of(v1::Event::kCaseLinked).size() == 2);
 }
 
 TEST_CASE("a new rule set keeps the state of unchanged rules and ends alerts of changed ones",

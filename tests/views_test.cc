@@ -29,6 +29,7 @@ const char kGrid[] = "310104001001001";
 
 constexpr char kRules[] =
     "name: views-test\n"
+    "report_linking: {window: 6h, max_distance_m: 500}\n"
     "rules:\n"
     "  - id: flood\n"
     "    device_kind: flood_gauge\n"
@@ -123,6 +124,23 @@ class World {
     return workflow.Execute(c);
   }
 
+  // A hotline report of road water in the grid, by the street center.
+  absl::StatusOr<projections::CommandResult> Report(const std::string& id, absl::Duration at) {
+    clock_.Set(kT0 + at);
+    projections::CaseWorkflow workflow({.log = log_.get(), .clock = &clock_, .partitions = 2});
+    projections::CaseCommand c;
+    c.kind = projections::CommandKind::kReport;
+    c.actor.set_user("wang.street");
+    c.actor.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
+    c.actor.mutable_unit()->set_code("310104001");
+    c.report.set_case_id(id);
+    c.report.set_source(v1::CASE_SOURCE_HOTLINE_12345);
+    c.report.mutable_grid()->set_grid_code(kGrid);
+    c.report.mutable_category()->set_code("E0111");
+    c.report.set_description("water on the road");
+    return workflow.Execute(c);
+  }
+
   std::unique_ptr<Projections> Views(const std::string& name, size_t commit_every = 50'000) {
     absl::StatusOr<std::unique_ptr<Projections>> p =
         Projections::Open({.log = log_.get(), .dir = dir_.Sub(name), .commit_every = commit_every});
@@ -206,6 +224,37 @@ TEST_CASE("devices, alerts, cases and tickets fold from the log", "[views]") {
   REQUIRE(rules.ok());
   REQUIRE(rules->has_value());
   CHECK((*rules)->name() == "views-test");
+}
+
+TEST_CASE("a report linked into an open case says so, is counted there, and points there",
+          "[views]") {
+  World w;
+  Scenario(w);
+  REQUIRE(w.Report("hot-1", absl::Minutes(41)).ok());
+  w.Tick(0, absl::Minutes(42));
+  w.Tick(1, absl::Minutes(42));
+  w.Rules();
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  absl::StatusOr<std::optional<v1::CaseView>> report = views->GetCase("hot-1");
+  REQUIRE(report.ok());
+  REQUIRE(report->has_value());
+  CHECK((*report)->linked_to() == "iot-flood-g1-1");
+  CHECK_FALSE((*report)->opened());
+  absl::StatusOr<std::optional<v1::CaseView>> target = views->GetCase("iot-flood-g1-1");
+  REQUIRE(target.ok());
+  REQUIRE(target->has_value());
+  REQUIRE((*target)->linked_reports_size() == 1);
+  CHECK((*target)->linked_reports(0) == "hot-1");
+  absl::StatusOr<v1::Statistics> s = views->GetStatistics();
+  REQUIRE(s.ok());
+  CHECK(s->cases_total() == 1);  // The report counts in the case it joined.
+  // Commands on the report say where to act instead of "retry shortly" forever.
+  absl::StatusOr<projections::CommandResult> urge =
+      w.Command(projections::CommandKind::kUrge, "hot-1", absl::Minutes(43));
+  REQUIRE_FALSE(urge.ok());
+  CHECK(urge.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(urge.status().message()), Catch::Contains("act on case iot-flood-g1-1"));
 }
 
 TEST_CASE("statistics are kept incrementally and add up", "[views]") {

@@ -891,15 +891,25 @@ void RulesEngine::OnReported(const v1::Event& event, Context& ctx) {
             DistanceMeters(view.location(), report.location()) > linking.max_distance_m()) {
           continue;
         }
+        const std::string into = target;  // Emit may change the list.
         v1::Event e;
-        e.set_stream_id(CaseStream(target));
+        e.set_stream_id(CaseStream(into));
         v1::CaseLinked* l = e.mutable_case_linked();
-        l->set_case_id(target);
+        l->set_case_id(into);
         l->set_reported_case_id(report.case_id());
         *l->mutable_event() = ctx.cause_ref;
         ++counters_.cases_linked;
         Emit(it->second->partition, std::move(e),
-             absl::StrFormat("rules/case/%s/link/%s", target, report.case_id()), ctx);
+             absl::StrFormat("rules/case/%s/link/%s", into, report.case_id()), ctx);
+        // The report's own stream says where it went: it will never be opened itself.
+        v1::Event own;
+        own.set_stream_id(CaseStream(report.case_id()));
+        v1::CaseLinked* o = own.mutable_case_linked();
+        o->set_case_id(report.case_id());
+        o->set_into_case_id(into);
+        *o->mutable_event() = ctx.cause_ref;
+        Emit(kernel::Partition(event.partition()), std::move(own),
+             absl::StrFormat("rules/case/%s/linked-into/%s", report.case_id(), into), ctx);
         return;
       }
     }

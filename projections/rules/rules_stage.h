@@ -63,7 +63,7 @@ struct RulesStageOptions {
   absl::Duration idle_wait = absl::Milliseconds(50);
   // Tests only (fault injection): called before each append; a non-OK status fails that
   // append as a write error of the log would, without writing anything.
-  std::function<absl::Status()> append_fault;
+  std::function<absl::Status()> append_fault = nullptr;
 };
 
 struct PartitionLag {

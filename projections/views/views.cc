@@ -506,19 +506,10 @@ class Projections::Generation {
     if (e.has_case_opened() && !e.case_opened().alert_id().empty()) {
       if (absl::Status s = LinkAlert(e.case_opened().alert_id(), id); !s.ok()) return s;
     }
-    if (e.has_case_linked()) {
-      const v1::CaseLinked& l = e.case_linked();
-      if (l.has_alert_id()) {
-        if (absl::Status s = LinkAlert(l.alert_id(), id); !s.ok()) return s;
-      }
-      if (l.has_reported_case_id()) {
-        // The report joins this case; its own view says so (it may live in another
-        // partition: its contribution is taken out there, by that partition's share).
-        absl::StatusOr<v1::CaseView*> report = Touch(cases_, kCase, l.reported_case_id());
-        if (!report.ok()) return report.status();
-        (*report)->set_case_id(l.reported_case_id());
-        (*report)->set_linked_to(id);
-      }
+    // A report that joined another case says so on its own stream (CaseLinked with
+    // into_case_id): the fold above set its linked_to.
+    if (e.has_case_linked() && e.case_linked().has_alert_id()) {
+      if (absl::Status s = LinkAlert(e.case_linked().alert_id(), id); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
