@@ -5,6 +5,8 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <functional>
 #include <random>
 #include <string>
 #include <thread>
@@ -15,8 +17,10 @@
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
 #include "projections/rules/compile.h"
+#include "projections/rules/default_rules.h"
 #include "projections/rules/rules_stage.h"
 #include "projections/workflow.h"
+#include "rocksdb/db.h"
 #include "tests/testing/temp_dir.h"
 
 namespace cityops::views {
@@ -79,7 +83,8 @@ class World {
     Append(partition, std::move(e));
   }
 
-  void Depth(const std::string& id, uint32_t partition, absl::Duration at, double cm) {
+  void Depth(const std::string& id, uint32_t partition, absl::Duration at, double cm,
+             double battery = 80) {
     v1::Event e;
     e.set_stream_id("device/" + id);
     kernel::SetTimestamp(kT0 + at, e.mutable_event_time());
@@ -89,7 +94,7 @@ class World {
     r->set_reading_id(absl::StrFormat("%d", ++readings_));
     *r->mutable_event_time() = e.event_time();
     r->mutable_flood_gauge()->set_water_depth_cm(cm);
-    r->mutable_flood_gauge()->set_battery_pct(80);
+    r->mutable_flood_gauge()->set_battery_pct(battery);
     Append(partition, std::move(e));
   }
 
@@ -141,11 +146,22 @@ class World {
     return workflow.Execute(c);
   }
 
-  std::unique_ptr<Projections> Views(const std::string& name, size_t commit_every = 50'000) {
+  std::unique_ptr<Projections> Views(const std::string& name, size_t commit_every = 50'000,
+                                     std::function<void()> while_querying = nullptr) {
     absl::StatusOr<std::unique_ptr<Projections>> p =
-        Projections::Open({.log = log_.get(), .dir = dir_.Sub(name), .commit_every = commit_every});
+        Projections::Open(ViewOptions(name, commit_every, std::move(while_querying)));
     REQUIRE(p.ok());
     return *std::move(p);
+  }
+
+  ProjectionOptions ViewOptions(const std::string& name, size_t commit_every = 50'000,
+                                std::function<void()> while_querying = nullptr) {
+    ProjectionOptions o;
+    o.log = log_.get();
+    o.dir = dir_.Sub(name);
+    o.commit_every = commit_every;
+    o.while_querying_for_testing = std::move(while_querying);
+    return o;
   }
 
   EventLog& log() { return *log_; }
@@ -368,6 +384,151 @@ TEST_CASE("a rebuild beside the live models equals them, while appends and queri
   CHECK(a->size() > 50);
   CHECK(*a == *b);
   for (const PartitionLag& lag : live->Lag()) CHECK(lag.lag == 0);
+}
+
+TEST_CASE("late readings keep the newest reading in front and last_seen where it was", "[views]") {
+  World w;
+  w.Register("g1", 0);
+  w.Depth("g1", 0, absl::Minutes(30), 7, /*battery=*/70);
+  w.Depth("g1", 0, absl::Minutes(40), 9, /*battery=*/69);
+  // Buffered while the gauge was offline, delivered late.
+  w.Depth("g1", 0, absl::Minutes(35), 8, /*battery=*/71);
+  w.Depth("g1", 0, absl::Minutes(10), 5, /*battery=*/75);
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  absl::StatusOr<std::optional<v1::DeviceView>> g1 = views->GetDevice("g1");
+  REQUIRE(g1.ok());
+  REQUIRE(g1->has_value());
+  const v1::DeviceView& d = **g1;
+  CHECK(d.readings() == 4);
+  CHECK(kernel::FromTimestamp(d.last_seen()) == kT0 + absl::Minutes(40));
+  CHECK(d.last_reading().flood_gauge().water_depth_cm() == 9);
+  CHECK(d.battery_pct() == 69);
+  REQUIRE(d.recent_readings_size() == 4);
+  std::vector<double> depths;
+  for (const v1::SensorReading& r : d.recent_readings()) {
+    depths.push_back(r.flood_gauge().water_depth_cm());
+  }
+  CHECK(depths == std::vector<double>{9, 8, 7, 5});  // Newest first, by event time.
+  CHECK(d.recent_readings(0).reading_id() == d.last_reading().reading_id());
+  // A full window drops a reading older than all it keeps.
+  World full;
+  full.Register("g1", 0);
+  for (int m = 1; m <= static_cast<int>(kRecentReadings); ++m) {
+    full.Depth("g1", 0, absl::Minutes(10 * m), m);
+  }
+  full.Depth("g1", 0, absl::Minutes(1), 99);   // Older than every kept reading.
+  full.Depth("g1", 0, absl::Minutes(15), 42);  // Between the oldest two.
+  std::unique_ptr<Projections> v2 = full.Views("views");
+  REQUIRE(v2->CatchUp().ok());
+  absl::StatusOr<std::optional<v1::DeviceView>> f1 = v2->GetDevice("g1");
+  REQUIRE(f1.ok());
+  REQUIRE(f1->has_value());
+  REQUIRE((*f1)->recent_readings_size() == static_cast<int>(kRecentReadings));
+  CHECK((*f1)->recent_readings(0).flood_gauge().water_depth_cm() == kRecentReadings);
+  // The 15-minute one now is among the newest eight; the 10-minute one is not.
+  CHECK((*f1)->recent_readings(kRecentReadings - 2).flood_gauge().water_depth_cm() == 2);
+  CHECK((*f1)->recent_readings(kRecentReadings - 1).flood_gauge().water_depth_cm() == 42);
+}
+
+TEST_CASE("a case lists the readings that raised its alerts", "[views]") {
+  World w;
+  Scenario(w);
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  absl::StatusOr<std::optional<v1::AlertView>> alert = views->GetAlert("al-flood-g1-1");
+  REQUIRE(alert.ok());
+  REQUIRE(alert->has_value());
+  REQUIRE((*alert)->raised().readings_size() > 0);
+  absl::StatusOr<std::optional<v1::CaseView>> c = views->GetCase("iot-flood-g1-1");
+  REQUIRE(c.ok());
+  REQUIRE(c->has_value());
+  REQUIRE((*c)->readings_size() == (*alert)->raised().readings_size());
+  for (int i = 0; i < (*c)->readings_size(); ++i) {
+    CHECK((*c)->readings(i).sequence() == (*alert)->raised().readings(i).sequence());
+  }
+}
+
+TEST_CASE("a swapped-out generation is deleted when the last query using it ends", "[views]") {
+  World w;
+  Scenario(w);
+  std::unique_ptr<Projections> views;
+  bool rebuilt = false;
+  std::string old_dir;
+  auto during_query = [&] {
+    if (rebuilt) return;
+    rebuilt = true;
+    // A rebuild swaps generations while this query still reads the old one.
+    REQUIRE(views->Rebuild().ok());
+    CHECK(std::filesystem::exists(old_dir));
+  };
+  views = w.Views("views", 50'000, during_query);
+  old_dir = w.ViewOptions("views").dir + "/gen-1";
+  REQUIRE(views->CatchUp().ok());
+  REQUIRE(std::filesystem::exists(old_dir));
+  absl::StatusOr<std::optional<v1::DeviceView>> g1 = views->GetDevice("g1");
+  REQUIRE(rebuilt);
+  REQUIRE(g1.ok());  // Read from the old generation, intact.
+  REQUIRE(g1->has_value());
+  CHECK((*g1)->readings() == 7);
+  CHECK_FALSE(std::filesystem::exists(old_dir));  // Gone with its last user.
+  CHECK(std::filesystem::exists(w.ViewOptions("views").dir + "/gen-2"));
+  CHECK(views->generation() == 2);
+}
+
+TEST_CASE("folding nothing writes nothing", "[views]") {
+  World w;
+  Scenario(w);
+  const std::string gen = w.ViewOptions("views").dir + "/gen-1";
+  auto latest = [&] {
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::OpenForReadOnly(rocksdb::Options(), gen, &db).ok());
+    const uint64_t seq = db->GetLatestSequenceNumber();
+    delete db;
+    return seq;
+  };
+  { REQUIRE(w.Views("views")->CatchUp().ok()); }
+  const uint64_t before = latest();
+  {
+    std::unique_ptr<Projections> views = w.Views("views");
+    for (int i = 0; i < 3; ++i) REQUIRE(views->CatchUp().ok());
+  }
+  CHECK(latest() == before);
+}
+
+TEST_CASE("a damaged read model names its directory and says to delete it", "[views]") {
+  World w;
+  Scenario(w);
+  const std::string root = w.ViewOptions("views").dir;
+  { REQUIRE(w.Views("views")->CatchUp().ok()); }
+  {
+    rocksdb::DB* db = nullptr;
+    REQUIRE(rocksdb::DB::Open(rocksdb::Options(), root + "/gen-1", &db).ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), "d/g1", "\xff\xff not a view").ok());
+    REQUIRE(db->Put(rocksdb::WriteOptions(), "c/iot-flood-g1-1", "\xff\xff").ok());
+    delete db;
+  }
+  absl::StatusOr<std::unique_ptr<Projections>> reopened = Projections::Open(w.ViewOptions("views"));
+  REQUIRE_FALSE(reopened.ok());
+  CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(reopened.status().message()), Catch::Contains(root + "/gen-1") &&
+                                                           Catch::Contains("d/g1") &&
+                                                           Catch::Contains("delete " + root));
+}
+
+TEST_CASE("the default reporting intervals agree with the default rule set's", "[views]") {
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile);
+  REQUIRE(loaded.ok());
+  int checked = 0;
+  for (const v1::Rule& r : loaded->rule_set.rules()) {
+    if (!r.has_absence()) continue;
+    INFO(r.id());
+    CHECK(DefaultReportingInterval(r.device_kind()) ==
+          kernel::FromDurationProto(r.absence().default_interval()));
+    ++checked;
+  }
+  CHECK(checked == 4);
 }
 
 TEST_CASE("listings filter and page", "[views]") {

@@ -36,18 +36,37 @@ std::string PartitionKey(const char* prefix, uint32_t p) {
   return absl::StrFormat("%s%08d", prefix, p);
 }
 
-absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
-  if (s.ok()) return absl::OkStatus();
-  return absl::UnavailableError(absl::StrFormat("read models: %s: %s", what, s.ToString()));
+// The read-model directory (ProjectionOptions::dir) of generation directory `gen_dir`.
+std::string RootOf(std::string_view gen_dir) {
+  return fs::path(std::string(gen_dir)).parent_path().string();
 }
 
-// Offline after three reporting intervals; these when the registry gives none.
-absl::Duration DefaultInterval(v1::DeviceKind kind) {
+// A RocksDB error of the generation database in `gen_dir`, while doing `what`.
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view gen_dir, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  return absl::UnavailableError(absl::StrFormat(
+      "read models in %s: cannot %s: %s; check the disk (space, permissions) and retry; if "
+      "the database itself is broken, stop cityops and delete %s: the read models are "
+      "rebuilt from the log",
+      gen_dir, what, s.ToString(), RootOf(gen_dir)));
+}
+
+// A record of the generation database in `gen_dir` that does not parse.
+absl::Status Damaged(std::string_view gen_dir, std::string_view what) {
+  return absl::DataLossError(absl::StrFormat(
+      "read models in %s: %s is damaged; stop cityops and delete %s to rebuild the read "
+      "models from the log",
+      gen_dir, what, RootOf(gen_dir)));
+}
+
+}  // namespace
+
+absl::Duration DefaultReportingInterval(v1::DeviceKind kind) {
   switch (kind) {
     case v1::DEVICE_KIND_MANHOLE_COVER:
       return absl::Hours(6);
     case v1::DEVICE_KIND_ELEVATOR:
-      return absl::Seconds(60);
+      return absl::Seconds(10);
     case v1::DEVICE_KIND_CURTAIN_WALL:
       return absl::Minutes(10);
     case v1::DEVICE_KIND_FLOOD_GAUGE:
@@ -57,8 +76,11 @@ absl::Duration DefaultInterval(v1::DeviceKind kind) {
   }
 }
 
+namespace {
+
+// Offline after three reporting intervals: the registered one, else the kind's default.
 absl::Duration OfflineAfter(const v1::DeviceView& d) {
-  absl::Duration interval = DefaultInterval(d.kind());
+  absl::Duration interval = DefaultReportingInterval(d.kind());
   if (d.registration().has_reporting_interval() &&
       kernel::FromDurationProto(d.registration().reporting_interval()) > absl::ZeroDuration()) {
     interval = kernel::FromDurationProto(d.registration().reporting_interval());
@@ -178,13 +200,26 @@ class Projections::Generation {
     rocksdb::Options options;
     options.create_if_missing = true;
     rocksdb::DB* db = nullptr;
-    if (absl::Status s = FromRocks(rocksdb::DB::Open(options, dir, &db), "open " + dir); !s.ok()) {
+    if (absl::Status s = FromRocks(rocksdb::DB::Open(options, dir, &db), dir, "open the database");
+        !s.ok()) {
       return s;
     }
     g->db_.reset(db);
     if (absl::Status s = g->Load(); !s.ok()) return s;
     return g;
   }
+
+  // A generation that was swapped out deletes its directory when the last user (a
+  // query in flight, a folder) lets go of it. If the process dies first, the next Open
+  // deletes it as a leftover.
+  ~Generation() {
+    db_.reset();  // Closed before its files go.
+    if (remove_on_release_.load()) {
+      std::error_code ec;
+      fs::remove_all(dir_, ec);
+    }
+  }
+  void RemoveOnRelease() { remove_on_release_.store(true); }
 
   uint64_t number() const { return number_; }
   const std::string& dir() const { return dir_; }
@@ -251,6 +286,7 @@ class Projections::Generation {
   struct Part {
     kernel::Partition partition;
     kernel::Sequence next{0};
+    kernel::Sequence committed{0};  // The checkpoint stored.
     absl::Time time = absl::InfinitePast();
     StatsPartial stats;
     bool stats_dirty = true;
@@ -273,14 +309,12 @@ class Projections::Generation {
       int64_t time = 0;
       if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &next) ||
           !absl::SimpleAtoi(fields[1], &time)) {
-        return absl::DataLossError(absl::StrFormat(
-            "read models in %s: checkpoint of partition %d is damaged; delete the directory "
-            "to rebuild them from the log",
-            dir_, p));
+        return Damaged(dir_, absl::StrFormat("the checkpoint of partition %d", p));
       }
       Part& part = parts_[p];
       part.partition = kernel::Partition(p);
       part.next = kernel::Sequence(next);
+      part.committed = part.next;
       part.time = time == INT64_MIN ? absl::InfinitePast() : absl::FromUnixNanos(time);
       committed_[p] = part.next;
     }
@@ -288,13 +322,17 @@ class Projections::Generation {
       uint32_t p = 0;
       if (!absl::SimpleAtoi(it->key().ToString().substr(2), &p)) continue;
       v1::Statistics s;
-      if (!s.ParseFromString(it->value().ToString())) return absl::DataLossError("bad statistics");
+      if (!s.ParseFromString(it->value().ToString())) {
+        return Damaged(dir_, absl::StrFormat("the statistics of partition %d", p));
+      }
       parts_[p].stats.FromStatistics(s);
       parts_[p].stats_dirty = false;
     }
     for (it->Seek(kDevice); it->Valid() && it->key().starts_with(kDevice); it->Next()) {
       v1::DeviceView d;
-      if (!d.ParseFromString(it->value().ToString())) return absl::DataLossError("bad device");
+      if (!d.ParseFromString(it->value().ToString())) {
+        return Damaged(dir_, absl::StrFormat("device record '%s'", it->key().ToString()));
+      }
       DeviceEntry& entry = devices_[d.device_id()];
       if (d.online()) {
         parts_[d.partition()].offline_due.emplace(
@@ -303,7 +341,7 @@ class Projections::Generation {
       }
       entry.view = std::move(d);
     }
-    return FromRocks(it->status(), "load");
+    return FromRocks(it->status(), dir_, "load checkpoints, statistics and devices");
   }
 
   template <typename T>
@@ -318,9 +356,11 @@ class Projections::Generation {
     std::string bytes;
     rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), std::string(prefix) + id, &bytes);
     if (s.ok()) {
-      if (!value.ParseFromString(bytes)) return absl::DataLossError("damaged read model " + id);
+      if (!value.ParseFromString(bytes)) {
+        return Damaged(dir_, absl::StrFormat("record '%s%s'", prefix, id));
+      }
     } else if (!s.IsNotFound()) {
-      return FromRocks(s, "read " + id);
+      return FromRocks(s, dir_, absl::StrFormat("read '%s%s'", prefix, id));
     }
     if (existed != nullptr) *existed = s.ok();
     return &cache.emplace(id, std::move(value)).first->second;
@@ -394,6 +434,26 @@ class Projections::Generation {
         const v1::SensorReading& r = e.reading();
         DeviceEntry& entry = Device(part, r.device_id(), r.kind());
         v1::DeviceView& d = entry.view;
+        d.set_readings(d.readings() + 1);
+        // Readings may arrive out of order (a device that buffered while offline): the
+        // window keeps the newest by event time, newest first, and only the newest moves
+        // last_seen, last_reading and the battery.
+        const absl::Time t = kernel::FromTimestamp(e.event_time());
+        const absl::Time measured = kernel::FromTimestamp(r.event_time());
+        auto* recent = d.mutable_recent_readings();
+        int at = 0;
+        while (at < recent->size() &&
+               kernel::FromTimestamp(recent->Get(at).event_time()) >= measured) {
+          ++at;
+        }
+        if (at < static_cast<int>(kRecentReadings)) {
+          if (recent->size() < static_cast<int>(kRecentReadings)) recent->Add();
+          for (int i = recent->size() - 1; i > at; --i) recent->SwapElements(i, i - 1);
+          *recent->Mutable(at) = r;
+        }
+        if (d.has_last_seen() && t < kernel::FromTimestamp(d.last_seen())) {
+          return absl::OkStatus();  // A late reading: the device is no fresher for it.
+        }
         if (!d.online()) {
           d.set_online(true);
           ++part.stats.devices_online;
@@ -401,13 +461,7 @@ class Projections::Generation {
         }
         *d.mutable_last_reading() = r;
         *d.mutable_last_reading_event() = ref;
-        // Newest first: shift the window by one and put this reading in front.
-        auto* recent = d.mutable_recent_readings();
-        if (recent->size() < static_cast<int>(kRecentReadings)) recent->Add();
-        for (int i = recent->size() - 1; i > 0; --i) recent->SwapElements(i, i - 1);
-        *recent->Mutable(0) = r;
         *d.mutable_last_seen() = e.event_time();
-        d.set_readings(d.readings() + 1);
         if (r.has_manhole_cover() && r.manhole_cover().has_battery_pct()) {
           d.set_battery_pct(r.manhole_cover().battery_pct());
         } else if (r.has_flood_gauge() && r.flood_gauge().has_battery_pct()) {
@@ -504,24 +558,34 @@ class Projections::Generation {
     part.stats.Contribute(**view, +1);
     part.stats_dirty = true;
     if (e.has_case_opened() && !e.case_opened().alert_id().empty()) {
-      if (absl::Status s = LinkAlert(e.case_opened().alert_id(), id); !s.ok()) return s;
+      if (absl::Status s = LinkAlert(e.case_opened().alert_id(), id, *view); !s.ok()) return s;
     }
     // A report that joined another case says so on its own stream (CaseLinked with
     // into_case_id): the fold above set its linked_to.
     if (e.has_case_linked() && e.case_linked().has_alert_id()) {
-      if (absl::Status s = LinkAlert(e.case_linked().alert_id(), id); !s.ok()) return s;
+      if (absl::Status s = LinkAlert(e.case_linked().alert_id(), id, *view); !s.ok()) return s;
     }
     return absl::OkStatus();
   }
 
-  absl::Status LinkAlert(const std::string& alert_id, const std::string& case_id) {
+  // The alert opened or joined case `case_id`: each points at the other, and the case
+  // gets the readings that raised the alert.
+  absl::Status LinkAlert(const std::string& alert_id, const std::string& case_id,
+                         v1::CaseView* view) {
     absl::StatusOr<v1::AlertView*> alert = Touch(alerts_, kAlert, alert_id);
     if (!alert.ok()) return alert.status();
     (*alert)->set_case_id(case_id);
+    for (const v1::EventRef& r : (*alert)->raised().readings()) *view->add_readings() = r;
     return absl::OkStatus();
   }
 
+  // Writes what changed since the last commit, with the checkpoints of the partitions
+  // that moved, in one batch. Nothing at all when nothing changed.
   absl::Status Commit() {
+    bool changed = !dirty_devices_.empty() || !alerts_.empty() || !cases_.empty() ||
+                   !tickets_.empty() || active_rules_.has_value();
+    for (const auto& [p, part] : parts_) changed |= part.stats_dirty || part.next != part.committed;
+    if (!changed) return absl::OkStatus();
     rocksdb::WriteBatch batch;
     for (DeviceEntry* entry : dirty_devices_) {
       batch.Put(kDevice + entry->view.device_id(), entry->view.SerializeAsString());
@@ -534,12 +598,14 @@ class Projections::Generation {
     for (auto& [p, part] : parts_) {
       if (part.stats_dirty)
         batch.Put(PartitionKey(kStats, p), part.stats.ToStatistics().SerializeAsString());
+      committed[p] = part.next;
+      if (part.next == part.committed) continue;
       const int64_t time =
           part.time == absl::InfinitePast() ? INT64_MIN : absl::ToUnixNanos(part.time);
       batch.Put(PartitionKey(kCheckpoint, p), absl::StrFormat("%d %d", part.next.value(), time));
-      committed[p] = part.next;
     }
-    if (absl::Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), "commit");
+    if (absl::Status s = FromRocks(db_->Write(rocksdb::WriteOptions(), &batch), dir_,
+                                   "commit folded state and checkpoints");
         !s.ok()) {
       return s;
     }
@@ -549,7 +615,10 @@ class Projections::Generation {
     cases_.clear();
     tickets_.clear();
     active_rules_.reset();
-    for (auto& [p, part] : parts_) part.stats_dirty = false;
+    for (auto& [p, part] : parts_) {
+      part.stats_dirty = false;
+      part.committed = part.next;
+    }
     absl::MutexLock lock(&lag_mu_);
     committed_ = std::move(committed);
     return absl::OkStatus();
@@ -558,6 +627,7 @@ class Projections::Generation {
   kernel::EventLog* log_ = nullptr;
   uint64_t number_ = 0;
   std::string dir_;
+  std::atomic<bool> remove_on_release_{false};
   std::unique_ptr<rocksdb::DB> db_;
   std::map<uint32_t, Part> parts_;
   // Node-based: entries stay put, so dirty_devices_ can point at them.
@@ -586,13 +656,16 @@ absl::Status WriteCurrent(const std::string& dir, uint64_t n) {
     std::ofstream out(tmp, std::ios::trunc);
     out << n << "\n";
     out.flush();
-    if (!out) return absl::UnavailableError("cannot write " + tmp);
+    if (!out) {
+      return absl::UnavailableError(absl::StrFormat(
+          "cannot write %s: check that %s is writable and the disk has room", tmp, dir));
+    }
   }
   std::error_code ec;
   fs::rename(tmp, dir + "/CURRENT", ec);
   if (ec)
-    return absl::UnavailableError(
-        absl::StrFormat("cannot replace %s/CURRENT: %s", dir, ec.message()));
+    return absl::UnavailableError(absl::StrFormat(
+        "cannot replace %s/CURRENT: %s; check that %s is writable", dir, ec.message(), dir));
   return absl::OkStatus();
 }
 
@@ -699,9 +772,10 @@ absl::Status Projections::Rebuild() {
     old = std::move(live_);
     live_ = *std::move(next);
   }
-  const std::string old_dir = old->dir();
-  old.reset();  // Queries in flight keep their generation until they finish.
-  fs::remove_all(old_dir, ec);
+  // Queries in flight keep the old generation (database and directory) until they
+  // finish; the last one to let go deletes it.
+  old->RemoveOnRelease();
+  old.reset();
   return absl::OkStatus();
 }
 
@@ -712,20 +786,21 @@ std::vector<PartitionLag> Projections::Lag() const { return Live()->Lag(); }
 namespace {
 
 template <typename T>
-absl::StatusOr<std::optional<T>> GetRecord(rocksdb::DB* db, const std::string& key) {
+absl::StatusOr<std::optional<T>> GetRecord(rocksdb::DB* db, const std::string& dir,
+                                           const std::string& key) {
   std::string bytes;
   rocksdb::Status s = db->Get(rocksdb::ReadOptions(), key, &bytes);
   if (s.IsNotFound()) return std::optional<T>();
-  if (!s.ok()) return FromRocks(s, "read " + key);
+  if (!s.ok()) return FromRocks(s, dir, absl::StrFormat("read '%s'", key));
   T value;
-  if (!value.ParseFromString(bytes)) return absl::DataLossError("damaged read model " + key);
+  if (!value.ParseFromString(bytes)) return Damaged(dir, absl::StrFormat("record '%s'", key));
   return std::optional<T>(std::move(value));
 }
 
 // Records under `prefix` after `page_token` that pass `keep`, at most `limit`.
 template <typename T, typename Keep>
-absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& prefix, size_t limit,
-                             std::string_view page_token, Keep keep) {
+absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& dir, const std::string& prefix,
+                             size_t limit, std::string_view page_token, Keep keep) {
   Page<T> page;
   limit = std::max<size_t>(1, limit);
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions()));
@@ -735,7 +810,7 @@ absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& prefix, size_t 
     if (!page_token.empty() && id == page_token) continue;
     T value;
     if (!value.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return absl::DataLossError("damaged read model " + it->key().ToString());
+      return Damaged(dir, absl::StrFormat("record '%s'", it->key().ToString()));
     }
     if (!keep(value)) continue;
     if (page.items.size() == limit) {
@@ -745,7 +820,7 @@ absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& prefix, size_t 
     page.items.push_back(std::move(value));
     page.next_page_token = id;
   }
-  if (!it->status().ok()) return FromRocks(it->status(), "list " + prefix);
+  if (!it->status().ok()) return FromRocks(it->status(), dir, "list " + prefix);
   if (page.items.size() < limit) page.next_page_token.clear();
   return page;
 }
@@ -753,30 +828,36 @@ absl::StatusOr<Page<T>> List(rocksdb::DB* db, const std::string& prefix, size_t 
 }  // namespace
 
 absl::StatusOr<std::optional<v1::DeviceView>> Projections::GetDevice(std::string_view id) const {
-  return GetRecord<v1::DeviceView>(Live()->db(), kDevice + std::string(id));
+  const std::shared_ptr<Generation> g = Live();
+  if (options_.while_querying_for_testing) options_.while_querying_for_testing();
+  return GetRecord<v1::DeviceView>(g->db(), g->dir(), kDevice + std::string(id));
 }
 
 absl::StatusOr<Page<v1::DeviceView>> Projections::ListDevices(const DeviceFilter& f, size_t limit,
                                                               std::string_view token) const {
-  return List<v1::DeviceView>(Live()->db(), kDevice, limit, token, [&](const v1::DeviceView& d) {
-    if (f.kind != v1::DEVICE_KIND_UNSPECIFIED && d.kind() != f.kind) return false;
-    if (!f.grid_prefix.empty() &&
-        d.registration().grid().grid_code().rfind(f.grid_prefix, 0) != 0) {
-      return false;
-    }
-    if (f.online && d.online() != *f.online) return false;
-    if (f.unregistered_only && d.registered()) return false;
-    return true;
-  });
+  const std::shared_ptr<Generation> g = Live();
+  return List<v1::DeviceView>(
+      g->db(), g->dir(), kDevice, limit, token, [&](const v1::DeviceView& d) {
+        if (f.kind != v1::DEVICE_KIND_UNSPECIFIED && d.kind() != f.kind) return false;
+        if (!f.grid_prefix.empty() &&
+            d.registration().grid().grid_code().rfind(f.grid_prefix, 0) != 0) {
+          return false;
+        }
+        if (f.online && d.online() != *f.online) return false;
+        if (f.unregistered_only && d.registered()) return false;
+        return true;
+      });
 }
 
 absl::StatusOr<std::optional<v1::AlertView>> Projections::GetAlert(std::string_view id) const {
-  return GetRecord<v1::AlertView>(Live()->db(), kAlert + std::string(id));
+  const std::shared_ptr<Generation> g = Live();
+  return GetRecord<v1::AlertView>(g->db(), g->dir(), kAlert + std::string(id));
 }
 
 absl::StatusOr<Page<v1::AlertView>> Projections::ListAlerts(const AlertFilter& f, size_t limit,
                                                             std::string_view token) const {
-  return List<v1::AlertView>(Live()->db(), kAlert, limit, token, [&](const v1::AlertView& a) {
+  const std::shared_ptr<Generation> g = Live();
+  return List<v1::AlertView>(g->db(), g->dir(), kAlert, limit, token, [&](const v1::AlertView& a) {
     if (f.active_only && !a.active()) return false;
     if (!f.device_id.empty() && a.raised().device_id() != f.device_id) return false;
     if (!f.rule_id.empty() && a.raised().rule_id() != f.rule_id) return false;
@@ -785,12 +866,14 @@ absl::StatusOr<Page<v1::AlertView>> Projections::ListAlerts(const AlertFilter& f
 }
 
 absl::StatusOr<std::optional<v1::CaseView>> Projections::GetCase(std::string_view id) const {
-  return GetRecord<v1::CaseView>(Live()->db(), kCase + std::string(id));
+  const std::shared_ptr<Generation> g = Live();
+  return GetRecord<v1::CaseView>(g->db(), g->dir(), kCase + std::string(id));
 }
 
 absl::StatusOr<Page<v1::CaseView>> Projections::ListCases(const CaseFilter& f, size_t limit,
                                                           std::string_view token) const {
-  return List<v1::CaseView>(Live()->db(), kCase, limit, token, [&](const v1::CaseView& c) {
+  const std::shared_ptr<Generation> g = Live();
+  return List<v1::CaseView>(g->db(), g->dir(), kCase, limit, token, [&](const v1::CaseView& c) {
     if (f.stage != v1::CASE_STAGE_UNSPECIFIED && c.stage() != f.stage) return false;
     if (f.source != v1::CASE_SOURCE_UNSPECIFIED && c.source() != f.source) return false;
     if (f.overdue != v1::OVERDUE_LEVEL_UNSPECIFIED && c.overdue() < f.overdue) return false;
@@ -802,7 +885,8 @@ absl::StatusOr<Page<v1::CaseView>> Projections::ListCases(const CaseFilter& f, s
 
 absl::StatusOr<Page<v1::TicketView>> Projections::ListTickets(size_t limit,
                                                               std::string_view token) const {
-  return List<v1::TicketView>(Live()->db(), kTicket, limit, token,
+  const std::shared_ptr<Generation> g = Live();
+  return List<v1::TicketView>(g->db(), g->dir(), kTicket, limit, token,
                               [](const v1::TicketView&) { return true; });
 }
 
@@ -813,7 +897,7 @@ absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
   for (it->Seek(kStats); it->Valid() && it->key().starts_with(kStats); it->Next()) {
     v1::Statistics s;
     if (!s.ParseFromArray(it->value().data(), static_cast<int>(it->value().size()))) {
-      return absl::DataLossError("damaged statistics");
+      return Damaged(g->dir(), absl::StrFormat("statistics record '%s'", it->key().ToString()));
     }
     StatsPartial p;
     p.FromStatistics(s);
@@ -836,7 +920,7 @@ absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
     sum.alerts_active += p.alerts_active;
     sum.tickets_total += p.tickets_total;
   }
-  if (!it->status().ok()) return FromRocks(it->status(), "statistics");
+  if (!it->status().ok()) return FromRocks(it->status(), g->dir(), "read the statistics");
   v1::Statistics s = sum.ToStatistics();
   s.clear_mean_time_in_stage();
   for (const auto& [stage, total] : sum.stage_time_sum) {
@@ -853,7 +937,8 @@ absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
 }
 
 absl::StatusOr<std::optional<v1::RulesetActivated>> Projections::ActiveRuleSet() const {
-  return GetRecord<v1::RulesetActivated>(Live()->db(), kActiveRules);
+  const std::shared_ptr<Generation> g = Live();
+  return GetRecord<v1::RulesetActivated>(g->db(), g->dir(), kActiveRules);
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Projections::Dump() const {
@@ -863,7 +948,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Projections::Du
   for (it->SeekToFirst(); it->Valid(); it->Next()) {
     out.emplace_back(it->key().ToString(), it->value().ToString());
   }
-  if (!it->status().ok()) return FromRocks(it->status(), "dump");
+  if (!it->status().ok()) return FromRocks(it->status(), g->dir(), "dump");
   return out;
 }
 

@@ -20,7 +20,8 @@
 //
 // Rebuild. `Rebuild()` folds a new generation from sequence 0 beside the live one,
 // which keeps serving queries and following the log; when the new one has caught up it
-// takes over (CURRENT is replaced by rename) and the old one is deleted.
+// takes over (CURRENT is replaced by rename). The old one is deleted (database closed,
+// directory removed) when the last query still reading it finishes.
 //
 // Thread safety: queries from any thread; CatchUp/Run/Rebuild from one thread at a
 // time (Run in its own thread; Stop from any).
@@ -29,6 +30,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +47,13 @@ namespace cityops::views {
 
 // Readings kept per device in `DeviceView.recent_readings`, newest first.
 inline constexpr size_t kRecentReadings = 8;
+
+// The reporting interval assumed for a device whose registration gives none (or that is
+// not registered): a device is offline after three of them. Per DOMAIN.md: manhole
+// covers 6 h, elevators 10 s, curtain walls 10 min, flood gauges 5 min. The same figures
+// are the simulator's (sim::ReportingInterval) and the default rule set's absence
+// defaults (rules/default.yaml); tests/views_test.cc checks the latter.
+absl::Duration DefaultReportingInterval(v1::DeviceKind kind);
 
 struct DeviceFilter {
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // Any kind.
@@ -86,6 +95,8 @@ struct ProjectionOptions {
   std::string dir;               // e.g. <data dir>/views
   size_t commit_every = 50'000;  // Events per commit, at most.
   absl::Duration idle_wait = absl::Milliseconds(50);
+  // Tests only: called by GetDevice while it holds the generation it reads.
+  std::function<void()> while_querying_for_testing = nullptr;
 };
 
 class Projections {
