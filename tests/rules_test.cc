@@ -140,6 +140,17 @@ TEST_CASE("rule set errors name the file, line and column and say what to do", "
        "    case: {open_case: true, category: {code: \"9101\"}, department: x, "
        "dispatch_level: street_center, deadlines: {handle_within: -5m}}\n",
        "test.yaml:12:", "'handle_within' must be positive"},
+      {"clear overlapping raise",
+       "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n    threshold:\n"
+       "      raise: {all: [{metric: water_depth_cm, at_least: 15}]}\n"
+       "      clear: {all: [{metric: water_depth_cm, at_least: 20}]}\n",
+       "test.yaml:13:", "'clear' overlaps 'raise': a reading with water_depth_cm 21"},
+      {"clear overlapping one of several raise conditions",
+       "  - id: a\n    device_kind: manhole_cover\n    severity: minor\n    threshold:\n"
+       "      raise: {any: [{metric: cover_open, equals: \"true\"}, {metric: tilt_deg, "
+       "at_least: 10}]}\n"
+       "      clear: {all: [{metric: tilt_deg, below: 12}]}\n",
+       "test.yaml:13:", "cover_open 1 and tilt_deg 11"},
       {"unknown key (strict parsing)",
        "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n    treshold: {}\n",
        "test.yaml:11:", "unknown key 'treshold'"},
@@ -151,6 +162,26 @@ TEST_CASE("rule set errors name the file, line and column and say what to do", "
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
     CHECK_THAT(std::string(s.message()), Catch::Contains(c.where));
     CHECK_THAT(std::string(s.message()), Catch::Contains(c.says));
+  }
+}
+
+TEST_CASE("disjoint raise and clear conditions are accepted", "[rules]") {
+  // Hysteresis that touches but does not overlap; whole-number metrics; several metrics.
+  for (const char* yaml : {
+           "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n    threshold:\n"
+           "      raise: {all: [{metric: water_depth_cm, at_least: 15}]}\n"
+           "      clear: {all: [{metric: water_depth_cm, below: 15}]}\n",
+           "  - id: a\n    device_kind: elevator\n    severity: minor\n    threshold:\n"
+           "      raise: {all: [{metric: floor, above: 3}]}\n"
+           "      clear: {all: [{metric: floor, below: 4}]}\n",
+           "  - id: a\n    device_kind: curtain_wall\n    severity: minor\n    threshold:\n"
+           "      raise: {all: [{metric: vibration_mm_per_s2, at_least: 60}, "
+           "{metric: wind_speed_m_per_s, at_least: 17.2}]}\n"
+           "      clear: {any: [{metric: vibration_mm_per_s2, below: 40}, "
+           "{metric: wind_speed_m_per_s, below: 10}]}\n",
+       }) {
+    INFO(yaml);
+    CHECK(LoadError(yaml).ok());
   }
 }
 

@@ -4,12 +4,15 @@
 
 #include <cmath>
 #include <fstream>
+#include <limits>
+#include <optional>
 #include <sstream>
 #include <utility>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::rules {
@@ -146,6 +149,121 @@ absl::Status CheckCategory(const v1::CaseCategory& c, const google::protobuf::Me
   return absl::OkStatus();
 }
 
+// The values of one metric a conjunction of conditions allows: an interval.
+struct Interval {
+  double lo = -std::numeric_limits<double>::infinity();
+  bool lo_closed = false;
+  double hi = std::numeric_limits<double>::infinity();
+  bool hi_closed = false;
+  bool integral = false;  // Integer, boolean and enum metrics take whole values only.
+
+  void Apply(const CompiledCondition& c) {
+    auto raise_lo = [&](double v, bool closed) {
+      if (v > lo || (v == lo && !closed)) lo = v, lo_closed = closed;
+    };
+    auto lower_hi = [&](double v, bool closed) {
+      if (v < hi || (v == hi && !closed)) hi = v, hi_closed = closed;
+    };
+    switch (c.op) {
+      case Op::kAbove:
+        raise_lo(c.operand, false);
+        break;
+      case Op::kAtLeast:
+        raise_lo(c.operand, true);
+        break;
+      case Op::kBelow:
+        lower_hi(c.operand, false);
+        break;
+      case Op::kAtMost:
+        lower_hi(c.operand, true);
+        break;
+      case Op::kEquals:
+        raise_lo(c.operand, true);
+        lower_hi(c.operand, true);
+        break;
+    }
+  }
+
+  // A value inside, if there is one.
+  std::optional<double> Witness() const {
+    if (integral) {
+      double a = std::isfinite(lo) ? std::ceil(lo) : (std::isfinite(hi) ? std::floor(hi) : 0);
+      if (std::isfinite(lo) && a == lo && !lo_closed) a += 1;
+      if (!std::isfinite(lo) && std::isfinite(hi) && a == hi && !hi_closed) a -= 1;
+      const bool above_lo = a > lo || (a == lo && lo_closed);
+      const bool below_hi = a < hi || (a == hi && hi_closed);
+      if (above_lo && below_hi) return a;
+      return std::nullopt;
+    }
+    if (lo < hi) {
+      if (std::isfinite(lo) && std::isfinite(hi)) return (lo + hi) / 2;
+      if (std::isfinite(lo)) return lo + 1;
+      if (std::isfinite(hi)) return hi - 1;
+      return 0;
+    }
+    if (lo == hi && lo_closed && hi_closed) return lo;
+    return std::nullopt;
+  }
+};
+
+bool IntegralMetric(const MetricRef& m) {
+  using FD = google::protobuf::FieldDescriptor;
+  switch (m.field->cpp_type()) {
+    case FD::CPPTYPE_DOUBLE:
+    case FD::CPPTYPE_FLOAT:
+      return false;
+    default:
+      return true;
+  }
+}
+
+// If some reading satisfies both condition sets, describes one ("water_depth_cm 20");
+// else nullopt. Exact for the forms rules can write: an `all` set is one conjunction,
+// an `any` set a disjunction of single conditions, and metrics are independent. An
+// empty `clear` (the negation of `raise`) never overlaps.
+std::optional<std::string> Overlap(const CompiledConditionSet& raise,
+                                   const CompiledConditionSet& clear) {
+  if (raise.empty() || clear.empty()) return std::nullopt;
+  auto conjunctions = [](const CompiledConditionSet& set) {
+    std::vector<std::vector<const CompiledCondition*>> out;
+    if (set.all) {
+      out.emplace_back();
+      for (const CompiledCondition& c : set.conditions) out.back().push_back(&c);
+    } else {
+      for (const CompiledCondition& c : set.conditions) out.push_back({&c});
+    }
+    return out;
+  };
+  for (const auto& r : conjunctions(raise)) {
+    for (const auto& c : conjunctions(clear)) {
+      std::vector<std::pair<const MetricRef*, Interval>> by_metric;
+      auto add = [&](const CompiledCondition* cond) {
+        for (auto& [m, interval] : by_metric) {
+          if (m->field == cond->metric.field) return interval.Apply(*cond);
+        }
+        Interval interval;
+        interval.integral = IntegralMetric(cond->metric);
+        interval.Apply(*cond);
+        by_metric.emplace_back(&cond->metric, interval);
+      };
+      for (const CompiledCondition* cond : r) add(cond);
+      for (const CompiledCondition* cond : c) add(cond);
+      std::vector<std::string> values;
+      bool possible = true;
+      for (const auto& [m, interval] : by_metric) {
+        std::optional<double> v = interval.Witness();
+        if (!v) {
+          possible = false;
+          break;
+        }
+        values.push_back(absl::StrFormat("%s %g", m->name(), *v));
+      }
+      if (possible) return absl::StrJoin(values, " and ");
+    }
+  }
+  return std::nullopt;
+}
+
 absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* out) {
   const v1::DeviceKind kind = r.device_kind();
   if (r.kind_case() != v1::Rule::kGridCompound && kind == v1::DEVICE_KIND_UNSPECIFIED) {
@@ -185,6 +303,14 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
       if (absl::Status s = CompileSet(t.clear(), t, "clear", kind, false, check, &out->clear);
           !s.ok()) {
         return s;
+      }
+      if (std::optional<std::string> both = Overlap(out->raise, out->clear)) {
+        return check.Error(
+            t, "clear",
+            absl::StrFormat("'clear' overlaps 'raise': a reading with %s would both raise and "
+                            "clear the alert; make the clear condition exclude the raise "
+                            "condition (e.g. clear below the raise threshold)",
+                            *both));
       }
       if (absl::Status s = CheckDuration(t.hold_for(), t, "hold_for", false, check); !s.ok()) {
         return s;

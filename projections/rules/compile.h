@@ -6,7 +6,9 @@
 // parses but cannot run: duplicate or malformed rule ids, a rule without a kind, metrics
 // the device kind does not have, thresholds out of range, windows that are not positive,
 // grid compounds naming unknown rules, case policies without a category or department,
-// and so on; each error is prefixed with `file:line:column` of the offending key.
+// a threshold whose clear condition overlaps its raise condition (some reading would
+// satisfy both), and so on; each error is prefixed with `file:line:column` of the
+// offending key.
 #ifndef CITYOPS_PROJECTIONS_RULES_COMPILE_H_
 #define CITYOPS_PROJECTIONS_RULES_COMPILE_H_
 
