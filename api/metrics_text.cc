@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 
 namespace cityops::api {
 
@@ -15,6 +16,14 @@ std::string Number(double v) {
   char buf[32];
   const std::to_chars_result r = std::to_chars(buf, buf + sizeof(buf), v);
   return std::string(buf, r.ptr);
+}
+
+// Bucket bounds as plain decimals ("0.00025", "10"), as Prometheus clients write them.
+std::string SecondsOfMicros(int64_t micros) {
+  std::string s = absl::StrFormat("%d.%06d", micros / 1'000'000, micros % 1'000'000);
+  while (s.back() == '0') s.pop_back();
+  if (s.back() == '.') s.pop_back();
+  return s;
 }
 
 // Label values escape backslash, double quote and newline.
@@ -68,7 +77,7 @@ MetricsText::Family& MetricsText::Family::Histogram(const Labels& labels,
                                                     const kernel::LatencyHistogram::Snapshot& s) {
   for (size_t i = 0; i < s.cumulative.size(); ++i) {
     Labels with_le = labels;
-    with_le.emplace_back("le", Number(kernel::LatencyHistogram::kBoundsMicros[i] / 1e6));
+    with_le.emplace_back("le", SecondsOfMicros(kernel::LatencyHistogram::kBoundsMicros[i]));
     samples_ += name_ + "_bucket";
     AppendLabels(with_le, &samples_);
     absl::StrAppend(&samples_, " ", s.cumulative[i], "\n");

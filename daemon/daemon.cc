@@ -176,6 +176,7 @@ class Daemon::Impl {
         absl::StrFormat("kafka: %s%s", bootstrap_,
                         embedded_ ? " (embedded development cluster: topics live in memory)" : ""));
     Announce(absl::StrFormat("http: http://%s:%d/", AddressForUrl(), http_->port()));
+    started_ = true;
     return absl::OkStatus();
   }
 
@@ -186,7 +187,7 @@ class Daemon::Impl {
       if (shut_down_) return failure_;
       shut_down_ = true;
     }
-    spdlog::info("daemon: stopping");
+    if (started_) spdlog::info("daemon: stopping");
     // Commands and event streams first, then input: ingest stores the batch in hand.
     if (http_ != nullptr) http_->Stop();
     if (ingester_ != nullptr) ingester_->Stop();
@@ -485,6 +486,7 @@ class Daemon::Impl {
   std::unique_ptr<api::HttpServer> http_;
   std::vector<std::thread> threads_;
   std::atomic<bool> ready_{false};
+  bool started_ = false;  // Start() got through; set before any thread may read it.
   absl::Mutex reload_mu_;
 
   mutable absl::Mutex mu_;

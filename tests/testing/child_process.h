@@ -30,8 +30,9 @@ namespace cityops::testing {
 
 class ChildProcess {
  public:
-  // Starts `argv[0]` (a path, not looked up in PATH) with `argv`.
-  explicit ChildProcess(const std::vector<std::string>& argv) {
+  // Starts `argv[0]` (a path, not looked up in PATH) with `argv`. With `stderr_path`,
+  // the child's stderr goes to that file (appended) instead of the test's.
+  explicit ChildProcess(const std::vector<std::string>& argv, const std::string& stderr_path = "") {
     int in[2];
     int out[2];
     if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0) Fail("pipe2");
@@ -40,6 +41,10 @@ class ChildProcess {
     // dup2 clears FD_CLOEXEC on the target; every other pipe end closes on exec.
     posix_spawn_file_actions_adddup2(&actions, in[0], STDIN_FILENO);
     posix_spawn_file_actions_adddup2(&actions, out[1], STDOUT_FILENO);
+    if (!stderr_path.empty()) {
+      posix_spawn_file_actions_addopen(&actions, STDERR_FILENO, stderr_path.c_str(),
+                                       O_WRONLY | O_CREAT | O_APPEND, 0644);
+    }
     std::vector<std::string> args = argv;
     std::vector<char*> c_argv;
     for (std::string& a : args) c_argv.push_back(a.data());

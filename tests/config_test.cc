@@ -1,0 +1,120 @@
+// The daemon's configuration (daemon/config.h): strict YAML onto cityops.v1.ServeConfig,
+// bounds checked with file and line, every default filled in.
+#include "daemon/config.h"
+
+#include <catch2/catch.hpp>
+#include <string>
+
+#include "kernel/yaml_proto.h"
+
+namespace cityops {
+namespace {
+
+using daemon::ParseServeConfig;
+
+std::string ErrorOf(const std::string& yaml) {
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(yaml, "cityops.yaml");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().code() == absl::StatusCode::kInvalidArgument);
+  return std::string(c.status().message());
+}
+
+TEST_CASE("an empty mapping gives every default of config.proto", "[config]") {
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig("{}", "cityops.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->data_dir() == "cityops-data");
+  CHECK(c->durability() == "sync");
+  CHECK(c->kafka().bootstrap_servers().empty());
+  CHECK(c->kafka().embedded_partitions() == 4);
+  CHECK(c->kafka().group_id() == "cityops");
+  CHECK(c->kafka().topics().readings() == "cityops.readings");
+  CHECK(c->kafka().topics().tickets() == "cityops.tickets");
+  CHECK(c->http().listen_address() == "127.0.0.1");
+  CHECK(c->http().port() == 8080);
+  CHECK(c->http().max_body_bytes() == 64 * 1024);
+  CHECK(c->http().max_event_streams() == 64);
+  CHECK(c->http().dashboard());
+  CHECK(c->logging().level() == "info");
+  CHECK(c->logging().format() == "text");
+  CHECK(daemon::ClockTickInterval(*c) == absl::Seconds(1));
+  CHECK(c->ingest().max_batch_records() == 10000);
+  CHECK(c->SerializeAsString() == daemon::DefaultServeConfig().SerializeAsString());
+}
+
+TEST_CASE("port 0 written out is kept: it asks for any free port", "[config]") {
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig("http: {port: 0}", "cityops.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->http().port() == 0);
+}
+
+TEST_CASE("configuration errors name the file, line and column and say what to do", "[config]") {
+  CHECK(ErrorOf("data_dir: x\nhttp:\n  prot: 80\n") ==
+        "cityops.yaml:3:3: unknown key 'prot' in cityops.v1.HttpConfig; expected one of: "
+        "listen_address, port, max_body_bytes, max_event_streams, dashboard");
+  CHECK(ErrorOf("http:\n  port: 70000\n") ==
+        "cityops.yaml:2:3: port 70000 is out of range; use 1 to 65535, or 0 for any free port");
+  CHECK(ErrorOf("http: {listen_address: localhost}") ==
+        "cityops.yaml:1:8: listen_address 'localhost' is not an IP address; use e.g. "
+        "127.0.0.1, ::1 or 0.0.0.0");
+  CHECK(ErrorOf("http: {max_body_bytes: 10}").find("use 1024 to 16777216") != std::string::npos);
+  CHECK(ErrorOf("durability: fast").find("use sync or buffered") != std::string::npos);
+  CHECK(ErrorOf("logging: {level: loud}").find("use debug, info, warn or error") !=
+        std::string::npos);
+  CHECK(ErrorOf("ingest: {clock_tick_interval: 5ms}").find("use 100ms to 1m") != std::string::npos);
+  CHECK(ErrorOf("kafka: {bootstrap_servers: \"b:9092\", embedded_partitions: 3}")
+            .find("applies to the built-in cluster only") != std::string::npos);
+  CHECK(ErrorOf("kafka:\n  properties:\n    - {name: group.id, value: x}\n")
+            .find("set 'group.id' with kafka.group_id") != std::string::npos);
+}
+
+TEST_CASE("tokens are checked: length, uniqueness, user, role, and a unit that fits its level",
+          "[config]") {
+  const std::string ok_unit = "unit: {level: street_center, code: \"310104001\"}";
+  CHECK(ErrorOf("tokens:\n  - {token: short, user: a, role: viewer, " + ok_unit + "}\n")
+            .find("at least 16 characters") != std::string::npos);
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer, " + ok_unit +
+                "}\n  - {token: aaaaaaaaaaaaaaaa, user: b, role: viewer, " + ok_unit + "}\n")
+            .starts_with("cityops.yaml:3:"));
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, role: viewer, " + ok_unit + "}\n")
+            .find("needs the user") != std::string::npos);
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, " + ok_unit + "}\n")
+            .find("needs a role") != std::string::npos);
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer}\n")
+            .find("needs a unit") != std::string::npos);
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer, unit: {level: "
+                "street_center, code: \"3101\"}}\n")
+            .find("the 9 digits of its street") != std::string::npos);
+  CHECK(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: boss, " + ok_unit + "}\n")
+            .find("use one of: viewer, operator, supervisor, admin") != std::string::npos);
+}
+
+TEST_CASE("the configuration as printed by --validate reads back the same, secrets hidden",
+          "[config]") {
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(
+      "data_dir: /var/lib/cityops\n"
+      "kafka:\n"
+      "  bootstrap_servers: \"broker-1:9093,broker-2:9093\"\n"
+      "  properties:\n"
+      "    - {name: security.protocol, value: SASL_SSL}\n"
+      "    - {name: sasl.password, value: hunter2}\n"
+      "ingest: {clock_tick_interval: 1500ms}\n"
+      "tokens:\n"
+      "  - {token: s3cr3t-s3cr3t-s3cr3t, user: zhang.wei, role: supervisor,"
+      " unit: {level: district_center, code: \"310104\"}}\n",
+      "cityops.yaml");
+  REQUIRE(c.ok());
+  const std::string shown = daemon::DescribeServeConfig(*c);
+  CHECK(shown.find("s3cr3t") == std::string::npos);
+  CHECK(shown.find("hunter2") == std::string::npos);
+  CHECK(shown.find("<hidden>") != std::string::npos);
+  CHECK(shown.find("1.5s") != std::string::npos);
+  // Put the secrets back: the same configuration.
+  v1::ServeConfig back;
+  REQUIRE(kernel::ParseYamlToProto(shown, "shown.yaml", &back).ok());
+  back.mutable_tokens(0)->set_token("s3cr3t-s3cr3t-s3cr3t");
+  back.mutable_kafka()->mutable_properties(1)->set_value("hunter2");
+  CHECK(back.SerializeAsString() == c->SerializeAsString());
+}
+
+}  // namespace
+}  // namespace cityops

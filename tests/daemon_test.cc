@@ -1,0 +1,280 @@
+// The daemon (`cityops serve`) as a process: start, readiness, clean stops, a second
+// daemon on the same directory, signals, and restarts that lose and double nothing.
+#include <signal.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "cityops/v1/api.pb.h"
+#include "google/protobuf/util/json_util.h"
+#include "ingest/embedded_kafka.h"
+#include "ingest/record_producer.h"
+#include "kernel/event_log.h"
+#include "projections/rules/rules_stage.h"
+#include "projections/views/views.h"
+#include "sim/city.h"
+#include "sim/publisher.h"
+#include "sim/simulator.h"
+#include "tests/testing/daemon_process.h"
+#include "tests/testing/derived_events.h"
+#include "tests/testing/kafka_client.h"
+#include "tests/testing/temp_dir.h"
+
+namespace cityops {
+namespace {
+
+using testing::DaemonProcess;
+
+TEST_CASE("a second daemon on the same data directory refuses to start and says why",
+          "[daemon][slow]") {
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess first(data, DaemonProcess::Config(data));
+  REQUIRE(first.WaitReady());
+  DaemonProcess second(data, DaemonProcess::Config(data));
+  const int status = second.WaitExit();
+  INFO(second.log());
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(second.log().find("is in use by process") != std::string::npos);
+  CHECK(second.log().find("stopped cleanly") == std::string::npos);
+  const int first_status = first.Stop(SIGTERM);
+  INFO(first.log());
+  CHECK(WIFEXITED(first_status));
+  CHECK(WEXITSTATUS(first_status) == 0);
+}
+
+// A Kafka cluster of the test's own, which outlives the daemons it serves (to the
+// daemon it is a real broker: its topics survive a daemon's restart).
+std::unique_ptr<ingest::EmbeddedKafka> StartCluster() {
+  absl::StatusOr<std::unique_ptr<ingest::EmbeddedKafka>> kafka =
+      ingest::EmbeddedKafka::Start({.brokers = 1,
+                                    .topics = {{"cityops.readings", 2},
+                                               {"cityops.reports", 2},
+                                               {"cityops.devices", 2},
+                                               {"cityops.deadletter", 1},
+                                               {"cityops.tickets", 2}}});
+  REQUIRE(kafka.ok());
+  return *std::move(kafka);
+}
+
+// A daemon configuration against `bootstrap`. No clock ticks within the test's time
+// (1 min of quiet): the events' own times alone move the rules, so that a run with
+// restarts and a replay can be compared event for event.
+std::string ClusterConfig(const std::string& data, const std::string& bootstrap) {
+  return absl::StrCat("data_dir: ", data,
+                      "\n"
+                      "kafka:\n"
+                      "  bootstrap_servers: \"",
+                      bootstrap,
+                      "\"\n"
+                      "  properties:\n"
+                      "    - {name: session.timeout.ms, value: \"6000\"}\n"
+                      "    - {name: heartbeat.interval.ms, value: \"1000\"}\n"
+                      "    - {name: log_level, value: \"3\"}\n"
+                      "http: {port: 0}\n"
+                      "ingest: {clock_tick_interval: 1m}\n",
+                      testing::TestTokensYaml());
+}
+
+// The stages' lag from /readyz: ingest (Kafka records not yet stored), rules, views.
+std::map<std::string, uint64_t> Lags(int port) {
+  const testing::HttpReply r = testing::Get(port, "/readyz");
+  std::map<std::string, uint64_t> out;
+  v1::HealthResponse h;
+  if (r.status != 200 || !google::protobuf::util::JsonStringToMessage(r.body, &h).ok()) {
+    return out;
+  }
+  for (const v1::StageHealth& s : h.stages()) out[s.name()] = s.lag();
+  return out;
+}
+
+// Waits until ingest, the rules stage and the read models have nothing left to do.
+bool WaitCaughtUp(int port, absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
+  int quiet = 0;
+  while (absl::Now() < deadline) {
+    const std::map<std::string, uint64_t> lags = Lags(port);
+    const bool idle = lags.size() >= 3 && lags.at("ingest") == 0 && lags.at("views") == 0;
+    quiet = idle ? quiet + 1 : 0;
+    if (quiet >= 10) return true;  // Idle for a second: the outbox has had its turn too.
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return false;
+}
+
+TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles nothing",
+          "[daemon][slow]") {
+  testing::TempDir dir;
+  auto kafka = StartCluster();
+  const std::string data = dir.Sub("data");
+  const std::string config = ClusterConfig(data, kafka->bootstrap_servers());
+
+  // The city publishes while the daemon is killed and restarted: registrations first,
+  // then three hours of a typhoon, paced so that ingest is busy when the kills come.
+  sim::CityOptions city_options;
+  city_options.seed = 11;
+  city_options.devices = 600;
+  city_options.districts = 1;
+  city_options.streets_per_district = 3;
+  const sim::City city = sim::GenerateCity(city_options);
+  std::atomic<bool> published{false};
+  absl::Status publish_status;
+  std::thread publisher([&] {
+    absl::StatusOr<std::unique_ptr<ingest::RecordProducer>> producer =
+        ingest::RecordProducer::Create(kafka->bootstrap_servers());
+    if (!producer.ok()) {
+      publish_status = producer.status();
+      published = true;
+      return;
+    }
+    sim::SimulatorOptions options;
+    options.scenario = sim::Scenario::kTyphoon;
+    options.seed = 11;
+    options.start = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now() - absl::Hours(3)));
+    sim::Simulator simulator(city, options);
+    sim::PublishOptions publish;
+    publish.duration = absl::Hours(3);
+    publish.rate = 15'000;
+    absl::StatusOr<sim::PublishStats> stats = sim::PublishToKafka(simulator, **producer, publish);
+    publish_status = stats.status();
+    published = true;
+  });
+
+  std::mt19937 rng(20261124);
+  auto pause = [&] { absl::SleepFor(absl::Milliseconds(500 + rng() % 2000)); };
+  int kills = 0;
+  for (int signal : {SIGKILL, SIGTERM, SIGKILL}) {
+    DaemonProcess d(data, config);
+    REQUIRE(d.WaitReady());
+    pause();
+    const int status = d.Stop(signal);
+    INFO(d.log());
+    if (signal == SIGTERM) {
+      CHECK(WIFEXITED(status));
+      CHECK(WEXITSTATUS(status) == 0);
+      CHECK(d.log().find("stopped cleanly") != std::string::npos);
+    } else {
+      CHECK(WIFSIGNALED(status));
+    }
+    ++kills;
+  }
+  publisher.join();
+  REQUIRE(publish_status.ok());
+  {
+    DaemonProcess d(data, config);
+    REQUIRE(d.WaitReady());
+    REQUIRE(WaitCaughtUp(d.port(), absl::Seconds(120)));
+    CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+  }
+  CHECK(kills == 3);
+
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> opened =
+      kernel::EventLog::Open({.path = data, .create_if_missing = false});
+  REQUIRE(opened.ok());
+  kernel::EventLog& log = **opened;
+
+  // Every reading published is in the log exactly once.
+  std::map<std::pair<std::string, std::string>, int> in_log;
+  std::set<std::string> tickets_in_log;
+  for (const auto& events : testing::AllEvents(log)) {
+    for (const v1::Event& e : events) {
+      if (e.has_reading()) ++in_log[{e.reading().device_id(), e.reading().reading_id()}];
+      if (e.has_ticket_issued()) tickets_in_log.insert(e.ticket_issued().ticket_id());
+    }
+  }
+  size_t published_readings = 0;
+  for (const testing::ConsumedRecord& r :
+       testing::ReadTopic(kafka->bootstrap_servers(), "cityops.readings", 2)) {
+    v1::SensorReading reading;
+    REQUIRE(reading.ParseFromString(r.value));
+    ++published_readings;
+    INFO(reading.device_id() << " " << reading.reading_id());
+    CHECK(in_log[{reading.device_id(), reading.reading_id()}] == 1);
+  }
+  CHECK(in_log.size() == published_readings);
+  CHECK(published_readings > 50'000);
+
+  // The rules stage derived exactly what one uninterrupted run derives from the same
+  // inputs, up to where it stands.
+  std::map<uint32_t, uint64_t> checkpoint;
+  for (kernel::Partition p : log.Partitions()) {
+    absl::StatusOr<std::optional<kernel::StageCheckpoint>> cp =
+        log.StoredCheckpoint(p, rules::kRulesCheckpoint);
+    REQUIRE(cp.ok());
+    REQUIRE(cp->has_value());
+    checkpoint[p.value()] = (*cp)->next.value();
+  }
+  {
+    absl::StatusOr<std::unique_ptr<kernel::EventLog>> replay = kernel::EventLog::Open(
+        {.path = dir.Sub("replay"), .durability = kernel::Durability::kBuffered});
+    REQUIRE(replay.ok());
+    testing::CopyInputs(log, **replay, checkpoint);
+    absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage =
+        rules::RulesStage::Open({.log = replay->get()});
+    REQUIRE(stage.ok());
+    REQUIRE((*stage)->CatchUp(/*drain=*/true).ok());
+    const auto live = testing::NormalizedDerived(log);
+    const auto again = testing::NormalizedDerived(**replay);
+    size_t derived = 0;
+    REQUIRE(live.size() == again.size());
+    for (size_t p = 0; p < live.size(); ++p) {
+      INFO("partition " << p);
+      REQUIRE(live[p].size() == again[p].size());
+      for (size_t i = 0; i < live[p].size(); ++i) CHECK(live[p][i] == again[p][i]);
+      derived += live[p].size();
+    }
+    CHECK(derived > 100);
+  }
+
+  // The read models equal a rebuild from sequence 0.
+  {
+    absl::StatusOr<std::unique_ptr<views::Projections>> views =
+        views::Projections::Open({.log = &log, .dir = data + "/views"});
+    REQUIRE(views.ok());
+    REQUIRE((*views)->CatchUp().ok());
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> live = (*views)->Dump();
+    REQUIRE(live.ok());
+    REQUIRE((*views)->Rebuild().ok());
+    absl::StatusOr<std::vector<std::pair<std::string, std::string>>> rebuilt = (*views)->Dump();
+    REQUIRE(rebuilt.ok());
+    REQUIRE(live->size() == rebuilt->size());
+    for (size_t i = 0; i < live->size(); ++i) {
+      INFO((*live)[i].first);
+      CHECK((*live)[i] == (*rebuilt)[i]);
+    }
+  }
+
+  // Every ticket was published, in log order per case, and none twice.
+  std::map<std::string, int> published_tickets;
+  std::map<std::string, std::vector<std::string>> by_case;
+  for (const testing::ConsumedRecord& r :
+       testing::ReadTopic(kafka->bootstrap_servers(), "cityops.tickets", 2)) {
+    v1::TicketIssued t;
+    REQUIRE(t.ParseFromString(r.value));
+    ++published_tickets[t.ticket_id()];
+    CHECK(r.key == t.case_id());
+    by_case[t.case_id()].push_back(t.ticket_id());
+  }
+  CHECK(!tickets_in_log.empty());
+  CHECK(published_tickets.size() == tickets_in_log.size());
+  for (const std::string& id : tickets_in_log) {
+    INFO("ticket " << id);
+    CHECK(published_tickets[id] == 1);
+  }
+  for (const auto& [case_id, ids] : by_case) {
+    INFO("case " << case_id);
+    CHECK(std::is_sorted(ids.begin(), ids.end()));
+  }
+}
+
+}  // namespace
+}  // namespace cityops
