@@ -445,12 +445,18 @@ class HttpServer::Impl {
         return absl::OkStatus();
       }
       case RouteId::kReloadRules: {
-        if (!backend_.reload_rules) return absl::UnimplementedError("reloading is not wired");
         absl::StatusOr<v1::ReloadRulesResponse> r = backend_.reload_rules();
         if (!r.ok()) return r.status();
         spdlog::info("http: {} reloaded the rules: {}", actor.user(),
                      r->activated() ? "activated " + r->sha256().substr(0, 12) : "unchanged");
         WriteJson(*r, res);
+        return absl::OkStatus();
+      }
+      case RouteId::kBackup: {
+        absl::StatusOr<v1::BackupResponse> r = backend_.backup();
+        if (!r.ok()) return r.status();
+        spdlog::info("http: {} took a backup of the event log: {}", actor.user(), r->path());
+        WriteJson(*r, res, 201);
         return absl::OkStatus();
       }
       case RouteId::kListEvents:

@@ -41,6 +41,8 @@ struct Backend {
   const kernel::Clock* clock = kernel::Clock::Real();
   // POST /api/v1/rules/reload.
   std::function<absl::StatusOr<v1::ReloadRulesResponse>()> reload_rules;
+  // POST /api/v1/backups.
+  std::function<absl::StatusOr<v1::BackupResponse>()> backup;
   // GET /healthz (`ready` false) and /readyz (`ready` true); status "ok" answers 200.
   std::function<v1::HealthResponse(bool ready)> health;
   // Adds the daemon's metric families (ingest, stages, log) to a scrape.

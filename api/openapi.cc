@@ -207,8 +207,8 @@ std::string Generate() {
     }
     if (r.response != nullptr) pending.push_back(r.response);
     paths << YAML::Key << "responses" << YAML::Value << YAML::BeginMap;
-    EmitResponse(r.id == RouteId::kReport ? "201" : "200", "Success", r.response, r.content_type,
-                 paths);
+    EmitResponse(r.id == RouteId::kReport || r.id == RouteId::kBackup ? "201" : "200", "Success",
+                 r.response, r.content_type, paths);
     EmitResponse("default", "An error: what went wrong, where, and what to do", error, "", paths);
     paths << YAML::EndMap;
     paths << YAML::EndMap;

@@ -138,6 +138,10 @@ std::vector<Route> MakeRoutes() {
                    "Re-read the configured rule set file and activate it if it changed (as "
                    "SIGHUP does)",
                    ROLE_ADMIN, nullptr, v1::ReloadRulesResponse::descriptor()));
+  r.push_back(Make(RouteId::kBackup, "POST", "/api/v1/backups",
+                   "Take a consistent copy of the event log while running, into backups.dir "
+                   "(409 when backups.dir is not configured)",
+                   ROLE_ADMIN, nullptr, v1::BackupResponse::descriptor()));
   Route events = Make(RouteId::kListEvents, "GET", "/api/v1/events",
                       "Events of one stream (by version) or one partition (by sequence)",
                       ROLE_VIEWER, nullptr, v1::ListEventsResponse::descriptor());

@@ -29,6 +29,7 @@ enum class RouteId {
   kStatistics,
   kGetRules,
   kReloadRules,
+  kBackup,
   kListEvents,
   kChanges,
 };

@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <set>
 
 #include "absl/strings/ascii.h"
@@ -46,6 +47,21 @@ class Checker {
       return Error(
           c, "durability",
           absl::StrFormat("durability '%s' is not known; use sync or buffered", c.durability()));
+    }
+    if (!c.backups().dir().empty()) {
+      const std::filesystem::path data =
+          std::filesystem::absolute(c.data_dir().empty() ? "cityops-data" : c.data_dir())
+              .lexically_normal();
+      const std::filesystem::path backups =
+          std::filesystem::absolute(c.backups().dir()).lexically_normal();
+      const auto [d, b] = std::mismatch(data.begin(), data.end(), backups.begin(), backups.end());
+      if (d == data.end()) {
+        return Error(c.backups(), "dir",
+                     absl::StrFormat("backups.dir %s lies inside data_dir %s; put backups "
+                                     "beside the data directory, e.g. %s",
+                                     backups.string(), data.string(),
+                                     (data.parent_path() / "cityops-backups").string()));
+      }
     }
     if (absl::Status s = CheckKafka(c.kafka()); !s.ok()) return s;
     if (absl::Status s = CheckHttp(c.http()); !s.ok()) return s;

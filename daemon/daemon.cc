@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <thread>
 #include <utility>
@@ -154,6 +155,7 @@ class Daemon::Impl {
     backend.workflow = workflow_.get();
     backend.clock = options_.clock;
     backend.reload_rules = [this] { return ReloadRules(); };
+    backend.backup = [this] { return Backup(); };
     backend.health = [this](bool ready) { return Health(ready); };
     backend.metrics = [this](api::MetricsText& m) { Metrics(m); };
     absl::StatusOr<std::unique_ptr<api::HttpServer>> server = api::HttpServer::Start(http, backend);
@@ -241,6 +243,30 @@ class Daemon::Impl {
       spdlog::info("daemon: rule set '{}' from {} is the active one already",
                    loaded->rule_set.name(), loaded->source_path);
     }
+    return out;
+  }
+
+  // A consistent copy of the log in backups.dir, taken while everything runs.
+  absl::StatusOr<v1::BackupResponse> Backup() {
+    const std::string& dir = config_.backups().dir();
+    if (dir.empty()) {
+      return absl::FailedPreconditionError(
+          "online backups are off: set backups.dir in the configuration (a directory on the "
+          "same filesystem as data_dir is cheapest) and restart the daemon");
+    }
+    const absl::Time now = absl::Now();
+    const std::string path = absl::StrFormat(
+        "%s/cityops-%s", dir, absl::FormatTime("%Y%m%dT%H%M%E3SZ", now, absl::UTCTimeZone()));
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) {
+      return absl::UnavailableError(
+          absl::StrFormat("cannot create the backup directory %s: %s", dir, ec.message()));
+    }
+    if (absl::Status s = log_->Backup(path); !s.ok()) return s;
+    v1::BackupResponse out;
+    out.set_path(path);
+    kernel::SetTimestamp(now, out.mutable_taken_at());
     return out;
   }
 

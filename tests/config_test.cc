@@ -63,6 +63,9 @@ TEST_CASE("configuration errors name the file, line and column and say what to d
   CHECK(ErrorOf("ingest: {clock_tick_interval: 5ms}").find("use 100ms to 1m") != std::string::npos);
   CHECK(ErrorOf("kafka: {bootstrap_servers: \"b:9092\", embedded_partitions: 3}")
             .find("applies to the built-in cluster only") != std::string::npos);
+  CHECK(ErrorOf("data_dir: /srv/cityops\nbackups: {dir: /srv/cityops/backups}")
+            .find("lies inside data_dir /srv/cityops; put backups beside the data directory, "
+                  "e.g. /srv/cityops-backups") != std::string::npos);
   CHECK(ErrorOf("kafka:\n  properties:\n    - {name: group.id, value: x}\n")
             .find("set 'group.id' with kafka.group_id") != std::string::npos);
 }
@@ -114,6 +117,32 @@ TEST_CASE("the configuration as printed by --validate reads back the same, secre
   back.mutable_tokens(0)->set_token("s3cr3t-s3cr3t-s3cr3t");
   back.mutable_kafka()->mutable_properties(1)->set_value("hunter2");
   CHECK(back.SerializeAsString() == c->SerializeAsString());
+}
+
+TEST_CASE("the example configuration in the repository is valid and says what it shows",
+          "[config]") {
+  const std::string path = std::string(CITYOPS_SOURCE_DIR) + "/daemon/cityops.example.yaml";
+  absl::StatusOr<v1::ServeConfig> c = daemon::LoadServeConfig(path);
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  CHECK(c->data_dir() == "/var/lib/cityops");
+  CHECK_FALSE(daemon::UsesEmbeddedKafka(*c));
+  CHECK(c->kafka().properties_size() == 5);
+  CHECK(c->tokens_size() == 3);
+  CHECK(c->logging().format() == "json");
+  // Every default the comments claim is the default.
+  const v1::ServeConfig defaults = daemon::DefaultServeConfig();
+  CHECK(c->http().SerializeAsString() == defaults.http().SerializeAsString());
+  CHECK(c->kafka().topics().SerializeAsString() == defaults.kafka().topics().SerializeAsString());
+  CHECK(c->ingest().SerializeAsString() == defaults.ingest().SerializeAsString());
+  CHECK(c->durability() == defaults.durability());
+}
+
+TEST_CASE("a missing configuration file is named", "[config]") {
+  absl::StatusOr<v1::ServeConfig> c = daemon::LoadServeConfig("/nonexistent/cityops.yaml");
+  REQUIRE_FALSE(c.ok());
+  CHECK(c.status().code() == absl::StatusCode::kNotFound);
+  CHECK(c.status().message().find("/nonexistent/cityops.yaml") != std::string::npos);
 }
 
 }  // namespace
