@@ -376,4 +376,35 @@ absl::Status BackupLog(const BackupOptions& options, std::ostream& out) {
   return absl::OkStatus();
 }
 
+absl::Status SetPosition(const SetPositionOptions& options, std::ostream& out) {
+  if (options.partition < 0 || options.offset < 0) {
+    return absl::InvalidArgumentError("--partition and --offset must be 0 or more");
+  }
+  absl::StatusOr<std::unique_ptr<EventLog>> opened = OpenExistingLog(options.data_dir);
+  if (!opened.ok()) return opened.status();
+  EventLog& log = **opened;
+  absl::StatusOr<std::optional<kernel::KafkaOffset>> stored =
+      log.StoredSourcePosition(options.topic, options.partition);
+  if (!stored.ok()) return stored.status();
+  kernel::AppendBatch batch{Partition(static_cast<uint32_t>(options.partition))};
+  batch.SetSourcePosition(options.topic, options.partition, kernel::KafkaOffset(options.offset));
+  absl::StatusOr<kernel::AppendResult> appended = log.Append(std::move(batch));
+  if (!appended.ok()) return appended.status();
+  const std::string before =
+      stored->has_value() ? absl::StrCat((*stored)->value()) : std::string("(none stored)");
+  out << absl::StrFormat("%s/%d: stored position %s -> %d in %s", options.topic, options.partition,
+                         before, options.offset, options.data_dir);
+  if (stored->has_value() && (*stored)->value() < options.offset) {
+    out << absl::StrFormat("; records %d..%d will not be ingested", (*stored)->value(),
+                           options.offset - 1);
+  } else if (stored->has_value() && (*stored)->value() > options.offset) {
+    out << absl::StrFormat(
+        "; records %d..%d will be read again (duplicate readings within "
+        "ingest's window are dropped, reports by their id)",
+        options.offset, (*stored)->value() - 1);
+  }
+  out << "\n";
+  return absl::OkStatus();
+}
+
 }  // namespace cityops::app

@@ -66,6 +66,20 @@ struct BackupOptions {
 // Writes a consistent, openable copy of the log at `data_dir` to `to` (EventLog::Backup).
 absl::Status BackupLog(const BackupOptions& options, std::ostream& out);
 
+struct SetPositionOptions {
+  std::string data_dir;
+  std::string topic;
+  int32_t partition = 0;
+  int64_t offset = 0;
+};
+
+// Stores a new Kafka position for `topic`/`partition`: the operator's decision after ingest
+// stopped on lost records or a recreated topic (OPERATIONS.md). Appends an empty batch that
+// carries the position to log partition `partition` (Kafka partition k feeds log
+// partition k) and reports the old and new offsets. The daemon must be stopped: the log's
+// lock is needed.
+absl::Status SetPosition(const SetPositionOptions& options, std::ostream& out);
+
 }  // namespace cityops::app
 
 #endif  // CITYOPS_APP_LOG_COMMANDS_H_

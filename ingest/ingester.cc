@@ -359,8 +359,8 @@ absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* p
       return absl::DataLossError(absl::StrFormat(
           "%s/%d: the log has consumed up to offset %d, but the topic now starts at offset %d; "
           "records %d..%d were deleted (retention) before cityops stored them and are lost. "
-          "Ingest stops here. To accept the loss and go on, restore them or move the stored "
-          "position past them (see the operations guide)",
+          "Ingest stops here. Restore them, or accept the loss with `cityops log set-position` "
+          "(OPERATIONS.md, 'When ingest stops with DATA_LOSS')",
           tp.topic, tp.partition, offset, low, offset, low - 1));
     }
     if (offset > high) {
@@ -368,7 +368,8 @@ absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* p
         return absl::FailedPreconditionError(absl::StrFormat(
             "%s/%d: the log has consumed up to offset %d, but the topic ends at offset %d: the "
             "topic was deleted and recreated, or its leader lost data. Ingest stops here "
-            "rather than skip records",
+            "rather than skip records; once you know which records are new, set the position "
+            "with `cityops log set-position` (OPERATIONS.md)",
             tp.topic, tp.partition, offset, high));
       }
       spdlog::warn(

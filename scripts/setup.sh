@@ -26,11 +26,17 @@ PACKAGES=(
   catch2
   # Command line, configuration (YAML), logging.
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
+  # The HTTP API and its clients (cityops cases, the tests).
+  libcpp-httplib-dev
   # SHA-256 of rule sets (the digest RulesetActivated records).
   libssl-dev
   # Integrator examples (proto/README.md), run by the ingest tests; python3 also checks
   # JSON in app/cli_smoke_test.sh.
   kcat python3 python3-confluent-kafka python3-protobuf
+  # The dashboard's test: headless Chromium driven by Selenium (tests/dashboard_test.py).
+  chromium chromium-driver python3-selenium
+  # systemd-analyze checks the unit file daemon/cityops.service.
+  systemd
   # The decoder's libFuzzer run (ingest/fuzz/run_fuzz.sh): clang with its sanitizer runtime.
   clang libclang-rt-14-dev
   # House style (.clang-format).
