@@ -169,7 +169,6 @@ struct RulesEngine::CaseTrack {
 };
 
 struct RulesEngine::Context {
-  const v1::Event* cause = nullptr;
   v1::EventRef cause_ref;
   absl::Time time;  // Event time of what is derived now.
   std::vector<Derived>* out = nullptr;
@@ -232,11 +231,11 @@ const RulesEngine::RuleState* RulesEngine::FindState(const DeviceState& dev,
 void RulesEngine::AddTimer(Timer t) { timers_.insert(std::move(t)); }
 void RulesEngine::CancelTimer(const Timer& t) { timers_.erase(t); }
 
-void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out) {
+RulesEngine::Context RulesEngine::Begin(uint32_t partition, uint64_t sequence, absl::Time now,
+                                        std::vector<Derived>* out) {
   Context ctx;
-  ctx.cause = &event;
-  ctx.cause_ref.set_partition(event.partition());
-  ctx.cause_ref.set_sequence(event.sequence());
+  ctx.cause_ref.set_partition(partition);
+  ctx.cause_ref.set_sequence(sequence);
   ctx.out = out;
   if (now > now_) {
     FireTimers(now, ctx);
@@ -244,9 +243,20 @@ void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<De
   }
   ctx.time = now_;
   ++counters_.inputs;
+  return ctx;
+}
+
+void RulesEngine::ProcessReading(const v1::SensorReading& reading, kernel::EventPosition position,
+                                 absl::Time now, std::vector<Derived>* out) {
+  Context ctx = Begin(position.partition.value(), position.sequence.value(), now, out);
+  OnReading(reading, ctx);
+}
+
+void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out) {
+  Context ctx = Begin(event.partition(), event.sequence(), now, out);
   switch (event.payload_case()) {
     case v1::Event::kReading:
-      OnReading(event, ctx);
+      OnReading(event.reading(), ctx);
       break;
     case v1::Event::kDeviceRegistered:
       OnRegistration(event, ctx);
@@ -434,12 +444,11 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
   std::fill(dev.idle.begin(), dev.idle.end(), 0);
 }
 
-void RulesEngine::OnReading(const v1::Event& event, Context& ctx) {
-  const v1::SensorReading& reading = event.reading();
+void RulesEngine::OnReading(const v1::SensorReading& reading, Context& ctx) {
   ++counters_.readings;
   DeviceState& dev = Device(reading.device_id());
   if (dev.last_seen == absl::InfinitePast() && !dev.registered) {
-    dev.partition = kernel::Partition(event.partition());
+    dev.partition = kernel::Partition(ctx.cause_ref.partition());
   }
   if (dev.kind == v1::DEVICE_KIND_UNSPECIFIED) dev.kind = reading.kind();
   const absl::Time previous = dev.last_seen;

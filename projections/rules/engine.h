@@ -75,6 +75,10 @@ class RulesEngine {
   // fires every timer due at or before `now`, then reacts to the event. Appends what
   // follows to `out`. `event` must carry its partition and sequence.
   void Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out);
+  // The same for the reading event at `position`, given its reading alone: the rules
+  // stage's fast path, which parses only the reading of a stored reading event.
+  void ProcessReading(const v1::SensorReading& reading, kernel::EventPosition position,
+                      absl::Time now, std::vector<Derived>* out);
 
   // True once a rule set is active.
   bool has_rules() const { return rules_ != nullptr; }
@@ -104,7 +108,8 @@ class RulesEngine {
 
   void FireTimers(absl::Time now, Context& ctx);
   void OnTimer(const Timer& t, Context& ctx);
-  void OnReading(const v1::Event& event, Context& ctx);
+  Context Begin(uint32_t partition, uint64_t sequence, absl::Time now, std::vector<Derived>* out);
+  void OnReading(const v1::SensorReading& reading, Context& ctx);
   void OnRegistration(const v1::Event& event, Context& ctx);
   void OnRuleset(const v1::Event& event, Context& ctx);
   void OnReported(const v1::Event& event, Context& ctx);

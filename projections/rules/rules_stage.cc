@@ -5,8 +5,9 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "google/protobuf/arena.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "kernel/proto_time.h"
+#include "projections/stored_event.h"
 
 namespace cityops::rules {
 
@@ -17,35 +18,28 @@ struct RulesStage::Cursor {
   kernel::Sequence stored{0};              // The checkpoint stored in the log.
   kernel::Sequence replay_end{0};          // The checkpoint found by Open.
   absl::Time time = absl::InfinitePast();  // The partition's stage time so far.
-  // Events read but not processed: buffer[head, end), parsed onto an arena that is reset
-  // for every chunk, so reading costs no malloc and free per event (readings are oneof
-  // members, which protobuf frees on Clear rather than reuse).
-  google::protobuf::Arena arena{ArenaOptions()};
-  std::vector<v1::Event*> buffer;
+  // Events read but not processed: items[head, end). Only their envelopes are decoded
+  // (projections/stored_event.h); the stored records are kept packed in `records` and
+  // parsed when processed, a reading's payload alone.
+  struct Item {
+    uint64_t sequence = 0;
+    uint32_t offset = 0;  // Of the record in `records`.
+    uint32_t size = 0;
+    uint32_t payload_offset = 0;  // Readings: of the SensorReading, within `records`.
+    uint32_t payload_size = 0;
+    bool reading = false;
+    bool moves_time = false;
+    absl::Time event_time;
+  };
+  std::string records;
+  std::vector<Item> items;
   size_t head = 0;
-  size_t end = 0;
-  bool empty() const { return head == end; }
-  v1::Event& front() { return *buffer[head]; }
-
-  static google::protobuf::ArenaOptions ArenaOptions() {
-    google::protobuf::ArenaOptions o;
-    o.start_block_size = 256 << 10;
-    o.max_block_size = 4 << 20;
-    return o;
+  bool empty() const { return head == items.size(); }
+  const Item& front() const { return items[head]; }
+  std::string_view record(const Item& item) const {
+    return std::string_view(records).substr(item.offset, item.size);
   }
 };
-
-namespace {
-
-bool IsOwn(const v1::Event& e) { return e.provenance().stage() == kRulesStage; }
-
-// Readings, clock ticks and reports move a partition's time; other events (commands,
-// registrations, rule sets) happen at the partition's current time.
-bool MovesTime(const v1::Event& e) {
-  return e.has_reading() || e.has_clock_tick() || e.has_case_reported();
-}
-
-}  // namespace
 
 RulesStage::RulesStage(const RulesStageOptions& options) : options_(options) {}
 RulesStage::~RulesStage() = default;
@@ -109,32 +103,104 @@ absl::Status RulesStage::Refill(Cursor& c, bool replay) {
       if (c.read_next >= c.replay_end) return absl::OkStatus();
       limit = std::min<uint64_t>(limit, c.replay_end.value() - c.read_next.value());
     }
-    c.buffer.clear();
-    c.arena.Reset();
+    c.records.clear();
+    c.items.clear();
     c.head = 0;
-    c.end = 0;
     size_t read = 0;
     kernel::Sequence last(0);
     absl::Status parse_error;
+    projections::StoredEnvelope envelope;
     absl::Status scanned = options_.log->Scan(
         c.partition, c.read_next, [&](kernel::Sequence seq, std::string_view value) {
           if (read == limit) return false;
-          v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&c.arena);
-          parse_error = kernel::EventLog::ParseEvent({c.partition, seq}, value, e);
-          if (!parse_error.ok()) return false;
+          if (!projections::DecodeEnvelope(value, &envelope)) {
+            // Not well-formed: let the full parser say what is wrong with it.
+            parse_error = kernel::EventLog::ParseEvent({c.partition, seq}, value, &scratch_event_);
+            if (parse_error.ok()) {
+              parse_error = absl::InternalError(absl::StrFormat(
+                  "rules stage: event %d/%d parses but its envelope does not decode",
+                  c.partition.value(), seq.value()));
+            }
+            return false;
+          }
           ++read;
           last = seq;
-          if (!IsOwn(*e)) c.buffer.push_back(e);  // Derived events are not input.
+          if (envelope.provenance_stage == kRulesStage) return true;  // Output, not input.
+          Cursor::Item& item = c.items.emplace_back();
+          item.sequence = seq.value();
+          item.offset = static_cast<uint32_t>(c.records.size());
+          item.size = static_cast<uint32_t>(value.size());
+          item.reading = envelope.payload == v1::Event::kReading;
+          if (item.reading) {
+            item.payload_offset =
+                item.offset + static_cast<uint32_t>(envelope.payload_bytes.data() - value.data());
+            item.payload_size = static_cast<uint32_t>(envelope.payload_bytes.size());
+          }
+          // Readings, clock ticks and reports move a partition's time; other events
+          // (commands, registrations, rule sets) happen at the partition's current time.
+          item.moves_time = item.reading || envelope.payload == v1::Event::kClockTick ||
+                            envelope.payload == v1::Event::kCaseReported;
+          item.event_time = envelope.event_time;
+          c.records.append(value);
           return true;
         });
     if (!scanned.ok()) return scanned;
     if (!parse_error.ok()) return parse_error;
     if (read == 0) return absl::OkStatus();
     c.read_next = last.next();
-    c.end = c.buffer.size();
-    if (c.end > 0) return absl::OkStatus();
+    if (!c.empty()) return absl::OkStatus();
     c.done = c.read_next;
   }
+}
+
+absl::Status RulesStage::ProcessFront(const Cursor& c, absl::Time now,
+                                      std::vector<Derived>* derived) {
+  const Cursor::Item& item = c.front();
+  const kernel::EventPosition position{c.partition, kernel::Sequence(item.sequence)};
+  if (item.reading) {
+    const std::string_view bytes =
+        std::string_view(c.records).substr(item.payload_offset, item.payload_size);
+    projections::ReadingHeader header;
+    if (projections::DecodeReadingHeader(bytes, &header)) {
+      // One reused message per metrics member: parsing a reading into the one that held
+      // the same member reuses its metrics message and strings (Clear would free the
+      // oneof member); merging into a cleared message equals parsing.
+      v1::SensorReading& reading =
+          readings_[header.metrics_field == 0 ? 0 : header.metrics_field - 9];
+      reading.clear_device_id();
+      reading.clear_reading_id();
+      reading.clear_kind();
+      if (reading.has_event_time()) reading.mutable_event_time()->Clear();
+      switch (reading.metrics_case()) {
+        case v1::SensorReading::kManholeCover:
+          reading.mutable_manhole_cover()->Clear();
+          break;
+        case v1::SensorReading::kElevator:
+          reading.mutable_elevator()->Clear();
+          break;
+        case v1::SensorReading::kCurtainWall:
+          reading.mutable_curtain_wall()->Clear();
+          break;
+        case v1::SensorReading::kFloodGauge:
+          reading.mutable_flood_gauge()->Clear();
+          break;
+        default:
+          break;
+      }
+      google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                                static_cast<int>(bytes.size()));
+      if (reading.MergeFromCodedStream(&in) && in.ConsumedEntireMessage()) {
+        engine_.ProcessReading(reading, position, now, derived);
+        return absl::OkStatus();
+      }
+    }
+  }
+  if (absl::Status s = kernel::EventLog::ParseEvent(position, c.record(item), &scratch_event_);
+      !s.ok()) {
+    return s;
+  }
+  engine_.Process(scratch_event_, now, derived);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
@@ -153,9 +219,9 @@ absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
         if (horizon == nullptr || c->time < horizon->time) horizon = c.get();
         continue;
       }
-      const v1::Event& head = c->front();
+      const Cursor::Item& head = c->front();
       absl::Time key = c->time;
-      if (MovesTime(head)) key = std::max(key, kernel::FromTimestamp(head.event_time()));
+      if (head.moves_time) key = std::max(key, head.event_time);
       if (best == nullptr || key < best_key) {
         best = c.get();
         best_key = key;
@@ -168,10 +234,10 @@ absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
                           (best_key == horizon->time && best->partition < horizon->partition);
       if (!before) break;
     }
-    v1::Event& head = best->front();
+    const Cursor::Item& head = best->front();
     best->time = best_key;
-    engine_.Process(head, best_key, derived);
-    best->done = kernel::Sequence(head.sequence() + 1);
+    if (absl::Status s = ProcessFront(*best, best_key, derived); !s.ok()) return s;
+    best->done = kernel::Sequence(head.sequence + 1);
     ++best->head;
     ++n;
   }

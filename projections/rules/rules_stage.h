@@ -35,6 +35,7 @@
 #ifndef CITYOPS_PROJECTIONS_RULES_RULES_STAGE_H_
 #define CITYOPS_PROJECTIONS_RULES_RULES_STAGE_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <deque>
@@ -107,12 +108,17 @@ class RulesStage {
   explicit RulesStage(const RulesStageOptions& options);
   absl::Status AddNewPartitions();
   absl::Status Refill(Cursor& c, bool replay);
+  // Processes the event at the front of `c` (not yet popped) at stage time `now`.
+  absl::Status ProcessFront(const Cursor& c, absl::Time now, std::vector<Derived>* derived);
   // Merges and processes up to `limit` inputs; derived events go to `derived`.
   absl::StatusOr<size_t> Merge(bool drain, bool replay, size_t limit,
                                std::vector<Derived>* derived);
 
   RulesStageOptions options_;
   RulesEngine engine_;
+  // Parsing buffers, reused from event to event.
+  std::array<v1::SensorReading, 5> readings_;  // By SensorReading metrics field - 9 (0: none).
+  v1::Event scratch_event_;
   std::vector<std::unique_ptr<Cursor>> cursors_;  // By partition, ascending.
   std::atomic<bool> stop_{false};
   // Set when an append failed or met a duplicate: the engine is past the log.
