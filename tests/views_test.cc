@@ -19,6 +19,7 @@
 #include "projections/rules/compile.h"
 #include "projections/rules/default_rules.h"
 #include "projections/rules/rules_stage.h"
+#include "projections/stored_event.h"
 #include "projections/workflow.h"
 #include "rocksdb/db.h"
 #include "tests/testing/temp_dir.h"
@@ -529,6 +530,93 @@ TEST_CASE("the default reporting intervals agree with the default rule set's", "
     ++checked;
   }
   CHECK(checked == 4);
+}
+
+TEST_CASE("stored envelopes decode as the parsed events read", "[views][stored_event]") {
+  std::vector<v1::Event> events;
+  {
+    v1::Event e;
+    e.set_stream_id("device/310104900100001");
+    kernel::SetTimestamp(kT0 + absl::Nanoseconds(123), e.mutable_event_time());
+    e.mutable_provenance()->mutable_kafka()->set_topic("cityops.readings");
+    v1::SensorReading* r = e.mutable_reading();
+    r->set_device_id("310104900100001");
+    r->set_kind(v1::DEVICE_KIND_FLOOD_GAUGE);
+    r->mutable_flood_gauge()->set_water_depth_cm(12.5);
+    r->mutable_flood_gauge()->set_battery_pct(66.5);
+    events.push_back(e);
+    r->set_kind(v1::DEVICE_KIND_MANHOLE_COVER);
+    r->mutable_manhole_cover()->set_tilt_deg(3);
+    r->mutable_manhole_cover()->set_battery_pct(12);
+    events.push_back(e);
+    r->mutable_elevator()->add_fault_codes(7);  // No battery.
+    r->set_kind(v1::DEVICE_KIND_ELEVATOR);
+    kernel::SetTimestamp(absl::FromUnixSeconds(-5), e.mutable_event_time());  // Negative.
+    events.push_back(e);
+  }
+  {
+    v1::Event e;
+    e.set_stream_id("ticket/c-T1");
+    e.set_stream_version(3);
+    e.mutable_provenance()->set_stage("rules");
+    e.mutable_provenance()->set_idempotency_key("rules/ticket/c-T1");
+    e.mutable_ticket_issued()->set_ticket_id("c-T1");
+    events.push_back(e);                                         // No event time at all.
+    e.mutable_provenance()->mutable_actor()->set_user("zhang");  // Actor replaces stage.
+    events.push_back(e);
+  }
+  for (const v1::Event& e : events) {
+    INFO(e.ShortDebugString());
+    const std::string bytes = e.SerializeAsString();
+    projections::StoredEnvelope env;
+    REQUIRE(projections::DecodeEnvelope(bytes, &env));
+    CHECK(env.stream_id == e.stream_id());
+    CHECK(env.has_event_time == e.has_event_time());
+    CHECK(env.event_time == kernel::FromTimestamp(e.event_time()));
+    CHECK(env.provenance_stage == e.provenance().stage());
+    CHECK(env.payload == e.payload_case());
+    if (e.has_reading()) {
+      CHECK(env.payload_bytes == e.reading().SerializeAsString());
+      projections::ReadingHeader h;
+      REQUIRE(projections::DecodeReadingHeader(env.payload_bytes, &h));
+      CHECK(h.device_id == e.reading().device_id());
+      CHECK(h.kind == e.reading().kind());
+      double battery = -1;
+      const bool has = projections::DecodeBatteryPct(h, &battery);
+      if (e.reading().has_flood_gauge()) {
+        CHECK(has);
+        CHECK(battery == e.reading().flood_gauge().battery_pct());
+      } else if (e.reading().has_manhole_cover()) {
+        CHECK(has);
+        CHECK(battery == e.reading().manhole_cover().battery_pct());
+      } else {
+        CHECK_FALSE(has);
+      }
+    }
+    // Every truncation is either still a valid prefix of fields or refused, never read
+    // past its end.
+    for (size_t cut = 0; cut < bytes.size(); ++cut) {
+      projections::StoredEnvelope partial;
+      v1::Event parsed;
+      const bool decoded = projections::DecodeEnvelope(bytes.substr(0, cut), &partial);
+      CHECK(decoded == parsed.ParseFromString(bytes.substr(0, cut)));
+    }
+  }
+  // Fields in another order than protobuf writes them, and unknown fields, are fine.
+  v1::Event time_only;
+  kernel::SetTimestamp(kT0, time_only.mutable_event_time());
+  v1::Event rest = events[0];
+  rest.clear_event_time();
+  const std::string reordered =
+      rest.SerializeAsString() + std::string("\xf8\x07\x01", 3) + time_only.SerializeAsString();
+  projections::StoredEnvelope env;
+  REQUIRE(projections::DecodeEnvelope(reordered, &env));
+  CHECK(env.event_time == kT0);
+  CHECK(env.payload == v1::Event::kReading);
+  CHECK_FALSE(projections::DecodeEnvelope(std::string("\x1a\x7f"
+                                                      "abc",
+                                                      5),
+                                          &env));
 }
 
 TEST_CASE("listings filter and page", "[views]") {

@@ -1,9 +1,11 @@
 #include "projections/views/views.h"
 
 #include <algorithm>
+#include <array>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <queue>
 #include <set>
 #include <utility>
 
@@ -15,6 +17,7 @@
 #include "google/protobuf/arena.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
+#include "projections/stored_event.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
 
@@ -31,6 +34,20 @@ constexpr char kTicket[] = "t/";
 constexpr char kStats[] = "s/";
 constexpr char kCheckpoint[] = "p/";
 constexpr char kActiveRules[] = "r/active";
+
+// Appends a length-delimited field (tag, length, bytes) to a serialized message.
+void AppendBytesField(int field, std::string_view bytes, std::string* out) {
+  auto varint = [out](uint64_t v) {
+    while (v >= 0x80) {
+      out->push_back(static_cast<char>(v | 0x80));
+      v >>= 7;
+    }
+    out->push_back(static_cast<char>(v));
+  };
+  varint(static_cast<uint64_t>(field) << 3 | 2);
+  varint(bytes.size());
+  out->append(bytes);
+}
 
 std::string PartitionKey(const char* prefix, uint32_t p) {
   return absl::StrFormat("%s%08d", prefix, p);
@@ -234,15 +251,27 @@ class Projections::Generation {
       absl::Status parse_error;
       size_t n = 0;
       google::protobuf::Arena arena;
+      projections::StoredEnvelope envelope;
+      projections::ReadingHeader reading;
       absl::Status scanned =
           log_->Scan(p, part.next, [&](kernel::Sequence seq, std::string_view value) {
             if (n == budget) return false;
-            v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
-            parse_error = kernel::EventLog::ParseEvent({p, seq}, value, e);
-            if (!parse_error.ok()) return false;
-            if (absl::Status s = Fold(part, *e); !s.ok()) {
-              parse_error = s;
-              return false;
+            // Readings, most of the log, are folded from their bytes: envelope and reading
+            // header decoded, the reading itself kept as it is stored. Everything else
+            // (and anything that does not decode) is parsed.
+            if (projections::DecodeEnvelope(value, &envelope) &&
+                envelope.payload == v1::Event::kReading &&
+                projections::DecodeReadingHeader(envelope.payload_bytes, &reading)) {
+              AdvanceTime(part, envelope.event_time);
+              FoldReading(part, seq, envelope.event_time, reading, envelope.payload_bytes);
+            } else {
+              v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
+              parse_error = kernel::EventLog::ParseEvent({p, seq}, value, e);
+              if (!parse_error.ok()) return false;
+              if (absl::Status s = Fold(part, *e); !s.ok()) {
+                parse_error = s;
+                return false;
+              }
             }
             part.next = seq.next();
             ++n;
@@ -277,8 +306,19 @@ class Projections::Generation {
   }
 
  private:
+  // A device's live state. `view` is its DeviceView without last_reading and
+  // recent_readings: those are the readings in `recent`, kept as stored in the log
+  // (newest first by event time) and written into the view at commit. A reading is
+  // then one copy of its bytes into a reused buffer, not two protobuf copies.
   struct DeviceEntry {
+    struct Recent {
+      absl::Time time;    // The reading event's event time.
+      std::string bytes;  // The serialized SensorReading.
+    };
     v1::DeviceView view;
+    std::array<Recent, kRecentReadings> recent;
+    size_t recent_size = 0;
+    absl::Duration offline_after = absl::ZeroDuration();
     bool dirty = false;    // Changed since the last commit.
     bool watched = false;  // Has an entry in its partition's offline_due.
   };
@@ -290,10 +330,16 @@ class Projections::Generation {
     absl::Time time = absl::InfinitePast();
     StatsPartial stats;
     bool stats_dirty = true;
-    // (when to look again, device) for this partition's online devices: at most one
-    // entry per device, checked lazily (a reading does not move its entry; when the entry
-    // comes due the device is offline, or gets a new entry at its real due time).
-    std::set<std::pair<absl::Time, std::string>> offline_due;
+    // (when to look again, device) for this partition's online devices, earliest on top:
+    // at most one entry per device, checked lazily (a reading does not move its entry;
+    // when the entry comes due the device is offline, or gets a new entry at its real
+    // due time). Devices due at the same time are independent, so their order is free.
+    struct Due {
+      absl::Time time;
+      DeviceEntry* device;
+      bool operator>(const Due& o) const { return time > o.time; }
+    };
+    std::priority_queue<Due, std::vector<Due>, std::greater<Due>> offline_due;
   };
 
   Generation() = default;
@@ -334,9 +380,19 @@ class Projections::Generation {
         return Damaged(dir_, absl::StrFormat("device record '%s'", it->key().ToString()));
       }
       DeviceEntry& entry = devices_[d.device_id()];
+      for (const v1::SensorReading& r : d.recent_readings()) {
+        DeviceEntry::Recent& slot = entry.recent[entry.recent_size++];
+        slot.time = kernel::FromTimestamp(r.event_time());
+        r.SerializeToString(&slot.bytes);
+        if (entry.recent_size == entry.recent.size()) break;
+      }
+      if (entry.recent_size > 0) entry.recent[0].time = kernel::FromTimestamp(d.last_seen());
+      d.clear_last_reading();
+      d.clear_recent_readings();
+      entry.offline_after = OfflineAfter(d);
       if (d.online()) {
-        parts_[d.partition()].offline_due.emplace(
-            kernel::FromTimestamp(d.last_seen()) + OfflineAfter(d), d.device_id());
+        parts_[d.partition()].offline_due.push(
+            {kernel::FromTimestamp(d.last_seen()) + entry.offline_after, &entry});
         entry.watched = true;
       }
       entry.view = std::move(d);
@@ -366,14 +422,17 @@ class Projections::Generation {
     return &cache.emplace(id, std::move(value)).first->second;
   }
 
-  DeviceEntry& Device(Part& part, const std::string& id, v1::DeviceKind kind) {
-    auto [it, fresh] = devices_.try_emplace(id);
+  DeviceEntry& Device(Part& part, std::string_view id, v1::DeviceKind kind) {
+    auto it = devices_.find(absl::string_view(id.data(), id.size()));
+    const bool fresh = it == devices_.end();
+    if (fresh) it = devices_.try_emplace(std::string(id)).first;
     DeviceEntry& entry = it->second;
     v1::DeviceView& d = entry.view;
     if (fresh) {
-      d.set_device_id(id);
+      d.set_device_id(std::string(id));
       d.set_kind(kind);
       d.set_partition(part.partition.value());
+      entry.offline_after = OfflineAfter(d);
       ++part.stats.devices_total;
       ++part.stats.devices_unregistered;
       part.stats_dirty = true;
@@ -392,27 +451,22 @@ class Projections::Generation {
   void Watch(Part& part, DeviceEntry& entry) {
     if (entry.watched) return;
     entry.watched = true;
-    part.offline_due.emplace(
-        kernel::FromTimestamp(entry.view.last_seen()) + OfflineAfter(entry.view),
-        entry.view.device_id());
+    part.offline_due.push(
+        {kernel::FromTimestamp(entry.view.last_seen()) + entry.offline_after, &entry});
   }
 
   void AdvanceTime(Part& part, absl::Time t) {
     if (t <= part.time) return;
     part.time = t;
-    while (!part.offline_due.empty() && part.offline_due.begin()->first <= t) {
-      const std::string id = part.offline_due.begin()->second;
-      part.offline_due.erase(part.offline_due.begin());
-      auto it = devices_.find(id);
-      if (it == devices_.end()) continue;
-      DeviceEntry& entry = it->second;
+    while (!part.offline_due.empty() && part.offline_due.top().time <= t) {
+      DeviceEntry& entry = *part.offline_due.top().device;
+      part.offline_due.pop();
       entry.watched = false;
       if (!entry.view.online()) continue;
-      const absl::Time due =
-          kernel::FromTimestamp(entry.view.last_seen()) + OfflineAfter(entry.view);
+      const absl::Time due = kernel::FromTimestamp(entry.view.last_seen()) + entry.offline_after;
       if (due > t) {  // Heard from since: look again then.
         entry.watched = true;
-        part.offline_due.emplace(due, id);
+        part.offline_due.push({due, &entry});
         continue;
       }
       entry.view.set_online(false);
@@ -420,6 +474,42 @@ class Projections::Generation {
       part.stats_dirty = true;
       MarkDirty(entry);
     }
+  }
+
+  // A reading event at `seq` with event time `t`: `header` decoded from `bytes`, the
+  // SensorReading as stored. The caller has advanced the partition's time.
+  void FoldReading(Part& part, kernel::Sequence seq, absl::Time t,
+                   const projections::ReadingHeader& header, std::string_view bytes) {
+    DeviceEntry& entry = Device(part, header.device_id, header.kind);
+    v1::DeviceView& d = entry.view;
+    d.set_readings(d.readings() + 1);
+    // Readings may arrive out of order (a device that buffered while offline): the window
+    // keeps the newest by event time, newest first (of equal times, the later in the
+    // log first), and only the newest moves last_seen, last_reading and the battery.
+    size_t at = 0;
+    while (at < entry.recent_size && entry.recent[at].time > t) ++at;
+    if (at < entry.recent.size()) {
+      if (entry.recent_size < entry.recent.size()) ++entry.recent_size;
+      // Shift [at, size - 1) right by one; the slot that falls off is reused at `at`.
+      for (size_t i = entry.recent_size - 1; i > at; --i) {
+        std::swap(entry.recent[i], entry.recent[i - 1]);
+      }
+      entry.recent[at].time = t;
+      entry.recent[at].bytes.assign(bytes.data(), bytes.size());
+    }
+    if (at > 0) return;  // A late reading: the device is no fresher for it.
+    if (!d.online()) {
+      d.set_online(true);
+      ++part.stats.devices_online;
+      part.stats_dirty = true;
+    }
+    v1::EventRef* ref = d.mutable_last_reading_event();
+    ref->set_partition(part.partition.value());
+    ref->set_sequence(seq.value());
+    kernel::SetTimestamp(t, d.mutable_last_seen());
+    double battery = 0;
+    if (projections::DecodeBatteryPct(header, &battery)) d.set_battery_pct(battery);
+    Watch(part, entry);
   }
 
   absl::Status Fold(Part& part, const v1::Event& e) {
@@ -431,43 +521,16 @@ class Projections::Generation {
     ref.set_sequence(e.sequence());
     switch (e.payload_case()) {
       case v1::Event::kReading: {
-        const v1::SensorReading& r = e.reading();
-        DeviceEntry& entry = Device(part, r.device_id(), r.kind());
-        v1::DeviceView& d = entry.view;
-        d.set_readings(d.readings() + 1);
-        // Readings may arrive out of order (a device that buffered while offline): the
-        // window keeps the newest by event time, newest first, and only the newest moves
-        // last_seen, last_reading and the battery.
-        const absl::Time t = kernel::FromTimestamp(e.event_time());
-        const absl::Time measured = kernel::FromTimestamp(r.event_time());
-        auto* recent = d.mutable_recent_readings();
-        int at = 0;
-        while (at < recent->size() &&
-               kernel::FromTimestamp(recent->Get(at).event_time()) >= measured) {
-          ++at;
+        // Only when the fast path in Step could not decode it (it parsed nonetheless).
+        const std::string bytes = e.reading().SerializeAsString();
+        projections::ReadingHeader header;
+        if (!projections::DecodeReadingHeader(bytes, &header)) {
+          return absl::InternalError(
+              absl::StrFormat("read models: reading %d/%d parses but does not decode",
+                              e.partition(), e.sequence()));
         }
-        if (at < static_cast<int>(kRecentReadings)) {
-          if (recent->size() < static_cast<int>(kRecentReadings)) recent->Add();
-          for (int i = recent->size() - 1; i > at; --i) recent->SwapElements(i, i - 1);
-          *recent->Mutable(at) = r;
-        }
-        if (d.has_last_seen() && t < kernel::FromTimestamp(d.last_seen())) {
-          return absl::OkStatus();  // A late reading: the device is no fresher for it.
-        }
-        if (!d.online()) {
-          d.set_online(true);
-          ++part.stats.devices_online;
-          part.stats_dirty = true;
-        }
-        *d.mutable_last_reading() = r;
-        *d.mutable_last_reading_event() = ref;
-        *d.mutable_last_seen() = e.event_time();
-        if (r.has_manhole_cover() && r.manhole_cover().has_battery_pct()) {
-          d.set_battery_pct(r.manhole_cover().battery_pct());
-        } else if (r.has_flood_gauge() && r.flood_gauge().has_battery_pct()) {
-          d.set_battery_pct(r.flood_gauge().battery_pct());
-        }
-        Watch(part, entry);
+        FoldReading(part, kernel::Sequence(e.sequence()), kernel::FromTimestamp(e.event_time()),
+                    header, bytes);
         return absl::OkStatus();
       }
       case v1::Event::kDeviceRegistered: {
@@ -481,6 +544,7 @@ class Projections::Generation {
         d.set_registered(true);
         d.set_kind(reg.kind());
         *d.mutable_registration() = reg;
+        entry.offline_after = OfflineAfter(d);
         return absl::OkStatus();
       }
       case v1::Event::kAlertRaised: {
@@ -587,8 +651,20 @@ class Projections::Generation {
     for (const auto& [p, part] : parts_) changed |= part.stats_dirty || part.next != part.committed;
     if (!changed) return absl::OkStatus();
     rocksdb::WriteBatch batch;
+    std::string value;
     for (DeviceEntry* entry : dirty_devices_) {
-      batch.Put(kDevice + entry->view.device_id(), entry->view.SerializeAsString());
+      // The view, then last_reading and recent_readings from the kept bytes: fields may
+      // come in any order on the wire, and this is exactly the message's encoding.
+      value.clear();
+      entry->view.AppendToString(&value);
+      if (entry->recent_size > 0) {
+        AppendBytesField(v1::DeviceView::kLastReadingFieldNumber, entry->recent[0].bytes, &value);
+      }
+      for (size_t i = 0; i < entry->recent_size; ++i) {
+        AppendBytesField(v1::DeviceView::kRecentReadingsFieldNumber, entry->recent[i].bytes,
+                         &value);
+      }
+      batch.Put(kDevice + entry->view.device_id(), value);
     }
     for (const auto& [id, v] : alerts_) batch.Put(kAlert + id, v.SerializeAsString());
     for (const auto& [id, v] : cases_) batch.Put(kCase + id, v.SerializeAsString());
