@@ -4,9 +4,12 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +53,145 @@ TEST_CASE("a second daemon on the same data directory refuses to start and says 
   INFO(first.log());
   CHECK(WIFEXITED(first_status));
   CHECK(WEXITSTATUS(first_status) == 0);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The digest of the active rule set as the API shows it, once the read models have it.
+std::string ActiveRulesDigest(int port) {
+  const testing::HttpReply r = testing::Get(port, "/api/v1/rules", testing::kViewerToken);
+  if (r.status != 200) return "";
+  v1::RulesetActivated active;
+  if (!google::protobuf::util::JsonStringToMessage(r.body, &active).ok()) return "";
+  return active.sha256();
+}
+
+std::string WaitForDigest(int port, const std::string& not_this) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  std::string digest;
+  while (absl::Now() < deadline) {
+    digest = ActiveRulesDigest(port);
+    if (!digest.empty() && digest != not_this) return digest;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  return digest;
+}
+
+TEST_CASE("SIGHUP reloads the rule set file; a broken file leaves the active rules running",
+          "[daemon][slow]") {
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  const std::string rules = dir.Sub("rules.yaml");
+  const std::string original = ReadFile(std::string(CITYOPS_SOURCE_DIR) + "/rules/default.yaml");
+  REQUIRE(!original.empty());
+  std::ofstream(rules) << original;
+  DaemonProcess d(data, DaemonProcess::Config(data) + "rules: {file: " + rules + "}\n");
+  REQUIRE(d.WaitReady());
+  const std::string first = WaitForDigest(d.port(), "");
+  REQUIRE(!first.empty());
+
+  // An edited rule set: SIGHUP activates it.
+  std::string edited = original;
+  const size_t at = edited.find("hold_for: 30s");
+  REQUIRE(at != std::string::npos);
+  edited.replace(at, 13, "hold_for: 45s");
+  std::ofstream(rules, std::ios::trunc) << edited;
+  d.Signal(SIGHUP);
+  const std::string second = WaitForDigest(d.port(), first);
+  CHECK(second != first);
+
+  // A broken one: refused with file and line; the edited rules stay active.
+  std::ofstream(rules, std::ios::trunc) << edited << "\n  - id: broken\n    severity: loud\n";
+  d.Signal(SIGHUP);
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (d.log().find("was not reloaded") == std::string::npos && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  INFO(d.log());
+  CHECK(d.log().find("the rule set was not reloaded, the active one stays") != std::string::npos);
+  CHECK(d.log().find(rules + ":") != std::string::npos);
+  CHECK(testing::Get(d.port(), "/healthz").status == 200);
+  CHECK(ActiveRulesDigest(d.port()) == second);
+
+  // The API's reload does the same as SIGHUP, for admins.
+  std::ofstream(rules, std::ios::trunc) << original;
+  const testing::HttpReply reload =
+      testing::Post(d.port(), "/api/v1/rules/reload", testing::kAdminToken, "");
+  CHECK(reload.status == 200);
+  v1::ReloadRulesResponse reloaded;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(reload.body, &reloaded).ok());
+  CHECK(reloaded.activated());
+  CHECK(reloaded.sha256() == first);
+  CHECK(testing::Post(d.port(), "/api/v1/rules/reload", testing::kSupervisorToken, "").status ==
+        403);
+  CHECK(WaitForDigest(d.port(), second) == first);
+  CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+}
+
+TEST_CASE("an admin takes a backup of the running daemon's log, and it opens", "[daemon][slow]") {
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  const std::string backups = dir.Sub("backups");
+  {
+    DaemonProcess off(data, DaemonProcess::Config(data));
+    REQUIRE(off.WaitReady());
+    const testing::HttpReply r =
+        testing::Post(off.port(), "/api/v1/backups", testing::kAdminToken, "");
+    CHECK(r.status == 409);
+    CHECK(r.body.find("set backups.dir") != std::string::npos);
+    CHECK(WEXITSTATUS(off.Stop(SIGTERM)) == 0);
+  }
+  DaemonProcess d(data, DaemonProcess::Config(data) + "backups: {dir: " + backups + "}\n");
+  REQUIRE(d.WaitReady());
+  CHECK(testing::Post(d.port(), "/api/v1/backups", testing::kOperatorToken, "").status == 403);
+  const testing::HttpReply r = testing::Post(d.port(), "/api/v1/backups", testing::kAdminToken, "");
+  REQUIRE(r.status == 201);
+  v1::BackupResponse taken;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(r.body, &taken).ok());
+  CHECK(taken.path().rfind(backups + "/cityops-", 0) == 0);
+  // The copy opens while the daemon keeps the original, and holds the rule set it
+  // activated at start.
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> copy =
+      kernel::EventLog::Open({.path = taken.path(), .create_if_missing = false});
+  REQUIRE(copy.ok());
+  CHECK((*copy)->NextSequence(kernel::Partition(0)).value() >= 1);
+  CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+}
+
+TEST_CASE("serve --validate checks a configuration and prints it, or names the bad line",
+          "[daemon]") {
+  testing::TempDir dir;
+  const std::string good = dir.Sub("good.yaml");
+  std::ofstream(good) << "data_dir: /var/lib/cityops\n" << testing::TestTokensYaml();
+  {
+    testing::ChildProcess p({CITYOPS_BINARY, "serve", "--config", good, "--validate"},
+                            dir.Sub("good.err"));
+    p.ReadToEnd();
+    const int status = p.Wait();
+    CHECK(WIFEXITED(status));
+    CHECK(WEXITSTATUS(status) == 0);
+    CHECK(p.output().find(good + ": valid") != std::string::npos);
+    CHECK(p.output().find("data_dir: \"/var/lib/cityops\"") != std::string::npos);
+    CHECK(p.output().find(testing::kAdminToken) == std::string::npos);
+    CHECK(p.output().find("rule set 'default'") != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists("/var/lib/cityops"));  // Nothing was started.
+  }
+  const std::string bad = dir.Sub("bad.yaml");
+  std::ofstream(bad) << "data_dir: x\nhttp:\n  port: 99999\n";
+  testing::ChildProcess p({CITYOPS_BINARY, "serve", "--config", bad, "--validate"},
+                          dir.Sub("bad.err"));
+  p.ReadToEnd();
+  const int status = p.Wait();
+  CHECK(WEXITSTATUS(status) == 1);
+  CHECK(ReadFile(dir.Sub("bad.err")) ==
+        "cityops: " + bad +
+            ":3:3: port 99999 is out of range; use 1 to 65535, or 0 for any "
+            "free port\n");
 }
 
 // A Kafka cluster of the test's own, which outlives the daemons it serves (to the
