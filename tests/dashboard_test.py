@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""The dashboard in headless Chromium during a `cityops demo` run (see tests/CMakeLists.txt).
+
+Starts `cityops demo` (typhoon scenario, accelerated) in a temporary directory, opens the
+dashboard address it prints in Debian's chromium (driven by chromedriver through
+python3-selenium) and checks in the DOM that:
+  * the token left the address bar and the signed-in user is shown; no API error is shown;
+  * the counters show cases, and the map has drawn every device (data-points);
+  * the case board shows at least one case with a yellow light;
+  * clicking a yellow-lit case opens its timeline, the same events the API returns for it,
+    with the overdue event that lit it, and the time spent in each stage;
+  * the browser logged no JavaScript error.
+Then it stops the demo with SIGINT and expects exit code 0. Screenshots go to
+<artifacts>/dashboard.png (the big screen) and dashboard-case.png (a case's timeline); the
+demo's log to dashboard-demo.log.
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+
+
+def ensure_selenium():
+    """Debian's python3-selenium lives in /usr/bin/python3's path; a python3 of pyenv or a
+    venv first on PATH does not see it, so run again under Debian's interpreter."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        debian = '/usr/bin/python3'
+        if os.path.exists(debian) and os.path.realpath(sys.executable) != os.path.realpath(debian):
+            os.execv(debian, [debian] + sys.argv)
+        sys.exit('dashboard_test: needs Debian\'s python3-selenium (apt-get install python3-selenium '
+                 'chromium chromium-driver)')
+
+
+ensure_selenium()
+from selenium import webdriver  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    ElementClickInterceptedException, ElementNotInteractableException, NoSuchElementException,
+    StaleElementReferenceException, WebDriverException)
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+
+CHROMIUM = '/usr/bin/chromium'
+CHROMEDRIVER = '/usr/bin/chromedriver'
+DEVICES = 2000
+# Simulated seconds per wall second: elevator entrapments (30 min to handle) and the
+# typhoon's floods light yellow within a minute of wall time at this pace.
+ACCELERATION = 300
+READY_TIMEOUT = 90    # s for the demo to print "ready"
+PAGE_TIMEOUT = 240    # s for counters, map and a yellow light to appear
+STOP_TIMEOUT = 60     # s for the demo to exit after SIGINT
+
+START = time.monotonic()
+
+
+def log(msg):
+    print(f'[{time.monotonic() - START:6.1f}s] {msg}', flush=True)
+
+
+class Failure(Exception):
+    pass
+
+
+class Demo:
+    """`cityops demo` as a child process; stdout parsed for its addresses, stderr to a log."""
+
+    def __init__(self, binary, workdir, log_path):
+        self.lines = []
+        self.ready = threading.Event()
+        self.log_path = log_path
+        self.log_file = open(log_path, 'w')
+        cmd = [binary, 'demo', '--port', '0', '--data-dir', os.path.join(workdir, 'data'),
+               '--devices', str(DEVICES), '--acceleration', str(ACCELERATION), '--seed', '1']
+        log('starting: ' + ' '.join(cmd))
+        self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.PIPE, stderr=self.log_file, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            line = line.rstrip('\n')
+            self.lines.append(line)
+            self.log_file.write(f'stdout: {line}\n')
+            self.log_file.flush()
+            if line.strip() == 'ready':
+                self.ready.set()
+        self.ready.set()  # EOF: the process ended
+
+    def wait_ready(self):
+        if not self.ready.wait(READY_TIMEOUT) or self.proc.poll() is not None:
+            raise Failure(f'cityops demo did not print "ready" within {READY_TIMEOUT} s '
+                          f'(exit code {self.proc.poll()}); stdout so far:\n  ' +
+                          '\n  '.join(self.lines) + '\n' + self.log_tail())
+
+    def field(self, name):
+        for line in self.lines:
+            if line.startswith(name + ':'):
+                return line.split(':', 1)[1].strip()
+        raise Failure(f'cityops demo printed no "{name}:" line; stdout:\n  ' + '\n  '.join(self.lines))
+
+    def stop(self):
+        """SIGINT, as Ctrl-C; returns the exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise Failure(f'cityops demo did not exit within {STOP_TIMEOUT} s of SIGINT\n' + self.log_tail())
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.reader.join(5)
+        self.log_file.close()
+
+    def log_tail(self, n=25):
+        try:
+            with open(self.log_path) as f:
+                lines = f.read().splitlines()[-n:]
+        except OSError:
+            return ''
+        return f'last lines of {self.log_path}:\n  ' + '\n  '.join(lines)
+
+
+def start_browser(workdir):
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ['--headless=new', '--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage',
+                '--disable-quic', '--no-first-run', '--disable-background-networking',
+                '--disable-component-update', '--disable-sync', '--window-size=1920,1080',
+                '--user-data-dir=' + os.path.join(workdir, 'chromium')]:
+        options.add_argument(arg)
+    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    # The big screen's own size, whatever the headless window's decorations take.
+    driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',
+                           {'width': 1920, 'height': 1080, 'deviceScaleFactor': 1, 'mobile': False})
+    return driver
+
+
+SNAPSHOT_JS = """
+const text = (id) => { const e = document.getElementById(id); return e ? e.textContent.trim() : null; };
+const errors = document.getElementById('errors');
+const map = document.getElementById('map');
+return {
+  url: location.href,
+  whoami: text('whoami'),
+  live: document.getElementById('live') ? document.getElementById('live').className : null,
+  casesTotal: text('counter-cases-total'),
+  yellowCounter: text('counter-yellow'),
+  redCounter: text('counter-red'),
+  alerts: text('counter-alerts-active'),
+  devices: text('counter-devices-online') + ' / ' + text('counter-devices-total'),
+  tickets: text('counter-tickets'),
+  mapPoints: map ? map.dataset.points : null,
+  rows: document.querySelectorAll('.case-row').length,
+  yellowRows: document.querySelectorAll('.case-row .light-yellow').length,
+  redRows: document.querySelectorAll('.case-row .light-red').length,
+  ticketRows: document.querySelectorAll('#tickets li').length,
+  errors: errors && !errors.hidden ? errors.innerText : '',
+  tokenPrompt: !document.getElementById('token-prompt').hidden,
+};
+"""
+
+
+def number(text):
+    try:
+        return int(re.sub(r'[^0-9]', '', text or '') or '0')
+    except ValueError:
+        return 0
+
+
+def describe(snap):
+    return '\n'.join(f'    {k}: {v!r}' for k, v in snap.items())
+
+
+def check_bad_token(driver, base):
+    """A token the daemon does not know: the API's refusal is shown and a token is asked for."""
+    deadline = time.monotonic() + 30
+    driver.get(base + '#token=not-a-token')
+    snap = {}
+    while time.monotonic() < deadline:
+        snap = driver.execute_script(SNAPSHOT_JS)
+        if snap['tokenPrompt'] and 'UNAUTHENTICATED' in snap['errors']:
+            log('with an unknown token the page shows: ' + ' '.join(snap['errors'].split()))
+            break
+        time.sleep(0.5)
+    else:
+        raise Failure('with an unknown token expected the token prompt and the API\'s UNAUTHENTICATED '
+                      'error shown; the page showed:\n' + describe(snap))
+    # The browser logs the refused requests themselves (401); anything else is a failure.
+    errors = [e for e in browser_errors(driver.get_log('browser')) if ' 401 ' not in e['message']]
+    if errors:
+        raise Failure('the browser logged errors with an unknown token:\n' +
+                      '\n'.join(f'    {e["message"]}' for e in errors))
+
+
+def wait_for_big_screen(driver):
+    """Waits until counters, map and a yellow light show; returns the last snapshot."""
+    deadline = time.monotonic() + PAGE_TIMEOUT
+    snap, seen = {}, set()
+    while time.monotonic() < deadline:
+        snap = driver.execute_script(SNAPSHOT_JS)
+        if snap['errors']:
+            raise Failure('the dashboard shows an API error:\n' + describe(snap))
+        if snap['tokenPrompt']:
+            raise Failure('the dashboard asks for a token although the URL carried one:\n' + describe(snap))
+        for name, ok in [('cases', number(snap['casesTotal']) > 0),
+                         ('map', number(snap['mapPoints']) > 0),
+                         ('yellow light', snap['yellowRows'] > 0)]:
+            if ok and name not in seen:
+                seen.add(name)
+                log(f'page shows {name}: cases {snap["casesTotal"]}, map points {snap["mapPoints"]}, '
+                    f'rows {snap["rows"]} ({snap["yellowRows"]} yellow, {snap["redRows"]} red)')
+        if len(seen) == 3:
+            return snap
+        time.sleep(1)
+    raise Failure(f'within {PAGE_TIMEOUT} s expected nonzero cases in #counter-cases-total, '
+                  'a drawn map (#map data-points > 0) and a .case-row with a .light-yellow; '
+                  'the page showed:\n' + describe(snap))
+
+
+def api_get(base, token, path):
+    req = urllib.request.Request(base.rstrip('/') + path, headers={'Authorization': f'Bearer {token}'})
+    with urllib.request.urlopen(req, timeout=10) as res:
+        return json.load(res)
+
+
+def open_yellow_case(driver):
+    """Clicks a yellow-lit case row, as a person would (retrying if the live board moved it)."""
+    last = None
+    for _ in range(20):
+        try:
+            row = driver.find_element(
+                By.XPATH, '//tr[contains(@class, "case-row")][.//*[contains(@class, "light-yellow")]]')
+            case_id = row.get_attribute('data-case-id')
+            driver.execute_script('arguments[0].scrollIntoView({block: "center"})', row)
+            row.click()
+            return case_id
+        except (StaleElementReferenceException, ElementClickInterceptedException,
+                ElementNotInteractableException, NoSuchElementException) as e:
+            last = e
+            time.sleep(0.5)
+    raise Failure(f'could not click a yellow-lit case row: {type(last).__name__}: {last.msg if last else ""}')
+
+
+def check_timeline(driver, base, token, case_id):
+    """The open case's timeline lists its stream's events, including the overdue one."""
+    deadline = time.monotonic() + 30
+    state = {}
+    while time.monotonic() < deadline:
+        state = driver.execute_script("""
+          const d = document.getElementById('case-detail');
+          return {
+            visible: !!d && !d.hidden,
+            sub: document.getElementById('detail-sub').textContent,
+            rows: [...document.querySelectorAll('#timeline .timeline-row')].map((r) => r.dataset.type),
+            stages: document.querySelectorAll('#detail-stages .stage-seg').length,
+            handling: document.getElementById('detail-handling').textContent,
+          };""")
+        detail = api_get(base, token, '/api/v1/cases/' + urllib.request.quote(case_id, safe=''))
+        expected = len(detail.get('timeline', []))
+        if (state['visible'] and case_id in state['sub'] and len(state['rows']) == expected
+                and 'caseOverdue' in state['rows'] and state['stages'] == 5 and state['handling']):
+            log(f'case {case_id}: timeline shows {len(state["rows"])} events '
+                f'({", ".join(state["rows"])}), {state["stages"]} stage times, {state["handling"]}')
+            return
+        time.sleep(1)
+    raise Failure(f'after clicking case {case_id} expected #case-detail visible with its id, one '
+                  f'.timeline-row per event of GET /api/v1/cases/{case_id} ({expected}), among them '
+                  f'a caseOverdue, and 5 stage times; the page showed:\n{describe(state)}')
+
+
+def browser_errors(entries):
+    return [e for e in entries if e.get('level') == 'SEVERE']
+
+
+def run(args, workdir):
+    demo = Demo(args.cityops, workdir, os.path.join(args.artifacts, 'dashboard-demo.log'))
+    driver = None
+    try:
+        demo.wait_ready()
+        url, base = demo.field('dashboard'), demo.field('http')
+        token = re.search(r'#token=([0-9A-Za-z._-]+)', url)
+        if not token:
+            raise Failure(f'the dashboard address carries no #token=: {url}')
+        token = token.group(1)
+        log(f'demo ready; opening {url.split("#")[0]} in headless chromium')
+
+        driver = start_browser(workdir)
+        check_bad_token(driver, base)
+        driver.get('about:blank')
+        driver.get(url)
+        snap = wait_for_big_screen(driver)
+        if 'token=' in snap['url']:
+            raise Failure(f'the token stayed in the address bar: {snap["url"]}')
+        if 'demo.viewer' not in (snap['whoami'] or ''):
+            raise Failure('expected the signed-in user demo.viewer in #whoami:\n' + describe(snap))
+        if 'on' not in (snap['live'] or '').split():
+            raise Failure('expected the change stream connected (#live.on):\n' + describe(snap))
+        if number(snap['mapPoints']) != DEVICES:
+            raise Failure(f'expected the map to draw all {DEVICES} devices:\n' + describe(snap))
+        time.sleep(2)  # Let the live board settle a moment for the picture.
+        driver.save_screenshot(os.path.join(args.artifacts, 'dashboard.png'))
+        log('saved dashboard.png')
+
+        case_id = open_yellow_case(driver)
+        log(f'clicked yellow-lit case {case_id}')
+        check_timeline(driver, base, token, case_id)
+        driver.save_screenshot(os.path.join(args.artifacts, 'dashboard-case.png'))
+
+        entries = driver.get_log('browser')
+        errors = browser_errors(entries)
+        if errors:
+            raise Failure('the browser logged errors:\n' + '\n'.join(f'    {e["message"]}' for e in errors))
+        log(f'browser console: {len(entries)} entries, no errors')
+        log('final page state:\n' + describe(driver.execute_script(SNAPSHOT_JS)))
+        driver.quit()
+        driver = None
+
+        code = demo.stop()
+        if code != 0:
+            raise Failure(f'cityops demo exited with {code} after SIGINT, expected 0\n' + demo.log_tail())
+        log('demo stopped cleanly (exit code 0)')
+    except Exception:
+        if driver is not None:
+            try:
+                driver.save_screenshot(os.path.join(args.artifacts, 'dashboard-failure.png'))
+                for e in driver.get_log('browser'):
+                    print(f'  browser {e.get("level")}: {e.get("message")}')
+            except WebDriverException:
+                pass
+        if demo.proc.poll() is not None:
+            print(f'cityops demo exited early with {demo.proc.returncode}\n{demo.log_tail()}')
+        raise
+    finally:
+        if driver is not None:
+            driver.quit()
+        demo.kill()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--cityops', required=True, help='the cityops binary')
+    parser.add_argument('--artifacts', required=True, help='directory for screenshots and logs')
+    args = parser.parse_args()
+    args.cityops = os.path.abspath(args.cityops)
+    args.artifacts = os.path.abspath(args.artifacts)
+    os.makedirs(args.artifacts, exist_ok=True)
+    for path in (args.cityops, CHROMIUM, CHROMEDRIVER):
+        if not os.access(path, os.X_OK):
+            sys.exit(f'dashboard_test: {path} is missing or not executable')
+    workdir = tempfile.mkdtemp(prefix='cityops-dashboard-')
+    try:
+        run(args, workdir)
+    except Failure as e:
+        print(f'FAILED: {e}', flush=True)
+        print(f'artifacts: {args.artifacts}')
+        return 1
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    log(f'PASSED; screenshots in {args.artifacts}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
