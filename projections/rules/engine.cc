@@ -192,13 +192,13 @@ EngineCounters EngineCounters::Since(const EngineCounters& base) const {
 RulesEngine::RulesEngine() = default;
 RulesEngine::~RulesEngine() = default;
 
-RulesEngine::DeviceState& RulesEngine::Device(const std::string& key) {
-  auto [it, inserted] = devices_.try_emplace(key);
-  if (inserted) {
-    it->second = std::make_unique<DeviceState>();
-    it->second->key = key;
+RulesEngine::DeviceState& RulesEngine::Device(std::string_view key) {
+  auto it = devices_.find(key);
+  if (it == devices_.end()) {
+    it = devices_.try_emplace(projections::DeviceKey(key)).first;
+    it->second.key = std::string(key);
   }
-  return *it->second;
+  return it->second;
 }
 
 RulesEngine::RuleState& RulesEngine::StateOf(DeviceState& dev, int rule_index) {
@@ -299,7 +299,7 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
     if (view.stage() != v1::CASE_STAGE_HANDLED) return;
     auto dev_it = devices_.find(track.device_key);
     if (dev_it != devices_.end()) {
-      const RuleState* st = FindState(*dev_it->second, track.rule_id);
+      const RuleState* st = FindState(dev_it->second, track.rule_id);
       if (st != nullptr && st->active) return;  // Raised again: that path fails verification.
     }
     const std::string case_id = view.case_id();
@@ -337,7 +337,7 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
   if (rules_ == nullptr) return;
   auto dev_it = devices_.find(t.key);
   if (dev_it == devices_.end()) return;
-  DeviceState& dev = *dev_it->second;
+  DeviceState& dev = dev_it->second;
   if (t.a < 0 || static_cast<size_t>(t.a) >= rules_->rules().size()) return;
   const CompiledRule& rule = rules_->rules()[t.a];
   RuleState& st = StateOf(dev, t.a);
@@ -1081,7 +1081,7 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     }
     auto dev = devices_.find(again.device_key);
     if (dev != devices_.end()) {
-      for (RuleMemory& m : dev->second->memory) {
+      for (RuleMemory& m : dev->second.memory) {
         if (m.open_case == case_id) m.open_case.clear();
       }
     }
@@ -1112,9 +1112,9 @@ void RulesEngine::MaybeScheduleVerification(CaseTrack& track, Context& ctx) {
   absl::Time cleared_at = absl::InfinitePast();
   auto dev = devices_.find(track.device_key);
   if (dev != devices_.end()) {
-    const RuleState* st = FindState(*dev->second, track.rule_id);
+    const RuleState* st = FindState(dev->second, track.rule_id);
     if (st != nullptr && st->active) return;  // Wait for the alert to clear.
-    cleared_at = MemoryOf(*dev->second, track.rule_id).cleared_at;
+    cleared_at = MemoryOf(dev->second, track.rule_id).cleared_at;
   }
   const absl::Time from =
       std::max({kernel::FromTimestamp(view.stage_time()), cleared_at, ctx.time});
@@ -1154,13 +1154,13 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   }
   std::vector<std::string> keys;
   keys.reserve(devices_.size());
-  for (const auto& [key, dev] : devices_) keys.push_back(key);
+  for (const auto& [key, dev] : devices_) keys.push_back(key.str());
   std::sort(keys.begin(), keys.end());  // Deterministic order of the clears below.
   // With the old rules still in force, end the alerts of rules that changed or went away
   // as their own clear would: grid compounds counting them notice, and IoT cases waiting
   // for them to clear schedule their verification.
   for (const std::string& key : keys) {
-    DeviceState& dev = *devices_.find(key)->second;
+    DeviceState& dev = devices_.find(key)->second;
     for (auto& [i, st] : dev.rules) {
       if (carry[i] < 0 && st.active) Clear(rules_->rules()[i], dev, st, 0, nullptr, ctx);
     }
@@ -1168,7 +1168,7 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   // Clearing may have added grid pseudo-devices.
   if (keys.size() != devices_.size()) {
     keys.clear();
-    for (const auto& [key, dev] : devices_) keys.push_back(key);
+    for (const auto& [key, dev] : devices_) keys.push_back(key.str());
     std::sort(keys.begin(), keys.end());
   }
   // Timers that name rule indexes are re-made below for the carried states.
@@ -1176,7 +1176,7 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
     t = t->kind <= kAbsence ? timers_.erase(t) : std::next(t);
   }
   for (const std::string& key : keys) {
-    DeviceState& dev = *devices_.find(key)->second;
+    DeviceState& dev = devices_.find(key)->second;
     std::deque<std::pair<int, RuleState>> old = std::move(dev.rules);
     dev.rules.clear();
     dev.by_slot.clear();
@@ -1188,7 +1188,7 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   }
   rules_ = std::move(next);
   for (const std::string& key : keys) {
-    DeviceState& dev = *devices_.find(key)->second;
+    DeviceState& dev = devices_.find(key)->second;
     for (auto& [i, st] : dev.rules) {
       const CompiledRule& rule = rules_->rules()[i];
       if (st.pending && rule.hold > absl::ZeroDuration()) {

@@ -26,6 +26,7 @@
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/views.pb.h"
 #include "kernel/types.h"
+#include "projections/device_key.h"
 #include "projections/rules/compile.h"
 
 namespace cityops::rules {
@@ -145,7 +146,7 @@ class RulesEngine {
   void AddTimer(Timer t);
   void CancelTimer(const Timer& t);
 
-  DeviceState& Device(const std::string& key);
+  DeviceState& Device(std::string_view key);
   // The state of rule `rule_index` (of the active set) for `dev`, made on first use.
   RuleState& StateOf(DeviceState& dev, int rule_index);
   RuleMemory& MemoryOf(DeviceState& dev, std::string_view rule_id);
@@ -153,7 +154,8 @@ class RulesEngine {
   const RuleState* FindState(const DeviceState& dev, std::string_view rule_id) const;
 
   std::unique_ptr<CompiledRuleSet> rules_;
-  absl::flat_hash_map<std::string, std::unique_ptr<DeviceState>> devices_;
+  // By device id (grid compounds: "grid/<code>"); node map: states stay where they are.
+  projections::DeviceMap<DeviceState> devices_;
   absl::flat_hash_map<std::string, std::unique_ptr<CaseTrack>> cases_;
   // Open cases by grid and category, for linking reports: key "<grid>|<category>".
   absl::flat_hash_map<std::string, std::vector<std::string>> open_by_grid_category_;

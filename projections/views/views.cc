@@ -17,6 +17,7 @@
 #include "google/protobuf/arena.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
+#include "projections/device_key.h"
 #include "projections/stored_event.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
@@ -379,7 +380,8 @@ class Projections::Generation {
       if (!d.ParseFromString(it->value().ToString())) {
         return Damaged(dir_, absl::StrFormat("device record '%s'", it->key().ToString()));
       }
-      DeviceEntry& entry = devices_[d.device_id()];
+      DeviceEntry& entry =
+          devices_.try_emplace(projections::DeviceKey(d.device_id())).first->second;
       for (const v1::SensorReading& r : d.recent_readings()) {
         DeviceEntry::Recent& slot = entry.recent[entry.recent_size++];
         slot.time = kernel::FromTimestamp(r.event_time());
@@ -423,9 +425,9 @@ class Projections::Generation {
   }
 
   DeviceEntry& Device(Part& part, std::string_view id, v1::DeviceKind kind) {
-    auto it = devices_.find(absl::string_view(id.data(), id.size()));
+    auto it = devices_.find(id);
     const bool fresh = it == devices_.end();
-    if (fresh) it = devices_.try_emplace(std::string(id)).first;
+    if (fresh) it = devices_.try_emplace(projections::DeviceKey(id)).first;
     DeviceEntry& entry = it->second;
     v1::DeviceView& d = entry.view;
     if (fresh) {
@@ -706,8 +708,8 @@ class Projections::Generation {
   std::atomic<bool> remove_on_release_{false};
   std::unique_ptr<rocksdb::DB> db_;
   std::map<uint32_t, Part> parts_;
-  // Node-based: entries stay put, so dirty_devices_ can point at them.
-  absl::node_hash_map<std::string, DeviceEntry> devices_;
+  // Node-based: entries stay put, so dirty_devices_ and offline_due can point at them.
+  projections::DeviceMap<DeviceEntry> devices_;
   std::vector<DeviceEntry*> dirty_devices_;
   absl::flat_hash_map<std::string, v1::AlertView> alerts_;
   absl::flat_hash_map<std::string, v1::CaseView> cases_;
