@@ -324,6 +324,13 @@ class Daemon::Impl {
 
   bool Ready() const { return ready_.load(); }
   bool Stopping() const { return StopRequested(); }
+  int64_t MaxConsumerLag() const {
+    int64_t most = 0;
+    if (absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag(); lag.ok()) {
+      for (const ingest::ConsumerLag& l : *lag) most = std::max(most, l.lag);
+    }
+    return most;
+  }
   kernel::EventLog& log() { return *log_; }
   views::Projections& views() { return *views_; }
   const std::string& kafka_bootstrap() const { return bootstrap_; }
@@ -541,6 +548,7 @@ absl::StatusOr<v1::ReloadRulesResponse> Daemon::ReloadRules() { return impl_->Re
 v1::HealthResponse Daemon::Health(bool ready) const { return impl_->Health(ready); }
 bool Daemon::Ready() const { return impl_->Ready(); }
 bool Daemon::Stopping() const { return impl_->Stopping(); }
+int64_t Daemon::MaxConsumerLag() const { return impl_->MaxConsumerLag(); }
 views::Projections& Daemon::views() { return impl_->views(); }
 kernel::EventLog& Daemon::log() { return impl_->log(); }
 const std::string& Daemon::kafka_bootstrap() const { return impl_->kafka_bootstrap(); }

@@ -68,6 +68,9 @@ class Daemon {
   bool Ready() const;
   // True once a stop was requested or a stage failed: Wait() is about to shut down.
   bool Stopping() const;
+  // The largest lag of ingest on any input topic partition it owns, in records (0 before
+  // the group join).
+  int64_t MaxConsumerLag() const;
 
   kernel::EventLog& log();
   views::Projections& views();

@@ -33,6 +33,11 @@ namespace cityops::daemon {
 
 namespace {
 
+// Backpressure on the simulator, in records behind on one partition (about 130 bytes
+// each, against the embedded cluster's 5 MiB per partition).
+constexpr int64_t kPauseAtLag = 20'000;
+constexpr int64_t kResumeAtLag = 5'000;
+
 // A token for this run: 24 random bytes from the kernel, as hex. Not part of any
 // simulation, so not seeded.
 std::string NewToken() {
@@ -214,6 +219,22 @@ class Demo::Impl {
     sim::PublishOptions publish;
     publish.duration = absl::Hours(24 * 365);  // Until the demo stops.
     publish.acceleration = options_.acceleration;
+    // The embedded cluster keeps only about 5 MiB per partition: the city must not run
+    // ahead of ingest by more than that, or records would be lost (and ingest would stop,
+    // loudly). When ingest falls behind, simulated time waits for it.
+    publish.wait_while_behind = [this] {
+      if (daemon_->MaxConsumerLag() < kPauseAtLag) return;
+      clock_.Pause();
+      // Said once at info level; it happens whenever the machine is busy.
+      spdlog::log(waits_++ == 0 ? spdlog::level::info : spdlog::level::debug,
+                  "demo: ingest is {} records behind; the simulation waits for it (this machine "
+                  "cannot keep up with --acceleration {} for {} devices)",
+                  daemon_->MaxConsumerLag(), options_.acceleration, city_.devices.size());
+      while (!stop_.load() && daemon_->MaxConsumerLag() > kResumeAtLag) {
+        absl::SleepFor(absl::Milliseconds(50));
+      }
+      clock_.Resume();
+    };
     clock_.Start(start_);
     simulating_.store(true);
     absl::StatusOr<sim::PublishStats> stats =
@@ -370,6 +391,7 @@ class Demo::Impl {
   std::unique_ptr<Daemon> daemon_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> simulating_{false};
+  uint64_t waits_ = 0;  // Simulator thread only.
   std::thread simulator_thread_;
   std::thread crew_thread_;
   absl::Mutex mu_;

@@ -40,9 +40,9 @@ class ManualClock final : public Clock {
 };
 
 // A clock that stands still at `origin` until Start(), then runs `rate` times as fast as
-// `base` from there. Simulations played in accelerated time hand it to ingest, so that
-// the clock ticks ingest appends on quiet partitions carry simulated time, not the wall
-// clock's. Thread-safe.
+// `base` from there; Pause() and Resume() stop and restart it where it stands. Simulations played
+// in accelerated time hand it to ingest, so that the clock ticks ingest appends on quiet partitions
+// carry simulated time, not the wall clock's. Thread-safe.
 class ScaledClock final : public Clock {
  public:
   ScaledClock(absl::Time origin, double rate, const Clock* base = Clock::Real())
@@ -56,11 +56,28 @@ class ScaledClock final : public Clock {
   }
   absl::Time Now() const override {
     absl::MutexLock lock(&mu_);
+    return NowLocked();
+  }
+  // Stands still at the current time until Resume(): a simulation waiting for its
+  // consumer does not let time run on without it.
+  void Pause() {
+    absl::MutexLock lock(&mu_);
+    origin_ = NowLocked();
+    running_ = false;
+  }
+  void Resume() {
+    absl::MutexLock lock(&mu_);
+    if (running_) return;
+    started_ = base_->Now();
+    running_ = true;
+  }
+
+ private:
+  absl::Time NowLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     if (!running_) return origin_;
     return origin_ + (base_->Now() - started_) * rate_;
   }
 
- private:
   const Clock* base_;
   const double rate_;
   mutable absl::Mutex mu_;

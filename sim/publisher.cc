@@ -39,6 +39,8 @@ class Pacer {
     if (ahead > absl::Milliseconds(1)) absl::SleepFor(ahead);
   }
   absl::Duration elapsed() const { return absl::Now() - wall_start_; }
+  // Time spent blocked outside the pacer does not count against the simulation.
+  void Skip(absl::Duration wall) { wall_start_ += wall; }
 
  private:
   const PublishOptions& options_;
@@ -56,6 +58,11 @@ absl::Status Stream(Simulator& simulator, const PublishOptions& options,
   v1::SensorReading reading;
   while (simulator.Next(until, &reading)) {
     if (stop != nullptr && stop->load()) break;
+    if (options.wait_while_behind && stats->readings % 1000 == 0) {
+      const absl::Time before = absl::Now();
+      options.wait_while_behind();
+      pacer.Skip(absl::Now() - before);
+    }
     const absl::Time t = absl::FromUnixSeconds(reading.event_time().seconds()) +
                          absl::Nanoseconds(reading.event_time().nanos());
     if (options.rate > 0 || options.acceleration > 0) pacer.Wait(stats->readings, t);

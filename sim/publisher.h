@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -30,6 +31,10 @@ struct PublishOptions {
   bool register_devices = true;
   std::string devices_path;  // JSON lines of DeviceRegistered; ingest's device import reads it.
   absl::Duration flush_timeout = absl::Seconds(30);
+  // Backpressure: called before every 1000th reading; may block while the consumer is
+  // behind. The pacing then resumes from where it stood, as if the wall time spent
+  // blocked had not passed (simulated time stands still meanwhile).
+  std::function<void()> wait_while_behind;
 };
 
 struct PublishStats {

@@ -18,6 +18,7 @@
 #include "sim/city.h"
 #include "sim/publisher.h"
 #include "sim/simulator.h"
+#include "tests/testing/temp_dir.h"
 
 namespace cityops::sim {
 namespace {
@@ -386,6 +387,38 @@ TEST_CASE("JSON lines output round-trips", "[sim]") {
   CHECK(parsed->devices.size() == 400);
   std::remove(path.c_str());
   std::remove(devices_path.c_str());
+}
+
+TEST_CASE("backpressure is asked every 1000 readings and loses or reorders nothing", "[sim]") {
+  CityOptions options;
+  options.devices = 400;
+  const City city = GenerateCity(options);
+  testing::TempDir dir;
+  Simulator sim(city, SimulatorOptions{});
+  PublishOptions po;
+  po.duration = absl::Minutes(10);
+  po.acceleration = 60'000;  // Paced, so that the pacer's clock matters.
+  int asked = 0;
+  po.wait_while_behind = [&] {
+    ++asked;
+    if (asked == 2) absl::SleepFor(absl::Milliseconds(200));  // The consumer is behind once.
+  };
+  const absl::StatusOr<PublishStats> stats = WriteJsonLines(sim, dir.Sub("r.jsonl"), po);
+  REQUIRE(stats.ok());
+  const auto expected = Run(city, Scenario::kNormalDay, 1, absl::Minutes(10));
+  REQUIRE(stats->readings == expected.size());
+  CHECK(asked == static_cast<int>((expected.size() + 999) / 1000));
+  std::ifstream in(dir.Sub("r.jsonl"));
+  std::string line;
+  size_t k = 0;
+  while (std::getline(in, line)) {
+    v1::SensorReading r;
+    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &r).ok());
+    REQUIRE(k < expected.size());
+    CHECK(r.reading_id() == expected[k].reading_id());
+    ++k;
+  }
+  CHECK(k == expected.size());
 }
 
 TEST_CASE("publishing to Kafka registers devices and delivers every reading", "[sim]") {
