@@ -631,8 +631,8 @@ class HttpServer::Impl {
       for (const v1::StageDuration& d : projections::StageDurations(*view, now)) {
         *out.add_time_in_stage() = d;
       }
-      const absl::Duration total = projections::TotalHandlingTime(*view, now);
-      out.mutable_handling_time()->set_seconds(absl::ToInt64Seconds(total));
+      kernel::ToDurationProto(projections::TotalHandlingTime(*view, now),
+                              out.mutable_handling_time());
       kernel::SetTimestamp(now, out.mutable_as_of());
     }
     *out.mutable_case_() = *std::move(view);

@@ -18,16 +18,6 @@ namespace {
 
 constexpr int64_t kKiB = 1024;
 
-absl::Duration DurationOf(const google::protobuf::Duration& d) {
-  return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
-}
-
-void SetDuration(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
-}
-
 void Default(const char* value, std::string* field) {
   if (field->empty()) *field = value;
 }
@@ -79,7 +69,7 @@ class Checker {
     }
     const v1::IngestConfig& i = c.ingest();
     if (i.has_clock_tick_interval()) {
-      const absl::Duration d = DurationOf(i.clock_tick_interval());
+      const absl::Duration d = kernel::FromDurationProto(i.clock_tick_interval());
       if (d < absl::Milliseconds(100) || d > absl::Minutes(1)) {
         return Error(i, "clock_tick_interval",
                      absl::StrFormat("clock_tick_interval %s is out of range; use 100ms to 1m",
@@ -244,7 +234,7 @@ void FillDefaults(v1::ServeConfig* c) {
   Default("text", l->mutable_format());
   v1::IngestConfig* i = c->mutable_ingest();
   if (!i->has_clock_tick_interval())
-    SetDuration(absl::Seconds(1), i->mutable_clock_tick_interval());
+    kernel::ToDurationProto(absl::Seconds(1), i->mutable_clock_tick_interval());
   if (i->max_batch_records() == 0) i->set_max_batch_records(10'000);
 }
 
@@ -302,7 +292,7 @@ std::string DescribeServeConfig(const v1::ServeConfig& config) {
 }
 
 absl::Duration ClockTickInterval(const v1::ServeConfig& config) {
-  return DurationOf(config.ingest().clock_tick_interval());
+  return kernel::FromDurationProto(config.ingest().clock_tick_interval());
 }
 
 }  // namespace cityops::daemon

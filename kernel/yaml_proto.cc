@@ -17,6 +17,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
 #include "google/protobuf/timestamp.pb.h"
+#include "kernel/proto_time.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cityops::kernel {
@@ -171,10 +172,7 @@ class YamlProtoParser {
         return Error(node, absl::StrFormat("'%s' must be a duration such as 30s", f->name()));
       absl::Duration d;
       if (absl::Status s = ParseDuration(node, f, &d); !s.ok()) return s;
-      auto* out = static_cast<pb::Duration*>(sub);
-      const int64_t seconds = absl::IDivDuration(d, absl::Seconds(1), &d);
-      out->set_seconds(seconds);
-      out->set_nanos(static_cast<int32_t>(absl::ToInt64Nanoseconds(d)));
+      ToDurationProto(d, static_cast<pb::Duration*>(sub));
       return absl::OkStatus();
     }
     if (type == "google.protobuf.Timestamp") {
@@ -185,10 +183,7 @@ class YamlProtoParser {
                                            "2026-09-21T08:00:00Z",
                                            f->name()));
       }
-      auto* out = static_cast<pb::Timestamp*>(sub);
-      out->set_seconds(absl::ToUnixSeconds(t));
-      out->set_nanos(
-          static_cast<int32_t>((t - absl::FromUnixSeconds(out->seconds())) / absl::Nanoseconds(1)));
+      SetTimestamp(t, static_cast<pb::Timestamp*>(sub));
       return absl::OkStatus();
     }
     return Message(node, sub);
@@ -385,14 +380,12 @@ std::string ShortestDouble(double v) {
   return std::string(buf, r.ptr);
 }
 
-void EmitScalar(const pb::Message& m, const pb::FieldDescriptor* f, int index,
-                YAML::Emitter& out) {
+void EmitScalar(const pb::Message& m, const pb::FieldDescriptor* f, int index, YAML::Emitter& out) {
   const pb::Reflection* r = m.GetReflection();
   const bool rep = f->is_repeated();
   switch (f->cpp_type()) {
     case pb::FieldDescriptor::CPPTYPE_STRING:
-      out << YAML::DoubleQuoted
-          << (rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));
+      out << YAML::DoubleQuoted << (rep ? r->GetRepeatedString(m, f, index) : r->GetString(m, f));
       return;
     case pb::FieldDescriptor::CPPTYPE_BOOL:
       out << ((rep ? r->GetRepeatedBool(m, f, index) : r->GetBool(m, f)) ? "true" : "false");
@@ -422,12 +415,10 @@ void EmitScalar(const pb::Message& m, const pb::FieldDescriptor* f, int index,
       const pb::Message& sub = rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f);
       const std::string& type = f->message_type()->full_name();
       if (type == "google.protobuf.Duration") {
-        const auto& d = static_cast<const pb::Duration&>(sub);
-        out << absl::FormatDuration(absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos()));
+        out << absl::FormatDuration(FromDurationProto(static_cast<const pb::Duration&>(sub)));
       } else if (type == "google.protobuf.Timestamp") {
-        const auto& t = static_cast<const pb::Timestamp&>(sub);
         out << absl::FormatTime(absl::RFC3339_full,
-                                absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos()),
+                                FromTimestamp(static_cast<const pb::Timestamp&>(sub)),
                                 absl::UTCTimeZone());
       } else {
         EmitMessage(sub, out);
