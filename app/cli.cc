@@ -3,10 +3,13 @@
 #include <cstdint>
 #include <exception>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
 #include "api/openapi.h"
+#include "app/client_commands.h"
 #include "app/ingest_commands.h"
 #include "app/log_commands.h"
 #include "app/rules_commands.h"
@@ -17,6 +20,46 @@ namespace cityops::app {
 namespace {
 
 constexpr char kDataDirHelp[] = "Directory of the event log";
+
+// --server, --token and --json of the commands that call a daemon's HTTP API. The token
+// has no default shown, so that --help never prints one taken from the environment.
+void AddApiOptions(CLI::App* command, ApiClientOptions* api) {
+  command->add_option("--server", api->server, "The daemon's HTTP address, http(s)://HOST[:PORT]")
+      ->envname("CITYOPS_SERVER")
+      ->capture_default_str();
+  command
+      ->add_option("--token", api->token,
+                   "API token from the daemon's configuration; its role and unit decide what "
+                   "you may do. Never printed")
+      ->envname("CITYOPS_TOKEN")
+      ->required();
+  command->add_flag("--json", api->json,
+                    "Print the API's JSON as it came (protobuf JSON mapping) instead of a summary");
+}
+
+// The case commands of `cityops cases`, in workflow order, with what each one does.
+struct CaseCommandHelp {
+  const char* name;
+  const char* help;
+};
+constexpr CaseCommandHelp kCaseCommands[] = {
+    {"register",
+     "Register (立案) a discovered case. Needs an operator whose unit serves its grid."},
+    {"dispatch",
+     "Dispatch (派遣) a registered case to a department. Needs an operator at the level that "
+     "dispatches the case (or above) whose unit serves its grid; dispatch runs downward."},
+    {"handle", "Record that a dispatched case was handled (处置), and what was done."},
+    {"verify",
+     "Verify (核查) a handled case: --pass, or --fail with a --note (back to dispatched with "
+     "a re-work ticket). Only the originator's unit verifies; IoT cases verify themselves."},
+    {"close",
+     "Close (结案) a verified case. Only the originator's unit closes; IoT cases close "
+     "themselves."},
+    {"urge", "Urge (催办) an open case. Needs a supervisor."},
+    {"escalate",
+     "Escalate a registered or dispatched case to the level above, which then dispatches it. "
+     "Only the level that dispatches the case escalates it."},
+};
 
 // "cityops log generate": the chain of subcommands the user selected, for messages.
 std::string CommandPath(const CLI::App& app) {
@@ -274,6 +317,105 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->check(CLI::IsMember({"debug", "info", "warn", "error"}))
       ->capture_default_str();
 
+  CLI::App* cases = app.add_subcommand(
+      "cases",
+      "Work the cases of a running daemon through its HTTP API (--server, --token): list, "
+      "show, and the workflow's commands. The daemon checks your role and unit.");
+  cases->require_subcommand(1);
+  CasesListOptions list_options;
+  CLI::App* cases_list = cases->add_subcommand(
+      "list", "List cases as a table (id, stage, light, source, category, grid, department, age).");
+  AddApiOptions(cases_list, &list_options.api);
+  cases_list->add_option("--stage", list_options.stage, "Only cases in this stage")
+      ->check(CLI::IsMember(
+          {"discovered", "registered", "dispatched", "handled", "verified", "closed"}));
+  cases_list->add_option("--source", list_options.source, "Only cases from this source")
+      ->check(CLI::IsMember({"iot_rule", "hotline_12345", "street_patrol", "residential_station"}));
+  cases_list->add_option("--overdue", list_options.overdue, "Only cases at least this overdue now")
+      ->check(CLI::IsMember({"yellow", "red"}));
+  cases_list->add_option("--grid", list_options.grid,
+                         "Only cases in this district, street or grid (a code prefix)");
+  cases_list->add_option("--reported-after", list_options.reported_after,
+                         "Only cases discovered at or after this time (RFC 3339)");
+  cases_list->add_option("--reported-before", list_options.reported_before,
+                         "Only cases discovered before this time (RFC 3339)");
+  cases_list->add_option("--page-size", list_options.page_size, "Cases per page (1 to 1000)")
+      ->check(CLI::Range(1, 1000));
+  cases_list->add_option("--page-token", list_options.page_token,
+                         "Start at this page (the token a previous list printed)");
+  cases_list->add_flag("--all", list_options.all, "Follow the pages to the last one");
+
+  CasesShowOptions show_options;
+  CLI::App* cases_show = cases->add_subcommand(
+      "show", "Show one case: its state, its timeline (who did what, when) and time in stage.");
+  AddApiOptions(cases_show, &show_options.api);
+  cases_show->add_option("case_id", show_options.case_id, "Case id")->required();
+
+  CaseCommandOptions command_options;
+  std::vector<std::pair<std::string, CLI::App*>> case_commands;
+  for (const CaseCommandHelp& c : kCaseCommands) {
+    CLI::App* sub = cases->add_subcommand(c.name, c.help);
+    AddApiOptions(sub, &command_options.api);
+    sub->add_option("case_id", command_options.case_id, "Case id")->required();
+    sub->add_option("--request-id", command_options.request_id,
+                    "Idempotency key: a retry with the same id is carried out once (default: "
+                    "a fresh random id)");
+    const std::string name = c.name;
+    if (name == "dispatch") {
+      sub->add_option("--department", command_options.department,
+                      "The department to dispatch it to")
+          ->required();
+      sub->add_option("--level", command_options.level,
+                      "The receiving level (default: the case's level)")
+          ->check(CLI::IsMember(
+              {"residential_station", "street_center", "district_center", "city_center"}));
+    } else if (name == "handle") {
+      sub->add_option("--result", command_options.result, "What was done")->required();
+    } else if (name == "verify") {
+      CLI::Option_group* outcome = sub->add_option_group("outcome", "Exactly one of");
+      outcome->add_flag("--pass", command_options.pass, "The problem is solved");
+      outcome->add_flag("--fail", command_options.fail,
+                        "It is not: back to dispatched (needs --note)");
+      outcome->require_option(1);
+      sub->add_option("--note", command_options.note, "What was found");
+    } else if (name == "urge") {
+      sub->add_option("--note", command_options.note, "Why, or what is expected");
+    } else if (name == "escalate") {
+      sub->add_option("--reason", command_options.reason, "Why this level cannot solve it");
+    }
+    case_commands.emplace_back(name, sub);
+  }
+
+  ReportOptions report_options;
+  CLI::App* report = app.add_subcommand(
+      "report",
+      "Report a case (12345 hotline, street patrol, residential station) through a running "
+      "daemon's HTTP API. Your unit becomes its originator, which verifies and closes it; the "
+      "grid must be inside your unit.");
+  AddApiOptions(report, &report_options.api);
+  report->add_option("--case-id", report_options.case_id, "New case id (letters, digits, . _ -)")
+      ->required();
+  report->add_option("--source", report_options.source, "Where it came from")
+      ->check(CLI::IsMember({"hotline_12345", "street_patrol", "residential_station"}))
+      ->required();
+  report->add_option("--grid", report_options.grid, "The 15-digit residential grid code")
+      ->required();
+  report->add_option("--category", report_options.category, "Category code, e.g. E0111")
+      ->required();
+  report->add_option("--category-name", report_options.category_name, "Category label");
+  report->add_option("--description", report_options.description, "What was reported");
+  report->add_option("--reporter", report_options.reporter,
+                     "Caller reference or patrol member (no personal data needed)");
+  double latitude_deg = 0;
+  double longitude_deg = 0;
+  CLI::Option* latitude = report->add_option("--latitude", latitude_deg, "WGS-84 latitude, degrees")
+                              ->check(CLI::Range(-90.0, 90.0));
+  CLI::Option* longitude =
+      report->add_option("--longitude", longitude_deg, "WGS-84 longitude, degrees")
+          ->check(CLI::Range(-180.0, 180.0));
+  report->add_option("--request-id", report_options.request_id,
+                     "Idempotency key (default: a fresh random id)");
+
   CLI::App* openapi = app.add_subcommand(
       "openapi", "Print the HTTP API's OpenAPI document (the one served at /api/v1/openapi.yaml).");
 
@@ -314,6 +456,20 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = ServeCommand(serve_options, out);
   } else if (*demo) {
     status = DemoCommand(demo_options, out);
+  } else if (*cases_list) {
+    status = CasesListCommand(list_options, out);
+  } else if (*cases_show) {
+    status = CasesShowCommand(show_options, out);
+  } else if (*report) {
+    if (latitude->count() > 0) report_options.latitude_deg = latitude_deg;
+    if (longitude->count() > 0) report_options.longitude_deg = longitude_deg;
+    status = ReportCommand(report_options, out);
+  } else if (*cases) {
+    for (const auto& [name, sub] : case_commands) {
+      if (!*sub) continue;
+      command_options.command = name;
+      status = CaseCommandCommand(command_options, out);
+    }
   } else if (*openapi) {
     out << api::OpenApiYaml();
   }
