@@ -1,10 +1,16 @@
-// Pieces of the HTTP API that need no daemon: the Prometheus text format and the access
-// policy. The API itself is tested against the real daemon in api_test.cc.
+// Pieces of the HTTP API that need no daemon: the Prometheus text format, the access
+// policy and the route table with the OpenAPI document generated from it. The API itself
+// is tested against the real daemon in api_test.cc (which also checks that the committed
+// api/openapi.yaml is current).
 #include <catch2/catch.hpp>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "api/access.h"
 #include "api/metrics_text.h"
+#include "api/openapi.h"
+#include "api/routes.h"
 
 namespace cityops {
 namespace {
@@ -30,6 +36,138 @@ TEST_CASE("metrics render in the Prometheus text format with escaped labels", "[
   CHECK(text.find("cityops_append_seconds_count{p=\"0\"} 1\n") != std::string::npos);
   CHECK(text.find("le=\"0.00005\"") != std::string::npos);
   CHECK(text.find("le=\"10\"") != std::string::npos);
+}
+
+v1::ApiToken Token(const std::string& token, const std::string& user, v1::Role role,
+                   v1::GridLevel level, const std::string& code) {
+  v1::ApiToken t;
+  t.set_token(token);
+  t.set_user(user);
+  t.set_role(role);
+  t.mutable_unit()->set_level(level);
+  t.mutable_unit()->set_code(code);
+  return t;
+}
+
+v1::GridRef Grid(const std::string& code) {
+  v1::GridRef g;
+  g.set_grid_code(code);
+  return g;
+}
+
+TEST_CASE("tokens authenticate as their configured user; anything else is 401 with a reason",
+          "[api]") {
+  const api::AccessPolicy policy({Token("viewer-token-0123456789", "vera", v1::ROLE_VIEWER,
+                                        v1::GRID_LEVEL_CITY_CENTER, "city"),
+                                  Token("street-token-0123456789", "stan", v1::ROLE_OPERATOR,
+                                        v1::GRID_LEVEL_STREET_CENTER, "310104001")});
+  CHECK_FALSE(policy.empty());
+  absl::StatusOr<v1::Actor> stan = policy.Authenticate("Bearer street-token-0123456789");
+  REQUIRE(stan.ok());
+  CHECK(stan->user() == "stan");
+  CHECK(stan->role() == v1::ROLE_OPERATOR);
+  CHECK(stan->unit().code() == "310104001");
+  CHECK(policy.Authenticate("bearer viewer-token-0123456789 ").ok());
+
+  absl::StatusOr<v1::Actor> none = policy.Authenticate("");
+  CHECK(none.status().code() == absl::StatusCode::kUnauthenticated);
+  CHECK_THAT(std::string(none.status().message()), Catch::Contains("no token"));
+  absl::StatusOr<v1::Actor> basic = policy.Authenticate("Basic dXNlcjpwYXNz");
+  CHECK(basic.status().code() == absl::StatusCode::kUnauthenticated);
+  CHECK_THAT(std::string(basic.status().message()), Catch::Contains("'Bearer <token>'"));
+  absl::StatusOr<v1::Actor> wrong = policy.Authenticate("Bearer street-token-0123456788");
+  CHECK(wrong.status().code() == absl::StatusCode::kUnauthenticated);
+  CHECK_THAT(std::string(wrong.status().message()), Catch::Contains("not one of the daemon's"));
+  // The message never repeats the secret it was given.
+  CHECK_THAT(std::string(wrong.status().message()), !Catch::Contains("street-token-0123456788"));
+  CHECK(api::AccessPolicy({}).empty());
+  CHECK(api::AccessPolicy({}).Authenticate("Bearer street-token-0123456789").status().code() ==
+        absl::StatusCode::kUnauthenticated);
+}
+
+TEST_CASE("roles are ordered viewer < operator < supervisor < admin; refusals say who and why",
+          "[api]") {
+  const std::vector<v1::Role> roles = {v1::ROLE_VIEWER, v1::ROLE_OPERATOR, v1::ROLE_SUPERVISOR,
+                                       v1::ROLE_ADMIN};
+  for (size_t have = 0; have < roles.size(); ++have) {
+    for (size_t need = 0; need < roles.size(); ++need) {
+      v1::Actor actor;
+      actor.set_user("kim");
+      actor.set_role(roles[have]);
+      const absl::Status s = api::AccessPolicy::RequireRole(actor, roles[need], "urge case C-1");
+      INFO(api::RoleName(roles[have]) << " for " << api::RoleName(roles[need]));
+      CHECK(s.ok() == (have >= need));
+      if (!s.ok()) {
+        CHECK(s.code() == absl::StatusCode::kPermissionDenied);
+        CHECK(std::string(s.message()) == "urge case C-1 needs the " + api::RoleName(roles[need]) +
+                                              " role or higher; kim is a " +
+                                              api::RoleName(roles[have]));
+      }
+    }
+  }
+  CHECK(api::RoleName(v1::ROLE_SUPERVISOR) == "supervisor");
+}
+
+TEST_CASE("a unit acts inside its own grid codes only; the city center covers all", "[api]") {
+  v1::Actor street;
+  street.set_user("stan");
+  street.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
+  street.mutable_unit()->set_code("310104001");
+  CHECK(api::AccessPolicy::RequireUnitCovers(street, Grid("310104001001001"), "register").ok());
+  const absl::Status other =
+      api::AccessPolicy::RequireUnitCovers(street, Grid("310104002001001"), "register case C-1");
+  CHECK(other.code() == absl::StatusCode::kPermissionDenied);
+  CHECK(std::string(other.message()) ==
+        "register case C-1: grid 310104002001001 is outside stan's unit (street center "
+        "310104001); ask a unit that serves it");
+  // A prefix of the unit's code is not inside it, and a case without a grid is nobody's.
+  CHECK_FALSE(api::AccessPolicy::RequireUnitCovers(street, Grid("310104"), "x").ok());
+  CHECK_THAT(std::string(api::AccessPolicy::RequireUnitCovers(street, Grid(""), "x").message()),
+             Catch::Contains("grid (none)"));
+
+  v1::Actor city;
+  city.set_user("otto");
+  city.mutable_unit()->set_level(v1::GRID_LEVEL_CITY_CENTER);
+  city.mutable_unit()->set_code("city");
+  CHECK(api::AccessPolicy::RequireUnitCovers(city, Grid("440305001001001"), "x").ok());
+  CHECK(api::UnitName(city.unit()) == "city center");
+  CHECK(api::UnitName(street.unit()) == "street center 310104001");
+
+  v1::Actor nowhere;  // A token configured without a unit code covers nothing.
+  nowhere.set_user("nobody");
+  nowhere.mutable_unit()->set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
+  CHECK_FALSE(api::AccessPolicy::RequireUnitCovers(nowhere, Grid("310104001001001"), "x").ok());
+}
+
+TEST_CASE("the route table is consistent and the OpenAPI document lists all of it", "[api]") {
+  std::set<std::pair<std::string, std::string>> seen;
+  const std::string& doc = api::OpenApiYaml();
+  CHECK(doc.starts_with("openapi: 3."));
+  for (const api::Route& r : api::Routes()) {
+    INFO(r.method << " " << r.path);
+    CHECK(seen.insert({r.method, r.path}).second);  // No route twice.
+    CHECK((r.method == "GET" || r.method == "POST"));
+    CHECK(r.path.starts_with("/"));
+    CHECK_FALSE(r.summary.empty());
+    // JSON or a declared content type, never neither.
+    CHECK((r.response != nullptr) != !r.content_type.empty());
+    if (r.method == "POST") CHECK(r.role >= v1::ROLE_OPERATOR);  // Writes need an operator.
+    if (r.path.starts_with("/api/v1/") && r.id != api::RouteId::kOpenApi) {
+      CHECK(r.role >= v1::ROLE_VIEWER);  // The API needs a token, its document does not.
+    }
+    CHECK_THAT(doc, Catch::Contains("  " + r.path + ":"));
+    for (const api::QueryParam& q : r.query) {
+      CHECK((q.type == "string" || q.type == "integer" || q.type == "boolean" ||
+             q.type == "date-time"));
+      for (const std::string& v : q.values) CHECK_THAT(doc, Catch::Contains(v));
+    }
+    if (r.request != nullptr) CHECK_THAT(doc, Catch::Contains(r.request->name() + ":"));
+    if (r.response != nullptr) CHECK_THAT(doc, Catch::Contains(r.response->name() + ":"));
+  }
+  CHECK(api::CaseCommandNames() == std::vector<std::string>{"register", "dispatch", "handle",
+                                                            "verify", "close", "urge", "escalate"});
+  for (const std::string& c : api::CaseCommandNames()) CHECK_THAT(doc, Catch::Contains(c));
+  CHECK_THAT(doc, Catch::Contains("ErrorResponse"));
 }
 
 }  // namespace
