@@ -185,7 +185,13 @@ def describe(snap):
 
 
 def check_bad_token(driver, base):
-    """A token the daemon does not know: the API's refusal is shown and a token is asked for."""
+    """No token: a token is asked for. A token the daemon does not know: the API's refusal is
+    shown and a token is asked for."""
+    driver.get(base)
+    snap = driver.execute_script(SNAPSHOT_JS)
+    if not snap['tokenPrompt'] or snap['errors']:
+        raise Failure('without a token expected the token prompt and no error; the page showed:\n' +
+                      describe(snap))
     deadline = time.monotonic() + 30
     driver.get(base + '#token=not-a-token')
     snap = {}
@@ -325,13 +331,23 @@ def run(args, workdir):
             raise Failure('the browser logged errors:\n' + '\n'.join(f'    {e["message"]}' for e in errors))
         log(f'browser console: {len(entries)} entries, no errors')
         log('final page state:\n' + describe(driver.execute_script(SNAPSHOT_JS)))
-        driver.quit()
-        driver = None
 
+        # Ctrl-C with the dashboard still connected: the daemon ends the change stream and
+        # exits 0, and the page says it lost the daemon.
         code = demo.stop()
         if code != 0:
             raise Failure(f'cityops demo exited with {code} after SIGINT, expected 0\n' + demo.log_tail())
         log('demo stopped cleanly (exit code 0)')
+        deadline = time.monotonic() + 20
+        while True:
+            snap = driver.execute_script(SNAPSHOT_JS)
+            if 'on' not in snap['live'].split() and snap['errors']:
+                log('the page shows the lost daemon: ' + ' '.join(snap['errors'].split()))
+                break
+            if time.monotonic() > deadline:
+                raise Failure('after the demo stopped expected #live off and an error shown; the page '
+                              'showed:\n' + describe(snap))
+            time.sleep(0.5)
     except Exception:
         if driver is not None:
             try:
