@@ -424,9 +424,9 @@ function caseCells(c) {
   const stage = stageOf(c.stage);
   const dept = c.dispatchedDepartment || c.department || '';
   const inStage = isNaN(cityNow) || !c.stageTime ? '' : fmtDuration((cityNow - ms(c.stageTime)) / 1000, true);
-  const what = c.category?.name || c.description || c.caseId;
+  const what = c.category?.name || c.caseId;
   return `<td><span class="light ${light ? `light-${light}` : 'light-none'}" title="${light ? `overdue: ${light}` : 'on time'}"></span></td>` +
-    `<td class="what">${esc(what)}${c.urges ? `<span class="urged" title="urged">${CJK ? '催办' : 'urged '}×${c.urges}</span>` : ''}<small>${esc(c.caseId)}</small></td>` +
+    `<td class="what">${esc(what)}${c.urges ? `<span class="urged" title="urged">${CJK ? '催办' : 'urged '}×${c.urges}</span>` : ''}<small title="${esc(c.caseId)}">${esc(c.description || c.caseId)}</small></td>` +
     `<td><span class="stage-tag">${esc(both(STAGE_LABEL[stage], stage))}</span></td>` +
     `<td>${esc(districtName(c.grid?.gridCode || c.grid?.districtCode))}<small>${esc(c.grid?.gridCode || '')}</small></td>` +
     `<td title="${esc(dept)}">${CJK && DEPARTMENT_LABEL[dept] ? `${esc(DEPARTMENT_LABEL[dept])}<small>${esc(dept)}</small>` : esc(dept)}</td>` +
