@@ -431,7 +431,7 @@ TEST_CASE("the committed api/openapi.yaml is the document the route table genera
 }
 
 TEST_CASE(
-    "every read route answers as documented over IoT data from Kafka; an IoT case is "
+    "every read route answers as documented over IoT data from Kafka, and an IoT case is "
     "dispatched, verified and closed by its rule",
     "[api][slow]") {
   testing::TempDir dir;
@@ -789,12 +789,18 @@ TEST_CASE(
       ErrorOf(Post(port, "/api/v1/rules/reload", kAdminToken, ""), 400, "INVALID_ARGUMENT");
   CHECK_THAT(broken, Contains(rules_path));
 
+  // --- Backups: an admin's, and only with backups.dir configured (not here).
+  CHECK_THAT(ErrorOf(Post(port, "/api/v1/backups", kSupervisorToken, ""), 403, "PERMISSION_DENIED"),
+             Contains("needs the admin role"));
+  CHECK_THAT(ErrorOf(Post(port, "/api/v1/backups", kAdminToken, ""), 409, "FAILED_PRECONDITION"),
+             Contains("set backups.dir"));
+
   CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
 }
 
 TEST_CASE(
-    "people work reported cases through every stage via the API; every refusal and bad "
-    "request says why; the change stream shows it live",
+    "people work reported cases through every stage via the API, every refusal and bad "
+    "request says why, and the change stream shows it live",
     "[api][slow]") {
   testing::TempDir dir;
   const std::string data = dir.Sub("data");
@@ -806,7 +812,8 @@ TEST_CASE(
                    "    department: test-department\n"
                    "    deadlines: {register_within: 1s, dispatch_within: 1s, handle_within: 1s, "
                    "verify_within: 1s, close_within: 1s}\n"}});
-  DaemonProcess d(data, ApiConfig(data, rules));
+  const std::string backups = dir.Sub("backups");
+  DaemonProcess d(data, ApiConfig(data, rules + "backups: {dir: " + backups + "}\n"));
   REQUIRE(d.WaitReady());
   const int port = d.port();
   ChangeStream changes(port, kViewerToken);
@@ -1119,6 +1126,14 @@ TEST_CASE(
   CHECK(stats.closed() == 1);
   CHECK(stats.urged() == 1);
   CHECK(stats.overdue_red() == 1);
+
+  // --- An online backup holds the log as it is now.
+  const HttpReply backup = Post(port, "/api/v1/backups", kAdminToken, "");
+  REQUIRE(backup.status == 201);
+  const v1::BackupResponse copy = Json<v1::BackupResponse>(backup);
+  CHECK(copy.path().starts_with(backups + "/cityops-"));
+  CHECK(std::filesystem::is_directory(copy.path()));
+  CHECK(copy.has_taken_at());
 
   // --- Case paging: three cases, one per page, each once.
   {

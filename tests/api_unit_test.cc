@@ -55,7 +55,7 @@ v1::GridRef Grid(const std::string& code) {
   return g;
 }
 
-TEST_CASE("tokens authenticate as their configured user; anything else is 401 with a reason",
+TEST_CASE("tokens authenticate as their configured user, anything else is 401 with a reason",
           "[api]") {
   const api::AccessPolicy policy({Token("viewer-token-0123456789", "vera", v1::ROLE_VIEWER,
                                         v1::GRID_LEVEL_CITY_CENTER, "city"),
@@ -85,7 +85,7 @@ TEST_CASE("tokens authenticate as their configured user; anything else is 401 wi
         absl::StatusCode::kUnauthenticated);
 }
 
-TEST_CASE("roles are ordered viewer < operator < supervisor < admin; refusals say who and why",
+TEST_CASE("roles are ordered viewer < operator < supervisor < admin, and refusals say who and why",
           "[api]") {
   const std::vector<v1::Role> roles = {v1::ROLE_VIEWER, v1::ROLE_OPERATOR, v1::ROLE_SUPERVISOR,
                                        v1::ROLE_ADMIN};
@@ -108,7 +108,7 @@ TEST_CASE("roles are ordered viewer < operator < supervisor < admin; refusals sa
   CHECK(api::RoleName(v1::ROLE_SUPERVISOR) == "supervisor");
 }
 
-TEST_CASE("a unit acts inside its own grid codes only; the city center covers all", "[api]") {
+TEST_CASE("a unit acts inside its own grid codes only, and the city center covers all", "[api]") {
   v1::Actor street;
   street.set_user("stan");
   street.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
