@@ -75,13 +75,34 @@ absl::Time LogEnd(const kernel::EventLog& log) {
   return end;
 }
 
-v1::Actor StreetCenter(const v1::GridRef& grid) {
+// The operator of the unit at `level` that serves `grid`: "district.310104", ...
+v1::Actor OperatorAt(v1::GridLevel level, const v1::GridRef& grid) {
   v1::Actor a;
-  a.set_user("street." + grid.street_code());
   a.set_role(v1::ROLE_OPERATOR);
-  a.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
-  a.mutable_unit()->set_code(grid.street_code());
-  return a;
+  a.mutable_unit()->set_level(level);
+  switch (level) {
+    case v1::GRID_LEVEL_CITY_CENTER:
+      a.mutable_unit()->set_code("city");
+      a.set_user("city.center");
+      return a;
+    case v1::GRID_LEVEL_DISTRICT_CENTER:
+      a.mutable_unit()->set_code(grid.district_code());
+      a.set_user("district." + grid.district_code());
+      return a;
+    case v1::GRID_LEVEL_RESIDENTIAL_STATION:
+      a.mutable_unit()->set_code(grid.grid_code());
+      a.set_user("station." + grid.grid_code());
+      return a;
+    default:
+      a.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
+      a.mutable_unit()->set_code(grid.street_code());
+      a.set_user("street." + grid.street_code());
+      return a;
+  }
+}
+
+v1::Actor StreetCenter(const v1::GridRef& grid) {
+  return OperatorAt(v1::GRID_LEVEL_STREET_CENTER, grid);
 }
 
 // What the demo's crew does with one case: a fixed plan from the case id, so that a run
@@ -336,12 +357,16 @@ class Demo::Impl {
       command.actor = StreetCenter(c.grid());
       switch (c.stage()) {
         case v1::CASE_STAGE_DISCOVERED:
-          if (iot || now < entered + allowance * plan.act_after) continue;
+          // IoT cases whose rule registers them are the rule's to register.
+          if ((iot && c.auto_register()) || now < entered + allowance * plan.act_after) continue;
           command.kind = projections::CommandKind::kRegister;
+          command.actor = OperatorAt(c.level(), c.grid());
           break;
         case v1::CASE_STAGE_REGISTERED:
-          if (iot || now < entered + allowance * plan.act_after) continue;
+          // The level that dispatches the case (district cases: the district center).
+          if (now < entered + allowance * plan.act_after) continue;
           command.kind = projections::CommandKind::kDispatch;
+          command.actor = OperatorAt(c.level(), c.grid());
           command.department = c.department().empty() ? "city-management" : c.department();
           break;
         case v1::CASE_STAGE_DISPATCHED:
