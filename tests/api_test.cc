@@ -911,6 +911,20 @@ TEST_CASE(
   CHECK_THAT(
       ErrorOf(Command(port, kStreetOperatorToken, "R-1", "register", ""), 400, "INVALID_ARGUMENT"),
       Contains("needs a JSON body"));
+  {
+    // `curl -d` sends JSON as application/x-www-form-urlencoded.
+    const HttpReply form =
+        testing::Request(port, "POST", "/api/v1/cases/R-2/urge", kSupervisorToken,
+                         R"({"note":"hurry"})", "application/x-www-form-urlencoded");
+    INFO(form.status << " " << form.body);
+    CHECK(form.status >= 400);
+    // BUG(form-body): httplib parses a form-encoded body into req.params, which
+    // api/http_server.cc Query::CheckNames (about line 112) takes for the query string:
+    // the answer is 400 "unknown query parameter '{"note":"hurry"}' ... it takes none".
+    // Expected: check only the URL's query, and refuse a body that is not
+    // application/json by saying so (415, or 400 naming the content type).
+    CHECK_THAT(form.body, !Contains("unknown query parameter"));
+  }
   CHECK_THAT(ErrorOf(Command(port, kStreetOperatorToken, "R-1", "dispatch",
                              R"({"department":"water-authority","result":"done"})"),
                      400, "INVALID_ARGUMENT"),
@@ -1177,6 +1191,52 @@ TEST_CASE(
   CHECK(ParseStrict(statistics.back(), &live));
   CHECK_THAT(text, Contains("\nid: "));
 
+  CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+}
+
+TEST_CASE(
+    "a client's request id is the client's: it neither drops another case's command nor "
+    "collides with the rules stage's own event ids",
+    "[api][slow]") {
+  testing::TempDir dir;
+  const std::string data = dir.Sub("data");
+  DaemonProcess d(data, ApiConfig(data));
+  REQUIRE(d.WaitReady());
+  const int port = d.port();
+
+  // Q-1 and Q-2 share a log partition (murmur2 over 2 partitions); each is a new report.
+  REQUIRE(Post(port, "/api/v1/reports", kStreetOperatorToken,
+               ReportJson("Q-1", kGrid, "0501", "same-request"))
+              .status == 201);
+  const HttpReply second = Post(port, "/api/v1/reports", kStreetOperatorToken,
+                                ReportJson("Q-2", "310104001001002", "0501", "same-request"));
+  // BUG(request-id-scope): projections/workflow.cc:384 stores the client's request_id as
+  // the event's idempotency key as it is, and the log dedups keys per partition, across
+  // streams: Q-2's report is dropped as a "duplicate" of Q-1's and the reply is 200
+  // {duplicate: true} with an empty case; Q-2 never exists. Expected: keys scoped to the
+  // case (e.g. "api/case/Q-2/<request_id>"), so this is a new report (201).
+  CHECK(second.status == 201);
+  CHECK_THAT(second.body, Contains("\"caseId\":\"Q-2\""));
+  CHECK(Get(port, "/api/v1/cases/Q-2", kViewerToken).status == 200);
+
+  // A request id that spells the rules stage's own id for the event it is about to derive.
+  REQUIRE(Post(port, "/api/v1/reports", kStreetOperatorToken,
+               ReportJson("W-1", kGrid, "0502", "rules/case/W-1/opened"))
+              .status == 201);
+  // BUG(request-id-scope), worse: the rules stage's CaseOpened for W-1 (key
+  // "rules/case/W-1/opened", projections/rules/engine.cc:941) meets the client's key,
+  // the stage stops with INTERNAL "derived event ... was already in the log" and the
+  // daemon exits; after a restart it meets it again. One operator's request stops the
+  // operations center. Expected: client keys live in their own namespace.
+  bool opened = false;
+  WaitUntil([&] {
+    const HttpReply r = Get(port, "/api/v1/cases/W-1", kViewerToken);
+    v1::CaseDetail detail;
+    opened = r.status == 200 && ParseStrict(r.body, &detail) && detail.case_().opened();
+    return opened || r.status == 0;  // Opened, or the daemon is gone.
+  });
+  CHECK(opened);
+  CHECK(Get(port, "/healthz").status == 200);
   CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
 }
 
