@@ -73,11 +73,14 @@ std::string ReadFile(const std::string& path) {
   return s.str();
 }
 
-// The test daemon's configuration with a small body limit, plus `extra` YAML.
-std::string ApiConfig(const std::string& data_dir, const std::string& extra = "") {
+// The test daemon's configuration with a small body limit and `http_extra` settings of
+// `http:`, plus `extra` YAML.
+std::string ApiConfig(const std::string& data_dir, const std::string& extra = "",
+                      const std::string& http_extra = "") {
   std::string config = DaemonProcess::Config(data_dir);
   const int replaced = absl::StrReplaceAll(
-      {{"http: {port: 0}", absl::StrCat("http: {port: 0, max_body_bytes: ", kMaxBodyBytes, "}")}},
+      {{"http: {port: 0}",
+        absl::StrCat("http: {port: 0, max_body_bytes: ", kMaxBodyBytes, http_extra, "}")}},
       &config);
   REQUIRE(replaced == 1);
   return config + extra;
@@ -813,10 +816,15 @@ TEST_CASE(
                    "    deadlines: {register_within: 1s, dispatch_within: 1s, handle_within: 1s, "
                    "verify_within: 1s, close_within: 1s}\n"}});
   const std::string backups = dir.Sub("backups");
-  DaemonProcess d(data, ApiConfig(data, rules + "backups: {dir: " + backups + "}\n"));
+  DaemonProcess d(
+      data, ApiConfig(data, rules + "backups: {dir: " + backups + "}\n", ", max_event_streams: 1"));
   REQUIRE(d.WaitReady());
   const int port = d.port();
   ChangeStream changes(port, kViewerToken);
+  REQUIRE(changes.WaitFor("retry: 2000"));
+  // One stream is the configured limit: a second one is told so.
+  CHECK_THAT(ErrorOf(Get(port, "/api/v1/changes", kViewerToken), 503, "UNAVAILABLE"),
+             Contains("http.max_event_streams"));
 
   // --- Tokens.
   CHECK_THAT(ErrorOf(Get(port, "/api/v1/cases"), 401, "UNAUTHENTICATED"),
@@ -1134,6 +1142,10 @@ TEST_CASE(
     CHECK(Sample(m, "cityops_cases_overdue{level=\"red\"}") == 1);
     CHECK(Sample(m, "cityops_cases_open{stage=\"discovered\"}") == 1);
     CHECK(Sample(m, "cityops_cases_open{stage=\"dispatched\"}") == 1);
+    CHECK(Sample(m, "cityops_http_event_streams") == 1);
+    CHECK(Sample(m, "cityops_http_requests_total{route=\"/api/v1/reports\",code=\"201\"}") == 3);
+    CHECK(Sample(m, "cityops_http_requests_total{route=\"/api/v1/changes\",code=\"503\"}") == 1);
+    CHECK(Sample(m, "cityops_http_requests_total{route=\"(none)\",code=\"413\"}") == 1);
   }
   const v1::Statistics stats = Json<v1::Statistics>(Get(port, "/api/v1/statistics", kViewerToken));
   CHECK(stats.cases_total() == 3);
