@@ -25,12 +25,6 @@ std::string ShortName(const std::string& full, std::string_view prefix) {
 
 std::string RoleName(v1::Role role) { return ShortName(v1::Role_Name(role), "ROLE_"); }
 
-std::string UnitName(const v1::OrgUnit& unit) {
-  const std::string level = ShortName(v1::GridLevel_Name(unit.level()), "GRID_LEVEL_");
-  if (unit.level() == v1::GRID_LEVEL_CITY_CENTER) return level;
-  return absl::StrFormat("%s %s", level, unit.code());
-}
-
 AccessPolicy::AccessPolicy(const std::vector<v1::ApiToken>& tokens) {
   for (const v1::ApiToken& t : tokens) {
     v1::Actor actor;
@@ -75,7 +69,7 @@ absl::Status AccessPolicy::RequireUnitCovers(const v1::Actor& actor, const v1::G
   return absl::PermissionDeniedError(
       absl::StrFormat("%s: grid %s is outside %s's unit (%s); ask a unit that serves it", action,
                       grid.grid_code().empty() ? std::string("(none)") : grid.grid_code(),
-                      actor.user(), UnitName(actor.unit())));
+                      actor.user(), projections::UnitName(actor.unit())));
 }
 
 }  // namespace cityops::api

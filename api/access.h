@@ -27,8 +27,6 @@ namespace cityops::api {
 
 // "viewer", "operator", ...
 std::string RoleName(v1::Role role);
-// "street center 310104001", "city center".
-std::string UnitName(const v1::OrgUnit& unit);
 
 class AccessPolicy {
  public:

@@ -103,10 +103,16 @@ class Query {
  public:
   Query(const httplib::Request& req, const Route& route) : req_(req), route_(route) {}
 
+  // Checks the names in the URL's query string (httplib also puts the fields of a form
+  // body into `params`; those are not query parameters).
   absl::Status CheckNames() const {
     std::set<std::string> known;
     for (const QueryParam& q : route_.query) known.insert(q.name);
-    for (const auto& [name, value] : req_.params) {
+    const size_t question = req_.target.find('?');
+    if (question == std::string::npos) return absl::OkStatus();
+    httplib::Params in_url;
+    httplib::detail::parse_query_text(req_.target.substr(question + 1), in_url);
+    for (const auto& [name, value] : in_url) {
       if (known.contains(name)) continue;
       std::vector<std::string> names(known.begin(), known.end());
       return absl::InvalidArgumentError(absl::StrFormat(
@@ -189,6 +195,13 @@ class Query {
 };
 
 absl::Status ParseBody(const httplib::Request& req, pb::Message* out) {
+  const std::string type = req.get_header_value("Content-Type");
+  if (!type.empty() && type.rfind("application/json", 0) != 0) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "the request body is %s, but it must be JSON: send 'Content-Type: application/json' "
+        "(with curl: -H 'Content-Type: application/json')",
+        type));
+  }
   if (req.body.empty()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "the request needs a JSON body (%s, by the protobuf JSON mapping); send {} for none",
@@ -728,8 +741,8 @@ class HttpServer::Impl {
     }
     out.set_duplicate(result->duplicate);
     spdlog::info("http: {} ({}): {} case {}{}", command.actor.user(),
-                 UnitName(command.actor.unit()), projections::CommandName(command.kind),
-                 out.case_().case_id(),
+                 projections::UnitName(command.actor.unit()),
+                 projections::CommandName(command.kind), out.case_().case_id(),
                  result->duplicate ? " (repeated request, done before)" : "");
     WriteJson(out, res, result->duplicate ? 200 : status);
     return absl::OkStatus();
@@ -753,6 +766,15 @@ class HttpServer::Impl {
     } else {
       absl::StatusOr<uint64_t> partition = q.Number("partition", 0, 0, UINT32_MAX);
       if (!partition.ok()) return partition.status();
+      const std::vector<kernel::Partition> partitions = backend_.log->Partitions();
+      if (std::find(partitions.begin(), partitions.end(),
+                    kernel::Partition(static_cast<uint32_t>(*partition))) == partitions.end()) {
+        std::vector<std::string> held;
+        for (kernel::Partition p : partitions) held.push_back(absl::StrCat(p.value()));
+        return absl::NotFoundError(
+            absl::StrFormat("partition %d holds no events; these do: %s", *partition,
+                            held.empty() ? std::string("none yet") : absl::StrJoin(held, ", ")));
+      }
       absl::StatusOr<uint64_t> from = q.Number("from", 0, 0, UINT64_MAX);
       if (!from.ok()) return from.status();
       absl::StatusOr<std::vector<v1::Event>> events = backend_.log->Read(

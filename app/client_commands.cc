@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "api/access.h"
+#include "projections/workflow.h"
 #include "cityops/v1/api.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
@@ -238,7 +239,7 @@ std::string ActorOf(const v1::Event& e) {
   switch (p.origin_case()) {
     case v1::Provenance::kActor:
       return absl::StrFormat("%s (%s, %s)", p.actor().user(), api::RoleName(p.actor().role()),
-                             api::UnitName(p.actor().unit()));
+                             projections::UnitName(p.actor().unit()));
     case v1::Provenance::kStage:
       return p.stage();
     case v1::Provenance::kKafka:
@@ -354,7 +355,7 @@ void PrintCase(const v1::CaseDetail& detail, std::ostream& out) {
   if (!c.device_id().empty()) rows.push_back({"  device", c.device_id()});
   rows.push_back({"  department", c.department().empty() ? "-" : c.department()});
   rows.push_back({"  dispatched by", LevelName(c.level())});
-  rows.push_back({"  originator", api::UnitName(c.originator())});
+  rows.push_back({"  originator", projections::UnitName(c.originator())});
   if (!c.description().empty()) rows.push_back({"  description", c.description()});
   rows.push_back({"  reported", FormatWhen(c.reported_time())});
   rows.push_back({"  in stage since", FormatWhen(c.stage_time())});
@@ -552,7 +553,7 @@ absl::Status ReportCommand(const ReportOptions& options, std::ostream& out) {
       "in a moment: cityops cases show %s\n",
       c.case_id(), SourceName(c.source()), c.category().code(), c.grid().grid_code(),
       reply.duplicate() ? " before, with this request id: nothing appended" : "",
-      api::UnitName(c.originator()), c.case_id());
+      projections::UnitName(c.originator()), c.case_id());
   return absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "ingest/partitioner.h"
 #include "kernel/proto_time.h"
@@ -13,20 +14,35 @@ namespace cityops::projections {
 
 namespace {
 
-std::string StageName(v1::CaseStage stage) {
-  std::string name = v1::CaseStage_Name(stage);
-  if (name.rfind("CASE_STAGE_", 0) == 0) name = name.substr(11);
+// "CASE_STAGE_DISPATCHED" -> "dispatched", "GRID_LEVEL_STREET_CENTER" -> "street center".
+std::string HumanName(const std::string& full, std::string_view prefix) {
+  std::string name = full.rfind(prefix, 0) == 0 ? full.substr(prefix.size()) : full;
+  name = absl::AsciiStrToLower(name);
+  std::replace(name.begin(), name.end(), '_', ' ');
   return name;
 }
 
-std::string LevelName(v1::GridLevel level) {
-  std::string name = v1::GridLevel_Name(level);
-  if (name.rfind("GRID_LEVEL_", 0) == 0) name = name.substr(11);
-  return absl::AsciiStrToLower(name);
-}
-
-std::string UnitName(const v1::OrgUnit& unit) {
-  return absl::StrFormat("%s %s", LevelName(unit.level()), unit.code());
+// The payload a command appends, to recognize what a request id was used for.
+v1::Event::PayloadCase PayloadOf(CommandKind kind) {
+  switch (kind) {
+    case CommandKind::kRegister:
+      return v1::Event::kCaseRegistered;
+    case CommandKind::kDispatch:
+      return v1::Event::kCaseDispatched;
+    case CommandKind::kHandle:
+      return v1::Event::kCaseHandled;
+    case CommandKind::kVerify:
+      return v1::Event::kCaseVerified;
+    case CommandKind::kClose:
+      return v1::Event::kCaseClosed;
+    case CommandKind::kUrge:
+      return v1::Event::kCaseUrged;
+    case CommandKind::kEscalate:
+      return v1::Event::kCaseEscalated;
+    case CommandKind::kReport:
+      return v1::Event::kCaseReported;
+  }
+  return v1::Event::PAYLOAD_NOT_SET;
 }
 
 bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b) {
@@ -42,6 +58,24 @@ bool ValidCaseId(std::string_view id) {
 }
 
 }  // namespace
+
+std::string StageName(v1::CaseStage stage) {
+  return HumanName(v1::CaseStage_Name(stage), "CASE_STAGE_");
+}
+
+std::string LevelName(v1::GridLevel level) {
+  return HumanName(v1::GridLevel_Name(level), "GRID_LEVEL_");
+}
+
+std::string UnitName(const v1::OrgUnit& unit) {
+  if (unit.level() == v1::GRID_LEVEL_CITY_CENTER) return LevelName(unit.level());
+  return absl::StrFormat("%s %s", LevelName(unit.level()), unit.code());
+}
+
+std::string CommandIdempotencyKey(std::string_view case_id, std::string_view request_id) {
+  if (request_id.empty()) return "";
+  return absl::StrFormat("cmd/case/%s/%s", case_id, request_id);
+}
 
 const char* CommandName(CommandKind kind) {
   switch (kind) {
@@ -356,14 +390,24 @@ absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) 
     absl::StatusOr<Loaded> loaded = LoadEvents(*options_.log, id);
     if (!loaded.ok()) return loaded.status();
     CommandResult result;
-    // A retried request that went through already.
-    if (!command.request_id.empty()) {
+    // A retried request that went through already. Request ids are the client's: they
+    // live under the case, so no client can collide with another case's or with the
+    // rules stage's keys.
+    const std::string key = CommandIdempotencyKey(id, command.request_id);
+    if (!key.empty()) {
       for (const v1::Event& e : loaded->events) {
-        if (e.provenance().idempotency_key() == command.request_id) {
-          result.view = std::move(loaded->view);
-          result.duplicate = true;
-          return result;
+        if (e.provenance().idempotency_key() != key) continue;
+        if (e.payload_case() != PayloadOf(command.kind)) {
+          return absl::AlreadyExistsError(absl::StrFormat(
+              "request id '%s' was used on case %s for another command (%s); give this %s a "
+              "request id of its own",
+              command.request_id, id,
+              e.GetDescriptor()->FindFieldByNumber(e.payload_case())->name(),
+              CommandName(command.kind)));
         }
+        result.view = std::move(loaded->view);
+        result.duplicate = true;
+        return result;
       }
     }
     const v1::CaseView& view = loaded->view;
@@ -381,7 +425,7 @@ absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) 
     for (v1::Event& e : *events) {
       // Without a request id there is nothing to recognize a retry by: the expected
       // version alone keeps two commands from both acting on one stage.
-      e.mutable_provenance()->set_idempotency_key(command.request_id);
+      e.mutable_provenance()->set_idempotency_key(key);
       batch.Add(e, kernel::StreamVersion(version));
       ++version;
     }

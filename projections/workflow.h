@@ -42,11 +42,23 @@ enum class CommandKind {
 // "register", "dispatch", ...
 const char* CommandName(CommandKind kind);
 
+// Names for people: "dispatched", "street center", "street center 310104001", "city center".
+std::string StageName(v1::CaseStage stage);
+std::string LevelName(v1::GridLevel level);
+std::string UnitName(const v1::OrgUnit& unit);
+
+// The idempotency key a command with the client's `request_id` appends under:
+// "cmd/case/<case id>/<request id>" ("" without a request id). Namespaced by case, so that
+// a client's ids cannot collide with another case's or with the rules stage's keys.
+std::string CommandIdempotencyKey(std::string_view case_id, std::string_view request_id);
+
 struct CaseCommand {
   CommandKind kind = CommandKind::kUrge;
   std::string case_id;
-  v1::Actor actor;         // Who acts; recorded in every event's provenance.
-  std::string request_id;  // The client's idempotency key: a retry with it is done once.
+  v1::Actor actor;  // Who acts; recorded in every event's provenance.
+  // The client's idempotency key: a retry with it is done once; the same id for another
+  // command on the case is refused (ALREADY_EXISTS).
+  std::string request_id;
   // dispatch: the receiving department and its level (default: the case's level).
   std::string department;
   v1::GridLevel level = v1::GRID_LEVEL_UNSPECIFIED;

@@ -144,9 +144,7 @@ std::string ErrorOf(const HttpReply& r, int status, const std::string& code) {
   return e.error().message();
 }
 
-// A message of the workflow in the API's words: lower case, spaces for underscores.
-// projections/workflow.cc names stages and units its own way ("it is REGISTERED",
-// "street_center 310104001"); see the check marked BUG(workflow-names) below.
+// A message folded to lower case, for checks that name a case id regardless of case.
 std::string Plain(std::string message) {
   for (char& c : message) c = c == '_' ? ' ' : static_cast<char>(std::tolower(c));
   return message;
@@ -925,13 +923,10 @@ TEST_CASE(
         testing::Request(port, "POST", "/api/v1/cases/R-2/urge", kSupervisorToken,
                          R"({"note":"hurry"})", "application/x-www-form-urlencoded");
     INFO(form.status << " " << form.body);
-    CHECK(form.status >= 400);
-    // BUG(form-body): httplib parses a form-encoded body into req.params, which
-    // api/http_server.cc Query::CheckNames (about line 112) takes for the query string:
-    // the answer is 400 "unknown query parameter '{"note":"hurry"}' ... it takes none".
-    // Expected: check only the URL's query, and refuse a body that is not
-    // application/json by saying so (415, or 400 naming the content type).
+    CHECK(form.status == 400);
+    // The body's fields are not taken for query parameters; the content type is named.
     CHECK_THAT(form.body, !Contains("unknown query parameter"));
+    CHECK_THAT(form.body, Contains("application/x-www-form-urlencoded, but it must be JSON"));
   }
   CHECK_THAT(ErrorOf(Command(port, kStreetOperatorToken, "R-1", "dispatch",
                              R"({"department":"water-authority","result":"done"})"),
@@ -999,11 +994,7 @@ TEST_CASE(
   const std::string twice = ErrorOf(Command(port, kStreetOperatorToken, "R-1", "register", "{}"),
                                     409, "FAILED_PRECONDITION");
   CHECK_THAT(Plain(twice), Contains("cannot register case r-1: it is registered"));
-  // BUG(workflow-names): projections/workflow.cc StageName/LevelName/UnitName (lines
-  // 16-30) write "it is REGISTERED", "street_center 310104001" and "city_center city"
-  // where the API and its query values say "registered", "street center 310104001" and
-  // "city center" (api/access.cc RoleName/UnitName). Fails until the workflow uses the
-  // API's words.
+  // Stages and units in the API's words ("registered", "street center 310104001").
   CHECK_THAT(twice, Contains("it is registered;"));
   CHECK_THAT(
       Plain(ErrorOf(Command(port, kStreetOperatorToken, "R-1", "handle", R"({"result":"x"})"), 409,
@@ -1222,11 +1213,7 @@ TEST_CASE(
               .status == 201);
   const HttpReply second = Post(port, "/api/v1/reports", kStreetOperatorToken,
                                 ReportJson("Q-2", "310104001001002", "0501", "same-request"));
-  // BUG(request-id-scope): projections/workflow.cc:384 stores the client's request_id as
-  // the event's idempotency key as it is, and the log dedups keys per partition, across
-  // streams: Q-2's report is dropped as a "duplicate" of Q-1's and the reply is 200
-  // {duplicate: true} with an empty case; Q-2 never exists. Expected: keys scoped to the
-  // case (e.g. "api/case/Q-2/<request_id>"), so this is a new report (201).
+  // Request ids are scoped to their case: the same id on another case is a new command.
   CHECK(second.status == 201);
   CHECK_THAT(second.body, Contains("\"caseId\":\"Q-2\""));
   CHECK(Get(port, "/api/v1/cases/Q-2", kViewerToken).status == 200);
@@ -1235,11 +1222,8 @@ TEST_CASE(
   REQUIRE(Post(port, "/api/v1/reports", kStreetOperatorToken,
                ReportJson("W-1", kGrid, "0502", "rules/case/W-1/opened"))
               .status == 201);
-  // BUG(request-id-scope), worse: the rules stage's CaseOpened for W-1 (key
-  // "rules/case/W-1/opened", projections/rules/engine.cc:941) meets the client's key,
-  // the stage stops with INTERNAL "derived event ... was already in the log" and the
-  // daemon exits; after a restart it meets it again. One operator's request stops the
-  // operations center. Expected: client keys live in their own namespace.
+  // Client keys live in their own namespace: the rules stage's CaseOpened for W-1 (key
+  // "rules/case/W-1/opened") does not meet the client's and the daemon keeps running.
   bool opened = false;
   WaitUntil([&] {
     const HttpReply r = Get(port, "/api/v1/cases/W-1", kViewerToken);
@@ -1249,6 +1233,22 @@ TEST_CASE(
   });
   CHECK(opened);
   CHECK(Get(port, "/healthz").status == 200);
+
+  // The same request id for another command on the same case is refused, not mistaken
+  // for a retry.
+  REQUIRE(
+      Command(port, kStreetOperatorToken, "Q-1", "register", R"({"requestId":"step-1"})").status ==
+      200);
+  CHECK_THAT(ErrorOf(Command(port, kStreetOperatorToken, "Q-1", "dispatch",
+                             R"({"requestId":"step-1","department":"housing-management"})"),
+                     409, "ALREADY_EXISTS"),
+             Contains("request id 'step-1' was used on case Q-1 for another command "
+                      "(case_registered)"));
+  // A true retry is answered as done.
+  const HttpReply retry =
+      Command(port, kStreetOperatorToken, "Q-1", "register", R"({"requestId":"step-1"})");
+  CHECK(retry.status == 200);
+  CHECK(Json<v1::CommandResponse>(retry).duplicate());
   CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
 }
 

@@ -11,6 +11,7 @@
 #include "api/metrics_text.h"
 #include "api/openapi.h"
 #include "api/routes.h"
+#include "projections/workflow.h"
 
 namespace cityops {
 namespace {
@@ -130,8 +131,8 @@ TEST_CASE("a unit acts inside its own grid codes only, and the city center cover
   city.mutable_unit()->set_level(v1::GRID_LEVEL_CITY_CENTER);
   city.mutable_unit()->set_code("city");
   CHECK(api::AccessPolicy::RequireUnitCovers(city, Grid("440305001001001"), "x").ok());
-  CHECK(api::UnitName(city.unit()) == "city center");
-  CHECK(api::UnitName(street.unit()) == "street center 310104001");
+  CHECK(projections::UnitName(city.unit()) == "city center");
+  CHECK(projections::UnitName(street.unit()) == "street center 310104001");
 
   v1::Actor nowhere;  // A token configured without a unit code covers nothing.
   nowhere.set_user("nobody");

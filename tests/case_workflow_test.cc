@@ -218,7 +218,7 @@ TEST_CASE("every forbidden transition is refused, naming the case, its stage and
         CHECK(r.status().code() == absl::StatusCode::kFailedPrecondition);
         const std::string message(r.status().message());
         CHECK_THAT(message, Catch::Contains("case " + id));
-        std::string stage_name = v1::CaseStage_Name(stage).substr(11);
+        const std::string stage_name = projections::StageName(stage);
         CHECK_THAT(message, Catch::Contains("it is " + stage_name));
         CHECK(f.View(id).version() == 2 + depth);  // Nothing appended.
       }
@@ -237,7 +237,7 @@ TEST_CASE("only the originator verifies and closes; IoT cases are verified by th
   REQUIRE_FALSE(r.ok());
   CHECK(r.status().code() == absl::StatusCode::kPermissionDenied);
   CHECK_THAT(std::string(r.status().message()),
-             Catch::Contains("only its originator, residential_station 310104001001001"));
+             Catch::Contains("only its originator, residential station 310104001001001"));
   RequireOk(f.Do(CommandKind::kVerify, id, kStation));
   r = f.Do(CommandKind::kClose, id, kDistrict);
   REQUIRE_FALSE(r.ok());
@@ -291,7 +291,7 @@ TEST_CASE("escalation climbs one level at a time; the upper level then dispatche
   CHECK(r->view.stage() == v1::CASE_STAGE_REGISTERED);
   r = f.Do(CommandKind::kDispatch, id, kStation);  // Below the level that dispatches now.
   REQUIRE_FALSE(r.ok());
-  CHECK_THAT(std::string(r.status().message()), Catch::Contains("the street_center dispatches it"));
+  CHECK_THAT(std::string(r.status().message()), Catch::Contains("the street center dispatches it"));
   r = f.Do(CommandKind::kDispatch, id, kOtherStreet);  // Another street's center.
   REQUIRE_FALSE(r.ok());
   CHECK_THAT(std::string(r.status().message()), Catch::Contains("does not serve"));
