@@ -135,6 +135,25 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   backup->add_option("--data-dir", backup_options.data_dir, kDataDirHelp)->required();
   backup->add_option("--to", backup_options.to, "Target directory; must not exist yet")->required();
 
+  SetPositionOptions position_options;
+  CLI::App* set_position = log->add_subcommand(
+      "set-position",
+      "Store a new Kafka position for one topic partition, as an operator's decision after "
+      "ingest stopped on lost records (DATA_LOSS) or a recreated topic (see OPERATIONS.md). "
+      "Appends an empty batch carrying the position to the log partition of the same "
+      "number and prints the old and new offsets. The daemon must be stopped.");
+  set_position->add_option("--data-dir", position_options.data_dir, kDataDirHelp)->required();
+  set_position->add_option("--topic", position_options.topic, "Kafka topic, e.g. cityops.readings")
+      ->required();
+  set_position->add_option("--partition", position_options.partition, "Kafka partition")
+      ->required()
+      ->check(CLI::NonNegativeNumber);
+  set_position
+      ->add_option("--offset", position_options.offset,
+                   "The next offset to ingest: records before it are not ingested")
+      ->required()
+      ->check(CLI::NonNegativeNumber);
+
   PublishCommandOptions publish_options;
   CLI::App* publish = app.add_subcommand(
       "publish",
@@ -438,6 +457,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = DumpLog(dump_options, out, err);
   } else if (*backup) {
     status = BackupLog(backup_options, out);
+  } else if (*set_position) {
+    status = SetPosition(position_options, out);
   } else if (*publish) {
     status = PublishCommand(publish_options, out, err);
   } else if (*import) {

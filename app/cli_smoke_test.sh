@@ -91,6 +91,19 @@ check_inspect 20000
 expect_exit 1 log backup --data-dir data --to backups/first
 grep -q "already exists" "$work/err" || fail "backup onto an existing directory: unclear message"
 
+step "set-position moves a stored Kafka position, saying what it skips"
+expect_exit 0 log inspect --data-dir data
+before="$(stored_offset 2)"
+expect_exit 0 log set-position --data-dir data --topic cityops.readings --partition 2 --offset $((before + 5))
+grep -q "cityops.readings/2: stored position $before -> $((before + 5))" "$work/out" ||
+  fail "set-position does not report the old and new offsets"
+grep -q "records $before..$((before + 4)) will not be ingested" "$work/out" ||
+  fail "set-position does not say which records it skips"
+expect_exit 0 log inspect --data-dir data
+[[ "$(stored_offset 2)" == "$((before + 5))" ]] || fail "set-position did not store the offset"
+expect_exit 0 log set-position --data-dir data --topic cityops.readings --partition 2 --offset "$before"
+expect_exit 2 log set-position --data-dir data --topic cityops.readings --partition 2
+
 step "generate again: offsets continue"
 expect_exit 0 log generate --data-dir data --readings 10000 --partitions 4 --devices 500 --seed 7
 expect_exit 0 log inspect --data-dir data
