@@ -12,6 +12,8 @@
 //   rebuild      the read models rebuilt beside the live ones, then swapped.
 // Rates are events per second; each is printed as a ratio to both bare scans (parsed, the
 // least any fold does, and raw).
+#include <sys/resource.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -41,6 +43,34 @@ using SteadyClock = std::chrono::steady_clock;
 
 double Seconds(SteadyClock::time_point since) {
   return std::chrono::duration<double>(SteadyClock::now() - since).count();
+}
+
+// CPU seconds this process has used (all threads, RocksDB's background ones included).
+double CpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
+  return s(usage.ru_utime) + s(usage.ru_stime);
+}
+
+// Waits until the process is idle (RocksDB's flushes and compactions after the fill are
+// done: under 2 % of a core for a second), at most `limit` seconds. Timing the stages
+// while compactions run would charge them for the fill. Returns the seconds waited.
+double WaitUntilIdle(double limit) {
+  const auto start = SteadyClock::now();
+  while (Seconds(start) < limit) {
+    const double before = CpuSeconds();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    if (CpuSeconds() - before < 0.02) break;
+  }
+  return Seconds(start);
+}
+
+// Peak resident memory, MiB.
+double PeakRssMiB() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024;
 }
 
 struct BenchOptions {
@@ -145,6 +175,7 @@ int Run(int argc, char** argv) {
       o.scenario.c_str(), o.devices, o.hours, o.partitions,
       static_cast<unsigned long long>(filled.events),
       static_cast<unsigned long long>(filled.readings), Seconds(t));
+  std::printf("waited %.0f s for the log's background compactions to finish\n", WaitUntilIdle(300));
 
   // Bare scans.
   uint64_t raw_bytes = 0;
@@ -198,6 +229,7 @@ int Run(int argc, char** argv) {
   std::atomic<bool> rules_done{false};
   std::string error;
   t = SteadyClock::now();
+  const double cpu_before = CpuSeconds();
   std::thread rules_thread([&] {
     const auto start = SteadyClock::now();
     absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage =
@@ -230,10 +262,13 @@ int Run(int argc, char** argv) {
   }
   rules_thread.join();
   const double together_s = Seconds(t);
+  const double together_cpu = CpuSeconds() - cpu_before;
   if (!error.empty()) throw std::runtime_error(error);
   report("rules stage (own time)", rules_stats.processed, rules_s);
   report("projections (own time)", filled.events + rules_stats.derived, views_s);
   report("both, in two threads", filled.events, together_s);
+  std::printf("  both used %.1f CPU seconds in %.1f s (%.2f cores)\n", together_cpu, together_s,
+              together_cpu / together_s);
   const rules::EngineCounters& c = rules_stats.engine;
   std::printf(
       "  derived %llu events: %llu alerts raised, %llu cleared, %llu cases, %llu tickets, "
@@ -268,6 +303,7 @@ int Run(int argc, char** argv) {
   t = SteadyClock::now();
   if (absl::Status s = projections->Rebuild(); !s.ok()) throw std::runtime_error(s.ToString());
   report("projections rebuild", filled.events + rules_stats.derived, Seconds(t));
+  std::printf("peak RSS: %.0f MiB\n", PeakRssMiB());
   return 0;
 }
 
