@@ -1,6 +1,7 @@
 // The rules: loading and checking rule sets (errors name file:line:column), and the
 // engine's behaviour per rule kind and per case stage, fed with hand-made events.
 #include <catch2/catch.hpp>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -11,6 +12,7 @@
 #include "projections/rules/compile.h"
 #include "projections/rules/default_rules.h"
 #include "projections/rules/engine.h"
+#include "projections/rules/metric.h"
 
 namespace cityops::rules {
 namespace {
@@ -189,6 +191,83 @@ TEST_CASE("a missing rule file is named", "[rules]") {
   absl::Status s = LoadRuleSetFile("/nonexistent/rules.yaml").status();
   CHECK(s.code() == absl::StatusCode::kNotFound);
   CHECK_THAT(std::string(s.message()), Catch::Contains("/nonexistent/rules.yaml"));
+}
+
+TEST_CASE("a reading decoded from its bytes reads every metric as protobuf reflection does",
+          "[rules]") {
+  namespace pb = google::protobuf;
+  std::mt19937_64 rng(5);
+  std::uniform_real_distribution<double> unit(0, 1);
+  int compared = 0;
+  for (int round = 0; round < 400; ++round) {
+    v1::SensorReading r;
+    r.set_device_id(absl::StrFormat("dev-%d", round));
+    const v1::DeviceKind kind = static_cast<v1::DeviceKind>(1 + round % 4);
+    r.set_kind(kind);
+    const pb::FieldDescriptor* member = MetricsMember(kind);
+    pb::Message* m = r.GetReflection()->MutableMessage(&r, member);
+    const pb::Reflection* mr = m->GetReflection();
+    for (int i = 0; i < m->GetDescriptor()->field_count(); ++i) {
+      const pb::FieldDescriptor* f = m->GetDescriptor()->field(i);
+      if (unit(rng) < 0.3) continue;  // Absent.
+      const double x = (unit(rng) - 0.3) * 1000;
+      switch (f->cpp_type()) {
+        case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+          mr->SetDouble(m, f, x);
+          break;
+        case pb::FieldDescriptor::CPPTYPE_INT32:
+          if (f->is_repeated()) {
+            for (int k = static_cast<int>(unit(rng) * 4); k > 0; --k) {
+              mr->AddInt32(m, f, static_cast<int32_t>(unit(rng) * 40));
+            }
+          } else {
+            mr->SetInt32(m, f, static_cast<int32_t>(x));  // Negative ones too.
+          }
+          break;
+        case pb::FieldDescriptor::CPPTYPE_BOOL:
+          mr->SetBool(m, f, unit(rng) < 0.5);
+          break;
+        case pb::FieldDescriptor::CPPTYPE_ENUM:
+          mr->SetEnumValue(m, f, static_cast<int>(unit(rng) * 4));
+          break;
+        default:
+          break;
+      }
+    }
+    std::string bytes = r.SerializeAsString();
+    if (round % 7 == 0) bytes += std::string("\xa0\x06\x05", 3);  // Unknown field 100.
+    Reading decoded;
+    REQUIRE(decoded.Decode(bytes));
+    Reading set;
+    set.Set(r);
+    CHECK(decoded.device_id() == r.device_id());
+    CHECK(decoded.kind() == r.kind());
+    CHECK(std::vector<int32_t>(decoded.fault_codes().begin(), decoded.fault_codes().end()) ==
+          std::vector<int32_t>(set.fault_codes().begin(), set.fault_codes().end()));
+    if (kind == v1::DEVICE_KIND_ELEVATOR) {
+      CHECK(static_cast<int>(decoded.fault_codes().size()) == r.elevator().fault_codes_size());
+    }
+    // Every metric of every kind: the other kinds' read as absent.
+    for (int k = 1; k <= 4; ++k) {
+      const pb::Descriptor* d = MetricsMember(static_cast<v1::DeviceKind>(k))->message_type();
+      for (int i = 0; i < d->field_count(); ++i) {
+        absl::StatusOr<MetricRef> ref =
+            ResolveMetric(static_cast<v1::DeviceKind>(k), d->field(i)->name());
+        if (!ref.ok()) continue;  // Not a metric (repeated).
+        INFO(d->field(i)->full_name() << " in " << r.ShortDebugString());
+        const std::optional<double> want = ReadMetric(r, *ref);
+        CHECK(decoded.Get(*ref) == want);
+        CHECK(set.Get(*ref) == want);
+        ++compared;
+      }
+    }
+  }
+  CHECK(compared > 400 * 20);
+  Reading bad;
+  CHECK_FALSE(
+      bad.Decode(std::string("\x0a\x10"
+                             "short",
+                             7)));
 }
 
 // Feeds hand-made events to an engine and keeps what it derives.

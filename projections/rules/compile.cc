@@ -443,10 +443,10 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
 
 }  // namespace
 
-Truth CompiledConditionSet::Evaluate(const v1::SensorReading& reading) const {
+Truth CompiledConditionSet::Evaluate(const Reading& reading) const {
   bool unknown = false;
   for (const CompiledCondition& c : conditions) {
-    std::optional<double> v = ReadMetric(reading, c.metric);
+    std::optional<double> v = reading.Get(c.metric);
     if (!v) {
       unknown = true;
       continue;

@@ -67,7 +67,7 @@ struct CompiledConditionSet {
   std::vector<CompiledCondition> conditions;
   bool empty() const { return conditions.empty(); }
   // kUnknown when the reading does not carry enough of the metrics to decide.
-  Truth Evaluate(const v1::SensorReading& reading) const;
+  Truth Evaluate(const Reading& reading) const;
 };
 
 enum class RuleType { kThreshold, kRateOfChange, kFaultCode, kAbsence, kStuck, kGridCompound };

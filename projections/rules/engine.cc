@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <list>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -79,9 +80,8 @@ Truth Not(Truth t) {
 }
 
 // True if the elevator reading reports one of `codes`.
-bool AnyCode(const v1::SensorReading& reading, const std::vector<int32_t>& codes) {
-  if (!reading.has_elevator()) return false;
-  for (int32_t code : reading.elevator().fault_codes()) {
+bool AnyCode(const Reading& reading, const std::vector<int32_t>& codes) {
+  for (int32_t code : reading.fault_codes()) {
     if (std::find(codes.begin(), codes.end(), code) != codes.end()) return true;
   }
   return false;
@@ -135,25 +135,27 @@ struct RulesEngine::RuleState {
   int active_sources = 0;
 };
 
+// Laid out for the reading path: what every reading touches first, together, inline;
+// rule states (made only when a rule has something to track) and the registration after.
 struct RulesEngine::DeviceState {
-  std::string key;
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
   bool registered = false;
-  v1::DeviceRegistered registration;
-  v1::GridRef grid;  // From the registration (grids: the grid itself).
   kernel::Partition partition;
   absl::Time last_seen = absl::InfinitePast();
-  // (rule index, state) of the rules that have seen this device. A deque, so that adding
-  // a state never moves the others (callers hold references across calls).
-  std::deque<std::pair<int, RuleState>> rules;
-  // By rule id, for every rule that has seen this device (a deque: states point here).
-  std::deque<RuleMemory> memory;
-  // The states of the rules of its kind, in RulesFor(kind) order, once looked up, and
-  // whether each is idle: nothing pending, active or scheduled that a reading must see.
-  // A reading that does not trigger an idle rule leaves its state untouched (and out of
-  // the cache): most readings are normal.
-  std::vector<RuleState*> by_slot;
-  std::vector<uint8_t> idle;
+  // The states of the rules of its kind, in RulesFor(kind) order (null until a rule
+  // needs one), and whether each is idle: nothing pending, active or scheduled that a
+  // reading must see. A reading that does not trigger an idle rule leaves it alone: most
+  // readings are normal, and most devices never need a state for most rules.
+  absl::InlinedVector<RuleState*, 8> by_slot;
+  absl::InlinedVector<uint8_t, 8> idle;
+  // (rule index, state) of the rules that track something for this device. A list, so
+  // that adding a state never moves the others (callers hold references across calls).
+  std::list<std::pair<int, RuleState>> rules;
+  // By rule id, for every rule that has had a state here (states point into it).
+  std::list<RuleMemory> memory;
+  std::string key;
+  v1::DeviceRegistered registration;
+  v1::GridRef grid;  // From the registration (grids: the grid itself).
 };
 
 struct RulesEngine::CaseTrack {
@@ -246,7 +248,7 @@ RulesEngine::Context RulesEngine::Begin(uint32_t partition, uint64_t sequence, a
   return ctx;
 }
 
-void RulesEngine::ProcessReading(const v1::SensorReading& reading, kernel::EventPosition position,
+void RulesEngine::ProcessReading(const Reading& reading, kernel::EventPosition position,
                                  absl::Time now, std::vector<Derived>* out) {
   Context ctx = Begin(position.partition.value(), position.sequence.value(), now, out);
   OnReading(reading, ctx);
@@ -256,7 +258,8 @@ void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<De
   Context ctx = Begin(event.partition(), event.sequence(), now, out);
   switch (event.payload_case()) {
     case v1::Event::kReading:
-      OnReading(event.reading(), ctx);
+      reading_.Set(event.reading());
+      OnReading(reading_, ctx);
       break;
     case v1::Event::kDeviceRegistered:
       OnRegistration(event, ctx);
@@ -441,10 +444,9 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
     }
     if (st.active) Clear(rule, dev, st, 0, nullptr, ctx);
   }
-  std::fill(dev.idle.begin(), dev.idle.end(), 0);
 }
 
-void RulesEngine::OnReading(const v1::SensorReading& reading, Context& ctx) {
+void RulesEngine::OnReading(const Reading& reading, Context& ctx) {
   ++counters_.readings;
   DeviceState& dev = Device(reading.device_id());
   if (dev.last_seen == absl::InfinitePast() && !dev.registered) {
@@ -456,8 +458,15 @@ void RulesEngine::OnReading(const v1::SensorReading& reading, Context& ctx) {
   if (rules_ == nullptr) return;
   const std::vector<int>& kind_rules = rules_->RulesFor(reading.kind());
   if (dev.by_slot.size() != kind_rules.size()) {
+    // First reading under this rule set: find the states the device has already.
     dev.by_slot.assign(kind_rules.size(), nullptr);
     dev.idle.assign(kind_rules.size(), 0);
+    for (size_t slot = 0; slot < kind_rules.size(); ++slot) {
+      for (auto& [index, state] : dev.rules) {
+        if (index == kind_rules[slot]) dev.by_slot[slot] = &state;
+      }
+      dev.idle[slot] = IsIdle(rules_->rules()[kind_rules[slot]], dev.by_slot[slot]);
+    }
   }
   for (size_t slot = 0; slot < kind_rules.size(); ++slot) {
     const int index = kind_rules[slot];
@@ -480,22 +489,25 @@ void RulesEngine::OnReading(const v1::SensorReading& reading, Context& ctx) {
     if (dev.by_slot[slot] == nullptr) dev.by_slot[slot] = &StateOf(dev, index);
     RuleState& st = *dev.by_slot[slot];
     Evaluate(rule, dev, st, reading, previous, ctx);
-    switch (rule.type) {
-      case RuleType::kThreshold:
-      case RuleType::kFaultCode:
-        dev.idle[slot] = !st.active && !st.pending;
-        break;
-      case RuleType::kAbsence:
-        dev.idle[slot] = !st.active && st.absence_due != absl::InfinitePast();
-        break;
-      default:
-        break;
-    }
+    dev.idle[slot] = IsIdle(rule, &st);
+  }
+}
+
+bool RulesEngine::IsIdle(const CompiledRule& rule, const RuleState* st) {
+  switch (rule.type) {
+    case RuleType::kThreshold:
+    case RuleType::kFaultCode:
+      // Without a state, the rule is neither pending nor active.
+      return st == nullptr || (!st->active && !st->pending);
+    case RuleType::kAbsence:
+      return st != nullptr && !st->active && st->absence_due != absl::InfinitePast();
+    default:
+      return false;  // Rate of change and stuck follow every reading.
   }
 }
 
 void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                           const v1::SensorReading& reading, absl::Time previous, Context& ctx) {
+                           const Reading& reading, absl::Time previous, Context& ctx) {
   const int index = rule.index;
   {
     switch (rule.type) {
@@ -534,8 +546,7 @@ void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState
 }
 
 void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                                    const v1::SensorReading& reading, const v1::EventRef& ref,
-                                    Context& ctx) {
+                                    const Reading& reading, const v1::EventRef& ref, Context& ctx) {
   const Truth raise = rule.raise.Evaluate(reading);
   if (!st.active) {
     if (raise == Truth::kFalse && st.pending) {
@@ -549,7 +560,7 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
       st.readings.clear();
       st.metric.clear();
       for (const CompiledCondition& c : rule.raise.conditions) {
-        if (std::optional<double> v = ReadMetric(reading, c.metric)) {
+        if (std::optional<double> v = reading.Get(c.metric)) {
           st.metric = c.metric.name();
           st.value = *v;
           st.threshold = c.operand;
@@ -576,7 +587,7 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
   double value = 0;
   const CompiledConditionSet& set = rule.clear.empty() ? rule.raise : rule.clear;
   for (const CompiledCondition& c : set.conditions) {
-    if (std::optional<double> v = ReadMetric(reading, c.metric)) {
+    if (std::optional<double> v = reading.Get(c.metric)) {
       value = *v;
       break;
     }
@@ -597,11 +608,10 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
 }
 
 void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                                const v1::SensorReading& reading, const v1::EventRef& ref,
-                                Context& ctx) {
+                                const Reading& reading, const v1::EventRef& ref, Context& ctx) {
   if (!reading.has_elevator()) return;
   int32_t found = 0;
-  for (int32_t code : reading.elevator().fault_codes()) {
+  for (int32_t code : reading.fault_codes()) {
     if (std::find(rule.codes.begin(), rule.codes.end(), code) != rule.codes.end()) {
       found = code;
       break;
@@ -637,9 +647,8 @@ void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, Rule
 }
 
 void RulesEngine::EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                               const v1::SensorReading& reading, const v1::EventRef& ref,
-                               Context& ctx) {
-  std::optional<double> v = ReadMetric(reading, rule.metric);
+                               const Reading& reading, const v1::EventRef& ref, Context& ctx) {
+  std::optional<double> v = reading.Get(rule.metric);
   if (!v) return;
   st.window.emplace_back(now_, *v);
   std::erase_if(st.window, [&](const auto& p) { return p.first < now_ - rule.window; });
@@ -671,9 +680,8 @@ void RulesEngine::EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleS
 }
 
 void RulesEngine::EvaluateStuck(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                                const v1::SensorReading& reading, const v1::EventRef& ref,
-                                Context& ctx) {
-  std::optional<double> v = ReadMetric(reading, rule.metric);
+                                const Reading& reading, const v1::EventRef& ref, Context& ctx) {
+  std::optional<double> v = reading.Get(rule.metric);
   if (!v) return;
   const Truth only = rule.only_while.empty() ? Truth::kTrue : rule.only_while.Evaluate(reading);
   if (only != Truth::kTrue) {
@@ -1177,7 +1185,7 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   }
   for (const std::string& key : keys) {
     DeviceState& dev = devices_.find(key)->second;
-    std::deque<std::pair<int, RuleState>> old = std::move(dev.rules);
+    std::list<std::pair<int, RuleState>> old = std::move(dev.rules);
     dev.rules.clear();
     dev.by_slot.clear();
     dev.idle.clear();

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/time/time.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/views.pb.h"
@@ -77,9 +78,9 @@ class RulesEngine {
   // follows to `out`. `event` must carry its partition and sequence.
   void Process(const v1::Event& event, absl::Time now, std::vector<Derived>* out);
   // The same for the reading event at `position`, given its reading alone: the rules
-  // stage's fast path, which parses only the reading of a stored reading event.
-  void ProcessReading(const v1::SensorReading& reading, kernel::EventPosition position,
-                      absl::Time now, std::vector<Derived>* out);
+  // stage's fast path, which decodes only the reading of a stored reading event.
+  void ProcessReading(const Reading& reading, kernel::EventPosition position, absl::Time now,
+                      std::vector<Derived>* out);
 
   // True once a rule set is active.
   bool has_rules() const { return rules_ != nullptr; }
@@ -110,23 +111,25 @@ class RulesEngine {
   void FireTimers(absl::Time now, Context& ctx);
   void OnTimer(const Timer& t, Context& ctx);
   Context Begin(uint32_t partition, uint64_t sequence, absl::Time now, std::vector<Derived>* out);
-  void OnReading(const v1::SensorReading& reading, Context& ctx);
+  void OnReading(const Reading& reading, Context& ctx);
   void OnRegistration(const v1::Event& event, Context& ctx);
   void OnRuleset(const v1::Event& event, Context& ctx);
   void OnReported(const v1::Event& event, Context& ctx);
   void OnCaseEvent(const v1::Event& event, Context& ctx);
 
-  void Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                const v1::SensorReading& reading, absl::Time previous, Context& ctx);
+  void Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st, const Reading& reading,
+                absl::Time previous, Context& ctx);
   void EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                         const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+                         const Reading& reading, const v1::EventRef& ref, Context& ctx);
   void EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                    const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+                    const Reading& reading, const v1::EventRef& ref, Context& ctx);
   void EvaluateFault(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                     const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+                     const Reading& reading, const v1::EventRef& ref, Context& ctx);
   void EvaluateStuck(const CompiledRule& rule, DeviceState& dev, RuleState& st,
-                     const v1::SensorReading& reading, const v1::EventRef& ref, Context& ctx);
+                     const Reading& reading, const v1::EventRef& ref, Context& ctx);
   bool Applies(const CompiledRule& rule, const DeviceState& dev) const;
+  // True if a reading that does not trigger `rule` may skip it, given its state (or none).
+  static bool IsIdle(const CompiledRule& rule, const RuleState* st);
 
   void Raise(const CompiledRule& rule, DeviceState& dev, RuleState& st, std::string metric,
              double value, double threshold, Context& ctx);
@@ -163,6 +166,7 @@ class RulesEngine {
   absl::Time now_ = absl::InfinitePast();
   EngineCounters counters_;
   std::vector<RejectedRuleSet> rejected_;
+  Reading reading_;  // Process's decoding buffer.
 };
 
 }  // namespace cityops::rules

@@ -1,6 +1,7 @@
 #include "projections/rules/metric.h"
 
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -67,7 +68,16 @@ absl::StatusOr<MetricRef> ResolveMetric(v1::DeviceKind kind, std::string_view na
         absl::StrFormat("%s has no metric '%s' a rule can test; use one of: %s",
                         v1::DeviceKind_Name(kind), name, absl::StrJoin(names, ", ")));
   }
-  return MetricRef{kind, member, field};
+  if (field->number() >= Reading::kMaxMetricField) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s metric '%s' has field number %d; the rules engine reads fields below %d only",
+        v1::DeviceKind_Name(kind), name, field->number(), Reading::kMaxMetricField));
+  }
+  MetricRef ref{kind, member, field};
+  ref.member_number = member->number();
+  ref.field_number = field->number();
+  ref.has_presence = field->has_presence();
+  return ref;
 }
 
 std::optional<double> ReadMetric(const v1::SensorReading& reading, const MetricRef& metric) {
@@ -98,6 +108,274 @@ std::optional<double> ReadMetric(const v1::SensorReading& reading, const MetricR
       return std::nullopt;
   }
 }
+
+namespace {
+
+// How each field of each metrics message (SensorReading fields 10..13) is encoded.
+struct MemberLayout {
+  std::array<pb::FieldDescriptor::Type, Reading::kMaxMetricField> types{};  // 0: not read.
+  int codes_field = 0;  // The repeated fault-code field (elevators).
+};
+
+const MemberLayout* LayoutOf(int member) {
+  static const std::array<MemberLayout, 4> layouts = [] {
+    std::array<MemberLayout, 4> out{};
+    for (int m = 0; m < 4; ++m) {
+      const pb::FieldDescriptor* member_field = v1::SensorReading::descriptor()->FindFieldByNumber(
+          v1::SensorReading::kManholeCoverFieldNumber + m);
+      const pb::Descriptor* d = member_field->message_type();
+      for (int i = 0; i < d->field_count(); ++i) {
+        const pb::FieldDescriptor* f = d->field(i);
+        if (f->number() >= Reading::kMaxMetricField) continue;
+        if (f->is_repeated()) {
+          if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32) out[m].codes_field = f->number();
+          continue;
+        }
+        if (Readable(f)) out[m].types[f->number()] = f->type();
+      }
+    }
+    return out;
+  }();
+  if (member < v1::SensorReading::kManholeCoverFieldNumber ||
+      member > v1::SensorReading::kFloodGaugeFieldNumber) {
+    return nullptr;
+  }
+  return &layouts[member - v1::SensorReading::kManholeCoverFieldNumber];
+}
+
+bool ReadVarint(const uint8_t*& p, const uint8_t* end, uint64_t* v) {
+  uint64_t result = 0;
+  for (int shift = 0; shift < 64 && p < end; shift += 7) {
+    const uint8_t b = *p++;
+    result |= static_cast<uint64_t>(b & 0x7f) << shift;
+    if ((b & 0x80) == 0) {
+      *v = result;
+      return true;
+    }
+  }
+  return false;
+}
+
+// Skips a field of wire type `type`; false if malformed.
+bool SkipField(const uint8_t*& p, const uint8_t* end, uint32_t type) {
+  uint64_t v = 0;
+  switch (type) {
+    case 0:
+      return ReadVarint(p, end, &v);
+    case 1:
+      if (end - p < 8) return false;
+      p += 8;
+      return true;
+    case 2:
+      if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
+      p += v;
+      return true;
+    case 5:
+      if (end - p < 4) return false;
+      p += 4;
+      return true;
+    default:
+      return false;
+  }
+}
+
+// A varint-encoded scalar of `type` as a double.
+double FromVarint(pb::FieldDescriptor::Type type, uint64_t v) {
+  switch (type) {
+    case pb::FieldDescriptor::TYPE_INT32:
+    case pb::FieldDescriptor::TYPE_ENUM:
+      return static_cast<int32_t>(v);
+    case pb::FieldDescriptor::TYPE_INT64:
+      return static_cast<double>(static_cast<int64_t>(v));
+    case pb::FieldDescriptor::TYPE_UINT32:
+      return static_cast<uint32_t>(v);
+    case pb::FieldDescriptor::TYPE_UINT64:
+      return static_cast<double>(v);
+    case pb::FieldDescriptor::TYPE_BOOL:
+      return v != 0 ? 1.0 : 0.0;
+    case pb::FieldDescriptor::TYPE_SINT32:
+      return static_cast<int32_t>((static_cast<uint32_t>(v) >> 1) ^
+                                  -(static_cast<uint32_t>(v) & 1));
+    case pb::FieldDescriptor::TYPE_SINT64:
+      return static_cast<double>(static_cast<int64_t>((v >> 1) ^ -(v & 1)));
+    default:
+      return 0;
+  }
+}
+
+bool IsVarintType(pb::FieldDescriptor::Type type) {
+  switch (type) {
+    case pb::FieldDescriptor::TYPE_INT32:
+    case pb::FieldDescriptor::TYPE_ENUM:
+    case pb::FieldDescriptor::TYPE_INT64:
+    case pb::FieldDescriptor::TYPE_UINT32:
+    case pb::FieldDescriptor::TYPE_UINT64:
+    case pb::FieldDescriptor::TYPE_BOOL:
+    case pb::FieldDescriptor::TYPE_SINT32:
+    case pb::FieldDescriptor::TYPE_SINT64:
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace
+
+void Reading::Clear() {
+  device_id_ = {};
+  kind_ = v1::DEVICE_KIND_UNSPECIFIED;
+  member_ = 0;
+  present_ = 0;
+  codes_.clear();
+}
+
+void Reading::Set(const v1::SensorReading& reading) {
+  Clear();
+  device_id_ = reading.device_id();
+  kind_ = reading.kind();
+  member_ = static_cast<int>(reading.metrics_case());  // The oneof case is the field number.
+  const MemberLayout* layout = LayoutOf(member_);
+  if (layout == nullptr) return;
+  const pb::FieldDescriptor* member_field =
+      v1::SensorReading::descriptor()->FindFieldByNumber(member_);
+  const pb::Message& m = reading.GetReflection()->GetMessage(reading, member_field);
+  const pb::Reflection* r = m.GetReflection();
+  for (int n = 1; n < kMaxMetricField; ++n) {
+    if (layout->types[n] == 0) continue;
+    MetricRef ref;
+    ref.member = member_field;
+    ref.field = m.GetDescriptor()->FindFieldByNumber(n);
+    if (std::optional<double> v = ReadMetric(reading, ref);
+        v && (!ref.field->has_presence() || r->HasField(m, ref.field))) {
+      values_[n] = *v;
+      present_ |= uint64_t{1} << n;
+    }
+  }
+  if (layout->codes_field != 0) {
+    const pb::FieldDescriptor* codes = m.GetDescriptor()->FindFieldByNumber(layout->codes_field);
+    for (int i = 0; i < r->FieldSize(m, codes); ++i)
+      codes_.push_back(r->GetRepeatedInt32(m, codes, i));
+  }
+}
+
+bool Reading::Decode(std::string_view bytes) {
+  Clear();
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const uint8_t* const end = p + bytes.size();
+  while (p < end) {
+    uint64_t tag = 0;
+    if (!ReadVarint(p, end, &tag) || (tag >> 3) == 0) return false;
+    const uint32_t field = static_cast<uint32_t>(tag >> 3);
+    const uint32_t type = static_cast<uint32_t>(tag & 7);
+    uint64_t v = 0;
+    if (field == v1::SensorReading::kDeviceIdFieldNumber && type == 2) {
+      if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
+      device_id_ = std::string_view(reinterpret_cast<const char*>(p), v);
+      p += v;
+      continue;
+    }
+    if (field == v1::SensorReading::kKindFieldNumber && type == 0) {
+      if (!ReadVarint(p, end, &v)) return false;
+      kind_ = static_cast<v1::DeviceKind>(static_cast<int32_t>(v));
+      continue;
+    }
+    const MemberLayout* layout = type == 2 ? LayoutOf(static_cast<int>(field)) : nullptr;
+    if (layout == nullptr) {
+      if (!SkipField(p, end, type)) return false;
+      continue;
+    }
+    // A metrics message. Another member replaces the one before (a oneof); the same one
+    // again merges into it, as parsing does.
+    if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
+    const uint8_t* q = p;
+    const uint8_t* const m_end = p + v;
+    p = m_end;
+    if (member_ != static_cast<int>(field)) {
+      present_ = 0;
+      codes_.clear();
+      member_ = static_cast<int>(field);
+    }
+    while (q < m_end) {
+      uint64_t mtag = 0;
+      if (!ReadVarint(q, m_end, &mtag) || (mtag >> 3) == 0) return false;
+      const uint64_t n = mtag >> 3;
+      const uint32_t mtype = static_cast<uint32_t>(mtag & 7);
+      if (n == static_cast<uint64_t>(layout->codes_field) && layout->codes_field != 0) {
+        if (mtype == 0) {  // One code, unpacked.
+          if (!ReadVarint(q, m_end, &v)) return false;
+          codes_.push_back(static_cast<int32_t>(v));
+          continue;
+        }
+        if (mtype == 2) {  // Packed.
+          if (!ReadVarint(q, m_end, &v) || v > static_cast<uint64_t>(m_end - q)) return false;
+          const uint8_t* const c_end = q + v;
+          while (q < c_end) {
+            if (!ReadVarint(q, c_end, &v)) return false;
+            codes_.push_back(static_cast<int32_t>(v));
+          }
+          continue;
+        }
+      }
+      const pb::FieldDescriptor::Type t = n < static_cast<uint64_t>(kMaxMetricField)
+                                              ? layout->types[n]
+                                              : static_cast<pb::FieldDescriptor::Type>(0);
+      double value = 0;
+      bool known = false;
+      if (mtype == 0 && IsVarintType(t)) {
+        if (!ReadVarint(q, m_end, &v)) return false;
+        value = FromVarint(t, v);
+        known = true;
+      } else if (mtype == 1 &&
+                 (t == pb::FieldDescriptor::TYPE_DOUBLE || t == pb::FieldDescriptor::TYPE_FIXED64 ||
+                  t == pb::FieldDescriptor::TYPE_SFIXED64)) {
+        if (m_end - q < 8) return false;
+        uint64_t bits = 0;
+        std::memcpy(&bits, q, 8);
+        q += 8;
+        if (t == pb::FieldDescriptor::TYPE_DOUBLE) {
+          std::memcpy(&value, &bits, 8);
+        } else {
+          value = t == pb::FieldDescriptor::TYPE_FIXED64
+                      ? static_cast<double>(bits)
+                      : static_cast<double>(static_cast<int64_t>(bits));
+        }
+        known = true;
+      } else if (mtype == 5 &&
+                 (t == pb::FieldDescriptor::TYPE_FLOAT || t == pb::FieldDescriptor::TYPE_FIXED32 ||
+                  t == pb::FieldDescriptor::TYPE_SFIXED32)) {
+        if (m_end - q < 4) return false;
+        uint32_t bits = 0;
+        std::memcpy(&bits, q, 4);
+        q += 4;
+        if (t == pb::FieldDescriptor::TYPE_FLOAT) {
+          float f = 0;
+          std::memcpy(&f, &bits, 4);
+          value = f;
+        } else {
+          value = t == pb::FieldDescriptor::TYPE_FIXED32 ? static_cast<double>(bits)
+                                                         : static_cast<int32_t>(bits);
+        }
+        known = true;
+      } else if (!SkipField(q, m_end, mtype)) {
+        return false;
+      }
+      if (known) {
+        values_[n] = value;
+        present_ |= uint64_t{1} << n;
+      }
+    }
+  }
+  return true;
+}
+
+std::optional<double> Reading::Get(const MetricRef& metric) const {
+  if (metric.member_number != member_ || member_ == 0) return std::nullopt;
+  if (present_ & (uint64_t{1} << metric.field_number)) return values_[metric.field_number];
+  if (!metric.has_presence) return 0.0;  // proto3 implicit presence: the default.
+  return std::nullopt;
+}
+
+bool Reading::has_elevator() const { return member_ == v1::SensorReading::kElevatorFieldNumber; }
 
 absl::StatusOr<double> ParseMetricValue(const MetricRef& metric, std::string_view text) {
   const pb::FieldDescriptor* f = metric.field;

@@ -5,7 +5,6 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "google/protobuf/io/coded_stream.h"
 #include "kernel/proto_time.h"
 #include "projections/stored_event.h"
 
@@ -158,41 +157,12 @@ absl::Status RulesStage::ProcessFront(const Cursor& c, absl::Time now,
   const Cursor::Item& item = c.front();
   const kernel::EventPosition position{c.partition, kernel::Sequence(item.sequence)};
   if (item.reading) {
+    // The reading alone, decoded straight from its stored bytes.
     const std::string_view bytes =
         std::string_view(c.records).substr(item.payload_offset, item.payload_size);
-    projections::ReadingHeader header;
-    if (projections::DecodeReadingHeader(bytes, &header)) {
-      // One reused message per metrics member: parsing a reading into the one that held
-      // the same member reuses its metrics message and strings (Clear would free the
-      // oneof member); merging into a cleared message equals parsing.
-      v1::SensorReading& reading =
-          readings_[header.metrics_field == 0 ? 0 : header.metrics_field - 9];
-      reading.clear_device_id();
-      reading.clear_reading_id();
-      reading.clear_kind();
-      if (reading.has_event_time()) reading.mutable_event_time()->Clear();
-      switch (reading.metrics_case()) {
-        case v1::SensorReading::kManholeCover:
-          reading.mutable_manhole_cover()->Clear();
-          break;
-        case v1::SensorReading::kElevator:
-          reading.mutable_elevator()->Clear();
-          break;
-        case v1::SensorReading::kCurtainWall:
-          reading.mutable_curtain_wall()->Clear();
-          break;
-        case v1::SensorReading::kFloodGauge:
-          reading.mutable_flood_gauge()->Clear();
-          break;
-        default:
-          break;
-      }
-      google::protobuf::io::CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
-                                                static_cast<int>(bytes.size()));
-      if (reading.MergeFromCodedStream(&in) && in.ConsumedEntireMessage()) {
-        engine_.ProcessReading(reading, position, now, derived);
-        return absl::OkStatus();
-      }
+    if (reading_.Decode(bytes)) {
+      engine_.ProcessReading(reading_, position, now, derived);
+      return absl::OkStatus();
     }
   }
   if (absl::Status s = kernel::EventLog::ParseEvent(position, c.record(item), &scratch_event_);

@@ -117,7 +117,7 @@ class RulesStage {
   RulesStageOptions options_;
   RulesEngine engine_;
   // Parsing buffers, reused from event to event.
-  std::array<v1::SensorReading, 5> readings_;  // By SensorReading metrics field - 9 (0: none).
+  Reading reading_;
   v1::Event scratch_event_;
   std::vector<std::unique_ptr<Cursor>> cursors_;  // By partition, ascending.
   std::atomic<bool> stop_{false};
