@@ -135,8 +135,9 @@ struct RulesEngine::RuleState {
   int active_sources = 0;
 };
 
-// Laid out for the reading path: what every reading touches first, together, inline;
-// rule states (made only when a rule has something to track) and the registration after.
+// Small, for the reading path: what every reading touches sits in the map's node beside
+// the key (a few cache lines per device, a few MB for tens of thousands of devices);
+// everything else is one pointer away.
 struct RulesEngine::DeviceState {
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
   bool registered = false;
@@ -146,16 +147,19 @@ struct RulesEngine::DeviceState {
   // needs one), and whether each is idle: nothing pending, active or scheduled that a
   // reading must see. A reading that does not trigger an idle rule leaves it alone: most
   // readings are normal, and most devices never need a state for most rules.
-  absl::InlinedVector<RuleState*, 8> by_slot;
-  absl::InlinedVector<uint8_t, 8> idle;
-  // (rule index, state) of the rules that track something for this device. A list, so
-  // that adding a state never moves the others (callers hold references across calls).
-  std::list<std::pair<int, RuleState>> rules;
-  // By rule id, for every rule that has had a state here (states point into it).
-  std::list<RuleMemory> memory;
-  std::string key;
-  v1::DeviceRegistered registration;
-  v1::GridRef grid;  // From the registration (grids: the grid itself).
+  absl::InlinedVector<RuleState*, 7> by_slot;
+  absl::InlinedVector<uint8_t, 7> idle;
+  struct Cold {
+    std::string key;
+    // (rule index, state) of the rules that track something for this device. A list,
+    // so that adding a state never moves the others (callers hold references).
+    std::list<std::pair<int, RuleState>> rules;
+    // By rule id, for every rule that has had a state here (states point into it).
+    std::list<RuleMemory> memory;
+    v1::DeviceRegistered registration;
+    v1::GridRef grid;  // From the registration (grids: the grid itself).
+  };
+  std::unique_ptr<Cold> cold = std::make_unique<Cold>();
 };
 
 struct RulesEngine::CaseTrack {
@@ -198,25 +202,25 @@ RulesEngine::DeviceState& RulesEngine::Device(std::string_view key) {
   auto it = devices_.find(key);
   if (it == devices_.end()) {
     it = devices_.try_emplace(projections::DeviceKey(key)).first;
-    it->second.key = std::string(key);
+    it->second.cold->key = std::string(key);
   }
   return it->second;
 }
 
 RulesEngine::RuleState& RulesEngine::StateOf(DeviceState& dev, int rule_index) {
-  for (auto& [index, state] : dev.rules) {
+  for (auto& [index, state] : dev.cold->rules) {
     if (index == rule_index) return state;
   }
-  RuleState& st = dev.rules.emplace_back(rule_index, RuleState()).second;
+  RuleState& st = dev.cold->rules.emplace_back(rule_index, RuleState()).second;
   st.memory = &MemoryOf(dev, rules_->rules()[rule_index].rule->id());
   return st;
 }
 
 RulesEngine::RuleMemory& RulesEngine::MemoryOf(DeviceState& dev, std::string_view rule_id) {
-  for (RuleMemory& m : dev.memory) {
+  for (RuleMemory& m : dev.cold->memory) {
     if (m.rule_id == rule_id) return m;
   }
-  RuleMemory& m = dev.memory.emplace_back();
+  RuleMemory& m = dev.cold->memory.emplace_back();
   m.rule_id = std::string(rule_id);
   return m;
 }
@@ -224,7 +228,7 @@ RulesEngine::RuleMemory& RulesEngine::MemoryOf(DeviceState& dev, std::string_vie
 const RulesEngine::RuleState* RulesEngine::FindState(const DeviceState& dev,
                                                      std::string_view rule_id) const {
   if (rules_ == nullptr) return nullptr;
-  for (const auto& [index, state] : dev.rules) {
+  for (const auto& [index, state] : dev.cold->rules) {
     if (state.memory->rule_id == rule_id) return &state;
   }
   return nullptr;
@@ -360,16 +364,17 @@ void RulesEngine::OnTimer(const Timer& t, Context& ctx) {
       if (st.absence_due != t.due) break;
       st.absence_due = absl::InfinitePast();
       absl::Duration interval = rule.default_interval;
-      if (dev.registered && dev.registration.has_reporting_interval() &&
-          kernel::FromDurationProto(dev.registration.reporting_interval()) > absl::ZeroDuration()) {
-        interval = kernel::FromDurationProto(dev.registration.reporting_interval());
+      if (dev.registered && dev.cold->registration.has_reporting_interval() &&
+          kernel::FromDurationProto(dev.cold->registration.reporting_interval()) >
+              absl::ZeroDuration()) {
+        interval = kernel::FromDurationProto(dev.cold->registration.reporting_interval());
       }
       const absl::Duration limit =
           interval * static_cast<int64_t>(rule.rule->absence().intervals());
       const absl::Time expected = dev.last_seen + limit;
       if (expected > t.due) {
         st.absence_due = expected;
-        AddTimer({expected, kAbsence, dev.key, t.a, 0});
+        AddTimer({expected, kAbsence, dev.cold->key, t.a, 0});
       } else if (!st.active) {
         st.readings.clear();
         Raise(rule, dev, st, "silent_s", absl::ToDoubleSeconds(t.due - dev.last_seen),
@@ -400,7 +405,7 @@ bool RulesEngine::Applies(const CompiledRule& rule, const DeviceState& dev) cons
     if (f.has_low_lying() && !f.low_lying()) return false;
     return true;
   }
-  const v1::DeviceRegistered& reg = dev.registration;
+  const v1::DeviceRegistered& reg = dev.cold->registration;
   if (f.has_underpass() && reg.flood_gauge().underpass() != f.underpass()) return false;
   if (f.has_low_lying() && reg.flood_gauge().low_lying() != f.low_lying()) return false;
   if (f.has_urban() && reg.manhole_cover().urban() != f.urban()) return false;
@@ -425,21 +430,21 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
     dev.partition = kernel::Partition(event.partition());
   }
   dev.registered = true;
-  dev.registration = reg;
+  dev.cold->registration = reg;
   dev.kind = reg.kind();
-  dev.grid = reg.grid();
+  dev.cold->grid = reg.grid();
   if (rules_ == nullptr) return;
   // Rules whose filter no longer matches (e.g. a cover first seen unregistered, now
   // registered as suburban) stop watching the device: their alerts end here.
-  for (auto& [i, st] : dev.rules) {
+  for (auto& [i, st] : dev.cold->rules) {
     const CompiledRule& rule = rules_->rules()[i];
     if (Applies(rule, dev)) continue;
     if (st.pending) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       st.pending = false;
     }
     if (st.clearing) {
-      CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+      CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.cold->key, rule.index, 0});
       st.clearing = false;
     }
     if (st.active) Clear(rule, dev, st, 0, nullptr, ctx);
@@ -462,7 +467,7 @@ void RulesEngine::OnReading(const Reading& reading, Context& ctx) {
     dev.by_slot.assign(kind_rules.size(), nullptr);
     dev.idle.assign(kind_rules.size(), 0);
     for (size_t slot = 0; slot < kind_rules.size(); ++slot) {
-      for (auto& [index, state] : dev.rules) {
+      for (auto& [index, state] : dev.cold->rules) {
         if (index == kind_rules[slot]) dev.by_slot[slot] = &state;
       }
       dev.idle[slot] = IsIdle(rules_->rules()[kind_rules[slot]], dev.by_slot[slot]);
@@ -530,13 +535,13 @@ void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState
         }
         if (st.absence_due == absl::InfinitePast()) {
           absl::Duration interval = rule.default_interval;
-          if (dev.registered && dev.registration.has_reporting_interval() &&
-              kernel::FromDurationProto(dev.registration.reporting_interval()) >
+          if (dev.registered && dev.cold->registration.has_reporting_interval() &&
+              kernel::FromDurationProto(dev.cold->registration.reporting_interval()) >
                   absl::ZeroDuration()) {
-            interval = kernel::FromDurationProto(dev.registration.reporting_interval());
+            interval = kernel::FromDurationProto(dev.cold->registration.reporting_interval());
           }
           st.absence_due = now_ + interval * static_cast<int64_t>(rule.rule->absence().intervals());
-          AddTimer({st.absence_due, kAbsence, dev.key, index, 0});
+          AddTimer({st.absence_due, kAbsence, dev.cold->key, index, 0});
         }
         break;
       case RuleType::kGridCompound:
@@ -550,7 +555,7 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
   const Truth raise = rule.raise.Evaluate(reading);
   if (!st.active) {
     if (raise == Truth::kFalse && st.pending) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       st.pending = false;
     }
     if (raise != Truth::kTrue) return;
@@ -568,19 +573,19 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
         }
       }
       if (rule.hold > absl::ZeroDuration()) {
-        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       }
     }
     if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
     if (now_ - st.pending_since >= rule.hold) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
     }
     return;
   }
   const Truth clear = rule.clear.empty() ? Not(raise) : rule.clear.Evaluate(reading);
   if (clear == Truth::kFalse && st.clearing) {
-    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.cold->key, rule.index, 0});
     st.clearing = false;
   }
   if (clear != Truth::kTrue) return;
@@ -598,11 +603,11 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
     st.clearing_value = value;
     st.clearing_reading = ref;
     if (rule.clear_hold > absl::ZeroDuration()) {
-      AddTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+      AddTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.cold->key, rule.index, 0});
     }
   }
   if (now_ - st.clearing_since >= rule.clear_hold) {
-    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.key, rule.index, 0});
+    CancelTimer({st.clearing_since + rule.clear_hold, kClearHold, dev.cold->key, rule.index, 0});
     Clear(rule, dev, st, value, &ref, ctx);
   }
 }
@@ -620,7 +625,7 @@ void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, Rule
   if (!st.active) {
     if (found == 0) {
       if (st.pending) {
-        CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+        CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
         st.pending = false;
       }
       return;
@@ -633,12 +638,12 @@ void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, Rule
       st.value = found;
       st.threshold = found;
       if (rule.hold > absl::ZeroDuration()) {
-        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       }
     }
     if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
     if (now_ - st.pending_since >= rule.hold) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.key, rule.index, 0});
+      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
       Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
     }
   } else if (found == 0) {
@@ -712,13 +717,13 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
   st.pending = false;
   st.clearing = false;
   ++st.memory->alerts;
-  st.alert_id = AlertId(rule.rule->id(), dev.key, st.memory->alerts);
+  st.alert_id = AlertId(rule.rule->id(), dev.cold->key, st.memory->alerts);
   ++counters_.alerts_raised;
   v1::Event e;
   e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
   v1::AlertRaised* a = e.mutable_alert_raised();
   a->set_alert_id(st.alert_id);
-  a->set_device_id(dev.key);
+  a->set_device_id(dev.cold->key);
   a->set_rule_id(rule.rule->id());
   a->set_severity(rule.rule->severity());
   a->set_metric(metric);
@@ -729,7 +734,7 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
                       rule.rule->description().empty() ? rule.rule->id() : rule.rule->description(),
                       metric, value, threshold));
   for (const v1::EventRef& r : st.readings) *a->add_readings() = r;
-  if (!dev.grid.grid_code().empty()) *a->mutable_grid() = dev.grid;
+  if (!dev.cold->grid.grid_code().empty()) *a->mutable_grid() = dev.cold->grid;
   const std::string alert_id = st.alert_id;
   Emit(dev.partition, std::move(e), absl::StrFormat("rules/alert/%s/raised", alert_id), ctx);
   st.readings.clear();
@@ -767,7 +772,7 @@ void RulesEngine::Raise(const CompiledRule& rule, DeviceState& dev, RuleState& s
   v->set_case_id(case_id);
   v->set_passed(false);
   v->set_note(absl::StrFormat("rule %s raised alert %s again before %s stayed normal for %s",
-                              rule.rule->id(), alert_id, dev.key,
+                              rule.rule->id(), alert_id, dev.cold->key,
                               absl::FormatDuration(rule.verification_window)));
   v->set_ticket_id(projections::TicketId(case_id, view.ticket_ids_size() + 1));
   Emit(partition, std::move(fail),
@@ -784,7 +789,7 @@ void RulesEngine::Clear(const CompiledRule& rule, DeviceState& dev, RuleState& s
   e.set_stream_id(absl::StrFormat("alert/%s", st.alert_id));
   v1::AlertCleared* c = e.mutable_alert_cleared();
   c->set_alert_id(st.alert_id);
-  c->set_device_id(dev.key);
+  c->set_device_id(dev.cold->key);
   c->set_rule_id(rule.rule->id());
   c->set_value(value);
   if (reading != nullptr) *c->mutable_reading() = *reading;
@@ -798,13 +803,13 @@ void RulesEngine::Clear(const CompiledRule& rule, DeviceState& dev, RuleState& s
 
 void RulesEngine::CountForCompounds(const CompiledRule& rule, const DeviceState& dev, bool raised,
                                     Context& ctx) {
-  if (dev.grid.grid_code().empty()) return;
+  if (dev.cold->grid.grid_code().empty()) return;
   for (int index : rules_->CompoundsCounting(rule.index)) {
     const CompiledRule& compound = rules_->rules()[index];
-    const std::string key = absl::StrFormat("grid/%s", dev.grid.grid_code());
+    const std::string key = absl::StrFormat("grid/%s", dev.cold->grid.grid_code());
     DeviceState& grid = Device(key);
-    if (grid.grid.grid_code().empty()) {
-      grid.grid = dev.grid;
+    if (grid.cold->grid.grid_code().empty()) {
+      grid.cold->grid = dev.cold->grid;
       grid.partition = dev.partition;
     }
     RuleState& st = StateOf(grid, index);
@@ -814,7 +819,7 @@ void RulesEngine::CountForCompounds(const CompiledRule& rule, const DeviceState&
       continue;
     }
     ++st.active_sources;
-    st.recent.emplace_back(ctx.time, dev.key);
+    st.recent.emplace_back(ctx.time, dev.cold->key);
     std::erase_if(st.recent, [&](const auto& p) { return p.first < ctx.time - compound.window; });
     std::vector<std::string> distinct;
     for (const auto& [t, d] : st.recent) {
@@ -831,7 +836,7 @@ void RulesEngine::CountForCompounds(const CompiledRule& rule, const DeviceState&
 void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState& st,
                            Context& ctx) {
   const v1::CasePolicy& policy = rule.rule->case_();
-  const std::string case_id = CaseIdFor(rule.rule->id(), dev.key, st.memory->alerts);
+  const std::string case_id = CaseIdFor(rule.rule->id(), dev.cold->key, st.memory->alerts);
   st.memory->open_case = case_id;
   ++counters_.cases_opened;
   {
@@ -841,11 +846,12 @@ void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState
     o->set_case_id(case_id);
     o->set_source(v1::CASE_SOURCE_IOT_RULE);
     *o->mutable_category() = policy.category();
-    o->set_device_id(dev.key);
+    o->set_device_id(dev.cold->key);
     o->set_rule_id(rule.rule->id());
     o->set_alert_id(st.alert_id);
-    if (!dev.grid.grid_code().empty()) *o->mutable_grid() = dev.grid;
-    if (dev.registration.has_location()) *o->mutable_location() = dev.registration.location();
+    if (!dev.cold->grid.grid_code().empty()) *o->mutable_grid() = dev.cold->grid;
+    if (dev.cold->registration.has_location())
+      *o->mutable_location() = dev.cold->registration.location();
     o->set_severity(rule.rule->severity());
     o->set_department(policy.department());
     o->set_dispatch_level(policy.dispatch_level());
@@ -855,7 +861,7 @@ void RulesEngine::OpenCase(const CompiledRule& rule, DeviceState& dev, RuleState
     o->mutable_originator()->set_code(absl::StrFormat("rule/%s", rule.rule->id()));
     o->set_description(absl::StrFormat(
         "%s on %s%s", rule.rule->description().empty() ? rule.rule->id() : rule.rule->description(),
-        dev.key, dev.registered ? "" : " (unregistered device)"));
+        dev.cold->key, dev.registered ? "" : " (unregistered device)"));
     Emit(dev.partition, std::move(e), absl::StrFormat("rules/case/%s/opened", case_id), ctx);
   }
   if (!policy.auto_register()) return;
@@ -1089,7 +1095,7 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     }
     auto dev = devices_.find(again.device_key);
     if (dev != devices_.end()) {
-      for (RuleMemory& m : dev->second.memory) {
+      for (RuleMemory& m : dev->second.cold->memory) {
         if (m.open_case == case_id) m.open_case.clear();
       }
     }
@@ -1169,7 +1175,7 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   // for them to clear schedule their verification.
   for (const std::string& key : keys) {
     DeviceState& dev = devices_.find(key)->second;
-    for (auto& [i, st] : dev.rules) {
+    for (auto& [i, st] : dev.cold->rules) {
       if (carry[i] < 0 && st.active) Clear(rules_->rules()[i], dev, st, 0, nullptr, ctx);
     }
   }
@@ -1185,19 +1191,19 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   }
   for (const std::string& key : keys) {
     DeviceState& dev = devices_.find(key)->second;
-    std::list<std::pair<int, RuleState>> old = std::move(dev.rules);
-    dev.rules.clear();
+    std::list<std::pair<int, RuleState>> old = std::move(dev.cold->rules);
+    dev.cold->rules.clear();
     dev.by_slot.clear();
     dev.idle.clear();
     // A changed rule starts afresh; its memory (alert count, open case) stays.
     for (auto& [i, state] : old) {
-      if (carry[i] >= 0) dev.rules.emplace_back(carry[i], std::move(state));
+      if (carry[i] >= 0) dev.cold->rules.emplace_back(carry[i], std::move(state));
     }
   }
   rules_ = std::move(next);
   for (const std::string& key : keys) {
     DeviceState& dev = devices_.find(key)->second;
-    for (auto& [i, st] : dev.rules) {
+    for (auto& [i, st] : dev.cold->rules) {
       const CompiledRule& rule = rules_->rules()[i];
       if (st.pending && rule.hold > absl::ZeroDuration()) {
         AddTimer({st.pending_since + rule.hold, kRaiseHold, key, static_cast<int64_t>(i), 0});
