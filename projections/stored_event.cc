@@ -1,7 +1,6 @@
 #include "projections/stored_event.h"
 
 #include <array>
-#include <cstring>
 
 #include "google/protobuf/descriptor.h"
 
@@ -9,81 +8,8 @@ namespace cityops::projections {
 
 namespace {
 
-// A cursor over protobuf wire format. Every read checks bounds; `ok` turns false for
-// good at the first malformed byte.
-class Wire {
- public:
-  explicit Wire(std::string_view bytes)
-      : p_(reinterpret_cast<const uint8_t*>(bytes.data())), end_(p_ + bytes.size()) {}
-
-  bool done() const { return p_ == end_; }
-  bool ok() const { return ok_; }
-
-  bool Varint(uint64_t* v) {
-    uint64_t result = 0;
-    for (int shift = 0; shift < 64; shift += 7) {
-      if (p_ == end_) return ok_ = false;
-      const uint8_t b = *p_++;
-      result |= static_cast<uint64_t>(b & 0x7f) << shift;
-      if ((b & 0x80) == 0) {
-        *v = result;
-        return true;
-      }
-    }
-    return ok_ = false;
-  }
-
-  // The next field's number and wire type.
-  bool Tag(uint32_t* field, uint32_t* type) {
-    uint64_t tag = 0;
-    if (!Varint(&tag) || tag >> 3 == 0 || tag >> 3 > 0x1fffffff) return ok_ = false;
-    *field = static_cast<uint32_t>(tag >> 3);
-    *type = static_cast<uint32_t>(tag & 7);
-    return true;
-  }
-
-  bool Bytes(std::string_view* out) {
-    uint64_t n = 0;
-    if (!Varint(&n) || n > static_cast<uint64_t>(end_ - p_)) return ok_ = false;
-    *out = std::string_view(reinterpret_cast<const char*>(p_), static_cast<size_t>(n));
-    p_ += n;
-    return true;
-  }
-
-  bool Fixed64(uint64_t* v) {
-    if (end_ - p_ < 8) return ok_ = false;
-    std::memcpy(v, p_, 8);  // Little-endian on every platform cityops builds for.
-    p_ += 8;
-    return true;
-  }
-
-  bool Skip(uint32_t type) {
-    uint64_t ignored = 0;
-    std::string_view bytes;
-    switch (type) {
-      case 0:
-        return Varint(&ignored);
-      case 1:
-        return Fixed64(&ignored);
-      case 2:
-        return Bytes(&bytes);
-      case 5:
-        if (end_ - p_ < 4) return ok_ = false;
-        p_ += 4;
-        return true;
-      default:  // Groups (never written by proto3) and invalid types.
-        return ok_ = false;
-    }
-  }
-
- private:
-  const uint8_t* p_;
-  const uint8_t* end_;
-  bool ok_ = true;
-};
-
 bool DecodeTimestamp(std::string_view bytes, absl::Time* out) {
-  Wire w(bytes);
+  WireReader w(bytes);
   int64_t seconds = 0;
   int32_t nanos = 0;
   while (!w.done()) {
@@ -125,7 +51,7 @@ const std::array<bool, 128>& PayloadFields() {
 bool DecodeEnvelope(std::string_view record, StoredEnvelope* out) {
   *out = StoredEnvelope();
   const std::array<bool, 128>& payload_fields = PayloadFields();
-  Wire w(record);
+  WireReader w(record);
   while (!w.done()) {
     uint32_t field = 0;
     uint32_t type = 0;
@@ -142,7 +68,7 @@ bool DecodeEnvelope(std::string_view record, StoredEnvelope* out) {
       if (!DecodeTimestamp(bytes, &out->event_time)) return false;
       out->has_event_time = true;
     } else if (field == v1::Event::kProvenanceFieldNumber) {
-      Wire p(bytes);
+      WireReader p(bytes);
       while (!p.done()) {
         uint32_t pf = 0;
         uint32_t pt = 0;
@@ -168,7 +94,7 @@ bool DecodeEnvelope(std::string_view record, StoredEnvelope* out) {
 
 bool DecodeReadingHeader(std::string_view reading, ReadingHeader* out) {
   *out = ReadingHeader();
-  Wire w(reading);
+  WireReader w(reading);
   while (!w.done()) {
     uint32_t field = 0;
     uint32_t type = 0;
@@ -200,7 +126,7 @@ bool DecodeBatteryPct(const ReadingHeader& header, double* pct) {
     return false;
   }
   bool found = false;
-  Wire w(header.metrics_bytes);
+  WireReader w(header.metrics_bytes);
   while (!w.done()) {
     uint32_t field = 0;
     uint32_t type = 0;

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "projections/stored_event.h"
 
 namespace cityops::rules {
 
@@ -143,42 +144,6 @@ const MemberLayout* LayoutOf(int member) {
   return &layouts[member - v1::SensorReading::kManholeCoverFieldNumber];
 }
 
-bool ReadVarint(const uint8_t*& p, const uint8_t* end, uint64_t* v) {
-  uint64_t result = 0;
-  for (int shift = 0; shift < 64 && p < end; shift += 7) {
-    const uint8_t b = *p++;
-    result |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if ((b & 0x80) == 0) {
-      *v = result;
-      return true;
-    }
-  }
-  return false;
-}
-
-// Skips a field of wire type `type`; false if malformed.
-bool SkipField(const uint8_t*& p, const uint8_t* end, uint32_t type) {
-  uint64_t v = 0;
-  switch (type) {
-    case 0:
-      return ReadVarint(p, end, &v);
-    case 1:
-      if (end - p < 8) return false;
-      p += 8;
-      return true;
-    case 2:
-      if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
-      p += v;
-      return true;
-    case 5:
-      if (end - p < 4) return false;
-      p += 4;
-      return true;
-    default:
-      return false;
-  }
-}
-
 // A varint-encoded scalar of `type` as a double.
 double FromVarint(pb::FieldDescriptor::Type type, uint64_t v) {
   switch (type) {
@@ -260,78 +225,69 @@ void Reading::Set(const v1::SensorReading& reading) {
 
 bool Reading::Decode(std::string_view bytes) {
   Clear();
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
-  const uint8_t* const end = p + bytes.size();
-  while (p < end) {
-    uint64_t tag = 0;
-    if (!ReadVarint(p, end, &tag) || (tag >> 3) == 0) return false;
-    const uint32_t field = static_cast<uint32_t>(tag >> 3);
-    const uint32_t type = static_cast<uint32_t>(tag & 7);
+  projections::WireReader w(bytes);
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type)) return false;
     uint64_t v = 0;
     if (field == v1::SensorReading::kDeviceIdFieldNumber && type == 2) {
-      if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
-      device_id_ = std::string_view(reinterpret_cast<const char*>(p), v);
-      p += v;
+      if (!w.Bytes(&device_id_)) return false;
       continue;
     }
     if (field == v1::SensorReading::kKindFieldNumber && type == 0) {
-      if (!ReadVarint(p, end, &v)) return false;
+      if (!w.Varint(&v)) return false;
       kind_ = static_cast<v1::DeviceKind>(static_cast<int32_t>(v));
       continue;
     }
     const MemberLayout* layout = type == 2 ? LayoutOf(static_cast<int>(field)) : nullptr;
     if (layout == nullptr) {
-      if (!SkipField(p, end, type)) return false;
+      if (!w.Skip(type)) return false;
       continue;
     }
     // A metrics message. Another member replaces the one before (a oneof); the same one
     // again merges into it, as parsing does.
-    if (!ReadVarint(p, end, &v) || v > static_cast<uint64_t>(end - p)) return false;
-    const uint8_t* q = p;
-    const uint8_t* const m_end = p + v;
-    p = m_end;
+    std::string_view metrics;
+    if (!w.Bytes(&metrics)) return false;
     if (member_ != static_cast<int>(field)) {
       present_ = 0;
       codes_.clear();
       member_ = static_cast<int>(field);
     }
-    while (q < m_end) {
-      uint64_t mtag = 0;
-      if (!ReadVarint(q, m_end, &mtag) || (mtag >> 3) == 0) return false;
-      const uint64_t n = mtag >> 3;
-      const uint32_t mtype = static_cast<uint32_t>(mtag & 7);
-      if (n == static_cast<uint64_t>(layout->codes_field) && layout->codes_field != 0) {
+    projections::WireReader m(metrics);
+    while (!m.done()) {
+      uint32_t n = 0;
+      uint32_t mtype = 0;
+      if (!m.Tag(&n, &mtype)) return false;
+      if (layout->codes_field != 0 && n == static_cast<uint32_t>(layout->codes_field)) {
         if (mtype == 0) {  // One code, unpacked.
-          if (!ReadVarint(q, m_end, &v)) return false;
+          if (!m.Varint(&v)) return false;
           codes_.push_back(static_cast<int32_t>(v));
           continue;
         }
         if (mtype == 2) {  // Packed.
-          if (!ReadVarint(q, m_end, &v) || v > static_cast<uint64_t>(m_end - q)) return false;
-          const uint8_t* const c_end = q + v;
-          while (q < c_end) {
-            if (!ReadVarint(q, c_end, &v)) return false;
+          std::string_view packed;
+          if (!m.Bytes(&packed)) return false;
+          projections::WireReader c(packed);
+          while (!c.done()) {
+            if (!c.Varint(&v)) return false;
             codes_.push_back(static_cast<int32_t>(v));
           }
           continue;
         }
       }
-      const pb::FieldDescriptor::Type t = n < static_cast<uint64_t>(kMaxMetricField)
+      const pb::FieldDescriptor::Type t = n < static_cast<uint32_t>(kMaxMetricField)
                                               ? layout->types[n]
                                               : static_cast<pb::FieldDescriptor::Type>(0);
       double value = 0;
-      bool known = false;
       if (mtype == 0 && IsVarintType(t)) {
-        if (!ReadVarint(q, m_end, &v)) return false;
+        if (!m.Varint(&v)) return false;
         value = FromVarint(t, v);
-        known = true;
       } else if (mtype == 1 &&
                  (t == pb::FieldDescriptor::TYPE_DOUBLE || t == pb::FieldDescriptor::TYPE_FIXED64 ||
                   t == pb::FieldDescriptor::TYPE_SFIXED64)) {
-        if (m_end - q < 8) return false;
         uint64_t bits = 0;
-        std::memcpy(&bits, q, 8);
-        q += 8;
+        if (!m.Fixed64(&bits)) return false;
         if (t == pb::FieldDescriptor::TYPE_DOUBLE) {
           std::memcpy(&value, &bits, 8);
         } else {
@@ -339,14 +295,11 @@ bool Reading::Decode(std::string_view bytes) {
                       ? static_cast<double>(bits)
                       : static_cast<double>(static_cast<int64_t>(bits));
         }
-        known = true;
       } else if (mtype == 5 &&
                  (t == pb::FieldDescriptor::TYPE_FLOAT || t == pb::FieldDescriptor::TYPE_FIXED32 ||
                   t == pb::FieldDescriptor::TYPE_SFIXED32)) {
-        if (m_end - q < 4) return false;
         uint32_t bits = 0;
-        std::memcpy(&bits, q, 4);
-        q += 4;
+        if (!m.Fixed32(&bits)) return false;
         if (t == pb::FieldDescriptor::TYPE_FLOAT) {
           float f = 0;
           std::memcpy(&f, &bits, 4);
@@ -355,17 +308,17 @@ bool Reading::Decode(std::string_view bytes) {
           value = t == pb::FieldDescriptor::TYPE_FIXED32 ? static_cast<double>(bits)
                                                          : static_cast<int32_t>(bits);
         }
-        known = true;
-      } else if (!SkipField(q, m_end, mtype)) {
-        return false;
+      } else {
+        // Not a metric (or not in the encoding its type has, which parsing would also
+        // keep as an unknown field).
+        if (!m.Skip(mtype)) return false;
+        continue;
       }
-      if (known) {
-        values_[n] = value;
-        present_ |= uint64_t{1} << n;
-      }
+      values_[n] = value;
+      present_ |= uint64_t{1} << n;
     }
   }
-  return true;
+  return w.ok();
 }
 
 std::optional<double> Reading::Get(const MetricRef& metric) const {
