@@ -212,8 +212,9 @@ class Daemon::Impl {
     embedded_.reset();
     log_.reset();
     absl::MutexLock lock(&mu_);
-    if (failure_.ok())
+    if (started_ && failure_.ok()) {
       spdlog::info("daemon: stopped cleanly; every stage resumes from its checkpoint");
+    }
     return failure_;
   }
 
