@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_format.h"
 #include "google/protobuf/util/json_util.h"
+#include "ingest/topic_tail.h"
 #include "projections/case_state.h"
 #include "spdlog/spdlog.h"
 
@@ -41,8 +42,25 @@ absl::StatusOr<size_t> TicketOutbox::PollOnce() {
     kernel::Partition partition;
     kernel::Sequence next;
   };
+  if (lost_track_) {
+    absl::StatusOr<std::vector<std::string>> ids =
+        ingest::ReadHeaderValuesAtTail({.bootstrap_servers = options_.bootstrap_servers,
+                                        .kafka_properties = options_.kafka_properties,
+                                        .topic = options_.topic,
+                                        .header = "cityops-event-id",
+                                        .per_partition = options_.tail_records});
+    if (!ids.ok()) {
+      return absl::UnavailableError(absl::StrFormat(
+          "ticket outbox: cannot read back what %s holds, so nothing is sent yet: %s",
+          options_.topic, ids.status().message()));
+    }
+    on_topic_ = absl::flat_hash_set<std::string>(ids->begin(), ids->end());
+    lost_track_ = false;
+  }
   std::vector<Advance> advances;
   size_t produced = 0;
+  size_t found = 0;
+  std::string event_id;
   for (kernel::Partition p : options_.log->Partitions()) {
     absl::StatusOr<std::optional<kernel::StageCheckpoint>> cp =
         options_.log->StoredCheckpoint(p, kOutboxCheckpoint);
@@ -62,6 +80,11 @@ absl::StatusOr<size_t> TicketOutbox::PollOnce() {
           if (!failed.ok()) return false;
           if (!event.has_ticket_issued()) return true;
           const v1::TicketIssued& t = event.ticket_issued();
+          event_id = absl::StrFormat("%d/%d", p.value(), seq.value());
+          if (on_topic_.contains(event_id)) {  // Sent before the outbox lost track.
+            ++found;
+            return true;
+          }
           value.clear();
           if (options_.json) {
             google::protobuf::util::JsonPrintOptions json;
@@ -75,7 +98,7 @@ absl::StatusOr<size_t> TicketOutbox::PollOnce() {
           }
           failed = producer_->Produce(
               options_.topic, t.case_id(), value,
-              {{"cityops-event-id", absl::StrFormat("%d/%d", p.value(), seq.value())},
+              {{"cityops-event-id", event_id},
                {"cityops-ticket-id", t.ticket_id()},
                {"cityops-case-id", t.case_id()},
                {"content-type", options_.json ? "application/json" : "application/x-protobuf"}});
@@ -89,9 +112,11 @@ absl::StatusOr<size_t> TicketOutbox::PollOnce() {
   }
   if (produced > 0) {
     if (absl::Status s = producer_->Flush(options_.flush_timeout); !s.ok()) {
+      // Some may have gone through: read the topic back before sending again.
+      lost_track_ = true;
       return absl::UnavailableError(absl::StrFormat(
-          "ticket outbox: %d tickets not acknowledged by Kafka (%s); the checkpoint stays, so "
-          "they are published again",
+          "ticket outbox: %d tickets not acknowledged by Kafka (%s); the checkpoint stays, "
+          "and those not found on the topic are sent again",
           produced, s.message()));
     }
   }
@@ -103,10 +128,15 @@ absl::StatusOr<size_t> TicketOutbox::PollOnce() {
     }
     absl::StatusOr<std::vector<kernel::AppendResult>> stored =
         options_.log->AppendAll(std::move(batches));
-    if (!stored.ok()) return stored.status();
+    if (!stored.ok()) {
+      lost_track_ = true;  // Sent, acknowledged, but not checkpointed.
+      return stored.status();
+    }
+    on_topic_.clear();  // Everything found there is behind the checkpoint now.
   }
   absl::MutexLock lock(&mu_);
   stats_.published += produced;
+  stats_.found_published += found;
   ++stats_.polls;
   return produced;
 }

@@ -4,12 +4,16 @@
 // Contract for consumers
 //   * Every ticket in the log is published, in log order per log partition; all tickets
 //     of one case share a Kafka key (the case id) and so a Kafka partition, in order.
-//   * At least once: the outbox's position in each log partition is a stage checkpoint
-//     ("outbox") stored in the log, and it moves only after Kafka acknowledged every
-//     ticket before it. A crash between the two publishes those tickets again; they carry
-//     the same `cityops-event-id` header ("<log partition>/<sequence>"), by which
-//     consumers drop the repeats. Within one run the idempotent producer neither doubles
-//     nor reorders.
+//   * Once. The outbox's position in each log partition is a stage checkpoint ("outbox")
+//     stored in the log, and it moves only after Kafka acknowledged every ticket before
+//     it. Whenever the outbox cannot know what got through since its checkpoint (at
+//     start, after a crash between Kafka's acknowledgement and the checkpoint; after a
+//     flush that failed halfway) it reads the tail of the topic (the newest
+//     `tail_records` of each partition) and does not send again the tickets it finds
+//     there. Within one run the idempotent producer neither doubles nor reorders. This
+//     holds while the outbox is the topic's only writer; every record also carries a
+//     `cityops-event-id` header ("<log partition>/<sequence>") for consumers that want
+//     to check.
 //   * Record: key = case id; value = the `cityops.v1.TicketIssued`, protobuf (or JSON by
 //     the protobuf JSON mapping with `json`); headers `cityops-event-id`,
 //     `cityops-ticket-id`, `cityops-case-id`, `content-type`.
@@ -27,6 +31,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -47,12 +52,16 @@ struct OutboxOptions {
   size_t max_events = 100'000;  // Log events examined per partition and poll, at most.
   absl::Duration flush_timeout = absl::Seconds(30);
   absl::Duration idle_wait = absl::Milliseconds(50);
+  // Records read back from each partition of the topic when the outbox must learn what it
+  // already published (see above). At least the tickets one poll can publish.
+  size_t tail_records = 100'000;
   // Tests only: publish but do not store the checkpoint (a crash at the worst moment).
   bool skip_checkpoint = false;
 };
 
 struct OutboxStats {
-  uint64_t published = 0;  // Tickets acknowledged by Kafka since Create.
+  uint64_t published = 0;        // Tickets acknowledged by Kafka since Create.
+  uint64_t found_published = 0;  // Tickets past the checkpoint found on the topic, not resent.
   uint64_t polls = 0;
 };
 
@@ -73,6 +82,9 @@ class TicketOutbox {
   explicit TicketOutbox(const OutboxOptions& options) : options_(options) {}
   OutboxOptions options_;
   std::unique_ptr<ingest::RecordProducer> producer_;
+  // Event ids found on the topic's tail, when the outbox had lost track (PollOnce only).
+  bool lost_track_ = true;
+  absl::flat_hash_set<std::string> on_topic_;
   std::atomic<bool> stop_{false};
   mutable absl::Mutex mu_;
   OutboxStats stats_ ABSL_GUARDED_BY(mu_);
