@@ -15,6 +15,7 @@
 #include "absl/synchronization/mutex.h"
 #include "ingest/device_import.h"
 #include "ingest/envelope.h"
+#include "ingest/kafka_conf.h"
 #include "ingest/record_producer.h"
 #include "kernel/proto_time.h"
 #include "spdlog/spdlog.h"
@@ -42,17 +43,6 @@ constexpr std::string_view kClockStream = "clock";
 constexpr std::string_view kClockStage = "ingest.clock";
 
 int ToMillis(absl::Duration d) { return static_cast<int>(absl::ToInt64Milliseconds(d)); }
-
-// Sets `name` on `conf`; INVALID_ARGUMENT naming the property if librdkafka refuses.
-absl::Status SetConf(rd_kafka_conf_t* conf, const std::string& name, const std::string& value) {
-  char errstr[512];
-  if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof(errstr)) !=
-      RD_KAFKA_CONF_OK) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("Kafka property %s=%s is refused: %s", name, value, errstr));
-  }
-  return absl::OkStatus();
-}
 
 std::string_view HeaderValue(rd_kafka_headers_t* headers, const char* name) {
   if (headers == nullptr) return {};
@@ -210,8 +200,7 @@ absl::Status Ingester::Impl::RebuildMemory() {
 }
 
 absl::Status Ingester::Impl::CreateConsumer() {
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  const std::vector<std::pair<std::string, std::string>> defaults = {
+  const KafkaProperties defaults = {
       {"bootstrap.servers", options_.bootstrap_servers},
       {"group.id", options_.group_id},
       // The position lives in the log: Kafka's committed offsets are for lag only.
@@ -223,14 +212,10 @@ absl::Status Ingester::Impl::CreateConsumer() {
       {"fetch.wait.max.ms", std::to_string(ToMillis(options_.fetch_wait))},
       {"queued.min.messages", "100000"},
   };
-  for (const auto& list : {defaults, options_.kafka_properties, options_.consumer_properties}) {
-    for (const auto& [name, value] : list) {
-      if (absl::Status s = SetConf(conf, name, value); !s.ok()) {
-        rd_kafka_conf_destroy(conf);
-        return s;
-      }
-    }
-  }
+  absl::StatusOr<rd_kafka_conf_t*> made =
+      NewKafkaConf({&defaults, &options_.kafka_properties, &options_.consumer_properties});
+  if (!made.ok()) return made.status();
+  rd_kafka_conf_t* conf = *made;
   rd_kafka_conf_set_rebalance_cb(conf, &Impl::RebalanceCallback);
   rd_kafka_conf_set_opaque(conf, this);
   char errstr[512];

@@ -3,6 +3,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "absl/strings/str_format.h"
+#include "ingest/kafka_conf.h"
 
 namespace cityops::ingest {
 
@@ -33,8 +34,7 @@ absl::StatusOr<std::unique_ptr<RecordProducer>> RecordProducer::Create(
     const std::string& bootstrap_servers,
     const std::vector<std::pair<std::string, std::string>>& properties) {
   std::unique_ptr<RecordProducer> producer(new RecordProducer());
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  const std::vector<std::pair<std::string, std::string>> defaults =
+  const KafkaProperties defaults =
       {
           {"bootstrap.servers", bootstrap_servers},
           {"enable.idempotence", "true"},  // Retries never duplicate or reorder.
@@ -43,17 +43,10 @@ absl::StatusOr<std::unique_ptr<RecordProducer>> RecordProducer::Create(
           {"linger.ms", "5"},
           {"message.timeout.ms", "30000"},
       };
+  absl::StatusOr<rd_kafka_conf_t*> made = NewKafkaConf({&defaults, &properties});
+  if (!made.ok()) return made.status();
+  rd_kafka_conf_t* conf = *made;
   char errstr[512];
-  for (const auto& list : {defaults, properties}) {
-    for (const auto& [name, value] : list) {
-      if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof(errstr)) !=
-          RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return absl::InvalidArgumentError(
-            absl::StrFormat("Kafka property %s=%s is refused: %s", name, value, errstr));
-      }
-    }
-  }
   rd_kafka_conf_set_dr_msg_cb(conf, &RecordProducerCallbacks::Delivered);
   rd_kafka_conf_set_opaque(conf, producer.get());
   producer->handle_ = std::make_unique<Handle>();

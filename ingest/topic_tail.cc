@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "ingest/kafka_conf.h"
 
 namespace cityops::ingest {
 
@@ -28,8 +29,7 @@ int TimeoutMs(absl::Time deadline) {
 
 absl::StatusOr<std::vector<std::string>> ReadHeaderValuesAtTail(const TopicTailOptions& options) {
   const absl::Time deadline = absl::Now() + options.timeout;
-  rd_kafka_conf_t* conf = rd_kafka_conf_new();
-  const std::vector<std::pair<std::string, std::string>> defaults = {
+  const KafkaProperties defaults = {
       {"bootstrap.servers", options.bootstrap_servers},
       // assign() needs a group id; nothing joins the group or commits to it.
       {"group.id", "cityops-tail-reader"},
@@ -37,19 +37,11 @@ absl::StatusOr<std::vector<std::string>> ReadHeaderValuesAtTail(const TopicTailO
       {"enable.partition.eof", "true"},
       {"fetch.wait.max.ms", "10"},
   };
+  absl::StatusOr<rd_kafka_conf_t*> conf = NewKafkaConf({&defaults, &options.kafka_properties});
+  if (!conf.ok()) return conf.status();
   char errstr[512];
-  for (const auto& list : {defaults, options.kafka_properties}) {
-    for (const auto& [name, value] : list) {
-      if (rd_kafka_conf_set(conf, name.c_str(), value.c_str(), errstr, sizeof(errstr)) !=
-          RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return absl::InvalidArgumentError(
-            absl::StrFormat("Kafka property %s=%s is refused: %s", name, value, errstr));
-      }
-    }
-  }
   Consumer c;
-  c.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+  c.rk = rd_kafka_new(RD_KAFKA_CONSUMER, *conf, errstr, sizeof(errstr));
   if (c.rk == nullptr) {
     return absl::InvalidArgumentError(absl::StrFormat("cannot create a Kafka reader: %s", errstr));
   }
