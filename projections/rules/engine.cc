@@ -550,19 +550,35 @@ void RulesEngine::Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState
   }
 }
 
+void RulesEngine::PendRaise(const CompiledRule& rule, DeviceState& dev, RuleState& st, Truth raise,
+                            const v1::EventRef& ref, Context& ctx,
+                            absl::FunctionRef<void()> describe) {
+  if (raise == Truth::kFalse && st.pending) {
+    CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
+    st.pending = false;
+  }
+  if (raise != Truth::kTrue) return;
+  if (!st.pending) {
+    st.pending = true;
+    st.pending_since = now_;
+    st.readings.clear();
+    describe();
+    if (rule.hold > absl::ZeroDuration()) {
+      AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
+    }
+  }
+  if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
+  if (now_ - st.pending_since >= rule.hold) {
+    CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
+    Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
+  }
+}
+
 void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
                                     const Reading& reading, const v1::EventRef& ref, Context& ctx) {
   const Truth raise = rule.raise.Evaluate(reading);
   if (!st.active) {
-    if (raise == Truth::kFalse && st.pending) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-      st.pending = false;
-    }
-    if (raise != Truth::kTrue) return;
-    if (!st.pending) {
-      st.pending = true;
-      st.pending_since = now_;
-      st.readings.clear();
+    PendRaise(rule, dev, st, raise, ref, ctx, [&] {
       st.metric.clear();
       for (const CompiledCondition& c : rule.raise.conditions) {
         if (std::optional<double> v = reading.Get(c.metric)) {
@@ -572,15 +588,7 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
           break;
         }
       }
-      if (rule.hold > absl::ZeroDuration()) {
-        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-      }
-    }
-    if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
-    if (now_ - st.pending_since >= rule.hold) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-      Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
-    }
+    });
     return;
   }
   const Truth clear = rule.clear.empty() ? Not(raise) : rule.clear.Evaluate(reading);
@@ -623,29 +631,11 @@ void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, Rule
     }
   }
   if (!st.active) {
-    if (found == 0) {
-      if (st.pending) {
-        CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-        st.pending = false;
-      }
-      return;
-    }
-    if (!st.pending) {
-      st.pending = true;
-      st.pending_since = now_;
-      st.readings.clear();
+    PendRaise(rule, dev, st, found != 0 ? Truth::kTrue : Truth::kFalse, ref, ctx, [&] {
       st.metric = "fault_codes";
       st.value = found;
       st.threshold = found;
-      if (rule.hold > absl::ZeroDuration()) {
-        AddTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-      }
-    }
-    if (st.readings.size() < kMaxAlertReadings) st.readings.push_back(ref);
-    if (now_ - st.pending_since >= rule.hold) {
-      CancelTimer({st.pending_since + rule.hold, kRaiseHold, dev.cold->key, rule.index, 0});
-      Raise(rule, dev, st, st.metric, st.value, st.threshold, ctx);
-    }
+    });
   } else if (found == 0) {
     Clear(rule, dev, st, 0, &ref, ctx);
   }

@@ -23,6 +23,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
+#include "absl/functional/function_ref.h"
 #include "absl/time/time.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/views.pb.h"
@@ -119,6 +120,13 @@ class RulesEngine {
 
   void Evaluate(const CompiledRule& rule, DeviceState& dev, RuleState& st, const Reading& reading,
                 absl::Time previous, Context& ctx);
+  // The raise half of a rule whose condition must hold for `rule.hold` (threshold, fault
+  // code), given what this reading makes of the condition: a run starts (`describe` then
+  // sets the alert's metric, value and threshold), gathers its readings, is abandoned when
+  // the condition turns false, and raises once it has held long enough (else its timer
+  // raises it).
+  void PendRaise(const CompiledRule& rule, DeviceState& dev, RuleState& st, Truth raise,
+                 const v1::EventRef& ref, Context& ctx, absl::FunctionRef<void()> describe);
   void EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, RuleState& st,
                          const Reading& reading, const v1::EventRef& ref, Context& ctx);
   void EvaluateRate(const CompiledRule& rule, DeviceState& dev, RuleState& st,
