@@ -5,6 +5,7 @@
 #include <random>
 
 #include "absl/strings/str_format.h"
+#include "kernel/device_kinds.h"
 #include "sim/reading_generator.h"
 
 namespace cityops::sim {
@@ -37,21 +38,6 @@ double ClampLat(double v) { return std::clamp(v, 31.0, 31.4); }
 double ClampLon(double v) { return std::clamp(v, 121.2, 121.7); }
 
 }  // namespace
-
-absl::Duration ReportingInterval(v1::DeviceKind kind) {
-  switch (kind) {
-    case v1::DEVICE_KIND_MANHOLE_COVER:
-      return absl::Hours(6);
-    case v1::DEVICE_KIND_ELEVATOR:
-      return absl::Seconds(10);
-    case v1::DEVICE_KIND_CURTAIN_WALL:
-      return absl::Minutes(10);
-    case v1::DEVICE_KIND_FLOOD_GAUGE:
-      return absl::Minutes(5);
-    default:
-      return absl::Hours(1);
-  }
-}
 
 const char* ManholeOwner(int minor_class) {
   switch (minor_class) {
@@ -90,7 +76,8 @@ v1::DeviceRegistered City::Registration(size_t i) const {
   r.mutable_grid()->set_grid_code(g.code);
   r.mutable_location()->set_latitude_deg(std::round(d.latitude_deg * 1e6) / 1e6);
   r.mutable_location()->set_longitude_deg(std::round(d.longitude_deg * 1e6) / 1e6);
-  r.mutable_reporting_interval()->set_seconds(absl::ToInt64Seconds(ReportingInterval(d.kind)));
+  r.mutable_reporting_interval()->set_seconds(
+      absl::ToInt64Seconds(kernel::DefaultReportingInterval(d.kind)));
   const char* kind_name = "device";
   switch (d.kind) {
     case v1::DEVICE_KIND_MANHOLE_COVER: {

@@ -89,10 +89,6 @@ struct City {
   const Grid& GridOf(size_t i) const { return grids[devices[i].grid]; }
 };
 
-// The heartbeat of a kind: manhole covers 6 h, elevators 10 s, curtain walls 10 min,
-// flood gauges 5 min.
-absl::Duration ReportingInterval(v1::DeviceKind kind);
-
 // Pipe owner of a manhole minor class ("drainage", "power", "telecom", "gas", "water",
 // "unknown").
 const char* ManholeOwner(int minor_class);

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "kernel/device_kinds.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::sim {
@@ -145,7 +146,7 @@ Simulator::Simulator(const City& city, const SimulatorOptions& options)
       default:
         break;
     }
-    const int64_t interval_ms = absl::ToInt64Milliseconds(ReportingInterval(d.kind));
+    const int64_t interval_ms = absl::ToInt64Milliseconds(kernel::DefaultReportingInterval(d.kind));
     Push(static_cast<int64_t>(unit(rng_) * static_cast<double>(interval_ms)),
          static_cast<uint32_t>(i), kReport);
   }
@@ -538,7 +539,7 @@ bool Simulator::Emit(const Entry& e, v1::SensorReading* out) {
     case kReport: {
       const Device& d = city_.devices[i];
       DeviceState& s = devices_[i];
-      int64_t next_ms = absl::ToInt64Milliseconds(ReportingInterval(d.kind));
+      int64_t next_ms = absl::ToInt64Milliseconds(kernel::DefaultReportingInterval(d.kind));
       if (d.kind == v1::DEVICE_KIND_ELEVATOR) {
         if (s.fault != 0 && t_s >= s.fault_until) s.fault = 0;
         if (s.fault == 0 && !s.power_loss &&

@@ -1,7 +1,7 @@
 // The city simulator: per-kind device models over a generated City, driven by one of the
 // scenarios of shared/DOMAIN.md, yielding `cityops.v1.SensorReading`s in event-time order.
 //
-// Every device reports at its kind's interval (sim::ReportingInterval; flood gauges every
+// Every device reports at its kind's interval (kernel::DefaultReportingInterval; flood gauges every
 // minute while the water rises, curtain walls every minute in gusts >= 17.2 m/s), plus
 // immediate alarm readings when its state changes (a cover lifted or the well full, an
 // elevator fault or power loss, a traffic spike on a cover and its "back to normal").

@@ -48,13 +48,6 @@ namespace cityops::views {
 // Readings kept per device in `DeviceView.recent_readings`, newest first.
 inline constexpr size_t kRecentReadings = 8;
 
-// The reporting interval assumed for a device whose registration gives none (or that is
-// not registered): a device is offline after three of them. Per DOMAIN.md: manhole
-// covers 6 h, elevators 10 s, curtain walls 10 min, flood gauges 5 min. The same figures
-// are the simulator's (sim::ReportingInterval) and the default rule set's absence
-// defaults (rules/default.yaml); tests/views_test.cc checks the latter.
-absl::Duration DefaultReportingInterval(v1::DeviceKind kind);
-
 struct DeviceFilter {
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // Any kind.
   std::string grid_prefix;                            // District, street or grid code.
