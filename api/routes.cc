@@ -90,8 +90,8 @@ std::vector<Route> MakeRoutes() {
                   PageToken()};
   r.push_back(alerts);
 
-  Route cases = Make(RouteId::kListCases, "GET", "/api/v1/cases", "Cases, by id", ROLE_VIEWER,
-                     nullptr, v1::ListCasesResponse::descriptor());
+  Route cases = Make(RouteId::kListCases, "GET", "/api/v1/cases", "Cases, newest reported first",
+                     ROLE_VIEWER, nullptr, v1::ListCasesResponse::descriptor());
   cases.query = {
       {"stage",
        "string",
@@ -125,8 +125,9 @@ std::vector<Route> MakeRoutes() {
                    "caller's unit becomes its originator",
                    ROLE_OPERATOR, v1::ReportRequest::descriptor(),
                    v1::CommandResponse::descriptor()));
-  Route tickets = Make(RouteId::kListTickets, "GET", "/api/v1/tickets", "Dispatch tickets, by id",
-                       ROLE_VIEWER, nullptr, v1::ListTicketsResponse::descriptor());
+  Route tickets =
+      Make(RouteId::kListTickets, "GET", "/api/v1/tickets", "Dispatch tickets, newest issued first",
+           ROLE_VIEWER, nullptr, v1::ListTicketsResponse::descriptor());
   tickets.query = {PageSize(), PageToken()};
   r.push_back(tickets);
   r.push_back(Make(RouteId::kStatistics, "GET", "/api/v1/statistics", "The big screen's counters",

@@ -1152,7 +1152,7 @@ TEST_CASE(
   CHECK(std::filesystem::is_directory(copy.path()));
   CHECK(copy.has_taken_at());
 
-  // --- Case paging: three cases, one per page, each once.
+  // --- Case paging: three cases, one per page, each once, newest reported first.
   {
     std::vector<std::string> paged;
     std::string token;
@@ -1166,7 +1166,7 @@ TEST_CASE(
       token = page.next_page_token();
       if (token.empty()) break;
     }
-    CHECK(paged == std::vector<std::string>{"R-1", "R-2", "R-LATE"});
+    CHECK(paged == std::vector<std::string>{"R-LATE", "R-2", "R-1"});
   }
 
   // --- The change stream saw it all happen, as server-sent events.

@@ -4,6 +4,7 @@
 #include <array>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <queue>
 #include <set>
@@ -12,15 +13,18 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/node_hash_map.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "google/protobuf/arena.h"
+#include "kernel/device_kinds.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
 #include "projections/device_key.h"
 #include "projections/stored_event.h"
 #include "rocksdb/db.h"
 #include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
 
 namespace cityops::views {
 
@@ -28,13 +32,27 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr char kDevice[] = "d/";
-constexpr char kAlert[] = "a/";
-constexpr char kCase[] = "c/";
-constexpr char kTicket[] = "t/";
-constexpr char kStats[] = "s/";
-constexpr char kCheckpoint[] = "p/";
+// The keys of a generation's database. Listings are key order: devices and alerts by id;
+// cases and tickets newest first (<order> is NewestFirst of their reported or issued time).
+constexpr char kDevice[] = "d/";      // d/<device id>: DeviceView
+constexpr char kAlert[] = "a/";       // a/<alert id>: AlertView
+constexpr char kCase[] = "c/";        // c/<order>: CaseView
+constexpr char kCaseOrder[] = "o/";   // o/<case id>: the case's <order>
+constexpr char kTicket[] = "t/";      // t/<order>: TicketView
+constexpr char kStats[] = "s/";       // s/<partition>: Statistics
+constexpr char kCheckpoint[] = "p/";  // p/<partition>: "<next sequence> <time ns>"
 constexpr char kActiveRules[] = "r/active";
+constexpr char kLayout[] = "v/layout";
+// Bumped when the keys or values change meaning; a read model of another layout is
+// rebuilt from the log. 1 (no v/layout key): cases and tickets keyed by id.
+constexpr int kLayoutVersion = 2;
+
+// A key suffix that sorts newest first: `time` inverted (microseconds, fixed width),
+// then `id`, which makes it unique.
+std::string NewestFirst(const google::protobuf::Timestamp& time, std::string_view id) {
+  const int64_t micros = std::max<int64_t>(0, absl::ToUnixMicros(kernel::FromTimestamp(time)));
+  return absl::StrFormat("%016x/%s", std::numeric_limits<int64_t>::max() - micros, id);
+}
 
 // Appends a length-delimited field (tag, length, bytes) to a serialized message.
 void AppendBytesField(int field, std::string_view bytes, std::string* out) {
@@ -77,28 +95,9 @@ absl::Status Damaged(std::string_view gen_dir, std::string_view what) {
       gen_dir, what, RootOf(gen_dir)));
 }
 
-}  // namespace
-
-absl::Duration DefaultReportingInterval(v1::DeviceKind kind) {
-  switch (kind) {
-    case v1::DEVICE_KIND_MANHOLE_COVER:
-      return absl::Hours(6);
-    case v1::DEVICE_KIND_ELEVATOR:
-      return absl::Seconds(10);
-    case v1::DEVICE_KIND_CURTAIN_WALL:
-      return absl::Minutes(10);
-    case v1::DEVICE_KIND_FLOOD_GAUGE:
-      return absl::Minutes(5);
-    default:
-      return absl::Hours(1);
-  }
-}
-
-namespace {
-
 // Offline after three reporting intervals: the registered one, else the kind's default.
 absl::Duration OfflineAfter(const v1::DeviceView& d) {
-  absl::Duration interval = DefaultReportingInterval(d.kind());
+  absl::Duration interval = kernel::DefaultReportingInterval(d.kind());
   if (d.registration().has_reporting_interval() &&
       kernel::FromDurationProto(d.registration().reporting_interval()) > absl::ZeroDuration()) {
     interval = kernel::FromDurationProto(d.registration().reporting_interval());
@@ -240,6 +239,7 @@ class Projections::Generation {
   void RemoveOnRelease() { remove_on_release_.store(true); }
 
   uint64_t number() const { return number_; }
+  int layout() const { return layout_; }
   const std::string& dir() const { return dir_; }
   rocksdb::DB* db() const { return db_.get(); }
 
@@ -345,9 +345,29 @@ class Projections::Generation {
 
   Generation() = default;
 
-  // Reads checkpoints, statistics and the devices back after a restart.
+  // Reads the layout, checkpoints, statistics and the devices back after a restart.
   absl::Status Load() {
     std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(rocksdb::ReadOptions()));
+    it->SeekToFirst();
+    if (!it->Valid()) {  // New: written in the current layout.
+      if (absl::Status s = FromRocks(it->status(), dir_, "read the database"); !s.ok()) return s;
+      if (absl::Status s =
+              FromRocks(db_->Put(rocksdb::WriteOptions(), kLayout, absl::StrCat(kLayoutVersion)),
+                        dir_, "write the layout");
+          !s.ok()) {
+        return s;
+      }
+    }
+    std::string layout;
+    rocksdb::Status got = db_->Get(rocksdb::ReadOptions(), kLayout, &layout);
+    if (got.IsNotFound()) {
+      layout_ = 1;
+    } else if (!got.ok()) {
+      return FromRocks(got, dir_, "read the layout");
+    } else if (!absl::SimpleAtoi(layout, &layout_)) {
+      return Damaged(dir_, "the layout record");
+    }
+    if (layout_ != kLayoutVersion) return absl::OkStatus();  // Not read; to be rebuilt.
     for (it->Seek(kCheckpoint); it->Valid() && it->key().starts_with(kCheckpoint); it->Next()) {
       uint32_t p = 0;
       if (!absl::SimpleAtoi(it->key().ToString().substr(2), &p)) continue;
@@ -599,11 +619,10 @@ class Projections::Generation {
       }
       case v1::Event::kTicketIssued: {
         const v1::TicketIssued& t = e.ticket_issued();
-        absl::StatusOr<v1::TicketView*> view = Touch(tickets_, kTicket, t.ticket_id());
-        if (!view.ok()) return view.status();
-        *(*view)->mutable_ticket() = t;
-        *(*view)->mutable_event() = ref;
-        *(*view)->mutable_issued_time() = e.event_time();
+        v1::TicketView& view = tickets_[NewestFirst(e.event_time(), t.ticket_id())];
+        *view.mutable_ticket() = t;
+        *view.mutable_event() = ref;
+        *view.mutable_issued_time() = e.event_time();
         ++part.stats.tickets_total;
         part.stats_dirty = true;
         return absl::OkStatus();
@@ -617,7 +636,7 @@ class Projections::Generation {
     if (e.stream_id().rfind(projections::kCaseStreamPrefix, 0) != 0) return absl::OkStatus();
     const std::string id(
         std::string_view(e.stream_id()).substr(projections::kCaseStreamPrefix.size()));
-    absl::StatusOr<v1::CaseView*> view = Touch(cases_, kCase, id);
+    absl::StatusOr<v1::CaseView*> view = TouchCase(id, e.event_time());
     if (!view.ok()) return view.status();
     part.stats.Contribute(**view, -1);
     if (absl::Status s = projections::ApplyCaseEvent(e, *view); !s.ok()) return s;
@@ -632,6 +651,32 @@ class Projections::Generation {
       if (absl::Status s = LinkAlert(e.case_linked().alert_id(), id, *view); !s.ok()) return s;
     }
     return absl::OkStatus();
+  }
+
+  // The case `id`, from the cache, else the database; a new one is ordered by `time`, the
+  // time of its first event (its reported time).
+  absl::StatusOr<v1::CaseView*> TouchCase(const std::string& id,
+                                          const google::protobuf::Timestamp& time) {
+    auto it = cases_.find(id);
+    if (it != cases_.end()) return &it->second.view;
+    CaseEntry entry;
+    rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), kCaseOrder + id, &entry.order);
+    if (s.IsNotFound()) {
+      entry.order = NewestFirst(time, id);
+      entry.fresh = true;
+    } else if (!s.ok()) {
+      return FromRocks(s, dir_, absl::StrFormat("read '%s%s'", kCaseOrder, id));
+    } else {
+      std::string bytes;
+      s = db_->Get(rocksdb::ReadOptions(), kCase + entry.order, &bytes);
+      if (!s.ok() && !s.IsNotFound()) {
+        return FromRocks(s, dir_, absl::StrFormat("read '%s%s'", kCase, entry.order));
+      }
+      if (!s.ok() || !entry.view.ParseFromString(bytes)) {
+        return Damaged(dir_, absl::StrFormat("record '%s%s' (case %s)", kCase, entry.order, id));
+      }
+    }
+    return &cases_.emplace(id, std::move(entry)).first->second.view;
   }
 
   // The alert opened or joined case `case_id`: each points at the other, and the case
@@ -669,7 +714,10 @@ class Projections::Generation {
       batch.Put(kDevice + entry->view.device_id(), value);
     }
     for (const auto& [id, v] : alerts_) batch.Put(kAlert + id, v.SerializeAsString());
-    for (const auto& [id, v] : cases_) batch.Put(kCase + id, v.SerializeAsString());
+    for (const auto& [id, c] : cases_) {
+      batch.Put(kCase + c.order, c.view.SerializeAsString());
+      if (c.fresh) batch.Put(kCaseOrder + id, c.order);
+    }
     for (const auto& [id, v] : tickets_) batch.Put(kTicket + id, v.SerializeAsString());
     if (active_rules_) batch.Put(kActiveRules, active_rules_->SerializeAsString());
     std::map<uint32_t, kernel::Sequence> committed;
@@ -704,6 +752,7 @@ class Projections::Generation {
 
   kernel::EventLog* log_ = nullptr;
   uint64_t number_ = 0;
+  int layout_ = 0;
   std::string dir_;
   std::atomic<bool> remove_on_release_{false};
   std::unique_ptr<rocksdb::DB> db_;
@@ -712,7 +761,12 @@ class Projections::Generation {
   projections::DeviceMap<DeviceEntry> devices_;
   std::vector<DeviceEntry*> dirty_devices_;
   absl::flat_hash_map<std::string, v1::AlertView> alerts_;
-  absl::flat_hash_map<std::string, v1::CaseView> cases_;
+  struct CaseEntry {
+    v1::CaseView view;
+    std::string order;   // Its key is kCase + order.
+    bool fresh = false;  // Its kCaseOrder entry is still to be written.
+  };
+  absl::flat_hash_map<std::string, CaseEntry> cases_;  // By case id.
   absl::flat_hash_map<std::string, v1::TicketView> tickets_;
   std::optional<v1::RulesetActivated> active_rules_;
   mutable absl::Mutex lag_mu_;
@@ -780,6 +834,20 @@ absl::StatusOr<std::unique_ptr<Projections>> Projections::Open(const ProjectionO
   absl::StatusOr<std::shared_ptr<Generation>> g =
       Generation::Open(options.log, n, GenerationDir(options.dir, n));
   if (!g.ok()) return g.status();
+  if ((*g)->layout() != kLayoutVersion) {
+    // Written by another version of cityops: start a new generation, folded from the log
+    // by the runner. Until it catches up, queries answer from what it has folded.
+    spdlog::warn(
+        "read models in {} have layout {}, this cityops writes layout {}: rebuilding them "
+        "from the log (queries answer from what is folded so far; /readyz reports the lag)",
+        (*g)->dir(), (*g)->layout(), kLayoutVersion);
+    absl::StatusOr<std::shared_ptr<Generation>> next =
+        Generation::Open(options.log, n + 1, GenerationDir(options.dir, n + 1));
+    if (!next.ok()) return next.status();
+    if (absl::Status s = WriteCurrent(options.dir, n + 1); !s.ok()) return s;
+    (*g)->RemoveOnRelease();
+    g = *std::move(next);
+  }
   absl::MutexLock lock(&p->mu_);
   p->live_ = *std::move(g);
   return p;
@@ -945,7 +1013,11 @@ absl::StatusOr<Page<v1::AlertView>> Projections::ListAlerts(const AlertFilter& f
 
 absl::StatusOr<std::optional<v1::CaseView>> Projections::GetCase(std::string_view id) const {
   const std::shared_ptr<Generation> g = Live();
-  return GetRecord<v1::CaseView>(g->db(), g->dir(), kCase + std::string(id));
+  std::string order;
+  rocksdb::Status s = g->db()->Get(rocksdb::ReadOptions(), kCaseOrder + std::string(id), &order);
+  if (s.IsNotFound()) return std::optional<v1::CaseView>();
+  if (!s.ok()) return FromRocks(s, g->dir(), absl::StrFormat("read '%s%s'", kCaseOrder, id));
+  return GetRecord<v1::CaseView>(g->db(), g->dir(), kCase + order);
 }
 
 absl::StatusOr<Page<v1::CaseView>> Projections::ListCases(const CaseFilter& f, size_t limit,
