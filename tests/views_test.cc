@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <random>
 #include <string>
 #include <thread>
@@ -175,6 +176,14 @@ class World {
   std::unique_ptr<EventLog> log_;
   int readings_ = 0;
 };
+
+// Opens a read-model database with RocksDB itself, for a test to change what cityops wrote.
+void EditDatabase(const std::string& dir, const std::function<void(rocksdb::DB&)>& edit) {
+  rocksdb::DB* db = nullptr;
+  REQUIRE(rocksdb::DB::Open(rocksdb::Options(), dir, &db).ok());
+  std::unique_ptr<rocksdb::DB> owned(db);
+  edit(*db);
+}
 
 // A flood in two gauges of one grid: alerts, cases, tickets, commands, ticks.
 void Scenario(World& w) {
@@ -504,13 +513,9 @@ TEST_CASE("a damaged read model names its directory and says to delete it", "[vi
   Scenario(w);
   const std::string root = w.ViewOptions("views").dir;
   { REQUIRE(w.Views("views")->CatchUp().ok()); }
-  {
-    rocksdb::DB* db = nullptr;
-    REQUIRE(rocksdb::DB::Open(rocksdb::Options(), root + "/gen-1", &db).ok());
-    REQUIRE(db->Put(rocksdb::WriteOptions(), "d/g1", "\xff\xff not a view").ok());
-    REQUIRE(db->Put(rocksdb::WriteOptions(), "c/iot-flood-g1-1", "\xff\xff").ok());
-    delete db;
-  }
+  EditDatabase(root + "/gen-1", [](rocksdb::DB& db) {
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "d/g1", "\xff\xff not a view").ok());
+  });
   absl::StatusOr<std::unique_ptr<Projections>> reopened = Projections::Open(w.ViewOptions("views"));
   REQUIRE_FALSE(reopened.ok());
   CHECK(reopened.status().code() == absl::StatusCode::kDataLoss);
@@ -737,14 +742,11 @@ TEST_CASE("read models of an older layout are rebuilt from the log, not read", "
   Scenario(w);
   const std::string root = w.ViewOptions("views").dir;
   { REQUIRE(w.Views("views")->CatchUp().ok()); }
-  {
-    // What cityops before layout 2 wrote: no layout record, cases by id.
-    rocksdb::DB* db = nullptr;
-    REQUIRE(rocksdb::DB::Open(rocksdb::Options(), root + "/gen-1", &db).ok());
-    REQUIRE(db->Delete(rocksdb::WriteOptions(), "v/layout").ok());
-    REQUIRE(db->Put(rocksdb::WriteOptions(), "c/iot-flood-g1-1", "\xff\xff old").ok());
-    delete db;
-  }
+  // What cityops before layout 2 wrote: no layout record, cases by id.
+  EditDatabase(root + "/gen-1", [](rocksdb::DB& db) {
+    REQUIRE(db.Delete(rocksdb::WriteOptions(), "v/layout").ok());
+    REQUIRE(db.Put(rocksdb::WriteOptions(), "c/iot-flood-g1-1", "\xff\xff old").ok());
+  });
   std::unique_ptr<Projections> views = w.Views("views");
   CHECK(views->generation() == 2);
   CHECK_FALSE(std::filesystem::exists(root + "/gen-1"));
