@@ -18,10 +18,10 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "api/access.h"
-#include "projections/workflow.h"
 #include "cityops/v1/api.pb.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
+#include "projections/workflow.h"
 
 namespace cityops::app {
 

@@ -41,6 +41,18 @@ std::vector<v1::SensorReading> Run(const City& city, Scenario scenario, uint64_t
   return out;
 }
 
+// The readings of a JSON-lines file, each line parsed by the protobuf JSON mapping.
+std::vector<v1::SensorReading> ReadJsonLines(const std::string& path) {
+  std::ifstream in(path);
+  REQUIRE(in);
+  std::vector<v1::SensorReading> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &out.emplace_back()).ok());
+  }
+  return out;
+}
+
 std::unordered_map<std::string, uint32_t> IndexById(const City& city) {
   std::unordered_map<std::string, uint32_t> index;
   for (size_t i = 0; i < city.devices.size(); ++i) {
@@ -370,17 +382,11 @@ TEST_CASE("JSON lines output round-trips", "[sim]") {
   CHECK(stats->devices == 400);
   const auto expected = Run(city, Scenario::kNormalDay, 1, absl::Minutes(10));
   REQUIRE(stats->readings == expected.size());
-  std::ifstream in(path);
-  std::string line;
-  size_t k = 0;
-  while (std::getline(in, line)) {
-    v1::SensorReading r;
-    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &r).ok());
-    REQUIRE(k < expected.size());
-    REQUIRE(r.SerializeAsString() == expected[k].SerializeAsString());
-    ++k;
+  const std::vector<v1::SensorReading> written = ReadJsonLines(path);
+  REQUIRE(written.size() == expected.size());
+  for (size_t k = 0; k < written.size(); ++k) {
+    REQUIRE(written[k].SerializeAsString() == expected[k].SerializeAsString());
   }
-  CHECK(k == expected.size());
   const auto parsed = ingest::ParseDeviceFile(devices_path);
   REQUIRE(parsed.ok());
   CHECK(parsed->errors.empty());
@@ -408,17 +414,11 @@ TEST_CASE("backpressure is asked every 1000 readings and loses or reorders nothi
   const auto expected = Run(city, Scenario::kNormalDay, 1, absl::Minutes(10));
   REQUIRE(stats->readings == expected.size());
   CHECK(asked == static_cast<int>((expected.size() + 999) / 1000));
-  std::ifstream in(dir.Sub("r.jsonl"));
-  std::string line;
-  size_t k = 0;
-  while (std::getline(in, line)) {
-    v1::SensorReading r;
-    REQUIRE(google::protobuf::util::JsonStringToMessage(line, &r).ok());
-    REQUIRE(k < expected.size());
-    CHECK(r.reading_id() == expected[k].reading_id());
-    ++k;
+  const std::vector<v1::SensorReading> written = ReadJsonLines(dir.Sub("r.jsonl"));
+  REQUIRE(written.size() == expected.size());
+  for (size_t k = 0; k < written.size(); ++k) {
+    CHECK(written[k].reading_id() == expected[k].reading_id());
   }
-  CHECK(k == expected.size());
 }
 
 TEST_CASE("publishing to Kafka registers devices and delivers every reading", "[sim]") {
