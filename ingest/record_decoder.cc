@@ -282,8 +282,8 @@ std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy
 // They reject garbage (a unit mix-up, an uninitialised register, a corrupted frame), never
 // alarms: each bound is what the physical world (or the device) can produce, with room to
 // spare, so that a real extreme still reaches the rules. Thresholds belong to the rules.
-// Bounds are inclusive; NaN and infinities fail every bound. shared/DOMAIN.md has the
-// typical values.
+// Bounds are inclusive; NaN and infinities fail every bound. Typical values are in
+// proto/README.md (the metrics) and rules/README.md (the default thresholds).
 
 struct Range {
   double min;
@@ -392,7 +392,8 @@ constexpr ReadingBound kReadingBounds[] = {
         {"manhole_cover.tilt_deg", "manholeCover.tiltDeg"}, {0, 180, "deg"}),
     // The distance from the cover down to the water: 0..5 m in wells up to 5 m deep
     // (±0.5 %); 10 m leaves room for deeper shafts. Negative is water standing above the
-    // cover (DOMAIN.md: >10 cm is red), bounded like the flood gauges' 10 m.
+    // cover (over 10 cm is a red alarm in Shanghai's practice), bounded like the flood
+    // gauges' 10 m.
     Bounded<&Manhole::has_well_water_level_m, &Manhole::well_water_level_m>(
         {"manhole_cover.well_water_level_m", "manholeCover.wellWaterLevelM"}, {-10, 10, "m"}),
     // 1e6 ppm is pure gas.
@@ -478,7 +479,8 @@ constexpr ArchiveBound kArchiveBounds[] = {
 // WGS-84 coordinates.
 constexpr Range kLatitude = {-90, 90, "deg"};
 constexpr Range kLongitude = {-180, 180, "deg"};
-// A device's expected heartbeat: DOMAIN.md has 10 s to 24 h; a year is plainly wrong.
+// A device's expected heartbeat: real ones run from 10 s (elevators) to 24 h (manhole
+// covers); a year is plainly wrong.
 constexpr Range kReportingIntervalSeconds = {0, 366 * 24 * 3600, "s"};
 
 [[gnu::noinline]] Rejection OutOfRange(double v, const Field& f, int index, bool repeated,
@@ -592,8 +594,15 @@ constexpr int64_t kMaxTimestampSeconds = 253402300799;
 
 constexpr Field kEventTimeField = {"event_time", "eventTime"};
 
+// Checks an event time against the record's timestamp, or against ingest's clock `now`
+// when the record has none (the only case in which the verdict depends on when the
+// record is consumed).
 std::optional<Rejection> CheckEventTime(bool present, const google::protobuf::Timestamp& ts,
-                                        const ValidationPolicy& policy, absl::Time now) {
+                                        const ValidationPolicy& policy,
+                                        const KafkaRecord& record, absl::Time clock_now) {
+  const bool stamped = record.timestamp != absl::InfinitePast();
+  const absl::Time now = stamped ? record.timestamp : clock_now;
+  const char* reference = stamped ? "the record's Kafka timestamp" : "ingest's clock";
   if (!present) return Missing(kEventTimeField);
   if (ts.seconds() < kMinTimestampSeconds || ts.seconds() > kMaxTimestampSeconds ||
       ts.nanos() < 0 || ts.nanos() > 999'999'999) {
@@ -605,19 +614,19 @@ std::optional<Rejection> CheckEventTime(bool present, const google::protobuf::Ti
   const absl::Time t = absl::FromUnixSeconds(ts.seconds()) + absl::Nanoseconds(ts.nanos());
   if (t > now + policy.max_clock_skew) {
     return Reject(v1::REJECT_CODE_EVENT_TIME_IN_FUTURE,
-                  absl::StrFormat("field %s %s is ahead of ingest's clock %s by %s, more than "
+                  absl::StrFormat("field %s %s is ahead of %s %s by %s, more than "
                                   "the allowed clock skew of %s",
-                                  Describe(kEventTimeField), Rfc3339(t), Rfc3339(now),
+                                  Describe(kEventTimeField), Rfc3339(t), reference, Rfc3339(now),
                                   absl::FormatDuration(t - now),
                                   absl::FormatDuration(policy.max_clock_skew)));
   }
   if (t < now - policy.max_age) {
     return Reject(
         v1::REJECT_CODE_EVENT_TIME_TOO_OLD,
-        absl::StrFormat("field %s %s is older than %s (ingest's clock %s minus the "
+        absl::StrFormat("field %s %s is older than %s (%s %s minus the "
                         "retention of raw readings, %s)",
                         Describe(kEventTimeField), Rfc3339(t), Rfc3339(now - policy.max_age),
-                        Rfc3339(now), absl::FormatDuration(policy.max_age)));
+                        reference, Rfc3339(now), absl::FormatDuration(policy.max_age)));
   }
   return std::nullopt;
 }
@@ -648,7 +657,7 @@ std::optional<Rejection> DecodeReading(const KafkaRecord& record, const Validati
     return KindMismatch(r.kind(), r.metrics_case(), "metrics");
   }
   if (auto why = CheckBounds(r, r.metrics_case(), kReadingBounds)) return why;
-  return CheckEventTime(r.has_event_time(), r.event_time(), policy, now);
+  return CheckEventTime(r.has_event_time(), r.event_time(), policy, record, now);
 }
 
 std::optional<Rejection> DecodeReport(const KafkaRecord& record, const ValidationPolicy& policy,
@@ -689,7 +698,7 @@ std::optional<Rejection> DecodeReport(const KafkaRecord& record, const Validatio
       return why;
     }
   }
-  return CheckEventTime(r.has_event_time(), r.event_time(), policy, now);
+  return CheckEventTime(r.has_event_time(), r.event_time(), policy, record, now);
 }
 
 std::optional<Rejection> DecodeDevice(const KafkaRecord& record, const ValidationPolicy& policy,

@@ -32,10 +32,16 @@ struct KafkaRecord {
   std::string_view key;
   std::string_view value;
   std::string_view content_type;  // Header "content-type"; empty if absent.
+  // The record's Kafka timestamp (CreateTime or LogAppendTime); InfinitePast when the
+  // record has none. Event times are validated against it, so that a record gets the same
+  // verdict whenever it is consumed.
+  absl::Time timestamp = absl::InfinitePast();
 };
 
 struct ValidationPolicy {
-  // Readings may be at most this far ahead of ingest's clock (device clock skew).
+  // Event times are checked against a reference time: the record's Kafka timestamp, or
+  // ingest's clock (`now`) for a record without one.
+  // Readings may be at most this far ahead of the reference time (device clock skew).
   absl::Duration max_clock_skew = absl::Minutes(5);
   // Readings older than this are beyond the retention of raw readings.
   absl::Duration max_age = absl::Hours(24 * 30);
@@ -53,7 +59,8 @@ struct Rejection {
 // Decodes and validates a reading from `cityops.readings`. On success fills `out` and
 // returns nullopt. Checks: size, encoding, required fields (device_id, kind, event_time,
 // reading_id, metrics), kind known and matching the metrics, every metric finite and
-// physically possible, event time within [now - max_age, now + max_clock_skew], and the
+// physically possible, event time within [ref - max_age, ref + max_clock_skew] where ref
+// is the record's timestamp (or `now` when it has none), and the
 // record key (when present) equal to device_id.
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out);

@@ -2,6 +2,8 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_format.h"
 #include "ingest/kafka_conf.h"
 
@@ -62,8 +64,11 @@ RecordProducer::~RecordProducer() = default;
 
 absl::Status RecordProducer::Produce(std::string_view topic, std::string_view key,
                                      std::string_view value, const std::vector<Header>& headers,
-                                     int32_t partition) {
+                                     int32_t partition, absl::Time timestamp) {
   rd_kafka_t* rk = handle_->rk;
+  // 0 asks librdkafka for the wall clock.
+  const int64_t timestamp_ms =
+      timestamp == absl::InfinitePast() ? 0 : std::max<int64_t>(1, absl::ToUnixMillis(timestamp));
   const std::string topic_name(topic);
   for (;;) {
     rd_kafka_headers_t* h = rd_kafka_headers_new(headers.size());
@@ -74,7 +79,8 @@ absl::Status RecordProducer::Produce(std::string_view topic, std::string_view ke
         rk, RD_KAFKA_V_TOPIC(topic_name.c_str()), RD_KAFKA_V_PARTITION(partition),
         RD_KAFKA_V_KEY(key.data(), key.size()),
         RD_KAFKA_V_VALUE(const_cast<char*>(value.data()), value.size()),
-        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h),
+        RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END);
     if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
       rd_kafka_poll(rk, 0);  // Serve delivery reports.
       return absl::OkStatus();

@@ -37,11 +37,14 @@ class RecordProducer {
   RecordProducer(const RecordProducer&) = delete;
   RecordProducer& operator=(const RecordProducer&) = delete;
 
-  // Queues a copy of the record. `partition` -1 chooses by key (murmur2). Waits while
-  // the local queue is full. Errors only for records librdkafka refuses outright
-  // (e.g. larger than message.max.bytes), naming the topic and key.
+  // Queues a copy of the record. `partition` -1 chooses by key (murmur2). `timestamp`
+  // is the record's CreateTime; InfinitePast lets librdkafka stamp the wall clock (a
+  // simulator publishing in simulated time passes its own). Waits while the local queue
+  // is full. Errors only for records librdkafka refuses outright (e.g. larger than
+  // message.max.bytes), naming the topic and key.
   absl::Status Produce(std::string_view topic, std::string_view key, std::string_view value,
-                       const std::vector<Header>& headers = {}, int32_t partition = -1);
+                       const std::vector<Header>& headers = {}, int32_t partition = -1,
+                       absl::Time timestamp = absl::InfinitePast());
 
   // Waits until every queued record is acknowledged. UNAVAILABLE if some were not
   // within `timeout` or failed since the last Flush, with the count and the last error.

@@ -93,7 +93,10 @@ absl::StatusOr<PublishStats> PublishToKafka(Simulator& simulator, ingest::Record
       const v1::DeviceRegistered r = city.Registration(i);
       value.clear();
       r.SerializeToString(&value);
-      if (absl::Status s = producer.Produce(options.devices_topic, r.device_id(), value); !s.ok()) {
+      // Stamped with simulated time, as a device registry would have sent it then.
+      if (absl::Status s = producer.Produce(options.devices_topic, r.device_id(), value, {}, -1,
+                                            simulator.now());
+          !s.ok()) {
         return s;
       }
       ++stats.devices;
@@ -104,7 +107,10 @@ absl::StatusOr<PublishStats> PublishToKafka(Simulator& simulator, ingest::Record
       Stream(simulator, options, stop, &stats, [&](const v1::SensorReading& reading) {
         value.clear();
         reading.SerializeToString(&value);
-        return producer.Produce(options.readings_topic, reading.device_id(), value);
+        // The record's timestamp is the simulated moment the device sent it: ingest
+        // validates event times against it, whenever it consumes the record.
+        return producer.Produce(options.readings_topic, reading.device_id(), value, {}, -1,
+                                simulator.now());
       });
   if (!streamed.ok()) return streamed;
   const absl::Status flushed = producer.Flush(options.flush_timeout);

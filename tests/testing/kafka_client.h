@@ -12,6 +12,9 @@
 #include <utility>
 #include <vector>
 
+#include "absl/time/time.h"
+#include "kernel/clock.h"
+
 namespace cityops::testing {
 
 struct TestRecord {
@@ -19,6 +22,8 @@ struct TestRecord {
   std::string value;
   std::vector<std::pair<std::string, std::string>> headers;
   int32_t partition = -1;  // -1: by key (murmur2, as Java clients do).
+  // The record's CreateTime; InfinitePast: the producer's clock (see TestProducer).
+  absl::Time timestamp = absl::InfinitePast();
 };
 
 struct ConsumedRecord {
@@ -31,7 +36,10 @@ struct ConsumedRecord {
 
 class TestProducer {
  public:
-  explicit TestProducer(const std::string& bootstrap) {
+  // Records are stamped with `clock` (the producer's clock; ingest validates event times
+  // against it), or by librdkafka with the wall clock when it is null.
+  explicit TestProducer(const std::string& bootstrap, const kernel::Clock* clock = nullptr)
+      : clock_(clock) {
     char err[512];
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
     Set(conf, "bootstrap.servers", bootstrap);
@@ -53,12 +61,16 @@ class TestProducer {
     for (const auto& [name, value] : r.headers) {
       rd_kafka_header_add(headers, name.c_str(), -1, value.data(), value.size());
     }
+    absl::Time stamp = r.timestamp;
+    if (stamp == absl::InfinitePast() && clock_ != nullptr) stamp = clock_->Now();
+    const int64_t timestamp_ms = stamp == absl::InfinitePast() ? 0 : absl::ToUnixMillis(stamp);
     for (;;) {
       rd_kafka_resp_err_t err = rd_kafka_producev(
           rk_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(r.partition),
           RD_KAFKA_V_KEY(r.key.data(), r.key.size()),
           RD_KAFKA_V_VALUE(const_cast<char*>(r.value.data()), r.value.size()),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+          RD_KAFKA_V_TIMESTAMP(timestamp_ms), RD_KAFKA_V_END);
       if (err == RD_KAFKA_RESP_ERR_NO_ERROR) return;
       if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
         rd_kafka_headers_destroy(headers);
@@ -83,6 +95,7 @@ class TestProducer {
     }
   }
   rd_kafka_t* rk_ = nullptr;
+  const kernel::Clock* clock_ = nullptr;
 };
 
 // Reads every record of `topic` (all `partitions`) that exists now. No consumer group.
