@@ -76,6 +76,14 @@ class Checker {
                                      absl::FormatDuration(d)));
       }
     }
+    if (i.has_clock_tick_delay()) {
+      const absl::Duration d = kernel::FromDurationProto(i.clock_tick_delay());
+      if (d < absl::ZeroDuration() || d > absl::Minutes(10)) {
+        return Error(i, "clock_tick_delay",
+                     absl::StrFormat("clock_tick_delay %s is out of range; use 0s to 10m",
+                                     absl::FormatDuration(d)));
+      }
+    }
     if (i.max_batch_records() < 0 || i.max_batch_records() > 100'000) {
       return Error(i, "max_batch_records",
                    absl::StrFormat("max_batch_records %d is out of range; use 1 to 100000",
@@ -235,6 +243,8 @@ void FillDefaults(v1::ServeConfig* c) {
   v1::IngestConfig* i = c->mutable_ingest();
   if (!i->has_clock_tick_interval())
     kernel::ToDurationProto(absl::Seconds(1), i->mutable_clock_tick_interval());
+  if (!i->has_clock_tick_delay())
+    kernel::ToDurationProto(absl::Seconds(2), i->mutable_clock_tick_delay());
   if (i->max_batch_records() == 0) i->set_max_batch_records(10'000);
 }
 
@@ -293,6 +303,10 @@ std::string DescribeServeConfig(const v1::ServeConfig& config) {
 
 absl::Duration ClockTickInterval(const v1::ServeConfig& config) {
   return kernel::FromDurationProto(config.ingest().clock_tick_interval());
+}
+
+absl::Duration ClockTickDelay(const v1::ServeConfig& config) {
+  return kernel::FromDurationProto(config.ingest().clock_tick_delay());
 }
 
 }  // namespace cityops::daemon

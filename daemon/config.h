@@ -38,6 +38,8 @@ inline bool UsesEmbeddedKafka(const v1::ServeConfig& config) {
 }
 
 absl::Duration ClockTickInterval(const v1::ServeConfig& config);
+// ingest.clock_tick_delay, after defaults.
+absl::Duration ClockTickDelay(const v1::ServeConfig& config);
 
 }  // namespace cityops::daemon
 

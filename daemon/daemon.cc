@@ -129,6 +129,7 @@ class Daemon::Impl {
     ingest.kafka_properties = KafkaProperties(kafka);
     ingest.max_batch_records = static_cast<size_t>(config_.ingest().max_batch_records());
     ingest.clock_tick_interval = ClockTickInterval(config_);
+    ingest.clock_tick_delay = ClockTickDelay(config_);
     ingest.clock = options_.clock;
     if (embedded_ != nullptr) {
       // The embedded topics start empty on every run: positions from an earlier run lie

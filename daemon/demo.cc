@@ -146,6 +146,12 @@ class Demo::Impl {
     *config.mutable_logging() = options_.logging;
     if (config.logging().level().empty()) config.mutable_logging()->set_level("info");
     if (config.logging().format().empty()) config.mutable_logging()->set_format("text");
+    // Ticks carry simulated time: a reading is some wall milliseconds on its way to
+    // Kafka, which the acceleration stretches. Half a wall second of slack keeps it
+    // ahead of the ticks (and the ticks within a minute of simulated time at 120x).
+    kernel::ToDurationProto(
+        std::max(absl::Seconds(2), absl::Milliseconds(500) * options_.acceleration),
+        config.mutable_ingest()->mutable_clock_tick_delay());
     const v1::ApiToken viewer =
         Token("demo.viewer", v1::ROLE_VIEWER, v1::GRID_LEVEL_CITY_CENTER, "city");
     const v1::ApiToken supervisor =

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <optional>
 #include <string_view>
 #include <tuple>
 
@@ -55,9 +56,10 @@ std::string_view HeaderValue(rd_kafka_headers_t* headers, const char* name) {
   return std::string_view(static_cast<const char*>(value), size);
 }
 
-// The last reading ids of one device, as hashes, in a ring.
+// The last reading ids of one device, as hashes with the Kafka offset each came from, in
+// a ring.
 struct ReadingWindow {
-  std::vector<uint64_t> ids;
+  std::vector<std::pair<uint64_t, int64_t>> ids;
   uint32_t next = 0;
 };
 
@@ -107,9 +109,12 @@ class Ingester::Impl {
   // One poll's worth of work before it is stored.
   struct Pending {
     absl::flat_hash_map<TopicPartitionKey, int64_t> next_offsets;
-    std::vector<std::pair<uint64_t, uint64_t>> new_reading_ids;  // (device, reading) hashes
-    absl::flat_hash_set<std::pair<uint64_t, uint64_t>> seen;
+    // (device hash, reading hash, Kafka offset) of the readings this poll stores.
+    std::vector<std::tuple<uint64_t, uint64_t, int64_t>> new_reading_ids;
+    absl::flat_hash_map<std::pair<uint64_t, uint64_t>, int64_t> seen;  // -> offset
     std::vector<std::string> new_devices;
+    // The latest event time of what this poll stores, by log partition.
+    absl::flat_hash_map<uint32_t, absl::Time> latest_time;
     IngestStats delta;
   };
 
@@ -126,14 +131,31 @@ class Ingester::Impl {
                                 rd_kafka_topic_partition_list_t* partitions, void* opaque);
   void OnAssign(rd_kafka_topic_partition_list_t* partitions);
   absl::Status SetStoredOffsets(rd_kafka_topic_partition_list_t* partitions);
+  // True for a readings or reports partition held back until its registrations are in.
+  bool Deferred(const TopicPartitionKey& tp) const;
+  // Fetches every assigned partition that is not deferred, from its stored offset.
+  absl::Status AssignActive();
+  // Takes the readings and reports of partitions whose registrations are now stored.
+  absl::Status ReleaseRegistered();
+  // Nothing of log partition `partition` is left to read in Kafka (as of the last fetch).
+  bool CaughtUp(uint32_t partition) const;
   absl::Status Rewind();
   void Handle(const rd_kafka_message_t* msg, Pending& pending);
   void DeadLetter(const rd_kafka_message_t* msg, const Rejection& why, Pending& pending);
   absl::Status FlushDeadLetters(size_t count);
   absl::Status Store(Pending& pending);
   absl::Status TickQuietPartitions();
-  bool IsDuplicate(uint64_t device, uint64_t reading, const Pending& pending) const;
-  void Remember(uint64_t device, uint64_t reading);
+  // True if `reading` of `device`, at `offset` of its readings partition, repeats one of
+  // the device's remembered readings at most `dedupe_horizon` records earlier.
+  bool IsDuplicate(uint64_t device, uint64_t reading, int64_t offset,
+                   const Pending& pending) const;
+  bool WithinHorizon(int64_t earlier, int64_t offset) const {
+    return earlier <= offset && static_cast<uint64_t>(offset - earlier) <= options_.dedupe_horizon;
+  }
+  void Remember(uint64_t device, uint64_t reading, int64_t offset);
+  // The first sequence of `partition` from which a scan meets every reading at most
+  // `dedupe_horizon` records before the stored position of its readings partition.
+  absl::StatusOr<kernel::Sequence> HorizonStart(Partition partition) const;
   bool IsRegistered(const std::string& device_id, const Pending& pending) const;
 
   kernel::EventLog* const log_;
@@ -150,6 +172,17 @@ class Ingester::Impl {
   mutable absl::Mutex assigned_mu_;
   std::vector<TopicPartitionKey> assigned_copy_ ABSL_GUARDED_BY(assigned_mu_);
   absl::flat_hash_map<uint32_t, absl::Time> last_activity_;  // Readings partitions.
+  // The next offset the log has stored of each assigned topic partition.
+  absl::flat_hash_map<TopicPartitionKey, int64_t> stored_next_;
+  // High watermarks read at assignment, for partitions not fetched yet. Guarded because
+  // Lag() reads it.
+  absl::flat_hash_map<TopicPartitionKey, int64_t> assigned_high_ ABSL_GUARDED_BY(assigned_mu_);
+  // Log partitions whose readings and reports wait until the registrations on the
+  // devices topic up to this offset are stored.
+  absl::flat_hash_map<uint32_t, int64_t> registrations_pending_;
+  // The latest event time stored in each log partition (readings, reports, ticks): a
+  // tick must be later than it to move anything.
+  absl::flat_hash_map<uint32_t, absl::Time> latest_time_;
 
   // A dead letter the producer refused outright (fails the batch at flush).
   absl::Status refused_;
@@ -176,18 +209,28 @@ absl::Status Ingester::Impl::RebuildMemory() {
         return true;
       });
   if (!s.ok()) return s;
-  // Recent reading ids, from the tail of each partition.
+  // Recent reading ids: every reading within the horizon of each partition's stored
+  // position, exactly what a process that never stopped would remember.
   v1::Event event;
   for (Partition p : log_->Partitions()) {
-    const uint64_t end = log_->NextSequence(p).value();
-    const uint64_t from =
-        end > options_.dedupe_rebuild_events ? end - options_.dedupe_rebuild_events : 0;
+    absl::StatusOr<kernel::Sequence> from = HorizonStart(p);
+    if (!from.ok()) return from.status();
+    absl::StatusOr<std::optional<KafkaOffset>> stored =
+        log_->StoredSourcePosition(options_.topics.readings, static_cast<int32_t>(p.value()));
+    if (!stored.ok()) return stored.status();
+    const int64_t next = stored->has_value() ? (*stored)->value() : 0;
     absl::Status parse;
-    s = log_->Scan(p, kernel::Sequence(from), [&](kernel::Sequence seq, std::string_view value) {
+    s = log_->Scan(p, *from, [&](kernel::Sequence seq, std::string_view value) {
       parse = kernel::EventLog::ParseEvent({p, seq}, value, &event);
       if (!parse.ok()) return false;
-      if (event.has_reading()) {
-        Remember(hash_(event.reading().device_id()), hash_(event.reading().reading_id()));
+      if (event.has_reading() && event.provenance().kafka().topic() == options_.topics.readings &&
+          WithinHorizon(event.provenance().kafka().offset(), next)) {
+        Remember(hash_(event.reading().device_id()), hash_(event.reading().reading_id()),
+                 event.provenance().kafka().offset());
+      }
+      if (event.has_reading() || event.has_case_reported() || event.has_clock_tick()) {
+        absl::Time& latest = latest_time_.try_emplace(p.value(), absl::InfinitePast()).first->second;
+        latest = std::max(latest, kernel::FromTimestamp(event.event_time()));
       }
       return true;
     });
@@ -251,8 +294,10 @@ void Ingester::Impl::RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
   rd_kafka_assign(rk, nullptr);
   self->assigned_.clear();
   self->last_activity_.clear();
+  self->registrations_pending_.clear();
   absl::MutexLock lock(&self->assigned_mu_);
   self->assigned_copy_.clear();
+  self->assigned_high_.clear();
 }
 
 void Ingester::Impl::OnAssign(rd_kafka_topic_partition_list_t* partitions) {
@@ -263,13 +308,8 @@ void Ingester::Impl::OnAssign(rd_kafka_topic_partition_list_t* partitions) {
     rd_kafka_assign(consumer_, nullptr);
     return;
   }
-  rd_kafka_resp_err_t err = rd_kafka_assign(consumer_, partitions);
-  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-    assignment_error_ = absl::UnavailableError(
-        absl::StrFormat("cannot take the assigned partitions: %s", rd_kafka_err2str(err)));
-    return;
-  }
   assigned_.clear();
+  registrations_pending_.clear();
   const absl::Time now = options_.clock->Now();
   for (int i = 0; i < partitions->cnt; ++i) {
     const rd_kafka_topic_partition_t& tp = partitions->elems[i];
@@ -279,15 +319,106 @@ void Ingester::Impl::OnAssign(rd_kafka_topic_partition_list_t* partitions) {
                  tp.offset == RD_KAFKA_OFFSET_BEGINNING ? std::string("beginning")
                                                         : std::to_string(tp.offset));
   }
-  absl::MutexLock lock(&assigned_mu_);
-  assigned_copy_ = assigned_;
+  {
+    absl::MutexLock lock(&assigned_mu_);
+    assigned_copy_ = assigned_;
+    // Registrations first: a devices partition with records the log has not stored holds
+    // back the readings and reports of its log partition until they are stored.
+    for (const TopicPartitionKey& tp : assigned_) {
+      if (tp.topic != options_.topics.devices) continue;
+      const int64_t high = assigned_high_[tp];
+      if (stored_next_[tp] < high) {
+        registrations_pending_[static_cast<uint32_t>(tp.partition)] = high;
+        spdlog::info(
+            "ingest: log partition {} takes readings and reports once the registrations on "
+            "{}/{} up to offset {} are stored",
+            tp.partition, tp.topic, tp.partition, high);
+      }
+    }
+  }
+  // The offsets are set: assign what may be fetched now.
+  rd_kafka_topic_partition_list_t* active = rd_kafka_topic_partition_list_new(partitions->cnt);
+  for (int i = 0; i < partitions->cnt; ++i) {
+    const rd_kafka_topic_partition_t& tp = partitions->elems[i];
+    if (Deferred({tp.topic, tp.partition})) continue;
+    rd_kafka_topic_partition_list_add(active, tp.topic, tp.partition)->offset = tp.offset;
+  }
+  rd_kafka_resp_err_t err = rd_kafka_assign(consumer_, active);
+  rd_kafka_topic_partition_list_destroy(active);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    assignment_error_ = absl::UnavailableError(
+        absl::StrFormat("cannot take the assigned partitions: %s", rd_kafka_err2str(err)));
+  }
+}
+
+bool Ingester::Impl::Deferred(const TopicPartitionKey& tp) const {
+  return tp.topic != options_.topics.devices &&
+         registrations_pending_.contains(static_cast<uint32_t>(tp.partition));
+}
+
+absl::Status Ingester::Impl::AssignActive() {
+  rd_kafka_topic_partition_list_t* list =
+      rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
+  for (const TopicPartitionKey& tp : assigned_) {
+    if (!Deferred(tp)) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+  }
+  absl::Status s = SetStoredOffsets(list);
+  if (s.ok()) {
+    rd_kafka_resp_err_t err = rd_kafka_assign(consumer_, list);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      s = absl::UnavailableError(
+          absl::StrFormat("cannot take the assigned partitions: %s", rd_kafka_err2str(err)));
+    }
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return s;
+}
+
+absl::Status Ingester::Impl::ReleaseRegistered() {
+  bool released = false;
+  for (auto it = registrations_pending_.begin(); it != registrations_pending_.end();) {
+    auto stored = stored_next_.find(
+        TopicPartitionKey{options_.topics.devices, static_cast<int32_t>(it->first)});
+    if (stored == stored_next_.end() || stored->second < it->second) {
+      ++it;
+      continue;
+    }
+    spdlog::info("ingest: registrations of log partition {} stored up to offset {}; taking its "
+                 "readings and reports",
+                 it->first, stored->second);
+    registrations_pending_.erase(it++);
+    released = true;
+  }
+  return released ? AssignActive() : absl::OkStatus();
+}
+
+bool Ingester::Impl::CaughtUp(uint32_t partition) const {
+  if (registrations_pending_.contains(partition)) return false;
+  bool any = false;
+  for (const TopicPartitionKey& tp : assigned_) {
+    if (static_cast<uint32_t>(tp.partition) != partition) continue;
+    any = true;
+    auto stored = stored_next_.find(tp);
+    if (stored == stored_next_.end()) return false;
+    int64_t low = 0;
+    int64_t high = 0;
+    // As of the latest fetch response (-1 before the first): no network round trip.
+    if (rd_kafka_get_watermark_offsets(consumer_, tp.topic.c_str(), tp.partition, &low, &high) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR ||
+        high < 0 || stored->second < high) {
+      return false;
+    }
+  }
+  return any;
 }
 
 absl::StatusOr<std::vector<ConsumerLag>> Ingester::Impl::Lag() const {
   std::vector<TopicPartitionKey> assigned;
+  absl::flat_hash_map<TopicPartitionKey, int64_t> assigned_high;
   {
     absl::MutexLock lock(&assigned_mu_);
     assigned = assigned_copy_;
+    assigned_high = assigned_high_;
   }
   std::vector<ConsumerLag> out;
   out.reserve(assigned.size());
@@ -303,6 +434,10 @@ absl::StatusOr<std::vector<ConsumerLag>> Ingester::Impl::Lag() const {
     // Cached from the last fetch; -1 (RD_KAFKA_OFFSET_INVALID) before the first one.
     rd_kafka_get_watermark_offsets(consumer_, tp.topic.c_str(), tp.partition, &low, &high);
     lag.next_offset = stored->has_value() ? (*stored)->value() : std::max<int64_t>(low, 0);
+    // Not fetched yet (a partition held back for its registrations, or before the first
+    // fetch): the end read at assignment.
+    auto at_assign = assigned_high.find(tp);
+    if (at_assign != assigned_high.end()) high = std::max(high, at_assign->second);
     lag.high_watermark = std::max<int64_t>(high, 0);
     lag.lag = std::max<int64_t>(0, lag.high_watermark - lag.next_offset);
     out.push_back(std::move(lag));
@@ -329,7 +464,12 @@ absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* p
       return absl::UnavailableError(absl::StrFormat("cannot read the watermarks of %s/%d: %s",
                                                     tp.topic, tp.partition, rd_kafka_err2str(err)));
     }
+    {
+      absl::MutexLock lock(&assigned_mu_);
+      assigned_high_[{tp.topic, tp.partition}] = high;
+    }
     if (!stored->has_value()) {
+      stored_next_[{tp.topic, tp.partition}] = low;
       if (low > 0) {
         spdlog::warn(
             "ingest: {}/{} starts at offset {}: records before it expired before cityops first "
@@ -361,9 +501,11 @@ absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* p
           "ingest: {}/{} was recreated (stored offset {} is past its end {}); reading the new "
           "topic from its beginning",
           tp.topic, tp.partition, offset, high);
+      stored_next_[{tp.topic, tp.partition}] = low;
       tp.offset = RD_KAFKA_OFFSET_BEGINNING;
       continue;
     }
+    stored_next_[{tp.topic, tp.partition}] = offset;
     tp.offset = offset;
   }
   return absl::OkStatus();
@@ -376,7 +518,7 @@ absl::Status Ingester::Impl::Rewind() {
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
   for (const TopicPartitionKey& tp : assigned_) {
-    rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+    if (!Deferred(tp)) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
   }
   absl::Status s = SetStoredOffsets(list);
   if (s.ok()) {
@@ -393,21 +535,68 @@ absl::Status Ingester::Impl::Rewind() {
   return s;
 }
 
-bool Ingester::Impl::IsDuplicate(uint64_t device, uint64_t reading, const Pending& pending) const {
-  if (pending.seen.contains({device, reading})) return true;
-  auto it = windows_.find(device);
-  if (it == windows_.end()) return false;
-  return std::find(it->second.ids.begin(), it->second.ids.end(), reading) != it->second.ids.end();
+absl::StatusOr<kernel::Sequence> Ingester::Impl::HorizonStart(Partition partition) const {
+  absl::StatusOr<std::optional<KafkaOffset>> stored = log_->StoredSourcePosition(
+      options_.topics.readings, static_cast<int32_t>(partition.value()));
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return kernel::Sequence(0);
+  const int64_t next = (*stored)->value();
+  const uint64_t end = log_->NextSequence(partition).value();
+  // Every reading takes at least one sequence, so the horizon's readings lie within the
+  // last `dedupe_horizon` sequences only if nothing else was appended between them: go
+  // back further until the first reading met is older than the horizon (readings of one
+  // partition are in offset order).
+  uint64_t back = std::max<uint64_t>(options_.dedupe_horizon, 1);
+  for (;;) {
+    const uint64_t start = end > back ? end - back : 0;
+    if (start == 0) return kernel::Sequence(0);
+    std::optional<int64_t> first_offset;
+    absl::Status scanned = log_->Scan(
+        partition, kernel::Sequence(start), [&](kernel::Sequence, std::string_view value) {
+          v1::Event e;
+          if (!kernel::EventLog::ParseEvent({partition, kernel::Sequence(0)}, value, &e).ok()) {
+            return false;
+          }
+          if (e.has_reading() && e.provenance().kafka().topic() == options_.topics.readings) {
+            first_offset = e.provenance().kafka().offset();
+            return false;
+          }
+          return true;
+        });
+    if (!scanned.ok()) return scanned;
+    // Readings before `start` are older than the first one met: done once that one is
+    // at the horizon's edge or beyond it.
+    if (first_offset.has_value() &&
+        (!WithinHorizon(*first_offset, next) ||
+         *first_offset == next - static_cast<int64_t>(options_.dedupe_horizon))) {
+      return kernel::Sequence(start);
+    }
+    back *= 2;
+  }
 }
 
-void Ingester::Impl::Remember(uint64_t device, uint64_t reading) {
+bool Ingester::Impl::IsDuplicate(uint64_t device, uint64_t reading, int64_t offset,
+                                 const Pending& pending) const {
+  if (auto seen = pending.seen.find({device, reading});
+      seen != pending.seen.end() && WithinHorizon(seen->second, offset)) {
+    return true;
+  }
+  auto it = windows_.find(device);
+  if (it == windows_.end()) return false;
+  for (const auto& [id, earlier] : it->second.ids) {
+    if (id == reading && WithinHorizon(earlier, offset)) return true;
+  }
+  return false;
+}
+
+void Ingester::Impl::Remember(uint64_t device, uint64_t reading, int64_t offset) {
   if (options_.dedupe_window == 0) return;
   ReadingWindow& w = windows_[device];
   if (w.ids.size() < options_.dedupe_window) {
-    w.ids.push_back(reading);
+    w.ids.emplace_back(reading, offset);
     return;
   }
-  w.ids[w.next] = reading;
+  w.ids[w.next] = {reading, offset};
   w.next = static_cast<uint32_t>((w.next + 1) % w.ids.size());
 }
 
@@ -463,6 +652,8 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
   if (rd_kafka_message_headers(msg, &headers) != RD_KAFKA_RESP_ERR_NO_ERROR) headers = nullptr;
   std::string_view content_type = HeaderValue(headers, "content-type");
   if (content_type.empty()) content_type = HeaderValue(headers, "Content-Type");
+  rd_kafka_timestamp_type_t timestamp_type = RD_KAFKA_TIMESTAMP_NOT_AVAILABLE;
+  const int64_t timestamp_ms = rd_kafka_message_timestamp(msg, &timestamp_type);
   const KafkaRecord record{
       .topic = topic,
       .partition = msg->partition,
@@ -471,10 +662,18 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
       .value =
           std::string_view(static_cast<const char*>(msg->payload), msg->payload ? msg->len : 0),
       .content_type = content_type,
+      .timestamp = timestamp_type != RD_KAFKA_TIMESTAMP_NOT_AVAILABLE && timestamp_ms >= 0
+                       ? absl::FromUnixMillis(timestamp_ms)
+                       : absl::InfinitePast(),
   };
   const uint32_t log_partition = static_cast<uint32_t>(msg->partition);
   const absl::Time now = options_.clock->Now();
   ++pending.delta.records;
+  auto moves_time = [&](const google::protobuf::Timestamp& event_time) {
+    absl::Time& latest =
+        pending.latest_time.try_emplace(log_partition, absl::InfinitePast()).first->second;
+    latest = std::max(latest, kernel::FromTimestamp(event_time));
+  };
 
   auto provenance = [&](v1::Event& e, std::string idempotency_key) {
     v1::KafkaSource* source = e.mutable_provenance()->mutable_kafka();
@@ -493,14 +692,15 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     }
     const uint64_t device = hash_(reading_.device_id());
     const uint64_t reading = hash_(reading_.reading_id());
-    if (IsDuplicate(device, reading, pending)) {
+    if (IsDuplicate(device, reading, msg->offset, pending)) {
       ++pending.delta.duplicates;
       return;
     }
-    pending.seen.insert({device, reading});
-    pending.new_reading_ids.emplace_back(device, reading);
+    pending.seen[{device, reading}] = msg->offset;
+    pending.new_reading_ids.emplace_back(device, reading, msg->offset);
     const bool unregistered = !IsRegistered(reading_.device_id(), pending);
     if (unregistered) ++pending.delta.unregistered_readings;
+    moves_time(reading_.event_time());
     FillReadingEvent(reading_, topic, msg->partition, msg->offset, unregistered,
                      BatchFor(log_partition).AddNew());
     ++pending.delta.readings;
@@ -521,6 +721,7 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     c->mutable_category()->Swap(report_.mutable_category());
     c->set_description(report_.description());
     c->set_reporter(report_.reporter());
+    moves_time(e.event_time());
     if (report_.has_originator()) {
       c->mutable_originator()->Swap(report_.mutable_originator());
     } else {
@@ -542,7 +743,9 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     }
     v1::Event e;
     e.set_stream_id(absl::StrFormat("%s%s", kRegistryStreamPrefix, device_.device_id()));
-    *e.mutable_event_time() = kernel::ToTimestamp(now);
+    // When the registry sent it (the record's timestamp), not when it was consumed.
+    *e.mutable_event_time() = kernel::ToTimestamp(
+        record.timestamp != absl::InfinitePast() ? record.timestamp : now);
     provenance(e, RegistrationKey(device_));  // Identical re-registrations are skipped.
     pending.new_devices.push_back(device_.device_id());
     e.mutable_device_registered()->Swap(&device_);
@@ -576,8 +779,15 @@ absl::Status Ingester::Impl::Store(Pending& pending) {
   absl::StatusOr<std::vector<kernel::AppendResult>> results = log_->AppendAll(batches_);
   if (!results.ok()) return results.status();
 
-  // Stored: now the ids and devices are facts.
-  for (const auto& [device, reading] : pending.new_reading_ids) Remember(device, reading);
+  // Stored: now the ids, devices, offsets and times are facts.
+  for (const auto& [tp, next] : pending.next_offsets) stored_next_[tp] = next;
+  for (const auto& [partition, time] : pending.latest_time) {
+    absl::Time& latest = latest_time_.try_emplace(partition, absl::InfinitePast()).first->second;
+    latest = std::max(latest, time);
+  }
+  for (const auto& [device, reading, offset] : pending.new_reading_ids) {
+    Remember(device, reading, offset);
+  }
   for (std::string& device : pending.new_devices) registered_.insert(std::move(device));
   const absl::Time now = options_.clock->Now();
   for (size_t i = 0; i < batches_.size(); ++i) {
@@ -617,22 +827,30 @@ absl::Status Ingester::Impl::Store(Pending& pending) {
 absl::Status Ingester::Impl::TickQuietPartitions() {
   if (options_.clock_tick_interval <= absl::ZeroDuration()) return absl::OkStatus();
   const absl::Time now = options_.clock->Now();
+  const absl::Time tick_time = now - options_.clock_tick_delay;
   std::vector<kernel::AppendBatch> ticks;
   for (auto& [partition, last] : last_activity_) {
     if (now - last < options_.clock_tick_interval) continue;
+    // Never past a record still in Kafka, and never a tick that moves nothing.
+    if (!CaughtUp(partition)) continue;
+    if (auto it = latest_time_.find(partition); it != latest_time_.end() && tick_time <= it->second) {
+      continue;
+    }
     v1::Event e;
     e.set_stream_id(std::string(kClockStream));
-    *e.mutable_event_time() = kernel::ToTimestamp(now);
+    *e.mutable_event_time() = kernel::ToTimestamp(tick_time);
     e.mutable_provenance()->set_stage(std::string(kClockStage));
     e.mutable_clock_tick();
     ticks.emplace_back(Partition(partition)).Add(std::move(e));
   }
   if (ticks.empty()) return absl::OkStatus();
   const size_t n = ticks.size();
-  absl::StatusOr<std::vector<kernel::AppendResult>> results = log_->AppendAll(std::move(ticks));
+  absl::StatusOr<std::vector<kernel::AppendResult>> results = log_->AppendAll(ticks);
   if (!results.ok()) return results.status();
-  for (auto& [partition, last] : last_activity_) {
-    if (now - last >= options_.clock_tick_interval) last = now;
+  for (const kernel::AppendBatch& tick : ticks) {
+    const uint32_t partition = tick.partition().value();
+    last_activity_[partition] = now;
+    latest_time_[partition] = tick_time;
   }
   absl::MutexLock lock(&stats_mu_);
   stats_.clock_ticks += n;
@@ -686,6 +904,7 @@ absl::StatusOr<size_t> Ingester::Impl::PollOnce() {
 
   if (failure.ok()) failure = FlushDeadLetters(pending.delta.dead_lettered);
   if (failure.ok() && !pending.next_offsets.empty()) failure = Store(pending);
+  if (failure.ok()) failure = ReleaseRegistered();
   if (!failure.ok()) {
     if (absl::Status rewound = Rewind(); !rewound.ok()) {
       spdlog::error("ingest: {}", rewound.ToString());

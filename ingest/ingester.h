@@ -13,10 +13,13 @@
 //   * A record is dead-lettered before the offsets that cover it are stored: after a
 //     crash it may be dead-lettered twice (its headers name its source topic, partition
 //     and offset, so consumers can drop the twin), but never lost.
-//   * Readings: duplicates by (device id, reading id) are dropped and counted. The window
-//     is the last `dedupe_window` reading ids of each device, kept in memory (8 bytes
-//     each) and rebuilt on start from the last `dedupe_rebuild_events` events of each
-//     partition. A duplicate older than that window is stored again.
+//   * Readings: duplicates by (device id, reading id) are dropped and counted. A reading
+//     is a duplicate when its id is among the last `dedupe_window` reading ids of its
+//     device and that earlier reading is at most `dedupe_horizon` records before it in the
+//     same readings partition (by Kafka offset). The ids are kept in memory (16 bytes
+//     each) and rebuilt on start from every reading within the horizon of the stored
+//     position, so the verdict is the same whether or not ingest restarted in between. A
+//     duplicate beyond the window or the horizon is stored again.
 //   * Reports and registrations are indexed streams, deduplicated by the log itself.
 //   * If a stored offset lies below the partition's low watermark (records expired or
 //     were dropped before they were ingested) the ingester stops with DATA_LOSS and says
@@ -25,9 +28,27 @@
 //     with FAILED_PRECONDITION unless `accept_recreated_topics` is set, in which case it
 //     logs a warning and starts the new topic from its beginning.
 //
-// Time. While a readings partition is quiet for `clock_tick_interval`, the ingester
-// appends a `ClockTick` (stream `clock`) stamped with its clock, so that time-based rules
-// fire on replay exactly as they did live.
+// Registrations first. On every assignment, a log partition whose devices-topic
+// partition has records the log has not stored yet (up to the high watermark at the
+// moment of assignment) takes its readings and reports only once those registrations
+// are stored: a device registered before its readings were published is registered
+// before its readings in the log, whichever topic the consumer would have fetched first.
+//
+// Validation time. A record's event time is checked against the record's own Kafka
+// timestamp (the producer's CreateTime, or the broker's LogAppendTime), not against the
+// time it happens to be consumed, so a record is accepted or dead-lettered the same way
+// whenever it is read. Only a record without a timestamp is checked against the clock.
+// A registration's event time is its record's timestamp too.
+//
+// Time. Stage time moves with the event times of what is stored, and with `ClockTick`s
+// (stream `clock`), which the ingester appends to a log partition only when all of these
+// hold: every input topic partition that feeds it is assigned and fully consumed (the
+// stored next offset has reached the high watermark of the latest fetch: nothing is left
+// to read in Kafka), nothing was stored to it for `clock_tick_interval`, and the tick's
+// time, the clock minus `clock_tick_delay`, is later than every event time stored in the
+// partition. A tick therefore never passes a record that was still waiting in Kafka, and
+// a record that reaches Kafka less than `clock_tick_delay` after its event time never
+// lands behind a tick that is later than it. (docs/determinism.md)
 //
 // Thread safety: `PollOnce` and `Run` from one thread; `Stop` and `Stats` from any.
 #ifndef CITYOPS_INGEST_INGESTER_H_
@@ -70,8 +91,11 @@ struct IngestOptions {
   absl::Duration poll_timeout = absl::Milliseconds(100);
   absl::Duration fetch_wait = absl::Milliseconds(10);     // fetch.wait.max.ms
   absl::Duration clock_tick_interval = absl::Seconds(1);  // Zero: no ticks.
+  // How far a tick's time stays behind the clock: the lateness a record may have (from
+  // its event time to its arrival in Kafka) without landing behind a later tick.
+  absl::Duration clock_tick_delay = absl::Seconds(2);
   size_t dedupe_window = 16;
-  uint64_t dedupe_rebuild_events = 1'000'000;
+  uint64_t dedupe_horizon = 1'000'000;  // Records of the readings partition.
   bool accept_recreated_topics = false;
   ValidationPolicy validation;
   const kernel::Clock* clock = kernel::Clock::Real();
