@@ -338,6 +338,11 @@ std::string EventDetail(const v1::Event& e) {
       if (!l.reported_case_id().empty()) return "report " + l.reported_case_id() + " joined";
       return "joined case " + l.into_case_id();
     }
+    case v1::Event::kCaseRelocated: {
+      const v1::CaseRelocated& r = e.case_relocated();
+      return absl::StrFormat("moved to grid %s (registration of %s)", r.grid().grid_code(),
+                             r.device_id());
+    }
     default:
       return "";
   }

@@ -221,6 +221,16 @@ absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view) {
       if (l.has_into_case_id()) view->set_linked_to(l.into_case_id());
       break;
     }
+    case v1::Event::kCaseRelocated: {
+      const v1::CaseRelocated& r = event.case_relocated();
+      *view->mutable_grid() = r.grid();
+      if (r.has_location()) {
+        *view->mutable_location() = r.location();
+      } else {
+        view->clear_location();
+      }
+      break;
+    }
     default:
       return absl::InvalidArgumentError(
           absl::StrFormat("event %d/%d on stream %s is not a case event", event.partition(),

@@ -43,9 +43,10 @@ std::string TicketId(std::string_view case_id, int n);
 //   CaseVerified passed     -> VERIFIED; failed -> DISPATCHED again
 //   CaseClosed              -> CLOSED
 //   CaseEscalated           -> REGISTERED at the upper level (which then dispatches)
-//   CaseUrged, CaseOverdue, CaseLinked: no stage change. CaseLinked adds the alert or
-//   report that joined this case, or (into_case_id, on a report's own stream) sets
-//   `linked_to`: the report joined that case instead of opening.
+//   CaseUrged, CaseOverdue, CaseLinked, CaseRelocated: no stage change. CaseLinked adds
+//   the alert or report that joined this case, or (into_case_id, on a report's own
+//   stream) sets `linked_to`: the report joined that case instead of opening.
+//   CaseRelocated replaces the grid and location.
 // Every stage entry resets `overdue` and sets `deadline` from `deadlines`.
 absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view);
 

@@ -537,6 +537,7 @@ function applyCaseEvent(type, ev) {
     case 'case_urged': c.urges = (c.urges || 0) + 1; break;
     case 'case_escalated': c.level = p.toLevel; break;
     case 'case_linked': if (p.intoCaseId) c.linkedTo = p.intoCaseId; break;
+    case 'case_relocated': c.grid = p.grid; if (p.location) c.location = p.location; break;
     case 'case_overdue':
       if (stageOf(p.stage) === stageOf(c.stage)) {
         c.overdue = p.level; c.deadline = { stage: p.stage, dueTime: p.dueTime }; c.fresh = true;

@@ -87,8 +87,25 @@ bool AnyCode(const Reading& reading, const std::vector<int32_t>& codes) {
   return false;
 }
 
+// By name, not by the order of the payload numbers.
 bool IsCasePayload(v1::Event::PayloadCase p) {
-  return p >= v1::Event::kCaseReported && p <= v1::Event::kCaseLinked;
+  switch (p) {
+    case v1::Event::kCaseReported:
+    case v1::Event::kCaseOpened:
+    case v1::Event::kCaseRegistered:
+    case v1::Event::kCaseDispatched:
+    case v1::Event::kCaseHandled:
+    case v1::Event::kCaseVerified:
+    case v1::Event::kCaseClosed:
+    case v1::Event::kCaseUrged:
+    case v1::Event::kCaseEscalated:
+    case v1::Event::kCaseOverdue:
+    case v1::Event::kCaseLinked:
+    case v1::Event::kCaseRelocated:
+      return true;
+    default:
+      return false;
+  }
 }
 
 }  // namespace
@@ -234,7 +251,10 @@ const RulesEngine::RuleState* RulesEngine::FindState(const DeviceState& dev,
   return nullptr;
 }
 
-void RulesEngine::AddTimer(Timer t) { timers_.insert(std::move(t)); }
+void RulesEngine::AddTimer(Timer t) {
+  t.cause = cause_;
+  timers_.insert(std::move(t));
+}
 void RulesEngine::CancelTimer(const Timer& t) { timers_.erase(t); }
 
 RulesEngine::Context RulesEngine::Begin(uint32_t partition, uint64_t sequence, absl::Time now,
@@ -247,6 +267,10 @@ RulesEngine::Context RulesEngine::Begin(uint32_t partition, uint64_t sequence, a
     FireTimers(now, ctx);
     now_ = now;
   }
+  // FireTimers cited each timer's own cause; what follows is this event's doing.
+  cause_ = {kernel::Partition(partition), kernel::Sequence(sequence)};
+  ctx.cause_ref.set_partition(partition);
+  ctx.cause_ref.set_sequence(sequence);
   ctx.time = now_;
   ++counters_.inputs;
   return ctx;
@@ -286,6 +310,11 @@ void RulesEngine::FireTimers(absl::Time now, Context& ctx) {
     timers_.erase(timers_.begin());
     now_ = std::max(now_, t.due);
     ctx.time = t.due;
+    // What a timer derives is the doing of the event that scheduled it, not of the event
+    // that happened to carry stage time past it (which depends on what was appended when).
+    cause_ = t.cause;
+    ctx.cause_ref.set_partition(t.cause.partition.value());
+    ctx.cause_ref.set_sequence(t.cause.sequence.value());
     OnTimer(t, ctx);
   }
 }
@@ -433,6 +462,7 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
   dev.cold->registration = reg;
   dev.kind = reg.kind();
   dev.cold->grid = reg.grid();
+  RelocateOpenCases(dev, event.stream_version(), ctx);
   if (rules_ == nullptr) return;
   // Rules whose filter no longer matches (e.g. a cover first seen unregistered, now
   // registered as suburban) stop watching the device: their alerts end here.
@@ -448,6 +478,39 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
       st.clearing = false;
     }
     if (st.active) Clear(rule, dev, st, 0, nullptr, ctx);
+  }
+}
+
+void RulesEngine::RelocateOpenCases(DeviceState& dev, uint64_t registration_version,
+                                    Context& ctx) {
+  const v1::DeviceRegistered& reg = dev.cold->registration;
+  // Collected first: emitting changes the tracked cases.
+  std::vector<std::string> moved;
+  for (const RuleMemory& m : dev.cold->memory) {
+    if (m.open_case.empty()) continue;
+    auto it = cases_.find(m.open_case);
+    if (it == cases_.end()) continue;
+    const v1::CaseView& view = it->second->view;
+    if (view.stage() == v1::CASE_STAGE_CLOSED) continue;
+    const bool same_grid = view.grid().SerializeAsString() == reg.grid().SerializeAsString();
+    const bool same_place =
+        view.has_location() == reg.has_location() &&
+        view.location().SerializeAsString() == reg.location().SerializeAsString();
+    if (!same_grid || !same_place) moved.push_back(m.open_case);
+  }
+  for (const std::string& case_id : moved) {
+    auto it = cases_.find(case_id);
+    if (it == cases_.end()) continue;
+    v1::Event e;
+    e.set_stream_id(CaseStream(case_id));
+    v1::CaseRelocated* r = e.mutable_case_relocated();
+    r->set_case_id(case_id);
+    r->set_device_id(reg.device_id());
+    *r->mutable_grid() = reg.grid();
+    if (reg.has_location()) *r->mutable_location() = reg.location();
+    // The registration's version in its own stream: the same whichever position it has.
+    Emit(it->second->partition, std::move(e),
+         absl::StrFormat("rules/case/%s/relocated/%d", case_id, registration_version), ctx);
   }
 }
 
@@ -1040,6 +1103,24 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     if (!o.grid().grid_code().empty() && track.link_key.empty()) {
       track.link_key = absl::StrFormat("%s|%s", o.grid().grid_code(), o.category().code());
       open_by_grid_category_[track.link_key].push_back(case_id);
+    }
+  }
+  if (event.has_case_relocated()) {
+    // Reports about the case's new place join it from now on; those about the old one no
+    // longer do.
+    const std::string key =
+        track.view.grid().grid_code().empty()
+            ? std::string()
+            : absl::StrFormat("%s|%s", track.view.grid().grid_code(),
+                              track.view.category().code());
+    if (key != track.link_key) {
+      if (auto old = open_by_grid_category_.find(track.link_key);
+          old != open_by_grid_category_.end()) {
+        std::erase(old->second, case_id);
+        if (old->second.empty()) open_by_grid_category_.erase(old);
+      }
+      track.link_key = key;
+      if (!key.empty()) open_by_grid_category_[key].push_back(case_id);
     }
   }
   // A dispatch, and a failed verification, send a ticket to the department.

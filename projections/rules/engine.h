@@ -103,6 +103,10 @@ class RulesEngine {
     std::string key;  // Device key or case id.
     int64_t a = 0;    // Rule index or stage entry.
     int64_t b = 0;    // Overdue level.
+    // The event that scheduled the timer: what the events it derives cite as their cause,
+    // whichever later event happens to carry stage time past `due`. Not part of the
+    // timer's identity (the ordering below).
+    kernel::EventPosition cause{};
     bool operator<(const Timer& o) const {
       return std::tie(due, kind, key, a, b) < std::tie(o.due, o.kind, o.key, o.a, o.b);
     }
@@ -114,6 +118,9 @@ class RulesEngine {
   Context Begin(uint32_t partition, uint64_t sequence, absl::Time now, std::vector<Derived>* out);
   void OnReading(const Reading& reading, Context& ctx);
   void OnRegistration(const v1::Event& event, Context& ctx);
+  // Emits CaseRelocated for the open cases of `dev` whose grid or location differ from
+  // its (new) registration, the `registration_version`-th of its registry stream.
+  void RelocateOpenCases(DeviceState& dev, uint64_t registration_version, Context& ctx);
   void OnRuleset(const v1::Event& event, Context& ctx);
   void OnReported(const v1::Event& event, Context& ctx);
   void OnCaseEvent(const v1::Event& event, Context& ctx);
@@ -171,6 +178,9 @@ class RulesEngine {
   // Open cases by grid and category, for linking reports: key "<grid>|<category>".
   absl::flat_hash_map<std::string, std::vector<std::string>> open_by_grid_category_;
   std::set<Timer> timers_;
+  // The event being processed, or the cause of the timer being fired: what timers added
+  // now cite as their cause.
+  kernel::EventPosition cause_;
   absl::Time now_ = absl::InfinitePast();
   EngineCounters counters_;
   std::vector<RejectedRuleSet> rejected_;
