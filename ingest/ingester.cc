@@ -147,8 +147,7 @@ class Ingester::Impl {
   absl::Status TickQuietPartitions();
   // True if `reading` of `device`, at `offset` of its readings partition, repeats one of
   // the device's remembered readings at most `dedupe_horizon` records earlier.
-  bool IsDuplicate(uint64_t device, uint64_t reading, int64_t offset,
-                   const Pending& pending) const;
+  bool IsDuplicate(uint64_t device, uint64_t reading, int64_t offset, const Pending& pending) const;
   bool WithinHorizon(int64_t earlier, int64_t offset) const {
     return earlier <= offset && static_cast<uint64_t>(offset - earlier) <= options_.dedupe_horizon;
   }
@@ -229,7 +228,8 @@ absl::Status Ingester::Impl::RebuildMemory() {
                  event.provenance().kafka().offset());
       }
       if (event.has_reading() || event.has_case_reported() || event.has_clock_tick()) {
-        absl::Time& latest = latest_time_.try_emplace(p.value(), absl::InfinitePast()).first->second;
+        absl::Time& latest =
+            latest_time_.try_emplace(p.value(), absl::InfinitePast()).first->second;
         latest = std::max(latest, kernel::FromTimestamp(event.event_time()));
       }
       return true;
@@ -383,9 +383,10 @@ absl::Status Ingester::Impl::ReleaseRegistered() {
       ++it;
       continue;
     }
-    spdlog::info("ingest: registrations of log partition {} stored up to offset {}; taking its "
-                 "readings and reports",
-                 it->first, stored->second);
+    spdlog::info(
+        "ingest: registrations of log partition {} stored up to offset {}; taking its "
+        "readings and reports",
+        it->first, stored->second);
     registrations_pending_.erase(it++);
     released = true;
   }
@@ -536,8 +537,8 @@ absl::Status Ingester::Impl::Rewind() {
 }
 
 absl::StatusOr<kernel::Sequence> Ingester::Impl::HorizonStart(Partition partition) const {
-  absl::StatusOr<std::optional<KafkaOffset>> stored = log_->StoredSourcePosition(
-      options_.topics.readings, static_cast<int32_t>(partition.value()));
+  absl::StatusOr<std::optional<KafkaOffset>> stored =
+      log_->StoredSourcePosition(options_.topics.readings, static_cast<int32_t>(partition.value()));
   if (!stored.ok()) return stored.status();
   if (!stored->has_value()) return kernel::Sequence(0);
   const int64_t next = (*stored)->value();
@@ -744,8 +745,8 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     v1::Event e;
     e.set_stream_id(absl::StrFormat("%s%s", kRegistryStreamPrefix, device_.device_id()));
     // When the registry sent it (the record's timestamp), not when it was consumed.
-    *e.mutable_event_time() = kernel::ToTimestamp(
-        record.timestamp != absl::InfinitePast() ? record.timestamp : now);
+    *e.mutable_event_time() =
+        kernel::ToTimestamp(record.timestamp != absl::InfinitePast() ? record.timestamp : now);
     provenance(e, RegistrationKey(device_));  // Identical re-registrations are skipped.
     pending.new_devices.push_back(device_.device_id());
     e.mutable_device_registered()->Swap(&device_);
@@ -833,7 +834,8 @@ absl::Status Ingester::Impl::TickQuietPartitions() {
     if (now - last < options_.clock_tick_interval) continue;
     // Never past a record still in Kafka, and never a tick that moves nothing.
     if (!CaughtUp(partition)) continue;
-    if (auto it = latest_time_.find(partition); it != latest_time_.end() && tick_time <= it->second) {
+    if (auto it = latest_time_.find(partition);
+        it != latest_time_.end() && tick_time <= it->second) {
       continue;
     }
     v1::Event e;

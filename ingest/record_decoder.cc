@@ -598,8 +598,8 @@ constexpr Field kEventTimeField = {"event_time", "eventTime"};
 // when the record has none (the only case in which the verdict depends on when the
 // record is consumed).
 std::optional<Rejection> CheckEventTime(bool present, const google::protobuf::Timestamp& ts,
-                                        const ValidationPolicy& policy,
-                                        const KafkaRecord& record, absl::Time clock_now) {
+                                        const ValidationPolicy& policy, const KafkaRecord& record,
+                                        absl::Time clock_now) {
   const bool stamped = record.timestamp != absl::InfinitePast();
   const absl::Time now = stamped ? record.timestamp : clock_now;
   const char* reference = stamped ? "the record's Kafka timestamp" : "ingest's clock";

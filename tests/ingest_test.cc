@@ -407,9 +407,10 @@ TEST_CASE("reports become cases and registrations tell known devices from unknow
   CHECK(again->Stats().unregistered_readings == 0);
 }
 
-TEST_CASE("caught-up quiet partitions get clock ticks a delay behind the clock, never behind "
-          "their own latest event time",
-          "[ingest][kafka]") {
+TEST_CASE(
+    "caught-up quiet partitions get clock ticks a delay behind the clock, never behind "
+    "their own latest event time",
+    "[ingest][kafka]") {
   testing::TempDir dir;
   kernel::ManualClock clock(kNow);
   auto kafka = StartKafka();

@@ -481,8 +481,7 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
   }
 }
 
-void RulesEngine::RelocateOpenCases(DeviceState& dev, uint64_t registration_version,
-                                    Context& ctx) {
+void RulesEngine::RelocateOpenCases(DeviceState& dev, uint64_t registration_version, Context& ctx) {
   const v1::DeviceRegistered& reg = dev.cold->registration;
   // Collected first: emitting changes the tracked cases.
   std::vector<std::string> moved;
@@ -1111,8 +1110,7 @@ void RulesEngine::ApplyToCase(const v1::Event& event, Context& ctx) {
     const std::string key =
         track.view.grid().grid_code().empty()
             ? std::string()
-            : absl::StrFormat("%s|%s", track.view.grid().grid_code(),
-                              track.view.category().code());
+            : absl::StrFormat("%s|%s", track.view.grid().grid_code(), track.view.category().code());
     if (key != track.link_key) {
       if (auto old = open_by_grid_category_.find(track.link_key);
           old != open_by_grid_category_.end()) {
