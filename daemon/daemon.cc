@@ -1,5 +1,6 @@
 #include "daemon/daemon.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <filesystem>
@@ -379,16 +380,21 @@ class Daemon::Impl {
   }
 
   // The rules stage needs every partition of the input topics before it can merge them
-  // in time order: with real brokers it learns them from ingest's first assignment.
+  // in time order: with real brokers it learns how many there are from the readings
+  // topic's metadata (not from an assignment, which may hold only some of them).
   absl::Status RunRules() {
     uint32_t partitions = partitions_;
+    absl::Duration backoff = absl::Milliseconds(100);
     while (partitions == 0 && !StopRequested()) {
-      absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
-      if (!lag.ok()) return lag.status();
-      for (const ingest::ConsumerLag& l : *lag) {
-        if (l.topic == config_.kafka().topics().readings()) ++partitions;
+      absl::StatusOr<uint32_t> counted = ingester_->ReadingsPartitions(absl::Seconds(10));
+      if (counted.ok()) {
+        partitions = *counted;
+        break;
       }
-      if (partitions == 0) absl::SleepFor(absl::Milliseconds(100));
+      spdlog::warn("daemon: rules stage waits for the readings topic: {}",
+                   counted.status().ToString());
+      absl::SleepFor(backoff);
+      backoff = std::min(backoff * 2, absl::Seconds(5));
     }
     if (StopRequested()) return absl::OkStatus();
     rules::RulesStageOptions options;

@@ -104,6 +104,7 @@ class Ingester::Impl {
     return stats_;
   }
   absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
+  absl::StatusOr<uint32_t> ReadingsPartitions(absl::Duration timeout) const;
 
  private:
   // One poll's worth of work before it is stored.
@@ -133,6 +134,8 @@ class Ingester::Impl {
   absl::Status SetStoredOffsets(rd_kafka_topic_partition_list_t* partitions);
   // True for a readings or reports partition held back until its registrations are in.
   bool Deferred(const TopicPartitionKey& tp) const;
+  // The assigned partitions that are not deferred, as a new list (the caller destroys it).
+  rd_kafka_topic_partition_list_t* ActiveList() const;
   // Fetches every assigned partition that is not deferred, from its stored offset.
   absl::Status AssignActive();
   // Takes the readings and reports of partitions whose registrations are now stored.
@@ -356,12 +359,17 @@ bool Ingester::Impl::Deferred(const TopicPartitionKey& tp) const {
          registrations_pending_.contains(static_cast<uint32_t>(tp.partition));
 }
 
-absl::Status Ingester::Impl::AssignActive() {
+rd_kafka_topic_partition_list_t* Ingester::Impl::ActiveList() const {
   rd_kafka_topic_partition_list_t* list =
       rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
   for (const TopicPartitionKey& tp : assigned_) {
     if (!Deferred(tp)) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
   }
+  return list;
+}
+
+absl::Status Ingester::Impl::AssignActive() {
+  rd_kafka_topic_partition_list_t* list = ActiveList();
   absl::Status s = SetStoredOffsets(list);
   if (s.ok()) {
     rd_kafka_resp_err_t err = rd_kafka_assign(consumer_, list);
@@ -449,6 +457,32 @@ absl::StatusOr<std::vector<ConsumerLag>> Ingester::Impl::Lag() const {
   return out;
 }
 
+absl::StatusOr<uint32_t> Ingester::Impl::ReadingsPartitions(absl::Duration timeout) const {
+  rd_kafka_topic_t* topic =
+      rd_kafka_topic_new(consumer_, options_.topics.readings.c_str(), nullptr);
+  const rd_kafka_metadata_t* metadata = nullptr;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(consumer_, 0, topic, &metadata, ToMillis(timeout));
+  rd_kafka_topic_destroy(topic);
+  if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    return absl::UnavailableError(absl::StrFormat("cannot read the metadata of %s: %s",
+                                                  options_.topics.readings, rd_kafka_err2str(err)));
+  }
+  int partitions = 0;
+  rd_kafka_resp_err_t topic_err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+  if (metadata->topic_cnt == 1) {
+    topic_err = metadata->topics[0].err;
+    partitions = metadata->topics[0].partition_cnt;
+  }
+  rd_kafka_metadata_destroy(metadata);
+  if (topic_err != RD_KAFKA_RESP_ERR_NO_ERROR || partitions <= 0) {
+    return absl::NotFoundError(absl::StrFormat(
+        "the readings topic %s has no partitions (%s): create it with the partition count the "
+        "city needs",
+        options_.topics.readings, rd_kafka_err2str(topic_err)));
+  }
+  return static_cast<uint32_t>(partitions);
+}
+
 // Sets each partition's offset to the one stored in the log, checking it against the
 // partition's watermarks.
 absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* partitions) {
@@ -516,11 +550,7 @@ absl::Status Ingester::Impl::SetStoredOffsets(rd_kafka_topic_partition_list_t* p
 // its stored position.
 absl::Status Ingester::Impl::Rewind() {
   if (assigned_.empty()) return absl::OkStatus();
-  rd_kafka_topic_partition_list_t* list =
-      rd_kafka_topic_partition_list_new(static_cast<int>(assigned_.size()));
-  for (const TopicPartitionKey& tp : assigned_) {
-    if (!Deferred(tp)) rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
-  }
+  rd_kafka_topic_partition_list_t* list = ActiveList();
   absl::Status s = SetStoredOffsets(list);
   if (s.ok()) {
     rd_kafka_error_t* error = rd_kafka_seek_partitions(consumer_, list, 10000);
@@ -962,5 +992,8 @@ absl::Status Ingester::Run() { return impl_->Run(); }
 void Ingester::Stop() { impl_->Stop(); }
 IngestStats Ingester::Stats() const { return impl_->Stats(); }
 absl::StatusOr<std::vector<ConsumerLag>> Ingester::Lag() const { return impl_->Lag(); }
+absl::StatusOr<uint32_t> Ingester::ReadingsPartitions(absl::Duration timeout) const {
+  return impl_->ReadingsPartitions(timeout);
+}
 
 }  // namespace cityops::ingest

@@ -156,6 +156,12 @@ class Ingester {
   // thread.
   absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
 
+  // The number of partitions of the readings topic, from the cluster's metadata (not from
+  // this member's assignment, which may cover only some of them). UNAVAILABLE if the
+  // cluster does not answer within `timeout`, NOT_FOUND if the topic does not exist.
+  // From any thread.
+  absl::StatusOr<uint32_t> ReadingsPartitions(absl::Duration timeout) const;
+
  private:
   class Impl;
   explicit Ingester(std::unique_ptr<Impl> impl);
