@@ -154,6 +154,20 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->required()
       ->check(CLI::NonNegativeNumber);
 
+  CompareOptions compare_options;
+  CLI::App* compare = log->add_subcommand(
+      "compare",
+      "Compare what the rules stage derived in two logs built from the same input (two "
+      "daemons, a restarted one, a replay): derived events partition by partition, with "
+      "references by the identity of what they name rather than by position. Exit 0 when "
+      "equal, 1 with the first difference. The logs must not be open in a daemon: compare "
+      "backups of running ones.");
+  compare->add_option("--data-dir", compare_options.data_dir, "Log A")->required();
+  compare->add_option("--other", compare_options.other, "Log B")->required();
+  compare->add_option("--until", compare_options.until,
+                      "Only derived events up to this event time (RFC 3339), e.g. the last "
+                      "input's: after it only clock ticks move time");
+
   PublishCommandOptions publish_options;
   CLI::App* publish = app.add_subcommand(
       "publish",
@@ -459,6 +473,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = BackupLog(backup_options, out);
   } else if (*set_position) {
     status = SetPosition(position_options, out);
+  } else if (*compare) {
+    status = CompareLogs(compare_options, out);
   } else if (*publish) {
     status = PublishCommand(publish_options, out, err);
   } else if (*import) {

@@ -182,6 +182,23 @@ grep -q "registry/" "$work/out" || grep -q "device_registered" "$work/out" ||
   { cat "$work/out" >&2; fail "no registrations ingested"; }
 grep -q "reading" "$work/out" || fail "no readings ingested"
 
+step "compare: two replays of one input derive the same; a log and one that derived nothing differ"
+expect_exit 0 rules activate --data-dir derive
+expect_exit 0 ingest --embedded --simulate typhoon --sim-devices 300 --sim-minutes 20 \
+  --data-dir derive
+expect_exit 0 log backup --data-dir derive --to backups/derive
+expect_exit 0 replay --data-dir derive
+expect_exit 1 log compare --data-dir derive --other backups/derive
+grep -q "derived events differ in partition" "$work/out" ||
+  { cat "$work/out" "$work/err" >&2; fail "compare did not show where the logs part"; }
+grep -q "^cityops: the logs differ" "$work/err" || { cat "$work/err" >&2; fail "unclear compare error"; }
+expect_exit 0 replay --data-dir backups/derive
+expect_exit 0 log compare --data-dir derive --other backups/derive
+grep -Eq "^equal: [1-9][0-9]* derived events" "$work/out" ||
+  { cat "$work/out" >&2; fail "two replays of one input differ (or derived nothing)"; }
+expect_exit 1 log compare --data-dir derive --other backups/derive --until yesterday
+grep -q "RFC 3339" "$work/err" || { cat "$work/err" >&2; fail "unclear message for a bad --until"; }
+
 step "sim writes JSON lines that publish validates; devices import takes its registrations"
 expect_exit 0 sim --scenario normal --devices 50 --minutes 10 --acceleration 0 \
   --out sim.jsonl --devices-out devices.jsonl

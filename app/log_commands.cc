@@ -28,6 +28,7 @@
 #include "ingest/partitioner.h"
 #include "kernel/event_log.h"
 #include "kernel/types.h"
+#include "projections/derived_diff.h"
 #include "sim/reading_generator.h"
 
 namespace cityops::app {
@@ -374,6 +375,41 @@ absl::Status BackupLog(const BackupOptions& options, std::ostream& out) {
                          options.data_dir, options.to, events, partitions.size(),
                          HumanBytes(usage->first), usage->second, absl::FormatDuration(took));
   return absl::OkStatus();
+}
+
+absl::Status CompareLogs(const CompareOptions& options, std::ostream& out) {
+  projections::DerivedDiffOptions diff_options;
+  if (!options.until.empty()) {
+    std::string error;
+    if (!absl::ParseTime(absl::RFC3339_full, options.until, &diff_options.until, &error)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--until '%s' is not an RFC 3339 time (%s); write e.g. 2026-09-21T15:00:00Z",
+          options.until, error));
+    }
+  }
+  absl::StatusOr<std::unique_ptr<EventLog>> a = OpenExistingLog(options.data_dir);
+  if (!a.ok()) return a.status();
+  absl::StatusOr<std::unique_ptr<EventLog>> b = OpenExistingLog(options.other);
+  if (!b.ok()) return b.status();
+  absl::StatusOr<projections::DerivedDiff> diff =
+      projections::CompareDerived(**a, **b, diff_options, options.data_dir, options.other);
+  if (!diff.ok()) return diff.status();
+  const std::string scope =
+      options.until.empty() ? std::string() : absl::StrCat(" up to ", options.until);
+  if (!diff->citing_ticks.empty()) {
+    out << absl::StrFormat(
+        "%d derived events cite a clock tick (they depend on when ingest ran), the first:\n  %s\n",
+        diff->citing_ticks.size(), diff->citing_ticks.front());
+  }
+  if (!diff->difference.has_value()) {
+    out << absl::StrFormat("equal: %d derived events%s\n", diff->equal, scope);
+    return absl::OkStatus();
+  }
+  out << *diff->difference;
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "the logs differ%s after %d equal derived events (above); docs/determinism.md says what "
+      "may legitimately depend on timing",
+      scope, diff->equal));
 }
 
 absl::Status SetPosition(const SetPositionOptions& options, std::ostream& out) {

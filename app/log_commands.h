@@ -16,7 +16,7 @@
 namespace cityops::app {
 
 // The Kafka topic that `log generate` records as the source of its readings, as if
-// ingest had consumed them (DESIGN.md, Interfaces).
+// ingest had consumed them (the topic contract is in proto/README.md).
 inline constexpr char kReadingsTopic[] = "cityops.readings";
 
 struct GenerateOptions {
@@ -79,6 +79,20 @@ struct SetPositionOptions {
 // partition k) and reports the old and new offsets. The daemon must be stopped: the log's
 // lock is needed.
 absl::Status SetPosition(const SetPositionOptions& options, std::ostream& out);
+
+struct CompareOptions {
+  std::string data_dir;  // Log A.
+  std::string other;     // Log B.
+  std::string until;     // RFC 3339; empty: everything.
+};
+
+// Compares what the rules stage derived in two logs built from the same input
+// (projections/derived_diff.h): derived events partition by partition, references by the
+// identity of what they name (Kafka source, idempotency key, tick time), byte for byte
+// otherwise. Prints how many agree, and where the logs part with both events; FAILED_
+// PRECONDITION ("the logs differ") when they do. Neither log may be open in a daemon
+// (compare backups of running ones: `cityops log backup`).
+absl::Status CompareLogs(const CompareOptions& options, std::ostream& out);
 
 }  // namespace cityops::app
 

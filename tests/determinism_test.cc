@@ -337,7 +337,7 @@ size_t CountTicks(const EventLog& log) {
 // of it depends on where a tick landed; prints the first difference.
 void CheckSameDerived(const EventLog& reference, const std::string& reference_name,
                       const EventLog& other, const std::string& other_name, absl::Time cutoff) {
-  const DerivedFilter filter{.cutoff = cutoff};
+  const DerivedFilter filter{.until = cutoff};
   const std::string difference =
       testing::FirstDerivedDifference(reference, other, filter, reference_name, other_name);
   if (!difference.empty()) std::fprintf(stderr, "%s\n", difference.c_str());
@@ -374,7 +374,7 @@ TEST_CASE(
     IngestAll(*ingester, clock, producer);
   }
   DeriveAll(*reference);
-  const DerivedFilter up_to_last{.cutoff = typhoon.last_event};
+  const DerivedFilter up_to_last{.until = typhoon.last_event};
   const size_t derived = CountDerived(*reference, up_to_last);
   std::fprintf(stderr, "determinism: %zu registrations, %zu readings, %zu derived events\n",
                typhoon.registrations.size(), typhoon.readings.size(), derived);
@@ -486,7 +486,7 @@ TEST_CASE(
   // ticks depend on when ingest ran: a device that really went silent raises its absence
   // alert at whatever time the next tick says, live minutes after the last record, in
   // the backlog run at the tick appended when the backlog was done. That is by design.
-  const DerivedFilter up_to_last{.cutoff = typhoon.last_event};
+  const DerivedFilter up_to_last{.until = typhoon.last_event};
   const size_t derived = CountDerived(*backlog, up_to_last);
   std::fprintf(stderr, "determinism: %zu readings, %zu derived events up to the last one\n",
                typhoon.readings.size(), derived);
@@ -762,7 +762,7 @@ TEST_CASE(
   for (const auto& [id, n] : a_readings) doubled += n != 1;
   CHECK(doubled == 0);
 
-  const size_t derived = CountDerived(*b_log, {.cutoff = cutoff});
+  const size_t derived = CountDerived(*b_log, {.until = cutoff});
   std::fprintf(stderr,
                "determinism: %zu derived events up to the last reading; ticks in A, B, C: %zu, "
                "%zu, %zu\n",
