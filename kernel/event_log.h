@@ -28,8 +28,9 @@
 // and the device registry `registry/<device id>`:
 // every stream except `device/...` and `clock`) get a stream-index entry per event, a
 // stream version, and stored idempotency keys. Readings (`device/...`) get none of these
-// on purpose: they stay on sequential keys only (see DESIGN.md, measured costs); they are
-// read by partition scan, and ingest drops duplicate readings with an in-memory window.
+// on purpose: they stay on sequential keys only (an index entry per reading, its key in
+// random order, would cut appends several-fold; see LOG_FORMAT.md, `idempotency`); they
+// are read by partition scan, and ingest drops duplicate readings with an in-memory window.
 //
 // Thread safety. All methods may be called concurrently. Appends to one partition are
 // serialized; appends to different partitions proceed in parallel, except that appends

@@ -31,7 +31,9 @@ constexpr DistrictSeed kDistricts[] = {
     {"310120", "Fengxian", false, 31.02, 121.50},  {"310151", "Chongming", false, 31.38, 121.66},
 };
 
-// Manhole minors of DOMAIN.md, weighted toward drainage (storm drains and grates).
+// Manhole minor classes of GB/T 30428 (01 water supply, 02 sewage, 03 storm drain,
+// 04 storm grate, 05 power, 06 street light, 07 telecom, 11 gas, 14 owner unknown),
+// weighted toward drainage (storm drains and grates).
 constexpr uint8_t kManholeMinors[] = {1, 2, 3, 3, 4, 4, 5, 6, 7, 11, 14};
 
 double ClampLat(double v) { return std::clamp(v, 31.0, 31.4); }

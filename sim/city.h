@@ -1,7 +1,7 @@
-// A generated city: districts, streets and residential grids in the code style of
-// shared/DOMAIN.md (district 6 digits, street 9, grid 15), and devices of the four kinds
-// placed in the grids with coordinates and archive data. Seeded and deterministic: the
-// same options give the same city.
+// A generated city: districts, streets and residential grids in the Beijing grid-cell
+// code style (district 6 digits, street 9, grid 15; see proto/README.md, `GridRef`), and
+// devices of the four kinds placed in the grids with coordinates and archive data. Seeded
+// and deterministic: the same options give the same city.
 //
 // Devices are stored compactly (about 32 bytes each) so that a city of 500,000 devices
 // takes a few seconds and a few tens of megabytes; `Registration(i)` builds the

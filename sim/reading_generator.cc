@@ -9,7 +9,8 @@
 namespace cityops::sim {
 namespace {
 
-constexpr int kManholeMinors[] = {1, 2, 3, 4, 5, 7, 11};  // DOMAIN.md, manhole minors.
+// GB/T 30428 manhole minor classes (see city.cc).
+constexpr int kManholeMinors[] = {1, 2, 3, 4, 5, 7, 11};
 
 // Rounded to the sensor's resolution, as devices report them.
 double Round(double v, double step) { return std::round(v / step) * step; }

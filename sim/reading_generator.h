@@ -1,6 +1,7 @@
 // A seeded, deterministic source of realistic sensor readings for a fleet of devices of
-// the four kinds, with the value ranges of shared/DOMAIN.md. Used by the benches, the
-// tests and `cityops log generate`; the city simulator builds on it.
+// the four kinds, with value ranges from public practice in Shanghai (the metrics and
+// their units are in proto/README.md). Used by the benches, the tests and `cityops log
+// generate`; the city simulator builds on it.
 //
 // Devices report in turn (device 0, 1, ..., n-1, 0, ...); each round advances event time
 // by `interval`. The same options give the same readings, byte for byte.

@@ -1,5 +1,6 @@
-// The city simulator: per-kind device models over a generated City, driven by one of the
-// scenarios of shared/DOMAIN.md, yielding `cityops.v1.SensorReading`s in event-time order.
+// The city simulator: per-kind device models over a generated City, driven by one of
+// three scenarios (a normal day, a typhoon with rainstorm, an elevator fault wave),
+// yielding `cityops.v1.SensorReading`s in event-time order.
 //
 // Every device reports at its kind's interval (kernel::DefaultReportingInterval; flood gauges every
 // minute while the water rises, curtain walls every minute in gusts >= 17.2 m/s), plus

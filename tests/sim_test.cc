@@ -1,5 +1,6 @@
 // The city simulator: deterministic by seed, valid by ingest's rules, and the scenario
-// invariants of shared/DOMAIN.md.
+// invariants it is built to reproduce (a typhoon fills wells before roads flood and
+// recede, traffic spikes on covers stay short, older elevators fail more often, ...).
 #include <algorithm>
 #include <catch2/catch.hpp>
 #include <chrono>
