@@ -6,6 +6,9 @@
 # Environment:
 #   CITYOPS_BUILD_DIR   build directory, relative to the repository root (default: build)
 #   CMAKE_BUILD_TYPE    Debug, Release, RelWithDebInfo (default), MinSizeRel
+#   CITYOPS_WERROR=1    treat compiler warnings as errors (-DCITYOPS_WERROR=ON), as CI
+#                       and development do; default 0: warnings stay warnings. Passed to
+#                       CMake on every run, so an existing build directory follows it
 #   CITYOPS_VERBOSE=1   show the full output of apt-get, CMake and the compiler
 set -euo pipefail
 
@@ -53,6 +56,12 @@ die() {
   echo "setup: error: $*" >&2
   exit 1
 }
+
+case "${CITYOPS_WERROR:-0}" in
+  1) readonly WERROR=ON ;;
+  0) readonly WERROR=OFF ;;
+  *) die "CITYOPS_WERROR must be 0 or 1, not '${CITYOPS_WERROR}'" ;;
+esac
 
 # Runs "$@" with its output in "$log"; on failure shows the part of it that matters.
 # $1 = log file, $2 = sed expression selecting what to show on failure, rest = command.
@@ -104,9 +113,14 @@ fi
 # --- Phase 2: configure --------------------------------------------------------------
 mkdir -p "$BUILD_DIR"
 run_logged "$BUILD_DIR/setup-configure.log" '/CMake Error/,$p' \
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" ||
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE="$BUILD_TYPE" \
+  -DCITYOPS_WERROR="$WERROR" ||
   die "configuring failed (see above); if $BUILD_DIR was made by another generator, remove it"
-say "configured: $BUILD_DIR ($BUILD_TYPE)"
+if [[ "$WERROR" == ON ]]; then
+  say "configured: $BUILD_DIR ($BUILD_TYPE, warnings are errors)"
+else
+  say "configured: $BUILD_DIR ($BUILD_TYPE)"
+fi
 
 # --- Phase 3: build ------------------------------------------------------------------
 start=$SECONDS

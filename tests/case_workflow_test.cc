@@ -446,20 +446,24 @@ TEST_CASE("random commands by random people never break an invariant", "[workflo
   std::vector<std::string> ids;
   for (int i = 0; i < 20; ++i) ids.push_back(f.Report(absl::StrFormat("r%d", i)));
   ids.push_back(f.IotCase("iot-a"));
+  // What every command of the run says besides its kind, case, actor and verdict. Set
+  // once and copied: g++ 12 at -O3 misreads a string literal assigned to a fresh
+  // std::string inside this loop as an overlapping memcpy (a false -Wrestrict).
+  CaseCommand common;
+  common.department = "dept";
+  common.result = "r";
+  common.note = "n";
   int accepted = 0;
   for (int step = 0; step < 3000; ++step) {
     const std::string& id = ids[rng() % ids.size()];
     const CommandKind kind = kinds[rng() % kinds.size()];
     f.clock().Advance(absl::Seconds(static_cast<int64_t>(rng() % 600)) -
                       absl::Seconds(100));  // The clock even steps back now and then.
-    CaseCommand c;
+    CaseCommand c = common;
     c.kind = kind;
     c.case_id = id;
     c.actor = people[rng() % people.size()];
-    c.department = "dept";
-    c.result = "r";
     c.passed = rng() % 3 != 0;
-    c.note = "n";
     accepted += f.workflow().Execute(c).ok();
   }
   CHECK(accepted > 300);
