@@ -107,7 +107,7 @@ class Daemon::Impl {
     projections::CaseWorkflow::Options workflow;
     workflow.log = log_.get();
     workflow.clock = options_.clock;
-    workflow.partitions = std::max<uint32_t>(1, partitions_);
+    workflow.partitions = partitions_;  // 0 with real brokers: set once learned (RunRules).
     workflow_ = std::make_unique<projections::CaseWorkflow>(workflow);
 
     projections::OutboxOptions outbox;
@@ -389,6 +389,7 @@ class Daemon::Impl {
       absl::StatusOr<uint32_t> counted = ingester_->ReadingsPartitions(absl::Seconds(10));
       if (counted.ok()) {
         partitions = *counted;
+        workflow_->SetPartitions(partitions);
         break;
       }
       spdlog::warn("daemon: rules stage waits for the readings topic: {}",

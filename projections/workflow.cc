@@ -341,7 +341,8 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
   return std::vector<v1::Event>{std::move(e)};
 }
 
-CaseWorkflow::CaseWorkflow(Options options) : options_(std::move(options)) {}
+CaseWorkflow::CaseWorkflow(Options options)
+    : options_(std::move(options)), partitions_(options_.partitions) {}
 
 namespace {
 
@@ -415,11 +416,18 @@ absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) 
     if (view.has_stage_time()) now = std::max(now, kernel::FromTimestamp(view.stage_time()));
     absl::StatusOr<std::vector<v1::Event>> events = Decide(view, command, now);
     if (!events.ok()) return events.status();
+    const uint32_t partitions = partitions_.load();
+    if (view.history_size() == 0 && partitions == 0) {
+      return absl::UnavailableError(absl::StrFormat(
+          "report %s cannot be stored yet: the daemon has not learned the input topics' "
+          "partition count from Kafka (see /readyz); retry with the same request id",
+          id));
+    }
     const kernel::Partition partition =
         view.history_size() > 0
             ? kernel::Partition(view.partition())
-            : kernel::Partition(static_cast<uint32_t>(ingest::KafkaPartitionFor(
-                  id, static_cast<int32_t>(std::max<uint32_t>(1, options_.partitions)))));
+            : kernel::Partition(static_cast<uint32_t>(
+                  ingest::KafkaPartitionFor(id, static_cast<int32_t>(partitions))));
     kernel::AppendBatch batch(partition);
     uint64_t version = view.version();
     for (v1::Event& e : *events) {

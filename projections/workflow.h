@@ -14,6 +14,7 @@
 #ifndef CITYOPS_PROJECTIONS_WORKFLOW_H_
 #define CITYOPS_PROJECTIONS_WORKFLOW_H_
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -98,9 +99,14 @@ class CaseWorkflow {
     // Reports are spread over this many log partitions by their case id, with Kafka's
     // default partitioner (ingest::KafkaPartitionFor), as a report keyed by its case id
     // on a topic of this many partitions would be (the input topics' partition count).
+    // 0: not known yet (the daemon learns it from the cluster); a new report is refused
+    // with UNAVAILABLE until SetPartitions.
     uint32_t partitions = 1;
   };
   explicit CaseWorkflow(Options options);
+
+  // Sets the partition count new reports are spread over (see Options). From any thread.
+  void SetPartitions(uint32_t partitions) { partitions_.store(partitions); }
 
   // Reads the case, decides, and appends with the expected stream version; when another
   // writer got there first (ABORTED), reads again and re-decides, up to three times.
@@ -113,6 +119,7 @@ class CaseWorkflow {
 
  private:
   Options options_;
+  std::atomic<uint32_t> partitions_;
 };
 
 }  // namespace cityops::projections

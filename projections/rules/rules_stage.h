@@ -9,9 +9,14 @@
 //
 // Live, an event is processed only once no partition can still deliver an event that
 // sorts before it: every partition that has nothing unread must have moved past it in
-// time. Ingest appends ClockTicks on quiet partitions, so this waits at most about a
-// tick interval. `Step(/*drain=*/true)` treats the log as final instead (replays,
-// tests, benchmarks).
+// time. A busy partition moves with its own records; a quiet one with the ClockTicks
+// ingest appends once nothing of it is left in Kafka, a tick interval after its last
+// record, dated `clock_tick_delay` behind the clock (ingest/ingester.h). So while some
+// partition is quiet, an event waits about the tick interval plus the tick delay.
+// `Step(/*drain=*/true)` treats the log as final instead (replays, tests, benchmarks).
+//
+// What the live stage processes is always a prefix of the order a replay of the finished
+// log follows, so both derive the same events (docs/determinism.md).
 //
 // Atomicity. Each step appends the derived events of every partition together with the
 // stage's checkpoint of every partition it advanced, in one `EventLog::AppendAll`.
