@@ -142,6 +142,8 @@ class Ingester::Impl {
   absl::Status ReleaseRegistered();
   // Nothing of log partition `partition` is left to read in Kafka (as of the last fetch).
   bool CaughtUp(uint32_t partition) const;
+  // The next offset of `tp` that the log has everything before (-1 if unknown).
+  int64_t ConsumedNext(const TopicPartitionKey& tp) const;
   absl::Status Rewind();
   void Handle(const rd_kafka_message_t* msg, Pending& pending);
   void DeadLetter(const rd_kafka_message_t* msg, const Rejection& why, Pending& pending);
@@ -382,19 +384,34 @@ absl::Status Ingester::Impl::AssignActive() {
   return s;
 }
 
+int64_t Ingester::Impl::ConsumedNext(const TopicPartitionKey& tp) const {
+  auto stored = stored_next_.find(tp);
+  int64_t next = stored == stored_next_.end() ? -1 : stored->second;
+  // The consumer's position also moves past records it never hands out (transaction
+  // markers); everything it handed out is stored by now.
+  rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(list, tp.topic.c_str(), tp.partition);
+  if (rd_kafka_position(consumer_, list) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+      list->elems[0].err == RD_KAFKA_RESP_ERR_NO_ERROR && list->elems[0].offset >= 0 && next >= 0) {
+    next = std::max(next, list->elems[0].offset);
+  }
+  rd_kafka_topic_partition_list_destroy(list);
+  return next;
+}
+
 absl::Status Ingester::Impl::ReleaseRegistered() {
   bool released = false;
   for (auto it = registrations_pending_.begin(); it != registrations_pending_.end();) {
-    auto stored = stored_next_.find(
-        TopicPartitionKey{options_.topics.devices, static_cast<int32_t>(it->first)});
-    if (stored == stored_next_.end() || stored->second < it->second) {
+    const int64_t consumed =
+        ConsumedNext({options_.topics.devices, static_cast<int32_t>(it->first)});
+    if (consumed < it->second) {
       ++it;
       continue;
     }
     spdlog::info(
         "ingest: registrations of log partition {} stored up to offset {}; taking its "
         "readings and reports",
-        it->first, stored->second);
+        it->first, consumed);
     registrations_pending_.erase(it++);
     released = true;
   }
@@ -407,14 +424,14 @@ bool Ingester::Impl::CaughtUp(uint32_t partition) const {
   for (const TopicPartitionKey& tp : assigned_) {
     if (static_cast<uint32_t>(tp.partition) != partition) continue;
     any = true;
-    auto stored = stored_next_.find(tp);
-    if (stored == stored_next_.end()) return false;
+    const int64_t consumed = ConsumedNext(tp);
+    if (consumed < 0) return false;
     int64_t low = 0;
     int64_t high = 0;
     // As of the latest fetch response (-1 before the first): no network round trip.
     if (rd_kafka_get_watermark_offsets(consumer_, tp.topic.c_str(), tp.partition, &low, &high) !=
             RD_KAFKA_RESP_ERR_NO_ERROR ||
-        high < 0 || stored->second < high) {
+        high < 0 || consumed < high) {
       return false;
     }
   }
