@@ -51,6 +51,7 @@
 #include "sim/simulator.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/derived_events.h"
+#include "tests/testing/small_city.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
@@ -63,6 +64,7 @@ using ingest::IngestOptions;
 using kernel::EventLog;
 using kernel::Partition;
 using testing::DerivedFilter;
+using testing::SmallCity;
 using testing::WaitUntil;
 
 constexpr int kPartitions = 4;
@@ -72,21 +74,6 @@ const std::string kDevices = "cityops.devices";
 
 // ---------------------------------------------------------------------------------------
 // The input.
-
-sim::CityOptions SmallCity(uint64_t seed, size_t devices) {
-  sim::CityOptions city;
-  city.seed = seed;
-  city.devices = devices;
-  city.districts = 1;
-  city.streets_per_district = 3;
-  city.communities_per_street = 2;
-  city.cells_per_community = 3;
-  city.elevator_pct = 4;
-  city.curtain_wall_pct = 15;
-  city.flood_gauge_pct = 30;
-  city.low_lying_pct = 30;
-  return city;
-}
 
 // A seeded typhoon over a small city, held in memory so that every run publishes the
 // very same records.

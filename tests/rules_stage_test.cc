@@ -28,6 +28,7 @@
 #include "sim/publisher.h"
 #include "sim/simulator.h"
 #include "tests/testing/derived_events.h"
+#include "tests/testing/small_city.h"
 #include "tests/testing/temp_dir.h"
 
 namespace cityops::rules {
@@ -62,20 +63,7 @@ struct Scenario {
   uint64_t seed = 7;
 };
 
-sim::CityOptions SmallCity(uint64_t seed) {
-  sim::CityOptions city;
-  city.seed = seed;
-  city.devices = 900;
-  city.districts = 1;
-  city.streets_per_district = 3;
-  city.communities_per_street = 2;
-  city.cells_per_community = 3;
-  city.elevator_pct = 4;
-  city.curtain_wall_pct = 15;
-  city.flood_gauge_pct = 30;
-  city.low_lying_pct = 30;
-  return city;
-}
+sim::CityOptions SmallCity(uint64_t seed) { return testing::SmallCity(seed, 900); }
 
 // Publishes the scenario to an embedded cluster and ingests all of it into `log`, with
 // the rules stage stepping live in a second thread and being restarted at random
