@@ -61,6 +61,9 @@ TEST_CASE("configuration errors name the file, line and column and say what to d
   CHECK(ErrorOf("logging: {level: loud}").find("use debug, info, warn or error") !=
         std::string::npos);
   CHECK(ErrorOf("ingest: {clock_tick_interval: 5ms}").find("use 100ms to 1m") != std::string::npos);
+  CHECK(ErrorOf("ingest: {clock_tick_delay: 1h}")
+            .find("clock_tick_delay 1h is out of range; use "
+                  "0s to 10m") != std::string::npos);
   CHECK(ErrorOf("kafka: {bootstrap_servers: \"b:9092\", embedded_partitions: 3}")
             .find("applies to the built-in cluster only") != std::string::npos);
   CHECK(ErrorOf("data_dir: /srv/cityops\nbackups: {dir: /srv/cityops/backups}")
