@@ -286,6 +286,63 @@ TEST_CASE("ingest restarted at random points while the producer runs loses and d
   CHECK(restarts >= 2);
 }
 
+TEST_CASE(
+    "a repeated reading is dropped within the horizon and stored beyond it, the same "
+    "with a restart after every poll",
+    "[ingest][kafka]") {
+  testing::TempDir dir;
+  kernel::ManualClock clock(kNow);
+  auto kafka = StartKafka();
+  {
+    TestProducer producer(kafka->bootstrap_servers(), &clock);
+    int n = 0;
+    auto produce = [&](const std::string& device, int id) {
+      TestRecord r = Binary(ManholeReading(device, id, kNow - absl::Minutes(60 - n)));
+      r.partition = 0;  // Offsets 0, 1, 2, ... in the order produced.
+      producer.Produce("cityops.readings", r);
+      ++n;
+    };
+    produce("dev-a", 1);  // Offset 0.
+    for (int i = 0; i < 5; ++i) produce("dev-b", 100 + i);
+    produce("dev-a", 1);  // Offset 6: 6 after the first, dropped.
+    for (int i = 0; i < 10; ++i) produce("dev-b", 200 + i);
+    produce("dev-a", 1);  // Offset 17: 17 after the first, stored.
+    producer.Flush();
+  }
+  constexpr uint64_t kProduced = 18;
+  auto consume = [&](const std::string& name, size_t batch, bool restart_each_poll) {
+    auto log = OpenLog(dir.Sub(name), &clock);
+    IngestOptions options = Options(*kafka, &clock);
+    options.group_id = "dedupe-" + name;
+    options.dedupe_horizon = 10;
+    options.max_batch_records = batch;
+    uint64_t records = 0;
+    uint64_t duplicates = 0;
+    const absl::Time deadline = absl::Now() + absl::Seconds(60);
+    while (records < kProduced && absl::Now() < deadline) {
+      auto ingester = MakeIngester(log.get(), options);
+      // Polls until this life has stored something (the first polls join the group).
+      while (ingester->Stats().records == 0 && records < kProduced && absl::Now() < deadline) {
+        REQUIRE(ingester->PollOnce().ok());
+        if (!restart_each_poll) {
+          while (ingester->Stats().records + records < kProduced && absl::Now() < deadline) {
+            REQUIRE(ingester->PollOnce().ok());
+          }
+        }
+      }
+      records += ingester->Stats().records;
+      duplicates += ingester->Stats().duplicates;
+    }
+    REQUIRE(records == kProduced);
+    CHECK(duplicates == 1);
+    return ReadingsInLog(*log);
+  };
+  const auto once = consume("once", 10'000, false);
+  CHECK(once.at({"dev-a", "r1"}) == 2);  // Offsets 0 and 17; offset 6 was dropped.
+  CHECK(once.size() == 16);
+  CHECK(consume("restarted", 1, true) == once);
+}
+
 TEST_CASE("ingest resumes after a broker goes down and after injected request errors",
           "[ingest][kafka][slow]") {
   testing::TempDir dir;
