@@ -289,7 +289,7 @@ TEST_CASE("ingest restarted at random points while the producer runs loses and d
 TEST_CASE(
     "a repeated reading is dropped within the horizon and stored beyond it, the same "
     "with a restart after every poll",
-    "[ingest][kafka]") {
+    "[ingest][kafka][slow]") {
   testing::TempDir dir;
   kernel::ManualClock clock(kNow);
   auto kafka = StartKafka();
