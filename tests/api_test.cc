@@ -40,6 +40,7 @@
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
 
 #ifndef CITYOPS_SOURCE_DIR
 #error "CITYOPS_SOURCE_DIR must name the source tree"
@@ -100,14 +101,9 @@ std::string WriteRules(const std::string& path, const std::string& name,
   return absl::StrCat("rules: {file: ", path, "}\n");
 }
 
-// Polls `done` every 50 ms until it holds or `timeout` passes.
+// Polls `done` every 50 ms until it holds or `timeout` passes (testing/wait.h).
 bool WaitUntil(const std::function<bool()>& done, absl::Duration timeout = absl::Seconds(30)) {
-  const absl::Time deadline = absl::Now() + timeout;
-  while (absl::Now() < deadline) {
-    if (done()) return true;
-    absl::SleepFor(absl::Milliseconds(50));
-  }
-  return done();
+  return testing::WaitUntil(done, timeout, absl::Milliseconds(50));
 }
 
 // `json` parsed strictly into `out`: a field the message does not have is an error, so a

@@ -30,6 +30,7 @@
 #include "tests/testing/derived_events.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
@@ -72,13 +73,13 @@ std::string ActiveRulesDigest(int port) {
 }
 
 std::string WaitForDigest(int port, const std::string& not_this) {
-  const absl::Time deadline = absl::Now() + absl::Seconds(30);
   std::string digest;
-  while (absl::Now() < deadline) {
-    digest = ActiveRulesDigest(port);
-    if (!digest.empty() && digest != not_this) return digest;
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  testing::WaitUntil(
+      [&] {
+        digest = ActiveRulesDigest(port);
+        return !digest.empty() && digest != not_this;
+      },
+      absl::Seconds(30), absl::Milliseconds(100));
   return digest;
 }
 
@@ -108,10 +109,8 @@ TEST_CASE("SIGHUP reloads the rule set file; a broken file leaves the active rul
   // A broken one: refused with file and line; the edited rules stay active.
   std::ofstream(rules, std::ios::trunc) << edited << "\n  - id: broken\n    severity: loud\n";
   d.Signal(SIGHUP);
-  const absl::Time deadline = absl::Now() + absl::Seconds(10);
-  while (d.log().find("was not reloaded") == std::string::npos && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(100));
-  }
+  testing::WaitUntil([&] { return d.log().find("was not reloaded") != std::string::npos; },
+                     absl::Seconds(10), absl::Milliseconds(100));
   INFO(d.log());
   CHECK(d.log().find("the rule set was not reloaded, the active one stays") != std::string::npos);
   CHECK(d.log().find(rules + ":") != std::string::npos);
@@ -241,16 +240,15 @@ std::map<std::string, uint64_t> Lags(int port) {
 
 // Waits until ingest, the rules stage and the read models have nothing left to do.
 bool WaitCaughtUp(int port, absl::Duration timeout) {
-  const absl::Time deadline = absl::Now() + timeout;
   int quiet = 0;
-  while (absl::Now() < deadline) {
-    const std::map<std::string, uint64_t> lags = Lags(port);
-    const bool idle = lags.size() >= 3 && lags.at("ingest") == 0 && lags.at("views") == 0;
-    quiet = idle ? quiet + 1 : 0;
-    if (quiet >= 10) return true;  // Idle for a second: the outbox has had its turn too.
-    absl::SleepFor(absl::Milliseconds(100));
-  }
-  return false;
+  return testing::WaitUntil(
+      [&] {
+        const std::map<std::string, uint64_t> lags = Lags(port);
+        const bool idle = lags.size() >= 3 && lags.at("ingest") == 0 && lags.at("views") == 0;
+        quiet = idle ? quiet + 1 : 0;
+        return quiet >= 10;  // Idle for a second: the outbox has had its turn too.
+      },
+      timeout, absl::Milliseconds(100));
 }
 
 TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles nothing",

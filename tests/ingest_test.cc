@@ -20,6 +20,7 @@
 #include "tests/testing/child_process.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
@@ -376,10 +377,8 @@ TEST_CASE("ingest resumes after a broker goes down and after injected request er
   produce(500);
   producer.Flush();
 
-  const absl::Time deadline = absl::Now() + absl::Seconds(60);
-  while (ReadingsInLog(*log).size() < static_cast<size_t>(n) && absl::Now() < deadline) {
-    absl::SleepFor(absl::Milliseconds(200));
-  }
+  testing::WaitUntil([&] { return ReadingsInLog(*log).size() >= static_cast<size_t>(n); },
+                     absl::Seconds(60), absl::Milliseconds(200));
   ingester->Stop();
   runner.join();
   CHECK(run_status.ok());
