@@ -424,10 +424,9 @@ absl::StatusOr<CommandResult> CaseWorkflow::Execute(const CaseCommand& command) 
           id));
     }
     const kernel::Partition partition =
-        view.history_size() > 0
-            ? kernel::Partition(view.partition())
-            : kernel::Partition(static_cast<uint32_t>(
-                  ingest::KafkaPartitionFor(id, static_cast<int32_t>(partitions))));
+        view.history_size() > 0 ? kernel::Partition(view.partition())
+                                : kernel::Partition(static_cast<uint32_t>(ingest::KafkaPartitionFor(
+                                      id, static_cast<int32_t>(partitions))));
     kernel::AppendBatch batch(partition);
     uint64_t version = view.version();
     for (v1::Event& e : *events) {
