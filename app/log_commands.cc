@@ -396,10 +396,10 @@ absl::Status CompareLogs(const CompareOptions& options, std::ostream& out) {
   if (!diff.ok()) return diff.status();
   const std::string scope =
       options.until.empty() ? std::string() : absl::StrCat(" up to ", options.until);
-  if (!diff->citing_ticks.empty()) {
+  if (diff->citing_ticks > 0) {
     out << absl::StrFormat(
         "%d derived events cite a clock tick (they depend on when ingest ran), the first:\n  %s\n",
-        diff->citing_ticks.size(), diff->citing_ticks.front());
+        diff->citing_ticks, diff->tick_examples.front());
   }
   if (!diff->difference.has_value()) {
     out << absl::StrFormat("equal: %d derived events%s\n", diff->equal, scope);

@@ -189,7 +189,11 @@ absl::StatusOr<DerivedDiff> CompareDerived(const kernel::EventLog& a, const kern
       if (!ey.ok()) return ey.status();
       if (!ex->has_value() && !ey->has_value()) break;
       for (const std::optional<IdentifiedEvent>* e : {&*ex, &*ey}) {
-        if (e->has_value() && (*e)->cites_tick) diff.citing_ticks.push_back((*e)->Text());
+        if (!e->has_value() || !(*e)->cites_tick) continue;
+        ++diff.citing_ticks;
+        if (diff.tick_examples.size() < DerivedDiff::kTickExamples) {
+          diff.tick_examples.push_back((*e)->Text());
+        }
       }
       if (ex->has_value() && ey->has_value() && **ex == **ey) {
         ++diff.equal;

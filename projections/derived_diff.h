@@ -68,8 +68,11 @@ struct DerivedDiff {
   // all of them when the logs agree.
   uint64_t equal = 0;
   // Selected derived events that cite a clock tick, in either log, up to where the
-  // comparison stopped (each depends on ingest's timing), as text.
-  std::vector<std::string> citing_ticks;
+  // comparison stopped (each depends on ingest's timing): how many, and the first few as
+  // text (at most kTickExamples, so that memory stays bounded).
+  static constexpr size_t kTickExamples = 5;
+  uint64_t citing_ticks = 0;
+  std::vector<std::string> tick_examples;
   // Where the logs part: partition, index among that partition's selected derived events,
   // and both events as text (or "(none)"). Unset when they agree.
   std::optional<std::string> difference;

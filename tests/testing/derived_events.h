@@ -48,7 +48,7 @@ inline std::vector<std::vector<v1::Event>> AllEvents(const kernel::EventLog& log
 }
 
 // Appended by the rules stage (its provenance stage is "rules").
-inline bool IsDerived(const v1::Event& e) { return e.provenance().stage() == "rules"; }
+inline bool IsDerived(const v1::Event& e) { return projections::IsDerivedEvent(e); }
 
 // Derived events, partition by partition, with positions replaced by the ordinal of the
 // input event they refer to, and the log's own stamps (sequence, recorded time) cleared.
