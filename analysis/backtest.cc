@@ -15,17 +15,13 @@
 #include "absl/strings/str_format.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
-#include "google/protobuf/struct.pb.h"
-#include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
+#include "nlohmann/json.hpp"
 #include "projections/derived_diff.h"
 
 namespace cityops::analysis {
 namespace fs = std::filesystem;
 namespace {
-
-using google::protobuf::Struct;
-using google::protobuf::Value;
 
 std::string District(const v1::GridRef& grid) {
   return grid.district_code().empty() ? "(none)" : grid.district_code();
@@ -339,79 +335,66 @@ void PrintBacktest(const BacktestReport& r, std::ostream& out) {
 }
 
 std::string BacktestJson(const BacktestReport& r) {
+  using Json = nlohmann::ordered_json;
   auto count = [](const BacktestCount& c) {
-    Value v;
-    Struct* s = v.mutable_struct_value();
-    (*s->mutable_fields())["recorded"].set_number_value(static_cast<double>(c.recorded));
-    (*s->mutable_fields())["backtest"].set_number_value(static_cast<double>(c.backtest));
-    (*s->mutable_fields())["added"].set_number_value(static_cast<double>(c.added));
-    (*s->mutable_fields())["removed"].set_number_value(static_cast<double>(c.removed));
-    (*s->mutable_fields())["changed"].set_number_value(static_cast<double>(c.changed));
-    return v;
+    return Json{{"recorded", c.recorded},
+                {"backtest", c.backtest},
+                {"added", c.added},
+                {"removed", c.removed},
+                {"changed", c.changed}};
   };
   auto groups = [&](const std::map<std::string, BacktestCount>& rows) {
-    Value v;
-    for (const auto& [name, c] : rows)
-      (*v.mutable_struct_value()->mutable_fields())[name] = count(c);
-    if (rows.empty()) v.mutable_struct_value();
-    return v;
+    Json out = Json::object();
+    for (const auto& [name, c] : rows) out[name] = count(c);
+    return out;
   };
   auto items = [](const std::vector<BacktestItem>& list) {
-    Value v;
-    v.mutable_list_value();
+    Json out = Json::array();
     for (const BacktestItem& i : list) {
-      Value item;
-      auto& f = *item.mutable_struct_value()->mutable_fields();
-      f["id"].set_string_value(i.id);
-      f["rule_id"].set_string_value(i.rule_id);
-      f["device_id"].set_string_value(i.device_id);
-      f["district"].set_string_value(i.district);
-      f["category"].set_string_value(i.category);
-      f["time"].set_string_value(Time(i.time));
-      f["detail"].set_string_value(i.detail);
-      *v.mutable_list_value()->add_values() = std::move(item);
+      out.push_back(Json{{"id", i.id},
+                         {"time", Time(i.time)},
+                         {"rule_id", i.rule_id},
+                         {"device_id", i.device_id},
+                         {"district", i.district},
+                         {"category", i.category},
+                         {"detail", i.detail}});
     }
-    return v;
+    return out;
   };
-  Struct root;
-  auto& f = *root.mutable_fields();
-  f["rule_set"].set_string_value(r.rule_set_name);
-  f["rule_set_sha256"].set_string_value(r.rule_set_sha256);
-  f["from"].set_string_value(Time(r.from));
-  f["to"].set_string_value(Time(r.to));
-  f["inputs"].set_number_value(static_cast<double>(r.replay.inputs));
-  f["derived"].set_number_value(static_cast<double>(r.replay.derived));
-  f["no_difference"].set_bool_value(r.NoDifference());
-  f["alerts"] = count(r.alerts);
-  f["alerts_by_rule"] = groups(r.alerts_by_rule);
-  f["alerts_by_district"] = groups(r.alerts_by_district);
-  f["cases"] = count(r.cases);
-  f["cases_by_category"] = groups(r.cases_by_category);
-  f["cases_by_district"] = groups(r.cases_by_district);
-  f["tickets_by_department"] = groups(r.tickets_by_department);
-  Value first;
-  auto& ff = *first.mutable_struct_value()->mutable_fields();
-  const BacktestReport::FirstAlerts& fa = r.first_alerts;
-  ff["both"].set_number_value(static_cast<double>(fa.both));
-  ff["earlier"].set_number_value(static_cast<double>(fa.earlier));
-  ff["later"].set_number_value(static_cast<double>(fa.later));
-  ff["same"].set_number_value(static_cast<double>(fa.same));
-  ff["only_recorded"].set_number_value(static_cast<double>(fa.only_recorded));
-  ff["only_backtest"].set_number_value(static_cast<double>(fa.only_backtest));
-  ff["median_shift_seconds"].set_number_value(absl::ToDoubleSeconds(fa.median_shift));
-  ff["max_earlier_seconds"].set_number_value(absl::ToDoubleSeconds(fa.max_earlier));
-  f["first_alerts"] = std::move(first);
-  f["added_alerts"] = items(r.added_alerts);
-  f["removed_alerts"] = items(r.removed_alerts);
-  f["changed_alerts"] = items(r.changed_alerts);
-  f["added_cases"] = items(r.added_cases);
-  f["removed_cases"] = items(r.removed_cases);
-  f["changed_cases"] = items(r.changed_cases);
-  std::string json;
-  google::protobuf::util::JsonPrintOptions print;
-  print.add_whitespace = true;
-  (void)google::protobuf::util::MessageToJsonString(root, &json, print);
-  return json;
+  const BacktestReport::FirstAlerts& f = r.first_alerts;
+  Json root{{"rule_set", r.rule_set_name},
+            {"rule_set_sha256", r.rule_set_sha256},
+            {"from", Time(r.from)},
+            {"to", Time(r.to)},
+            {"inputs", r.replay.inputs},
+            {"derived", r.replay.derived},
+            {"no_difference", r.NoDifference()},
+            {"alerts", count(r.alerts)},
+            {"alerts_by_rule", groups(r.alerts_by_rule)},
+            {"alerts_by_district", groups(r.alerts_by_district)},
+            {"cases", count(r.cases)},
+            {"cases_by_category", groups(r.cases_by_category)},
+            {"cases_by_district", groups(r.cases_by_district)},
+            {"tickets_by_department", Json::object()},
+            {"first_alerts", Json{{"both", f.both},
+                                  {"earlier", f.earlier},
+                                  {"later", f.later},
+                                  {"same", f.same},
+                                  {"only_recorded", f.only_recorded},
+                                  {"only_backtest", f.only_backtest},
+                                  {"median_shift_seconds", absl::ToDoubleSeconds(f.median_shift)},
+                                  {"max_earlier_seconds", absl::ToDoubleSeconds(f.max_earlier)}}},
+            {"added_alerts", items(r.added_alerts)},
+            {"removed_alerts", items(r.removed_alerts)},
+            {"changed_alerts", items(r.changed_alerts)},
+            {"added_cases", items(r.added_cases)},
+            {"removed_cases", items(r.removed_cases)},
+            {"changed_cases", items(r.changed_cases)}};
+  for (const auto& [department, c] : r.tickets_by_department) {
+    root["tickets_by_department"][department] =
+        Json{{"recorded", c.recorded}, {"backtest", c.backtest}};
+  }
+  return root.dump(2);
 }
 
 }  // namespace cityops::analysis
