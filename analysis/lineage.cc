@@ -258,6 +258,13 @@ class Tracer {
       if (!in.ok()) return in.status();
       *out.add_readings() = *std::move(in);
     }
+    // An alert raised by the absence of readings cites none; the event that caused it
+    // (the device's last reading, which set the timer) is what there is.
+    if (view.raised().readings().empty() && raised->provenance().has_caused_by()) {
+      absl::StatusOr<v1::LineageInput> in = Input(raised->provenance().caused_by(), cited_by);
+      if (!in.ok()) return in.status();
+      *out.add_readings() = *std::move(in);
+    }
     if (link != nullptr) {
       const bool cited = std::any_of(view.raised().readings().begin(),
                                      view.raised().readings().end(), [&](const v1::EventRef& r) {

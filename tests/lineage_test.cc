@@ -135,6 +135,14 @@ int CheckAlert(const v1::LineageAlert& a) {
   // The readings: exactly the ones the alert cites (then the link's), each with the Kafka
   // record the test stored it from and its values.
   REQUIRE(a.readings_size() >= raised.readings_size());
+  if (raised.readings().empty()) {
+    // A device gone silent: the event that set the timer (its last reading) stands in.
+    REQUIRE(a.readings_size() >= 1);
+    CHECK(a.readings(0).event().partition() == a.alert().raised_event().partition());
+    if (a.readings(0).event_type() == "reading") {
+      CHECK(a.readings(0).reading().device_id() == raised.device_id());
+    }
+  }
   for (int i = 0; i < a.readings_size(); ++i) {
     const v1::LineageInput& in = a.readings(i);
     if (i < raised.readings_size()) {
