@@ -259,7 +259,7 @@ class Tracer {
       *out.add_readings() = *std::move(in);
     }
     // An alert raised by the absence of readings cites none; the event that caused it
-    // (the device's last reading, which set the timer) is what there is.
+    // (the device's last reading, or what started the wait) is what there is.
     if (view.raised().readings().empty() && raised->provenance().has_caused_by()) {
       absl::StatusOr<v1::LineageInput> in = Input(raised->provenance().caused_by(), cited_by);
       if (!in.ok()) return in.status();

@@ -86,7 +86,8 @@ struct World {
   rules::LoadedRuleSet second;
   absl::Time switched;  // Event time of the readings before which `second` was activated.
   std::map<std::pair<std::string, std::string>, std::pair<int32_t, int64_t>> offsets;
-  std::vector<v1::Event> events;  // Every event, partition by partition.
+  std::vector<v1::Event> events;                  // Every event, partition by partition.
+  std::map<std::string, v1::EventRef> caused_by;  // Of each AlertRaised, by alert id.
 };
 
 const World& TheWorld() {
@@ -108,6 +109,10 @@ const World& TheWorld() {
     w->offsets = typhoon.offsets();
     for (const auto& partition : testing::AllEvents(*log)) {
       w->events.insert(w->events.end(), partition.begin(), partition.end());
+    }
+    for (const v1::Event& e : w->events) {
+      if (e.has_alert_raised())
+        w->caused_by[e.alert_raised().alert_id()] = e.provenance().caused_by();
     }
     return w;
   }();
@@ -136,9 +141,11 @@ int CheckAlert(const v1::LineageAlert& a) {
   // record the test stored it from and its values.
   REQUIRE(a.readings_size() >= raised.readings_size());
   if (raised.readings().empty()) {
-    // A device gone silent: the event that set the timer (its last reading) stands in.
+    // A device gone silent: the event that started the wait stands in.
     REQUIRE(a.readings_size() >= 1);
-    CHECK(a.readings(0).event().partition() == a.alert().raised_event().partition());
+    const v1::EventRef& cause = w.caused_by.at(raised.alert_id());
+    CHECK(a.readings(0).event().partition() == cause.partition());
+    CHECK(a.readings(0).event().sequence() == cause.sequence());
     if (a.readings(0).event_type() == "reading") {
       CHECK(a.readings(0).reading().device_id() == raised.device_id());
     }
