@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "analysis/export.h"
 #include "analysis/open_log.h"
@@ -385,9 +386,17 @@ class Tracer {
         a.event = std::move(e);
       }
     }
-    // The stage time of each activation: one scan of its partition's prefix.
+    // The stage time of each activation: one scan of its partition's prefix, once per
+    // process (the API answers many requests; the prefix before an activation never
+    // changes).
     std::map<uint32_t, std::vector<Activation*>> by_partition;
-    for (Activation& a : activations_) by_partition[a.event.partition()].push_back(&a);
+    for (Activation& a : activations_) {
+      if (std::optional<absl::Time> known = KnownStageTime(a.event)) {
+        a.stage_time = *known;
+        continue;
+      }
+      by_partition[a.event.partition()].push_back(&a);
+    }
     for (auto& [partition, list] : by_partition) {
       std::sort(list.begin(), list.end(), [](const Activation* x, const Activation* y) {
         return x->event.sequence() < y->event.sequence();
@@ -419,9 +428,36 @@ class Tracer {
           });
       if (!scanned.ok()) return scanned;
       if (!failure.ok()) return failure;
+      for (const Activation* a : list) RememberStageTime(a->event, a->stage_time);
     }
     activations_loaded_ = true;
     return absl::OkStatus();
+  }
+
+  // Activations are identified by their log, position and idempotency key (which holds
+  // the rule set's digest and activation time), so that another log created later at the
+  // same path is not mistaken for this one.
+  using ActivationKey = std::tuple<std::string, uint32_t, uint64_t, std::string>;
+  ActivationKey KeyOf(const v1::Event& e) const {
+    return {log_.path(), e.partition(), e.sequence(), e.provenance().idempotency_key()};
+  }
+  static absl::Mutex& CacheMutex() {
+    static absl::Mutex* mu = new absl::Mutex;
+    return *mu;
+  }
+  static std::map<ActivationKey, absl::Time>& Cache() {
+    static auto* cache = new std::map<ActivationKey, absl::Time>;
+    return *cache;
+  }
+  std::optional<absl::Time> KnownStageTime(const v1::Event& e) const {
+    absl::MutexLock lock(&CacheMutex());
+    auto it = Cache().find(KeyOf(e));
+    if (it == Cache().end()) return std::nullopt;
+    return it->second;
+  }
+  void RememberStageTime(const v1::Event& e, absl::Time t) const {
+    absl::MutexLock lock(&CacheMutex());
+    Cache()[KeyOf(e)] = t;
   }
 
   const EventLog& log_;

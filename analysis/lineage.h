@@ -10,8 +10,8 @@
 // scanned whole. The one partial scan: which rule set was in force needs the rules
 // stage's time at each `RulesetActivated`, the running maximum of the event times of the
 // readings, ticks and reports before it in its partition (projections/rules/rules_stage.h);
-// that reads the partition up to the activation, once per activation (rule sets are
-// activated rarely, mostly at a log's start).
+// that reads the partition up to the activation, once per activation and process (rule
+// sets are activated rarely, mostly at a log's start; the API's later requests reuse it).
 //
 // Thread safety: TraceLineage only reads the log; it may run beside appends (the API
 // calls it on the daemon's log).
