@@ -8,6 +8,7 @@
 #include <string_view>
 #include <utility>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -92,7 +93,8 @@ void AddColumns(const Descriptor* d, const std::string& prefix, int type,
 absl::StatusOr<std::vector<int>> SelectTypes(const std::vector<std::string>& types) {
   const google::protobuf::OneofDescriptor& payload = PayloadOneof();
   std::vector<int> selected;
-  for (const std::string& type : types) {
+  for (const std::string& given : types) {
+    const std::string type(absl::StripAsciiWhitespace(given));  // "reading, case_opened"
     const FieldDescriptor* f = v1::Event::descriptor()->FindFieldByName(type);
     if (f == nullptr || f->containing_oneof() != &payload) {
       return absl::InvalidArgumentError(

@@ -312,7 +312,7 @@ TEST_CASE("filters select exactly the events of the time range, partition, prefi
        [](const v1::Event& e) { return e.stream_id().starts_with("case/"); }},
       {"types",
        [](ExportOptions& o) {
-         o.types = {"ticket_issued", "alert_cleared"};
+         o.types = {"ticket_issued", " alert_cleared"};
        },
        [](const v1::Event& e) { return e.has_ticket_issued() || e.has_alert_cleared(); }},
       {"all at once",
