@@ -206,13 +206,20 @@ head -1 derive.csv | grep -q "^partition,sequence,stream_id,stream_version,event
 grep -q "wrote [1-9][0-9,]* of them (CSV) to derive.csv" "$work/err" ||
   { cat "$work/err" >&2; fail "export did not report its count"; }
 expect_exit 0 export --data-dir derive --type alert_raised
-# An alert that cites its readings (not one of a device gone silent).
+first_alert="$(head -1 "$work/out" | sed -n 's/.*"alertId":"\([^"]*\)".*/\1/p')"
+[[ -n "$first_alert" ]] || fail "the replayed typhoon raised no alert"
+# An alert that cites its readings (not one of a device gone silent), if there is one.
 alert="$(grep -m1 '"readings":\[{' "$work/out" | sed -n 's/.*"alertId":"\([^"]*\)".*/\1/p' || true)"
+expect_exit 0 lineage --data-dir derive --alert "$first_alert"
+grep -q "rule set default sha256 [0-9a-f]\{64\}" "$work/out" ||
+  { cat "$work/out" >&2; fail "lineage did not name the rule set"; }
 if [[ -n "$alert" ]]; then
+  echo "lineage of $alert"
   expect_exit 0 lineage --data-dir derive --alert "$alert"
   grep -q "kafka cityops.readings partition [0-9]* offset [0-9]*" "$work/out" ||
     { cat "$work/out" >&2; fail "lineage did not reach the Kafka records"; }
-  grep -q "rule set default sha256 [0-9a-f]\{64\}" "$work/out" || fail "lineage rule set"
+else
+  echo "no alert citing readings in this short run: lineage to the Kafka records not tried"
 fi
 expect_exit 1 lineage --data-dir derive --case no-such-case
 grep -q "no case 'no-such-case'" "$work/err" || { cat "$work/err" >&2; fail "lineage unknown case"; }
