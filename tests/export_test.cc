@@ -195,6 +195,7 @@ TEST_CASE("a CSV export has the schema's header and a row per event with its val
   }
   int readings = 0;
   int alerts = 0;
+  int rulesets = 0;
   for (size_t i = 0; i < w.events.size(); ++i) {
     const v1::Event& e = w.events[i];
     const std::vector<std::string>& row = rows[i + 1];
@@ -218,6 +219,14 @@ TEST_CASE("a CSV export has the schema's header and a row per event with its val
       }
       CHECK(row[column["payload.alert_raised.value"]].empty());  // Another type's column.
     }
+    if (e.has_ruleset_activated()) {
+      // Multi-line YAML with quotes and commas: quoted by RFC 4180, read back whole.
+      const std::string& yaml = row[column["payload.ruleset_activated.source_yaml"]];
+      CHECK(yaml == e.ruleset_activated().source_yaml());
+      CHECK(yaml.find('\n') != std::string::npos);
+      CHECK(yaml.find(',') != std::string::npos);
+      ++rulesets;
+    }
     if (e.has_alert_raised()) {
       ++alerts;
       CHECK(std::stod(row[column["payload.alert_raised.value"]]) == e.alert_raised().value());
@@ -232,6 +241,7 @@ TEST_CASE("a CSV export has the schema's header and a row per event with its val
   }
   CHECK(readings > 0);
   CHECK(alerts > 0);
+  CHECK(rulesets == 1);
 }
 
 TEST_CASE("the CSV header depends on the flags, never on the log", "[export]") {
