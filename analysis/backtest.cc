@@ -13,6 +13,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "analysis/open_log.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "kernel/proto_time.h"
@@ -206,9 +207,9 @@ absl::StatusOr<BacktestReport> Backtest(const BacktestOptions& options) {
   } cleanup{remove_after ? into : ""};
 
   absl::StatusOr<std::unique_ptr<kernel::EventLog>> recorded_log =
-      OpenRecordedLog(options.data_dir);
+      OpenLogToRead(options.data_dir, "backtest");
   if (!recorded_log.ok()) return recorded_log.status();
-  absl::StatusOr<std::unique_ptr<kernel::EventLog>> backtest_log = OpenRecordedLog(into);
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> backtest_log = OpenLogToRead(into, "backtest");
   if (!backtest_log.ok()) return backtest_log.status();
   StopScope stop;
   Derived recorded;

@@ -27,7 +27,7 @@ absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(const std::strin
       absl::StrContains(log.status().message(), "in use")) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s; cityops %s works on a copy of a running daemon's log: make one with 'cityops log "
-        "backup --data-dir %s --to COPY' (or POST /api/v1/backups) and pass --data-dir COPY",
+        "backup --data-dir %s --to COPY' (or POST /api/v1/backups) and run it on COPY",
         log.status().message(), command, data_dir));
   }
   return log;

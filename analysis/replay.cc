@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "analysis/open_log.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::analysis {
@@ -159,32 +160,6 @@ absl::StatusOr<ReplayCut> ReplayCut::Parse(const std::string& to) {
   return cut;
 }
 
-absl::StatusOr<std::unique_ptr<EventLog>> OpenRecordedLog(const std::string& path) {
-  std::error_code ec;
-  if (path.empty() || !fs::is_directory(path, ec)) {
-    return absl::NotFoundError(absl::StrFormat(
-        "there is no event log at '%s'; give the directory of a log (a copy made with "
-        "`cityops log backup`, or a stopped daemon's data directory)",
-        path));
-  }
-  kernel::EventLogOptions options;
-  options.path = path;
-  options.create_if_missing = false;
-  absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open(options);
-  if (!log.ok()) {
-    if (log.status().code() == absl::StatusCode::kFailedPrecondition &&
-        log.status().message().find("in use") != std::string::npos) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          log.status().message(),
-          ". Analysts' tools read a copy of a running daemon's log: make one with `cityops log "
-          "backup --data-dir ",
-          path, " --to COPY` (or POST /api/v1/backups) and point the tool at COPY"));
-    }
-    return log.status();
-  }
-  return log;
-}
-
 absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
   std::error_code ec;
   if (options.into.empty()) return absl::InvalidArgumentError("--into: give a new directory");
@@ -194,7 +169,7 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         "(or remove this one)",
         options.into));
   }
-  absl::StatusOr<std::unique_ptr<EventLog>> source = OpenRecordedLog(options.from);
+  absl::StatusOr<std::unique_ptr<EventLog>> source = OpenLogToRead(options.from, "replay");
   if (!source.ok()) return source.status();
   const std::vector<kernel::Partition> partitions = (*source)->Partitions();
   if (partitions.empty()) {

@@ -87,9 +87,6 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options);
 // comparison's verdict with the first difference.
 void PrintReplay(const ReplayOptions& options, const ReplayResult& result, std::ostream& out);
 
-// Opens a log that an analyst's tool reads: it must exist, and its lock must be free.
-absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenRecordedLog(const std::string& path);
-
 }  // namespace cityops::analysis
 
 #endif  // CITYOPS_ANALYSIS_REPLAY_H_

@@ -28,6 +28,7 @@
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
 #include "analysis/backtest.h"
+#include "analysis/open_log.h"
 #include "analysis/replay.h"
 #include "bench/bare_rocksdb.h"
 #include "bench/scenario_log.h"
@@ -123,7 +124,8 @@ int Run(int argc, char** argv) {
   // Bare: raw scan of the recorded log, raw append of the same keys and bytes.
   double bare_s = 0;
   {
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = analysis::OpenRecordedLog(recorded_dir);
+    absl::StatusOr<std::unique_ptr<kernel::EventLog>> log =
+        analysis::OpenLogToRead(recorded_dir, "replay_bench");
     if (!log.ok()) throw std::runtime_error(log.status().ToString());
     BareRocksDb bare(dir.path() + "/bare", /*sync=*/false);
     rocksdb::WriteBatch batch;
@@ -162,8 +164,10 @@ int Run(int argc, char** argv) {
   double compare_s = 0;
   uint64_t compared = 0;
   {
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> a = analysis::OpenRecordedLog(recorded_dir);
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> b = analysis::OpenRecordedLog(replay.into);
+    absl::StatusOr<std::unique_ptr<kernel::EventLog>> a =
+        analysis::OpenLogToRead(recorded_dir, "replay_bench");
+    absl::StatusOr<std::unique_ptr<kernel::EventLog>> b =
+        analysis::OpenLogToRead(replay.into, "replay_bench");
     if (!a.ok() || !b.ok()) throw std::runtime_error("cannot reopen the logs");
     t = SteadyClock::now();
     absl::StatusOr<projections::DerivedDiff> diff =
