@@ -8,6 +8,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "analysis/state_at.h"
 #include "api/openapi.h"
 #include "app/client_commands.h"
 #include "app/ingest_commands.h"
@@ -298,6 +299,31 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   replay->add_flag("--rebuild-views", replay_options.rebuild_views,
                    "Rebuild the read models from sequence 0 (beside the live ones, then swap)");
 
+  analysis::StateAtOptions state_options;
+  CLI::App* state = app.add_subcommand(
+      "state",
+      "The whole city as it was at a moment of a log: open cases by stage with their lights, "
+      "active alerts by rule and severity, devices online and offline by kind, and the big "
+      "screen's counters; with --case, that case's history up to the moment (who acted, each "
+      "stage's time and deadline, urges, escalations). As of TIME means the read models "
+      "folded over every event dated at most TIME, with devices silent for three reporting "
+      "intervals at TIME offline (docs/analysis.md). Works on a copy of a log ('cityops log "
+      "backup'); the read models are folded into a temporary directory, removed afterwards.");
+  state->add_option("--data-dir", state_options.data_dir, kDataDirHelp)->required();
+  state->add_option("--at", state_options.at, "The moment, RFC 3339: 2026-09-21T19:40:00+08:00")
+      ->required();
+  state->add_option("--scope", state_options.scope,
+                    "Only cases, alerts and devices whose grid code starts with this (a district, "
+                    "street or grid code)");
+  state->add_option("--case", state_options.case_id,
+                    "Print this case's history up to --at instead of the city");
+  state->add_flag("--json", state_options.json, "One JSON object with the same figures");
+  state->add_option("--keep", state_options.keep,
+                    "Keep the read models as of --at in this new directory instead of removing "
+                    "them");
+  state->add_option("--rows", state_options.rows, "Open cases listed in the table")
+      ->capture_default_str();
+
   ServeOptions serve_options;
   CLI::App* serve = app.add_subcommand(
       "serve",
@@ -489,6 +515,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = RulesActivateCommand(activate_options, out);
   } else if (*replay) {
     status = ReplayCommand(replay_options, out);
+  } else if (*state) {
+    status = analysis::StateAtCommand(state_options, out, err);
   } else if (*serve) {
     status = ServeCommand(serve_options, out);
   } else if (*demo) {
