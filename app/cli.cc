@@ -292,12 +292,55 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   ReplayOptions replay_options;
   CLI::App* replay = app.add_subcommand(
       "replay",
-      "Run the rules stage and the projections over a log to its end, as analysts do with a "
-      "copy of a live log: time moves only with the log's events. Prints what was derived "
-      "and the big screen's statistics. Running it again continues from the checkpoints.");
-  replay->add_option("--data-dir", replay_options.data_dir, kDataDirHelp)->required();
+      "Derive everything again. With --from LOG --into DIR: copy only what LOG recorded from "
+      "outside (readings, reports, registrations, clock ticks, rule-set activations, people's "
+      "commands) into a fresh log at DIR and run the rules stage over it; --compare then "
+      "checks that the derived events equal LOG's byte for byte (references by what they "
+      "name) and shows the first difference: a determinism check on production data. With "
+      "--data-dir D: continue the rules stage and the read models over D to its end, from "
+      "their checkpoints, and print the big screen's statistics.");
+  CLI::Option* replay_dir =
+      replay->add_option("--data-dir", replay_options.data_dir,
+                         "Continue the stages over this log (a copy of a live one)");
+  CLI::Option* replay_from = replay->add_option(
+      "--from", replay_options.from, "The recorded log to replay (a copy: `cityops log backup`)");
+  replay->add_option("--into", replay_options.into,
+                     "Directory of the fresh log (must not exist); with --from");
+  replay->add_option("--to", replay_options.to,
+                     "Replay only up to this time (RFC 3339; each partition up to its first "
+                     "input later than it) or, for a one-partition log, this sequence");
+  replay->add_flag("--compare", replay_options.compare,
+                   "Compare what was derived with the recorded log; exit 1 on a difference");
   replay->add_flag("--rebuild-views", replay_options.rebuild_views,
-                   "Rebuild the read models from sequence 0 (beside the live ones, then swap)");
+                   "With --data-dir: rebuild the read models from sequence 0 (beside the live "
+                   "ones, then swap)");
+  replay_dir->excludes(replay_from);
+
+  BacktestOptions backtest_options;
+  CLI::App* backtest = app.add_subcommand(
+      "backtest",
+      "Run the rules stage with another rule set over a log's recorded inputs and report "
+      "against what happened: alerts and cases added, removed and changed (by rule, category "
+      "and district), when each device's first alert of a rule came, tickets per department. "
+      "Deterministic: the same log and rules give the same report; the active rule set gives "
+      "no difference.");
+  backtest
+      ->add_option("--data-dir", backtest_options.data_dir,
+                   "The recorded log (a copy: `cityops log backup`)")
+      ->required();
+  backtest->add_option("--rules", backtest_options.rules, "The rule set to try (YAML)")->required();
+  backtest->add_option("--from", backtest_options.from,
+                       "Report on what happened from this time on (RFC 3339; the rules still "
+                       "run from the log's start, so that their state is right)");
+  backtest->add_option("--to", backtest_options.to, "Run and report up to this time (RFC 3339)");
+  backtest->add_option("--keep", backtest_options.keep,
+                       "Keep the backtest's log in this new directory (default: a temporary "
+                       "one, removed)");
+  backtest
+      ->add_option("--examples", backtest_options.examples,
+                   "Alerts and cases listed per kind of difference")
+      ->capture_default_str();
+  backtest->add_flag("--json", backtest_options.json, "The report as JSON");
 
   analysis::StateAtOptions state_options;
   CLI::App* state = app.add_subcommand(
@@ -514,7 +557,9 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   } else if (*activate) {
     status = RulesActivateCommand(activate_options, out);
   } else if (*replay) {
-    status = ReplayCommand(replay_options, out);
+    status = ReplayCommand(replay_options, out, err);
+  } else if (*backtest) {
+    status = BacktestCommand(backtest_options, out, err);
   } else if (*state) {
     status = analysis::StateAtCommand(state_options, out, err);
   } else if (*serve) {

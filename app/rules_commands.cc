@@ -6,6 +6,8 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "analysis/backtest.h"
+#include "analysis/replay.h"
 #include "daemon/rule_activation.h"
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
@@ -56,7 +58,74 @@ absl::Status RulesActivateCommand(const RulesActivateOptions& options, std::ostr
   return absl::OkStatus();
 }
 
-absl::Status ReplayCommand(const ReplayOptions& options, std::ostream& out) {
+namespace {
+
+absl::Status ReplayInto(const ReplayOptions& options, std::ostream& out, std::ostream& err) {
+  if (options.into.empty()) {
+    return absl::InvalidArgumentError(
+        "--from needs --into DIR: the fresh log to derive into (a new directory)");
+  }
+  absl::StatusOr<analysis::ReplayCut> cut = analysis::ReplayCut::Parse(options.to);
+  if (!cut.ok()) return cut.status();
+  analysis::ReplayOptions replay;
+  replay.from = options.from;
+  replay.into = options.into;
+  replay.to = *cut;
+  replay.compare = options.compare;
+  replay.progress = &err;
+  absl::StatusOr<analysis::ReplayResult> result = analysis::Replay(replay);
+  if (!result.ok()) return result.status();
+  analysis::PrintReplay(replay, *result, out);
+  if (result->comparison.has_value() && result->comparison->difference.has_value()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the replay differs from the recorded log (above: where, with both events); the log "
+        "at %s holds the replay for a closer look",
+        options.into));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status BacktestCommand(const BacktestOptions& options, std::ostream& out, std::ostream& err) {
+  absl::StatusOr<rules::LoadedRuleSet> loaded = rules::LoadRuleSetFile(options.rules);
+  if (!loaded.ok()) return loaded.status();
+  analysis::BacktestOptions backtest;
+  backtest.data_dir = options.data_dir;
+  backtest.rule_set = std::move(*loaded);
+  if (!options.from.empty()) {
+    absl::StatusOr<absl::Time> t = analysis::ParseTimeFlag("--from", options.from);
+    if (!t.ok()) return t.status();
+    backtest.from = *t;
+  }
+  if (!options.to.empty()) {
+    absl::StatusOr<absl::Time> t = analysis::ParseTimeFlag("--to", options.to);
+    if (!t.ok()) return t.status();
+    backtest.to = *t;
+  }
+  backtest.keep = options.keep;
+  backtest.examples = options.examples;
+  backtest.progress = &err;
+  absl::StatusOr<analysis::BacktestReport> report = analysis::Backtest(backtest);
+  if (!report.ok()) return report.status();
+  if (options.json) {
+    out << analysis::BacktestJson(*report) << "\n";
+  } else {
+    analysis::PrintBacktest(*report, out);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReplayCommand(const ReplayOptions& options, std::ostream& out, std::ostream& err) {
+  if (!options.from.empty()) return ReplayInto(options, out, err);
+  if (options.data_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "replay needs --from LOG --into DIR (derive again into a fresh log) or --data-dir D "
+        "(continue the stages over D); see cityops replay --help");
+  }
+  if (!options.into.empty() || !options.to.empty() || options.compare) {
+    return absl::InvalidArgumentError("--into, --to and --compare go with --from, not --data-dir");
+  }
   kernel::EventLogOptions log_options;
   log_options.path = options.data_dir;
   log_options.create_if_missing = false;

@@ -30,14 +30,36 @@ struct RulesActivateOptions {
 absl::Status RulesActivateCommand(const RulesActivateOptions& options, std::ostream& out);
 
 struct ReplayOptions {
+  // Continue the stages over this log (`--data-dir`), or...
   std::string data_dir;
   bool rebuild_views = false;  // Rebuild the read models from sequence 0.
+  // ...replay the recorded inputs of `from` into a fresh log at `into` (analysis/replay.h).
+  std::string from;
+  std::string into;
+  std::string to;  // RFC 3339 time or (one-partition logs) a sequence; empty: everything.
+  bool compare = false;
 };
 
-// Runs the rules stage and then the projections over the log at `data_dir` to its end
+// With `data_dir`: runs the rules stage and then the projections over the log to its end
 // (the log is treated as final: time moves only with its events), and prints what they
-// derived and the big screen's statistics.
-absl::Status ReplayCommand(const ReplayOptions& options, std::ostream& out);
+// derived and the big screen's statistics. With `from`: replays the recorded inputs into
+// a fresh log and, with `compare`, compares what was derived (FAILED_PRECONDITION when it
+// differs). Progress goes to `err`.
+absl::Status ReplayCommand(const ReplayOptions& options, std::ostream& out, std::ostream& err);
+
+struct BacktestOptions {
+  std::string data_dir;
+  std::string rules;  // The rule set file to try.
+  std::string from;   // RFC 3339; empty: the log's start.
+  std::string to;     // RFC 3339; empty: the log's end.
+  std::string keep;   // Keep the backtest's log here.
+  size_t examples = 10;
+  bool json = false;
+};
+
+// Runs the rules stage with another rule set over the log's recorded inputs and reports
+// against what happened (analysis/backtest.h). Progress goes to `err`.
+absl::Status BacktestCommand(const BacktestOptions& options, std::ostream& out, std::ostream& err);
 
 }  // namespace cityops::app
 

@@ -31,6 +31,8 @@ PACKAGES=(
   libcli11-dev libyaml-cpp-dev libspdlog-dev libfmt-dev
   # The HTTP API and its clients (cityops cases, the tests).
   libcpp-httplib-dev
+  # JSON reports of the analysts' tools (ordered keys, so that a report is reproducible).
+  nlohmann-json3-dev
   # SHA-256 of rule sets (the digest RulesetActivated records).
   libssl-dev
   # Integrator examples (proto/README.md), run by the ingest tests; python3 also checks

@@ -1,0 +1,429 @@
+#include "analysis/replay.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <system_error>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "kernel/proto_time.h"
+
+namespace cityops::analysis {
+namespace fs = std::filesystem;
+namespace {
+
+using kernel::EventLog;
+
+constexpr char kRecorded[] = "recorded";
+constexpr char kReplay[] = "replay";
+
+// The source positions one copied batch carries: for each Kafka topic partition, one past
+// the highest offset among the batch's events (what ingest stored with them).
+void SetSourcePositions(const std::vector<v1::Event>& events, kernel::AppendBatch& batch) {
+  std::map<std::pair<std::string, int32_t>, int64_t> next;
+  for (const v1::Event& e : events) {
+    if (!e.provenance().has_kafka()) continue;
+    const v1::KafkaSource& s = e.provenance().kafka();
+    int64_t& n = next[{s.topic(), s.partition()}];
+    n = std::max(n, s.offset() + 1);
+  }
+  for (const auto& [key, offset] : next) {
+    batch.SetSourcePosition(key.first, key.second, kernel::KafkaOffset(offset));
+  }
+}
+
+// Removes a directory tree it made unless Release()d: a stopped or failed replay leaves
+// nothing behind.
+class ScratchDir {
+ public:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  ~ScratchDir() {
+    if (path_.empty()) return;
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+  void Release() { path_.clear(); }
+
+ private:
+  std::string path_;
+};
+
+absl::Time FirstEventTime(const EventLog& log) {
+  absl::Time first = absl::InfiniteFuture();
+  for (kernel::Partition p : log.Partitions()) {
+    absl::StatusOr<std::vector<v1::Event>> head = log.Read(p, kernel::Sequence(0), 1);
+    if (head.ok() && !head->empty()) {
+      first = std::min(first, kernel::FromTimestamp((*head)[0].event_time()));
+    }
+  }
+  return first;
+}
+
+// Reads one partition of the recorded log in chunks, for the merge by recorded time.
+struct Cursor {
+  kernel::Partition partition;
+  kernel::Sequence next{0};
+  std::vector<v1::Event> events;
+  size_t index = 0;
+  bool finished = false;
+
+  bool done() const { return finished || index >= events.size(); }
+  void Finish() {
+    finished = true;
+    events.clear();
+    index = 0;
+  }
+  // Recorded first; ties by partition.
+  bool Before(const Cursor& other) const {
+    const google::protobuf::Timestamp& a = events[index].recorded_time();
+    const google::protobuf::Timestamp& b = other.events[other.index].recorded_time();
+    return std::make_tuple(a.seconds(), a.nanos(), partition.value()) <
+           std::make_tuple(b.seconds(), b.nanos(), other.partition.value());
+  }
+  absl::Status Refill(const EventLog& log, const ReplayCut& cut) {
+    if (finished || index < events.size()) return absl::OkStatus();
+    size_t want = 1024;
+    if (cut.sequence.has_value()) {
+      if (next.value() >= *cut.sequence) {
+        Finish();
+        return absl::OkStatus();
+      }
+      want = std::min<uint64_t>(want, *cut.sequence - next.value());
+    }
+    absl::StatusOr<std::vector<v1::Event>> read = log.Read(partition, next, want);
+    if (!read.ok()) return read.status();
+    events = std::move(*read);
+    index = 0;
+    next = kernel::Sequence(next.value() + events.size());
+    if (events.empty()) finished = true;
+    return absl::OkStatus();
+  }
+};
+
+bool HasRuleSetActivation(const EventLog& log) {
+  bool found = false;
+  (void)log.ListStreams("ruleset/", [&](std::string_view, kernel::StreamVersion) {
+    found = true;
+    return false;
+  });
+  return found;
+}
+
+}  // namespace
+
+absl::StatusOr<ReplayCut> ReplayCut::Parse(const std::string& to) {
+  ReplayCut cut;
+  if (to.empty()) return cut;
+  uint64_t sequence = 0;
+  const auto [end, error] = std::from_chars(to.data(), to.data() + to.size(), sequence);
+  if (error == std::errc() && end == to.data() + to.size()) {
+    cut.sequence = sequence;
+    return cut;
+  }
+  absl::StatusOr<absl::Time> time = ParseTimeFlag("--to", to);
+  if (!time.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(time.status().message(), ", or a sequence number (one-partition logs)"));
+  }
+  cut.time = *time;
+  return cut;
+}
+
+absl::StatusOr<std::unique_ptr<EventLog>> OpenRecordedLog(const std::string& path) {
+  std::error_code ec;
+  if (path.empty() || !fs::is_directory(path, ec)) {
+    return absl::NotFoundError(absl::StrFormat(
+        "there is no event log at '%s'; give the directory of a log (a copy made with "
+        "`cityops log backup`, or a stopped daemon's data directory)",
+        path));
+  }
+  kernel::EventLogOptions options;
+  options.path = path;
+  options.create_if_missing = false;
+  absl::StatusOr<std::unique_ptr<EventLog>> log = EventLog::Open(options);
+  if (!log.ok()) {
+    if (log.status().code() == absl::StatusCode::kFailedPrecondition &&
+        log.status().message().find("in use") != std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          log.status().message(),
+          ". Analysts' tools read a copy of a running daemon's log: make one with `cityops log "
+          "backup --data-dir ",
+          path, " --to COPY` (or POST /api/v1/backups) and point the tool at COPY"));
+    }
+    return log.status();
+  }
+  return log;
+}
+
+absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
+  std::error_code ec;
+  if (options.into.empty()) return absl::InvalidArgumentError("--into: give a new directory");
+  if (fs::exists(options.into, ec) && !fs::is_empty(options.into, ec)) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "'%s' exists and is not empty; a replay writes a fresh log: choose a new directory "
+        "(or remove this one)",
+        options.into));
+  }
+  absl::StatusOr<std::unique_ptr<EventLog>> source = OpenRecordedLog(options.from);
+  if (!source.ok()) return source.status();
+  const std::vector<kernel::Partition> partitions = (*source)->Partitions();
+  if (partitions.empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("the log at %s holds no events: there is nothing to replay", options.from));
+  }
+  if (options.to.sequence.has_value() && partitions.size() > 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "--to %d: a sequence number names a place in one partition, and the log at %s has %d; "
+        "cut by time instead (--to 2026-09-21T19:40:00Z), which is consistent across "
+        "partitions",
+        *options.to.sequence, options.from, partitions.size()));
+  }
+  if (options.to.time != absl::InfiniteFuture()) {
+    const absl::Time first = FirstEventTime(**source);
+    if (options.to.time < first) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("--to %s is before the log's first event (%s): nothing would be "
+                          "replayed; choose a later time",
+                          absl::FormatTime(absl::RFC3339_sec, options.to.time, absl::UTCTimeZone()),
+                          absl::FormatTime(absl::RFC3339_sec, first, absl::UTCTimeZone())));
+    }
+  }
+
+  // The fresh log is made under a temporary name and renamed into place when complete.
+  const fs::path into = fs::absolute(options.into, ec);
+  fs::create_directories(into.parent_path(), ec);
+  ScratchDir scratch(absl::StrCat(into.string(), ".partial-", ::getpid()));
+  fs::remove_all(scratch.path(), ec);
+  kernel::EventLogOptions fresh_options;
+  fresh_options.path = scratch.path();
+  // A replay can be run again: syncing every append buys nothing. RocksDB's close writes
+  // everything out before the rename.
+  fresh_options.durability = kernel::Durability::kBuffered;
+  absl::StatusOr<std::unique_ptr<EventLog>> fresh = EventLog::Open(fresh_options);
+  if (!fresh.ok()) return fresh.status();
+
+  StopScope stop;
+  ReplayResult result;
+  result.partitions = static_cast<uint32_t>(partitions.size());
+  std::ostream null_stream(nullptr);
+  std::ostream& progress_out = options.progress != nullptr ? *options.progress : null_stream;
+
+  // The stage runs beside the copy: before each person's command it derives what it can
+  // (live, not drained), as the live stage had before the person saw the case and acted.
+  rules::RulesStageOptions stage_options;
+  stage_options.log = fresh->get();
+  stage_options.partitions = result.partitions;
+  absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage = rules::RulesStage::Open(stage_options);
+  if (!stage.ok()) return stage.status();
+  absl::Duration deriving = absl::ZeroDuration();
+  auto derive = [&](bool drain, Progress* progress) -> absl::Status {
+    const absl::Time started = absl::Now();
+    while (true) {
+      absl::StatusOr<size_t> n = (*stage)->Step(drain);
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      if (progress != nullptr) progress->Advance(*n);
+      if (stop.requested()) break;
+    }
+    deriving += absl::Now() - started;
+    return absl::OkStatus();
+  };
+
+  // 1. The inputs, in the order they were recorded (recorded time, across partitions).
+  uint64_t total = 0;
+  for (kernel::Partition p : partitions) total += (*source)->NextSequence(p).value();
+  const absl::Time copy_started = absl::Now();
+  {
+    Progress progress(progress_out,
+                      {.what = "copying inputs", .total = total, .style = options.progress_style});
+    // The backtest's rule set takes the place of the first recorded activation, so that
+    // it governs exactly the inputs the recorded rules did; a log without one gets it
+    // before every input.
+    bool rule_set_placed = !options.rule_set.has_value();
+    if (!rule_set_placed && !HasRuleSetActivation(**source)) {
+      kernel::AppendBatch first(partitions.front());
+      first.Add(rules::RulesetActivatedEvent(*options.rule_set, FirstEventTime(**source)));
+      if (absl::StatusOr<kernel::AppendResult> r = (*fresh)->Append(std::move(first)); !r.ok()) {
+        return r.status();
+      }
+      rule_set_placed = true;
+    }
+    std::vector<Cursor> cursors;
+    for (kernel::Partition p : partitions) {
+      Cursor c;
+      c.partition = p;
+      cursors.push_back(std::move(c));
+    }
+    std::vector<std::vector<v1::Event>> pending(cursors.size());
+    auto flush = [&](size_t c) -> absl::Status {
+      if (pending[c].empty()) return absl::OkStatus();
+      kernel::AppendBatch batch(cursors[c].partition);
+      SetSourcePositions(pending[c], batch);
+      for (v1::Event& e : pending[c]) batch.Add(std::move(e));
+      pending[c].clear();
+      return (*fresh)->Append(std::move(batch)).status();
+    };
+    auto flush_all = [&]() -> absl::Status {
+      for (size_t c = 0; c < cursors.size(); ++c) {
+        if (absl::Status s = flush(c); !s.ok()) return s;
+      }
+      return absl::OkStatus();
+    };
+    for (Cursor& c : cursors) {
+      if (absl::Status s = c.Refill(**source, options.to); !s.ok()) return s;
+    }
+    while (!stop.requested()) {
+      // The cursor whose next event was recorded first.
+      size_t next = cursors.size();
+      for (size_t c = 0; c < cursors.size(); ++c) {
+        if (cursors[c].done()) continue;
+        if (next == cursors.size() || cursors[c].Before(cursors[next])) next = c;
+      }
+      if (next == cursors.size()) break;
+      Cursor& c = cursors[next];
+      v1::Event event = std::move(c.events[c.index++]);
+      if (absl::Status s = c.Refill(**source, options.to); !s.ok()) return s;
+      progress.Advance();
+      ++result.source_events;
+      if (projections::IsDerivedEvent(event)) {
+        ++result.recorded_derived;
+        continue;
+      }
+      if (kernel::FromTimestamp(event.event_time()) > options.to.time) {
+        // This partition's part of the replay ends here (see the header).
+        c.Finish();
+        --result.source_events;
+        continue;
+      }
+      if (options.rule_set.has_value() && event.has_ruleset_activated()) {
+        ++result.left_out_rule_sets;
+        if (rule_set_placed) continue;
+        event = rules::RulesetActivatedEvent(*options.rule_set,
+                                             kernel::FromTimestamp(event.event_time()));
+        rule_set_placed = true;
+      }
+      if (event.provenance().has_actor()) {
+        // A person acted on what the stage had derived by then.
+        if (absl::Status s = flush_all(); !s.ok()) return s;
+        if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+      }
+      ++result.inputs;
+      pending[next].push_back(std::move(event));
+      if (pending[next].size() >= options.batch) {
+        if (absl::Status s = flush(next); !s.ok()) return s;
+      }
+    }
+    if (stop.requested()) {
+      return StopScope::Stopped(absl::StrCat("nothing was left at ", options.into));
+    }
+    if (absl::Status s = flush_all(); !s.ok()) return s;
+    progress.Finish();
+  }
+  result.copy_time = absl::Now() - copy_started - deriving;
+
+  // 2. Derive the rest: the log is final now.
+  {
+    Progress progress(progress_out, {.what = "deriving",
+                                     .total = result.inputs - (*stage)->Stats().processed,
+                                     .style = options.progress_style});
+    if (absl::Status s = derive(/*drain=*/true, &progress); !s.ok()) return s;
+    if (stop.requested()) {
+      return StopScope::Stopped(absl::StrCat("nothing was left at ", options.into));
+    }
+    progress.Finish();
+    result.stage = (*stage)->Stats();
+    result.derived = result.stage.derived;
+    stage->reset();
+  }
+  result.derive_time = deriving;
+
+  // 3. Compare.
+  if (options.compare) {
+    const absl::Time compare_started = absl::Now();
+    projections::DerivedDiffOptions diff_options;
+    diff_options.until = options.to.time;
+    absl::StatusOr<projections::DerivedDiff> diff =
+        projections::CompareDerived(**source, **fresh, diff_options, kRecorded, kReplay);
+    if (!diff.ok()) return diff.status();
+    result.comparison = std::move(*diff);
+    result.compare_time = absl::Now() - compare_started;
+  }
+
+  fresh->reset();
+  fs::rename(scratch.path(), into, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "the replay is complete in %s but could not be renamed to %s: %s; rename it yourself",
+        scratch.path(), into.string(), ec.message()));
+  }
+  scratch.Release();
+  return result;
+}
+
+void PrintReplay(const ReplayOptions& options, const ReplayResult& result, std::ostream& out) {
+  auto rate = [](uint64_t n, absl::Duration d) {
+    const double s = absl::ToDoubleSeconds(d);
+    return WithThousands(s > 0 ? static_cast<uint64_t>(static_cast<double>(n) / s) : 0);
+  };
+  out << absl::StrFormat(
+      "replayed %s into %s (%d partitions%s)\n", options.from, options.into, result.partitions,
+      options.to.sequence.has_value() ? absl::StrCat(", up to sequence ", *options.to.sequence)
+      : options.to.time != absl::InfiniteFuture()
+          ? absl::StrCat(", up to ",
+                         absl::FormatTime(absl::RFC3339_sec, options.to.time, absl::UTCTimeZone()))
+          : "");
+  out << absl::StrFormat(
+      "  inputs copied:    %s in %s (%s/s); %s recorded derived events left "
+      "out\n",
+      WithThousands(result.inputs), HumanDuration(result.copy_time),
+      rate(result.source_events, result.copy_time), WithThousands(result.recorded_derived));
+  if (options.rule_set.has_value()) {
+    out << absl::StrFormat(
+        "  rule set:         '%s' (sha256 %s) instead of the %d recorded "
+        "activations\n",
+        options.rule_set->rule_set.name(), options.rule_set->sha256.substr(0, 12),
+        result.left_out_rule_sets);
+  }
+  out << absl::StrFormat("  derived again:    %s events from %s inputs in %s (%s inputs/s)\n",
+                         WithThousands(result.derived), WithThousands(result.stage.processed),
+                         HumanDuration(result.derive_time),
+                         rate(result.stage.processed, result.derive_time));
+  const rules::EngineCounters& c = result.stage.engine;
+  out << absl::StrFormat(
+      "  the rules: %d alerts raised, %d cleared; %d cases opened, %d linked; %d tickets; "
+      "%d overdue lights; %d closed by their rule\n",
+      c.alerts_raised, c.alerts_cleared, c.cases_opened, c.cases_linked, c.tickets, c.overdue,
+      c.auto_closed);
+  if (!result.stage.rejected_rule_sets.empty()) {
+    out << absl::StrFormat("  warning: %d rule sets in the log did not compile and were ignored\n",
+                           result.stage.rejected_rule_sets.size());
+  }
+  if (!result.comparison.has_value()) return;
+  const projections::DerivedDiff& d = *result.comparison;
+  out << absl::StrFormat("  compared in %s:\n", HumanDuration(result.compare_time));
+  if (d.citing_ticks > 0) {
+    out << absl::StrFormat(
+        "  note: %d derived events cite a clock tick (they depend on ingest's "
+        "timing), e.g.\n",
+        d.citing_ticks);
+    for (const std::string& e : d.tick_examples) out << "    " << e << "\n";
+  }
+  if (!d.difference.has_value()) {
+    out << absl::StrFormat("equal: %s derived events, byte for byte (references by identity)\n",
+                           WithThousands(d.equal));
+  } else {
+    out << absl::StrFormat("DIFFERENT after %s equal derived events:\n%s\n", WithThousands(d.equal),
+                           *d.difference);
+  }
+}
+
+}  // namespace cityops::analysis

@@ -1,0 +1,95 @@
+// Replay that proves itself: take only what a log recorded from outside (readings,
+// reports, registrations, clock ticks, rule-set activations, people's commands) and derive
+// everything again into a fresh log, then compare what was derived with the original.
+//
+// How. The recorded inputs are the events the rules stage did not derive (provenance
+// stage other than "rules"). They are copied partition by partition, in their original
+// order, with their Kafka source positions, into a new log; then the rules stage runs over
+// it to the end (drain). The stage's order is a function of the inputs alone
+// (projections/rules/rules_stage.h), so it derives the same events; derived events sit at
+// other positions than in the original (they no longer interleave with the inputs as the
+// live stage happened to run), so the comparison names what each reference points at
+// instead of where (projections/derived_diff.h, docs/determinism.md).
+//
+// A time cut (`to`) stops each partition before its first input later than the cut. Every
+// event the stage processes before the cut sorts before every event after it, so the
+// replay is exactly the live run's prefix, and the comparison covers derived events up to
+// the cut.
+//
+// Backtesting uses the same path with another rule set (analysis/backtest.h): it takes the
+// place of the first recorded activation, so that it governs exactly the inputs the
+// recorded rules did; later activations are left out; a log without any gets it before
+// every input.
+#ifndef CITYOPS_ANALYSIS_REPLAY_H_
+#define CITYOPS_ANALYSIS_REPLAY_H_
+
+#include <cstdint>
+#include <optional>
+#include <ostream>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "analysis/progress.h"
+#include "kernel/event_log.h"
+#include "projections/derived_diff.h"
+#include "projections/rules/compile.h"
+#include "projections/rules/rules_stage.h"
+
+namespace cityops::analysis {
+
+// Where a replay stops: nowhere, at a time, or (one-partition logs) at a sequence.
+struct ReplayCut {
+  absl::Time time = absl::InfiniteFuture();  // Inputs with event time after this stay out.
+  std::optional<uint64_t> sequence;          // Source sequences from this on stay out.
+
+  // Parses --to: an RFC 3339 time or a sequence number; empty: no cut.
+  static absl::StatusOr<ReplayCut> Parse(const std::string& to);
+  bool cuts() const { return sequence.has_value() || time != absl::InfiniteFuture(); }
+};
+
+struct ReplayOptions {
+  std::string from;  // The recorded log (a copy; opened with its lock, read only).
+  std::string into;  // The fresh log; must not exist or be empty.
+  ReplayCut to;
+  bool compare = false;
+  // Instead of the recorded rule-set activations, this one (see above).
+  std::optional<rules::LoadedRuleSet> rule_set;
+  // Progress goes here (stderr for the command line).
+  std::ostream* progress = nullptr;
+  ProgressOptions::Style progress_style = ProgressOptions::Style::kAuto;
+  size_t batch = 4096;  // Inputs per append.
+};
+
+struct ReplayResult {
+  uint32_t partitions = 0;
+  uint64_t source_events = 0;       // Scanned in the recorded log (up to the cut).
+  uint64_t inputs = 0;              // Copied.
+  uint64_t recorded_derived = 0;    // Derived events of the recorded log that were left out.
+  uint64_t left_out_rule_sets = 0;  // Recorded activations replaced (backtest).
+  uint64_t derived = 0;             // Derived again.
+  rules::RulesStageStats stage;
+  absl::Duration copy_time;
+  absl::Duration derive_time;
+  absl::Duration compare_time;
+  // With `compare`: the comparison of the recorded log ("recorded") with the replay
+  // ("replay"), up to the cut's time.
+  std::optional<projections::DerivedDiff> comparison;
+};
+
+// Replays `from` into `into`. The fresh log is built under a temporary name beside `into`
+// and renamed when complete: stopped (Ctrl-C: CANCELLED) or failed, nothing is left at
+// `into`. FAILED_PRECONDITION when a log is in use or `into` exists; the messages say what
+// to do.
+absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options);
+
+// The report of a replay for people: what was copied and derived, the rates, and the
+// comparison's verdict with the first difference.
+void PrintReplay(const ReplayOptions& options, const ReplayResult& result, std::ostream& out);
+
+// Opens a log that an analyst's tool reads: it must exist, and its lock must be free.
+absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenRecordedLog(const std::string& path);
+
+}  // namespace cityops::analysis
+
+#endif  // CITYOPS_ANALYSIS_REPLAY_H_
