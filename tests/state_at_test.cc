@@ -17,6 +17,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -25,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
+#include "analysis/progress.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
@@ -86,6 +88,29 @@ void RequireSame(const CityState& live, const CityState& as_of) {
     CHECK(live.devices[i].offline == as_of.devices[i].offline);
   }
 }
+
+// Points $TMPDIR (where state --at puts its scratch read models) at `dir` while it lives.
+class ScopedTmpdir {
+ public:
+  explicit ScopedTmpdir(const std::string& dir) {
+    const char* old = std::getenv("TMPDIR");
+    if (old != nullptr) saved_ = old;
+    std::filesystem::create_directories(dir);
+    ::setenv("TMPDIR", dir.c_str(), 1);
+  }
+  ~ScopedTmpdir() {
+    if (saved_) {
+      ::setenv("TMPDIR", saved_->c_str(), 1);
+    } else {
+      ::unsetenv("TMPDIR");
+    }
+  }
+  ScopedTmpdir(const ScopedTmpdir&) = delete;
+  ScopedTmpdir& operator=(const ScopedTmpdir&) = delete;
+
+ private:
+  std::optional<std::string> saved_;
+};
 
 // The live city: a log written batch by batch, with the rules stage and the read models
 // following it.
@@ -301,19 +326,13 @@ TEST_CASE("state --at T equals the read models captured live at T during a simul
   REQUIRE(!acted.empty());
   live.CloseLog();
   const std::string tmp = live.Sub("tmp");
-  std::filesystem::create_directories(tmp);
-  const char* old_tmp = std::getenv("TMPDIR");
-  const std::string saved = old_tmp != nullptr ? old_tmp : "";
-  ::setenv("TMPDIR", tmp.c_str(), 1);
   std::ostringstream out, err;
-  absl::Status s = analysis::StateAtCommand(
-      {.data_dir = live.LogDir(), .at = Rfc3339(moments[2]), .json = true}, out, err);
-  if (old_tmp != nullptr) {
-    ::setenv("TMPDIR", saved.c_str(), 1);
-  } else {
-    ::unsetenv("TMPDIR");
+  {
+    ScopedTmpdir scratch(tmp);
+    REQUIRE(analysis::StateAtCommand(
+                {.data_dir = live.LogDir(), .at = Rfc3339(moments[2]), .json = true}, out, err)
+                .ok());
   }
-  REQUIRE(s.ok());
   CHECK(out.str() == analysis::CityStateJson(captured[2].city) + "\n");
   CHECK(std::filesystem::is_empty(tmp));
 
@@ -400,6 +419,23 @@ TEST_CASE("state --at refuses a time before the log, an unknown case and a locke
       CHECK(d.offline > 0);
     }
     CHECK(state->statistics.devices_online() == 0);
+  }
+
+  // Ctrl-C while folding: CANCELLED, nothing printed, no scratch left behind.
+  {
+    const std::string tmp = live.Sub("tmp-stopped");
+    ScopedTmpdir scratch(tmp);
+    analysis::StopScope ctrl_c;  // Held, so that the run's own scope keeps the request.
+    analysis::RequestStop();
+    std::ostringstream stopped_out;
+    s = analysis::StateAtCommand(
+        {.data_dir = live.LogDir(), .at = Rfc3339(live.start() + absl::Minutes(20))}, stopped_out,
+        err);
+    analysis::ClearStopRequest();
+    CHECK(s.code() == absl::StatusCode::kCancelled);
+    CHECK(absl::StrContains(s.message(), "stopped by request"));
+    CHECK(stopped_out.str().empty());
+    CHECK(std::filesystem::is_empty(tmp));
   }
 
   // --keep must be a new directory.
