@@ -275,14 +275,11 @@ class Projections::Generation {
               v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
               parse_error = kernel::EventLog::ParseEvent({p, seq}, value, e);
               if (!parse_error.ok()) return false;
-              if (kernel::FromTimestamp(e->event_time()) > until) {
-                part.next = seq.next();
-                ++n;
-                return true;
-              }
-              if (absl::Status s = Fold(part, *e); !s.ok()) {
-                parse_error = s;
-                return false;
+              if (kernel::FromTimestamp(e->event_time()) <= until) {
+                if (absl::Status s = Fold(part, *e); !s.ok()) {
+                  parse_error = s;
+                  return false;
+                }
               }
             }
             part.next = seq.next();
