@@ -7,6 +7,7 @@
 #include <cstring>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <thread>
 #include <tuple>
 #include <utility>
@@ -21,6 +22,7 @@
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
 #include "projections/rules/rules_stage.h"
+#include "projections/stored_event.h"
 
 namespace cityops::analysis {
 
@@ -305,23 +307,36 @@ absl::StatusOr<CityState> ReadCityState(const views::Projections& views, absl::T
 }
 
 absl::StatusOr<LogRange> RangeOf(const kernel::EventLog& log) {
-  constexpr size_t kLook = 64;  // Events read at each end for one that moves time.
+  constexpr size_t kLook = 256;  // Events read at a partition's end for one that moves time.
   LogRange range;
   for (kernel::Partition p : log.Partitions()) {
     const kernel::Sequence end = log.NextSequence(p);
     range.events += end.value();
-    absl::StatusOr<std::vector<v1::Event>> head = log.Read(p, kernel::Sequence(0), kLook);
-    if (!head.ok()) return head.status();
+    // The first event that moves time: a scan of envelopes from the start (registrations
+    // and rule sets come first, dated by other clocks); the partition's first event if
+    // none does.
+    std::optional<absl::Time> first;
+    projections::StoredEnvelope envelope;
+    absl::Status scanned =
+        log.Scan(p, kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view value) {
+          if (!projections::DecodeEnvelope(value, &envelope)) return true;
+          if (seq.value() == 0) first = envelope.event_time;
+          if (envelope.payload == v1::Event::kReading ||
+              envelope.payload == v1::Event::kClockTick ||
+              envelope.payload == v1::Event::kCaseReported) {
+            first = envelope.event_time;
+            return false;
+          }
+          return true;
+        });
+    if (!scanned.ok()) return scanned;
+    if (first) range.first = std::min(range.first, *first);
+    // The last that moves time among the partition's last events, else its last event.
     const uint64_t tail_from = end.value() > kLook ? end.value() - kLook : 0;
     absl::StatusOr<std::vector<v1::Event>> tail = log.Read(p, kernel::Sequence(tail_from), kLook);
     if (!tail.ok()) return tail.status();
-    auto first = std::find_if(head->begin(), head->end(), MovesTime);
-    if (first == head->end()) first = head->begin();
     auto last = std::find_if(tail->rbegin(), tail->rend(), MovesTime);
     if (last == tail->rend()) last = tail->rbegin();
-    if (first != head->end()) {
-      range.first = std::min(range.first, kernel::FromTimestamp(first->event_time()));
-    }
     if (last != tail->rend()) {
       range.last = std::max(range.last, kernel::FromTimestamp(last->event_time()));
     }

@@ -62,7 +62,10 @@ struct CityState {
 absl::StatusOr<CityState> ReadCityState(const views::Projections& views, absl::Time at,
                                         std::string_view scope);
 
-// The span of a log's event times, from the first and last event of each partition.
+// The span of a log's event times: from the earliest first event that moves time (a
+// reading, clock tick or report) of any partition, found by a scan of envelopes that stops
+// there, to the latest such event among the last 256 of each partition (a partition's
+// first or last event when none does).
 struct LogRange {
   absl::Time first = absl::InfiniteFuture();  // Earliest first event.
   absl::Time last = absl::InfinitePast();     // Latest last event.
