@@ -25,20 +25,35 @@ using kernel::EventLog;
 constexpr char kRecorded[] = "recorded";
 constexpr char kReplay[] = "replay";
 
-// The source positions one copied batch carries: for each Kafka topic partition, one past
-// the highest offset among the batch's events (what ingest stored with them).
-void SetSourcePositions(const std::vector<v1::Event>& events, kernel::AppendBatch& batch) {
-  std::map<std::pair<std::string, int32_t>, int64_t> next;
-  for (const v1::Event& e : events) {
-    if (!e.provenance().has_kafka()) continue;
-    const v1::KafkaSource& s = e.provenance().kafka();
-    int64_t& n = next[{s.topic(), s.partition()}];
-    n = std::max(n, s.offset() + 1);
+// The inputs waiting to be appended to one partition, with the source positions the batch
+// carries: for each Kafka topic partition, one past the highest offset among its events
+// (what ingest stored with them). Reused from append to append, so that copying allocates
+// next to nothing per event.
+struct PendingBatch {
+  explicit PendingBatch(kernel::Partition p) : batch(p) {}
+  kernel::AppendBatch batch;
+  std::map<std::pair<std::string, int32_t>, int64_t> next_offsets;
+
+  // Moves `event` into the batch (its memory is swapped with an emptied one).
+  void Take(v1::Event& event) {
+    if (event.provenance().has_kafka()) {
+      const v1::KafkaSource& k = event.provenance().kafka();
+      int64_t& n = next_offsets[{k.topic(), k.partition()}];
+      n = std::max(n, k.offset() + 1);
+    }
+    batch.AddNew()->Swap(&event);
   }
-  for (const auto& [key, offset] : next) {
-    batch.SetSourcePosition(key.first, key.second, kernel::KafkaOffset(offset));
+  absl::Status Flush(EventLog& log) {
+    if (batch.empty()) return absl::OkStatus();
+    for (const auto& [key, offset] : next_offsets) {
+      batch.SetSourcePosition(key.first, key.second, kernel::KafkaOffset(offset));
+    }
+    absl::StatusOr<kernel::AppendResult> r = log.Append(batch);
+    batch.Clear();
+    next_offsets.clear();
+    return r.status();
   }
-}
+};
 
 // Removes a directory tree it made unless Release()d: a stopped or failed replay leaves
 // nothing behind.
@@ -68,44 +83,50 @@ absl::Time FirstEventTime(const EventLog& log) {
   return first;
 }
 
-// Reads one partition of the recorded log in chunks, for the merge by recorded time.
+// Reads one partition of the recorded log in chunks of raw records, and parses the next
+// one (`head`) for the merge by recorded time. Buffers are reused chunk after chunk.
 struct Cursor {
+  static constexpr size_t kChunk = 1024;
+
   kernel::Partition partition;
-  kernel::Sequence next{0};
-  std::vector<v1::Event> events;
-  size_t index = 0;
+  kernel::Sequence next{0};  // Of the first record not yet in `raw`.
+  std::vector<std::string> raw;
+  size_t count = 0;  // Records in `raw`.
+  size_t index = 0;  // Of `head` in `raw`.
+  v1::Event head;
   bool finished = false;
 
-  bool done() const { return finished || index >= events.size(); }
-  void Finish() {
-    finished = true;
-    events.clear();
-    index = 0;
-  }
+  explicit Cursor(kernel::Partition p) : partition(p) {}
+  bool done() const { return finished; }
+  void Finish() { finished = true; }
   // Recorded first; ties by partition.
   bool Before(const Cursor& other) const {
-    const google::protobuf::Timestamp& a = events[index].recorded_time();
-    const google::protobuf::Timestamp& b = other.events[other.index].recorded_time();
+    const google::protobuf::Timestamp& a = head.recorded_time();
+    const google::protobuf::Timestamp& b = other.head.recorded_time();
     return std::make_tuple(a.seconds(), a.nanos(), partition.value()) <
            std::make_tuple(b.seconds(), b.nanos(), other.partition.value());
   }
-  absl::Status Refill(const EventLog& log, const ReplayCut& cut) {
-    if (finished || index < events.size()) return absl::OkStatus();
-    size_t want = 1024;
-    if (cut.sequence.has_value()) {
-      if (next.value() >= *cut.sequence) {
-        Finish();
+  // Makes `head` the next record (the first on the first call).
+  absl::Status Advance(const EventLog& log, const ReplayCut& cut, bool first = false) {
+    if (!first) ++index;
+    if (index >= count) {
+      count = 0;
+      index = 0;
+      absl::Status s = log.Scan(partition, next, [&](kernel::Sequence seq, std::string_view v) {
+        if (cut.sequence.has_value() && seq.value() >= *cut.sequence) return false;
+        if (count == raw.size()) raw.emplace_back();
+        raw[count++].assign(v);
+        return count < kChunk;
+      });
+      if (!s.ok()) return s;
+      next = kernel::Sequence(next.value() + count);
+      if (count == 0) {
+        finished = true;
         return absl::OkStatus();
       }
-      want = std::min<uint64_t>(want, *cut.sequence - next.value());
     }
-    absl::StatusOr<std::vector<v1::Event>> read = log.Read(partition, next, want);
-    if (!read.ok()) return read.status();
-    events = std::move(*read);
-    index = 0;
-    next = kernel::Sequence(next.value() + events.size());
-    if (events.empty()) finished = true;
-    return absl::OkStatus();
+    return EventLog::ParseEvent({partition, kernel::Sequence(next.value() - count + index)},
+                                raw[index], &head);
   }
 };
 
@@ -258,28 +279,19 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       rule_set_placed = true;
     }
     std::vector<Cursor> cursors;
+    std::vector<PendingBatch> pending;
     for (kernel::Partition p : partitions) {
-      Cursor c;
-      c.partition = p;
-      cursors.push_back(std::move(c));
+      cursors.emplace_back(p);
+      pending.emplace_back(p);
     }
-    std::vector<std::vector<v1::Event>> pending(cursors.size());
-    auto flush = [&](size_t c) -> absl::Status {
-      if (pending[c].empty()) return absl::OkStatus();
-      kernel::AppendBatch batch(cursors[c].partition);
-      SetSourcePositions(pending[c], batch);
-      for (v1::Event& e : pending[c]) batch.Add(std::move(e));
-      pending[c].clear();
-      return (*fresh)->Append(std::move(batch)).status();
-    };
     auto flush_all = [&]() -> absl::Status {
-      for (size_t c = 0; c < cursors.size(); ++c) {
-        if (absl::Status s = flush(c); !s.ok()) return s;
+      for (PendingBatch& b : pending) {
+        if (absl::Status s = b.Flush(**fresh); !s.ok()) return s;
       }
       return absl::OkStatus();
     };
     for (Cursor& c : cursors) {
-      if (absl::Status s = c.Refill(**source, options.to); !s.ok()) return s;
+      if (absl::Status s = c.Advance(**source, options.to, /*first=*/true); !s.ok()) return s;
     }
     while (!stop.requested()) {
       // The cursor whose next event was recorded first.
@@ -290,37 +302,42 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       }
       if (next == cursors.size()) break;
       Cursor& c = cursors[next];
-      v1::Event event = std::move(c.events[c.index++]);
-      if (absl::Status s = c.Refill(**source, options.to); !s.ok()) return s;
+      v1::Event& event = c.head;
       progress.Advance();
       ++result.source_events;
+      bool copy = true;
       if (projections::IsDerivedEvent(event)) {
         ++result.recorded_derived;
-        continue;
-      }
-      if (kernel::FromTimestamp(event.event_time()) > options.to.time) {
+        copy = false;
+      } else if (kernel::FromTimestamp(event.event_time()) > options.to.time) {
         // This partition's part of the replay ends here (see the header).
         c.Finish();
         --result.source_events;
         continue;
-      }
-      if (options.rule_set.has_value() && event.has_ruleset_activated()) {
+      } else if (options.rule_set.has_value() && event.has_ruleset_activated()) {
         ++result.left_out_rule_sets;
-        if (rule_set_placed) continue;
-        event = rules::RulesetActivatedEvent(*options.rule_set,
-                                             kernel::FromTimestamp(event.event_time()));
-        rule_set_placed = true;
+        if (rule_set_placed) {
+          copy = false;
+        } else {
+          event = rules::RulesetActivatedEvent(*options.rule_set,
+                                               kernel::FromTimestamp(event.event_time()));
+          rule_set_placed = true;
+        }
       }
-      if (event.provenance().has_actor()) {
-        // A person acted on what the stage had derived by then.
-        if (absl::Status s = flush_all(); !s.ok()) return s;
-        if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+      if (copy) {
+        if (event.provenance().has_actor()) {
+          // A person acted on what the stage had derived by then.
+          if (absl::Status s = flush_all(); !s.ok()) return s;
+          if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+        }
+        ++result.inputs;
+        PendingBatch& batch = pending[next];
+        batch.Take(event);
+        if (batch.batch.size() >= options.batch) {
+          if (absl::Status s = batch.Flush(**fresh); !s.ok()) return s;
+        }
       }
-      ++result.inputs;
-      pending[next].push_back(std::move(event));
-      if (pending[next].size() >= options.batch) {
-        if (absl::Status s = flush(next); !s.ok()) return s;
-      }
+      if (absl::Status s = c.Advance(**source, options.to); !s.ok()) return s;
     }
     if (stop.requested()) {
       return StopScope::Stopped(absl::StrCat("nothing was left at ", options.into));

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "analysis/case_text.h"
+#include "analysis/open_log.h"
 #include "analysis/progress.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
@@ -500,22 +501,7 @@ std::string CityStateJson(const CityState& s) {
 absl::Status StateAtCommand(const StateAtOptions& options, std::ostream& out, std::ostream& err) {
   absl::StatusOr<absl::Time> at = ParseTimeFlag("--at", options.at);
   if (!at.ok()) return at.status();
-  kernel::EventLogOptions log_options;
-  log_options.path = options.data_dir;
-  log_options.create_if_missing = false;
-  absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
-  if (absl::IsNotFound(log.status())) {
-    return absl::NotFoundError(absl::StrFormat(
-        "no event log at %s; check --data-dir (a copy of a log: 'cityops log backup')",
-        options.data_dir));
-  }
-  if (absl::IsFailedPrecondition(log.status()) &&
-      absl::StrContains(log.status().message(), "in use")) {
-    return absl::FailedPreconditionError(absl::StrFormat(
-        "%s; state --at works on a copy: 'cityops log backup --data-dir %s --to COPY', then "
-        "'cityops state --data-dir COPY --at %s'",
-        log.status().message(), options.data_dir, options.at));
-  }
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = OpenLogToRead(options.data_dir, "state");
   if (!log.ok()) return log.status();
 
   absl::StatusOr<LogRange> range = RangeOf(**log);

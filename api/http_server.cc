@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
+#include "analysis/lineage.h"
 #include "api/access.h"
 #include "api/change_feed.h"
 #include "api/dashboard_files.h"
@@ -424,6 +425,15 @@ class HttpServer::Impl {
         return ListCases(q, res);
       case RouteId::kGetCase:
         return GetCase(req.matches[1], res);
+      case RouteId::kCaseLineage: {
+        analysis::LineageQuery query;
+        query.case_id = req.matches[1];
+        absl::StatusOr<v1::Lineage> lineage =
+            analysis::TraceLineage(*backend_.log, query, "of this daemon");
+        if (!lineage.ok()) return lineage.status();
+        WriteJson(*lineage, res);
+        return absl::OkStatus();
+      }
       case RouteId::kCaseCommand:
         return CaseCommand(req.matches[1], req.matches[2], req, actor, res);
       case RouteId::kReport:

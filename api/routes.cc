@@ -1,5 +1,6 @@
 #include "api/routes.h"
 
+#include "cityops/v1/analysis.pb.h"
 #include "cityops/v1/api.pb.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/views.pb.h"
@@ -111,6 +112,13 @@ std::vector<Route> MakeRoutes() {
   r.push_back(Make(RouteId::kGetCase, "GET", "/api/v1/cases/{case_id}",
                    "One case with its full event timeline and the time spent in each stage",
                    ROLE_VIEWER, nullptr, v1::CaseDetail::descriptor()));
+  r.push_back(
+      Make(RouteId::kCaseLineage, "GET", "/api/v1/cases/{case_id}/lineage",
+           "Why the case exists: its tickets, the alerts that opened or joined it, the rule "
+           "and the rule-set version (name, sha256) in force when each was raised, the "
+           "readings that raised them with their Kafka topic, partition and offset, and "
+           "the reports behind it (as `cityops lineage --case ID --json`)",
+           ROLE_VIEWER, nullptr, v1::Lineage::descriptor()));
   Route command = Make(
       RouteId::kCaseCommand, "POST", "/api/v1/cases/{case_id}/{command}",
       "A command of the case workflow. Operators register, dispatch, handle, verify, close and "

@@ -32,6 +32,7 @@ enum class RouteId {
   kBackup,
   kListEvents,
   kChanges,
+  kCaseLineage,
 };
 
 struct QueryParam {

@@ -8,6 +8,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/str_split.h"
+#include "analysis/export.h"
+#include "analysis/lineage.h"
 #include "analysis/state_at.h"
 #include "api/openapi.h"
 #include "app/client_commands.h"
@@ -367,6 +370,58 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   state->add_option("--rows", state_options.rows, "Open cases listed in the table")
       ->capture_default_str();
 
+  // cityops export (analysis/export.h).
+  analysis::ExportOptions export_options;
+  std::string export_types;
+  std::string export_format = "jsonl";
+  uint32_t export_partition = 0;
+  CLI::App* export_command = app.add_subcommand(
+      "export",
+      "Export events of a time range (event time), partition, stream-id prefix and/or payload "
+      "type as JSON lines (the protobuf JSON mapping of cityops.v1.Event, as 'log dump') or "
+      "CSV (one row per event, payload fields flattened; the columns come from the schema, "
+      "see docs/analysis.md). Streams the log with bounded memory; progress, the count and "
+      "the rate go to stderr; Ctrl-C leaves no half-written file. Run it on a copy of a "
+      "running daemon's log ('cityops log backup').");
+  export_command->add_option("--data-dir", export_options.data_dir, kDataDirHelp)->required();
+  export_command->add_option("--from", export_options.from,
+                             "First event time, inclusive (RFC 3339, e.g. 2026-09-21T19:40:00Z)");
+  export_command->add_option("--to", export_options.to,
+                             "Event time to stop at, exclusive (RFC 3339)");
+  CLI::Option* export_partition_option = export_command->add_option(
+      "--partition", export_partition, "Only this log partition (default: all)");
+  export_command->add_option("--stream-prefix", export_options.stream_prefix,
+                             "Only streams whose id starts with this, e.g. case/ or device/");
+  export_command->add_option(
+      "--type", export_types,
+      "Only these payload types, comma-separated, by their names in events.proto "
+      "(reading, case_opened, ticket_issued, ...); with CSV, only their columns");
+  export_command->add_option("--format", export_format, "jsonl or csv")
+      ->check(CLI::IsMember({"jsonl", "csv"}))
+      ->capture_default_str();
+  export_command
+      ->add_option("--output", export_options.output,
+                   "File to write (appears only once complete), or - for standard output")
+      ->capture_default_str();
+
+  // cityops lineage (analysis/lineage.h).
+  analysis::LineageOptions lineage_options;
+  CLI::App* lineage = app.add_subcommand(
+      "lineage",
+      "Why a ticket was issued: ticket -> case -> alerts -> the rule and the rule-set version "
+      "(name and sha256) in force when each alert was raised -> the readings that raised it "
+      "-> their Kafka topic, partition and offset, with their values. Starts at a ticket, a "
+      "case or an alert; reads the log's stream index, not the whole log. The API serves the "
+      "same at GET /api/v1/cases/{id}/lineage.");
+  lineage->add_option("--data-dir", lineage_options.data_dir, kDataDirHelp)->required();
+  CLI::Option_group* lineage_start = lineage->add_option_group("start", "Exactly one of");
+  lineage_start->add_option("--ticket", lineage_options.query.ticket_id, "A ticket id");
+  lineage_start->add_option("--case", lineage_options.query.case_id, "A case id");
+  lineage_start->add_option("--alert", lineage_options.query.alert_id, "An alert id");
+  lineage_start->require_option(1);
+  lineage->add_flag("--json", lineage_options.json,
+                    "Print cityops.v1.Lineage by the protobuf JSON mapping (as the API does)");
+
   ServeOptions serve_options;
   CLI::App* serve = app.add_subcommand(
       "serve",
@@ -562,6 +617,14 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = BacktestCommand(backtest_options, out, err);
   } else if (*state) {
     status = analysis::StateAtCommand(state_options, out, err);
+  } else if (*export_command) {
+    if (export_partition_option->count() > 0) export_options.partition = export_partition;
+    if (!export_types.empty()) export_options.types = absl::StrSplit(export_types, ',');
+    export_options.format =
+        export_format == "csv" ? analysis::ExportFormat::kCsv : analysis::ExportFormat::kJsonLines;
+    status = analysis::ExportEvents(export_options, out, err).status();
+  } else if (*lineage) {
+    status = analysis::LineageCommand(lineage_options, out);
   } else if (*serve) {
     status = ServeCommand(serve_options, out);
   } else if (*demo) {

@@ -19,6 +19,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "analysis/export.h"
 #include "cityops/v1/events.pb.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/timestamp.pb.h"
@@ -319,10 +320,9 @@ absl::Status DumpLog(const DumpOptions& options, std::ostream& out, std::ostream
     return absl::OkStatus();
   }
 
-  google::protobuf::util::JsonPrintOptions json_options;
   // Print zeros too (partition 0, sequence 0, offset 0): analysts should not have to know
-  // that the mapping omits default values.
-  json_options.always_print_primitive_fields = true;
+  // that the mapping omits default values. `cityops export` prints with the same options.
+  const google::protobuf::util::JsonPrintOptions json_options = analysis::EventJsonOptions();
   v1::Event event;
   std::string json;
   uint64_t written = 0;
