@@ -11,6 +11,7 @@
 #include "absl/strings/str_split.h"
 #include "analysis/export.h"
 #include "analysis/lineage.h"
+#include "analysis/state_at.h"
 #include "api/openapi.h"
 #include "app/client_commands.h"
 #include "app/ingest_commands.h"
@@ -344,6 +345,31 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->capture_default_str();
   backtest->add_flag("--json", backtest_options.json, "The report as JSON");
 
+  analysis::StateAtOptions state_options;
+  CLI::App* state = app.add_subcommand(
+      "state",
+      "The whole city as it was at a moment of a log: open cases by stage with their lights, "
+      "active alerts by rule and severity, devices online and offline by kind, and the big "
+      "screen's counters; with --case, that case's history up to the moment (who acted, each "
+      "stage's time and deadline, urges, escalations). As of TIME means the read models "
+      "folded over every event dated at most TIME, with devices silent for three reporting "
+      "intervals at TIME offline (docs/analysis.md). Works on a copy of a log ('cityops log "
+      "backup'); the read models are folded into a temporary directory, removed afterwards.");
+  state->add_option("--data-dir", state_options.data_dir, kDataDirHelp)->required();
+  state->add_option("--at", state_options.at, "The moment, RFC 3339: 2026-09-21T19:40:00+08:00")
+      ->required();
+  state->add_option("--scope", state_options.scope,
+                    "Only cases, alerts and devices whose grid code starts with this (a district, "
+                    "street or grid code)");
+  state->add_option("--case", state_options.case_id,
+                    "Print this case's history up to --at instead of the city");
+  state->add_flag("--json", state_options.json, "One JSON object with the same figures");
+  state->add_option("--keep", state_options.keep,
+                    "Keep the read models as of --at in this new directory instead of removing "
+                    "them");
+  state->add_option("--rows", state_options.rows, "Open cases listed in the table")
+      ->capture_default_str();
+
   // cityops export (analysis/export.h).
   analysis::ExportOptions export_options;
   std::string export_types;
@@ -589,6 +615,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = ReplayCommand(replay_options, out, err);
   } else if (*backtest) {
     status = BacktestCommand(backtest_options, out, err);
+  } else if (*state) {
+    status = analysis::StateAtCommand(state_options, out, err);
   } else if (*export_command) {
     if (export_partition_option->count() > 0) export_options.partition = export_partition;
     if (!export_types.empty()) export_options.types = absl::StrSplit(export_types, ',');

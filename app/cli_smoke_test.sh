@@ -243,4 +243,15 @@ echo '{"deviceId":"x","kind":"DEVICE_KIND_ELEVATOR"}' >bad.jsonl
 expect_exit 1 publish --bootstrap 127.0.0.1:1 bad.jsonl
 grep -q "^bad.jsonl:1: MISSING_FIELD" "$work/err" || { cat "$work/err" >&2; fail "publish error line"; }
 
+step "state --at: the city at a moment of a replayed log; a time before the log is refused"
+expect_exit 0 state --data-dir derive --at "$(date -u -d '-5 min' +%Y-%m-%dT%H:%M:%SZ)"
+grep -q "^open cases: " "$work/out" && grep -q "online, " "$work/out" ||
+  { cat "$work/out" "$work/err" >&2; fail "state --at printed no city"; }
+expect_exit 0 state --data-dir derive --at "$(date -u -d '-5 min' +%Y-%m-%dT%H:%M:%SZ)" --json
+grep -q '"open_cases":{"total":' "$work/out" || { cat "$work/out" >&2; fail "state --at --json"; }
+expect_exit 1 state --data-dir derive --at 2000-01-01T00:00:00Z
+grep -q "before the log's first event" "$work/err" || { cat "$work/err" >&2; fail "unclear --at error"; }
+expect_exit 1 state --data-dir derive --at "$(date -u -d '-5 min' +%Y-%m-%dT%H:%M:%SZ)" --case nope
+grep -q "holds no case 'nope'" "$work/err" || { cat "$work/err" >&2; fail "unclear --case error"; }
+
 echo "PASS: cli_smoke"

@@ -243,8 +243,9 @@ class Projections::Generation {
   const std::string& dir() const { return dir_; }
   rocksdb::DB* db() const { return db_.get(); }
 
-  // Folds up to `budget` events of every partition; commits. Returns events folded.
-  absl::StatusOr<size_t> Step(size_t budget) {
+  // Folds up to `budget` events of every partition; commits. Returns events folded
+  // (events skipped for being later than `until` count as folded).
+  absl::StatusOr<size_t> Step(size_t budget, absl::Time until) {
     size_t folded = 0;
     for (kernel::Partition p : log_->Partitions()) {
       Part& part = parts_[p.value()];
@@ -260,8 +261,13 @@ class Projections::Generation {
             // Readings, most of the log, are folded from their bytes: envelope and reading
             // header decoded, the reading itself kept as it is stored. Everything else
             // (and anything that does not decode) is parsed.
-            if (projections::DecodeEnvelope(value, &envelope) &&
-                envelope.payload == v1::Event::kReading &&
+            const bool decoded = projections::DecodeEnvelope(value, &envelope);
+            if (decoded && envelope.event_time > until) {  // Not yet, as of `until`.
+              part.next = seq.next();
+              ++n;
+              return true;
+            }
+            if (decoded && envelope.payload == v1::Event::kReading &&
                 projections::DecodeReadingHeader(envelope.payload_bytes, &reading)) {
               AdvanceTime(part, envelope.event_time);
               FoldReading(part, seq, envelope.event_time, reading, envelope.payload_bytes);
@@ -269,9 +275,11 @@ class Projections::Generation {
               v1::Event* e = google::protobuf::Arena::CreateMessage<v1::Event>(&arena);
               parse_error = kernel::EventLog::ParseEvent({p, seq}, value, e);
               if (!parse_error.ok()) return false;
-              if (absl::Status s = Fold(part, *e); !s.ok()) {
-                parse_error = s;
-                return false;
+              if (kernel::FromTimestamp(e->event_time()) <= until) {
+                if (absl::Status s = Fold(part, *e); !s.ok()) {
+                  parse_error = s;
+                  return false;
+                }
               }
             }
             part.next = seq.next();
@@ -282,6 +290,11 @@ class Projections::Generation {
       if (!scanned.ok()) return scanned;
       if (!parse_error.ok()) return parse_error;
       folded += n;
+      // Folded to its end: as of `until`, the partition's time is `until`.
+      if (n < budget && until != absl::InfiniteFuture() && part.time < until) {
+        AdvanceTime(part, until);
+        part.time_dirty = true;
+      }
     }
     if (absl::Status s = Commit(); !s.ok()) return s;
     return folded;
@@ -331,6 +344,7 @@ class Projections::Generation {
     absl::Time time = absl::InfinitePast();
     StatsPartial stats;
     bool stats_dirty = true;
+    bool time_dirty = false;  // Moved without an event (to `until`): store it.
     // (when to look again, device) for this partition's online devices, earliest on top:
     // at most one entry per device, checked lazily (a reading does not move its entry;
     // when the entry comes due the device is offline, or gets a new entry at its real
@@ -695,7 +709,9 @@ class Projections::Generation {
   absl::Status Commit() {
     bool changed = !dirty_devices_.empty() || !alerts_.empty() || !cases_.empty() ||
                    !tickets_.empty() || active_rules_.has_value();
-    for (const auto& [p, part] : parts_) changed |= part.stats_dirty || part.next != part.committed;
+    for (const auto& [p, part] : parts_) {
+      changed |= part.stats_dirty || part.time_dirty || part.next != part.committed;
+    }
     if (!changed) return absl::OkStatus();
     rocksdb::WriteBatch batch;
     std::string value;
@@ -725,7 +741,7 @@ class Projections::Generation {
       if (part.stats_dirty)
         batch.Put(PartitionKey(kStats, p), part.stats.ToStatistics().SerializeAsString());
       committed[p] = part.next;
-      if (part.next == part.committed) continue;
+      if (part.next == part.committed && !part.time_dirty) continue;
       const int64_t time =
           part.time == absl::InfinitePast() ? INT64_MIN : absl::ToUnixNanos(part.time);
       batch.Put(PartitionKey(kCheckpoint, p), absl::StrFormat("%d %d", part.next.value(), time));
@@ -743,6 +759,7 @@ class Projections::Generation {
     active_rules_.reset();
     for (auto& [p, part] : parts_) {
       part.stats_dirty = false;
+      part.time_dirty = false;
       part.committed = part.next;
     }
     absl::MutexLock lock(&lag_mu_);
@@ -862,7 +879,7 @@ absl::Status Projections::CatchUp() {
   absl::MutexLock fold(&fold_mu_);
   std::shared_ptr<Generation> g = Live();
   for (;;) {
-    absl::StatusOr<size_t> n = g->Step(options_.commit_every);
+    absl::StatusOr<size_t> n = g->Step(options_.commit_every, options_.until);
     if (!n.ok()) return n.status();
     if (*n == 0) return absl::OkStatus();
   }
@@ -873,7 +890,7 @@ absl::Status Projections::Run() {
     size_t n = 0;
     {
       absl::MutexLock fold(&fold_mu_);
-      absl::StatusOr<size_t> folded = Live()->Step(options_.commit_every);
+      absl::StatusOr<size_t> folded = Live()->Step(options_.commit_every, options_.until);
       if (!folded.ok()) return folded.status();
       n = *folded;
     }
@@ -901,14 +918,14 @@ absl::Status Projections::Rebuild() {
   if (!next.ok()) return next.status();
   // Fold beside the live generation, which keeps serving and following.
   for (;;) {
-    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every);
+    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every, options_.until);
     if (!folded.ok()) return folded.status();
     if (*folded == 0) break;
   }
   // Swap, with the live folder held off for the last few events.
   absl::MutexLock fold(&fold_mu_);
   while (!(*next)->CaughtUp()) {
-    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every);
+    absl::StatusOr<size_t> folded = (*next)->Step(options_.commit_every, options_.until);
     if (!folded.ok()) return folded.status();
   }
   if (absl::Status s = WriteCurrent(options_.dir, n); !s.ok()) return s;

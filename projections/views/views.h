@@ -88,6 +88,14 @@ struct ProjectionOptions {
   std::string dir;               // e.g. <data dir>/views
   size_t commit_every = 50'000;  // Events per commit, at most.
   absl::Duration idle_wait = absl::Milliseconds(50);
+  // The city as of a moment (`cityops state --at`), for a scratch directory over a log
+  // that is no longer appended to. Finite: only events whose event time is at most
+  // `until` are folded (later ones are skipped, not stopped at: the rules stage dates a
+  // light or a closing at its due time and appends it after the event that carried time
+  // past it, which may be later than `until`), and once a partition is folded to its
+  // end its time is set to `until`, so devices silent for three intervals at `until` are
+  // offline. Infinite (the default): every event, and time moves with the events alone.
+  absl::Time until = absl::InfiniteFuture();
   // Tests only: called by GetDevice while it holds the generation it reads.
   std::function<void()> while_querying_for_testing = nullptr;
 };
