@@ -8,6 +8,8 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/str_join.h"
+#include "analysis/stats.h"
 #include "api/openapi.h"
 #include "app/client_commands.h"
 #include "app/ingest_commands.h"
@@ -15,6 +17,7 @@
 #include "app/rules_commands.h"
 #include "app/serve_commands.h"
 #include "app/sim_commands.h"
+#include "projections/evaluation.h"
 
 namespace cityops::app {
 namespace {
@@ -298,6 +301,33 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   replay->add_flag("--rebuild-views", replay_options.rebuild_views,
                    "Rebuild the read models from sequence 0 (beside the live ones, then swap)");
 
+  analysis::StatsOptions stats_options;
+  CLI::App* stats = app.add_subcommand(
+      "stats",
+      "The evaluation figures of grid management for a period and a scope of a log (a copy: "
+      "'cityops log backup'): cases found, filed, due and closed, close and on-time close "
+      "rates, yellow and red lights, urges, escalations, time in each stage (mean, p50, p90), "
+      "quick handling at street level, dispatches by a district, open cases at the end; and the "
+      "12345 hotline's categories per day (per hour for periods under two days). --by breaks "
+      "them down, worst on-time close rate first: '--by department' answers which department "
+      "is dragging. Each figure is defined in docs/analysis.md. A running daemon answers the "
+      "same at GET /api/v1/statistics?from=&to=&by=&scope=.");
+  stats->add_option("--data-dir", stats_options.data_dir, kDataDirHelp)->required();
+  stats->add_option("--from", stats_options.from, "Start of the period (RFC 3339), inclusive")
+      ->required();
+  stats->add_option("--to", stats_options.to, "End of the period (RFC 3339), exclusive")
+      ->required();
+  stats->add_option(
+      "--by", stats_options.by,
+      "Break the figures down by " + absl::StrJoin(projections::EvaluationBreakdowns(), ", "));
+  stats->add_option("--scope", stats_options.scope,
+                    "Only cases in this district, street, community or grid (a code prefix of "
+                    "6, 9, 12 or 15 digits)");
+  stats->add_option("--department", stats_options.department,
+                    "Only cases dispatched to this department");
+  stats->add_flag("--json", stats_options.json,
+                  "Print the figures as JSON (cityops.v1.Evaluation, protobuf JSON mapping)");
+
   ServeOptions serve_options;
   CLI::App* serve = app.add_subcommand(
       "serve",
@@ -489,6 +519,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = RulesActivateCommand(activate_options, out);
   } else if (*replay) {
     status = ReplayCommand(replay_options, out);
+  } else if (*stats) {
+    status = analysis::RunStats(stats_options, out, err);
   } else if (*serve) {
     status = ServeCommand(serve_options, out);
   } else if (*demo) {
