@@ -368,7 +368,7 @@ class HttpServer::Impl {
   // With any of from, to, by, scope or department: the evaluation figures of that period
   // and scope (projections/evaluation.h, as `cityops stats` computes them) in
   // `evaluation`. Without them the answer stays the big screen's counters alone.
-  absl::Status AddEvaluation(const Query& q, v1::Statistics* out) const {
+  absl::Status AddEvaluation(const Query& q, v1::Statistics* out) {
     bool asked = false;
     for (const char* name : {"from", "to", "by", "scope", "department"}) {
       asked |= !q.String(name).empty();
@@ -390,6 +390,7 @@ class HttpServer::Impl {
     request.by = q.String("by");
     request.scope = q.String("scope");
     request.department = q.String("department");
+    request.cache = &evaluation_cache_;
     absl::StatusOr<v1::Evaluation> evaluation = projections::Evaluate(*backend_.log, request);
     if (!evaluation.ok()) return evaluation.status();
     *out->mutable_evaluation() = *std::move(evaluation);
@@ -926,6 +927,9 @@ class HttpServer::Impl {
   absl::Mutex map_mu_;
   std::vector<std::pair<uint32_t, uint64_t>> map_key_ ABSL_GUARDED_BY(map_mu_);
   std::string map_json_ ABSL_GUARDED_BY(map_mu_);
+  // Case events kept between the statistics' evaluations: a repeated question (the
+  // dashboard's department league) reads only the cases that changed.
+  projections::CaseStreamCache evaluation_cache_;
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerOptions& options,

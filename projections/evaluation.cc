@@ -250,6 +250,43 @@ absl::StatusOr<bool> DeviceInScope(const kernel::EventLog& log, const std::strin
 
 }  // namespace
 
+absl::Status CaseStreamCache::Read(const kernel::EventLog& log, const std::string& stream,
+                                   kernel::StreamVersion version, std::vector<v1::Event>* out) {
+  absl::MutexLock lock(&mu_);
+  auto it = streams_.find(stream);
+  const size_t cached = it == streams_.end() ? 0 : it->second.size();
+  out->clear();
+  if (cached > version.value()) {  // Never for an append-only stream; read it afresh.
+    events_ -= cached;
+    streams_.erase(it);
+    return Read(log, stream, version, out);
+  }
+  out->resize(cached);
+  for (size_t i = 0; i < cached; ++i) {
+    if (!(*out)[i].ParseFromString(it->second[i])) {
+      return absl::InternalError(
+          absl::StrFormat("cached event %d of %s does not parse", i, stream));
+    }
+  }
+  if (cached == version.value()) return absl::OkStatus();
+  absl::StatusOr<std::vector<v1::Event>> fresh =
+      log.ReadStream(stream, kernel::StreamVersion(cached + 1), version.value() - cached);
+  if (!fresh.ok()) return fresh.status();
+  const bool keep = events_ + fresh->size() <= max_events_;
+  std::vector<std::string>* kept = keep ? &streams_[stream] : nullptr;
+  for (v1::Event& e : *fresh) {
+    if (kept != nullptr) kept->push_back(e.SerializeAsString());
+    out->push_back(std::move(e));
+  }
+  if (keep) events_ += fresh->size();
+  return absl::OkStatus();
+}
+
+size_t CaseStreamCache::events() const {
+  absl::MutexLock lock(&mu_);
+  return events_;
+}
+
 const std::vector<std::string>& EvaluationBreakdowns() {
   static const auto* names = new std::vector<std::string>{"district", "street",   "department",
                                                           "unit",     "category", "source"};
@@ -317,10 +354,10 @@ absl::StatusOr<v1::Evaluation> Evaluate(const kernel::EventLog& log,
         Rfc3339(range->last)));
   }
 
-  std::vector<std::string> streams;
+  std::vector<std::pair<std::string, kernel::StreamVersion>> streams;
   absl::Status listed =
-      log.ListStreams(kCaseStreamPrefix, [&](std::string_view id, kernel::StreamVersion) {
-        streams.emplace_back(id);
+      log.ListStreams(kCaseStreamPrefix, [&](std::string_view id, kernel::StreamVersion version) {
+        streams.emplace_back(std::string(id), version);
         return true;
       });
   if (!listed.ok()) return listed;
@@ -341,14 +378,20 @@ absl::StatusOr<v1::Evaluation> Evaluate(const kernel::EventLog& log,
   bool scope_seen = false;
   uint64_t done = 0;
 
-  for (const std::string& stream : streams) {
-    absl::StatusOr<std::vector<v1::Event>> events =
-        log.ReadStream(stream, kernel::StreamVersion(1), SIZE_MAX);
-    if (!events.ok()) return events.status();
+  std::vector<v1::Event> events;
+  for (const auto& [stream, version] : streams) {
+    if (request.cache != nullptr) {
+      if (absl::Status s = request.cache->Read(log, stream, version, &events); !s.ok()) return s;
+    } else {
+      absl::StatusOr<std::vector<v1::Event>> read =
+          log.ReadStream(stream, kernel::StreamVersion(1), version.value());
+      if (!read.ok()) return read.status();
+      events = *std::move(read);
+    }
     v1::CaseView view;
     CaseFigures c;
     std::map<int, absl::Time> deadlines;  // History entry -> its stage's due time.
-    for (const v1::Event& e : *events) {
+    for (const v1::Event& e : events) {
       if (e.has_case_dispatched()) departments.insert(e.case_dispatched().department());
       const absl::Time t = kernel::FromTimestamp(e.event_time());
       if (t >= to) continue;  // The case as it stood at the period's end.

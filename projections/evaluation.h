@@ -24,12 +24,39 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "cityops/v1/evaluation.pb.h"
 #include "kernel/event_log.h"
 
 namespace cityops::projections {
+
+// The events of case streams kept between evaluations, so that a daemon answering the
+// statistics again reads from the log only what was appended since (a case's events are
+// scattered among the readings, one compressed block read each): the first answer reads
+// every case, the next ones the cases that changed. Holds at most `max_events` events
+// (serialized, a few hundred bytes each); the streams past that are read each time.
+// Thread-safe; evaluations that share it take turns reading.
+class CaseStreamCache {
+ public:
+  explicit CaseStreamCache(size_t max_events = 500'000) : max_events_(max_events) {}
+  CaseStreamCache(const CaseStreamCache&) = delete;
+  CaseStreamCache& operator=(const CaseStreamCache&) = delete;
+
+  // The events of `stream` up to `version` (its current version as listed), from the cache
+  // and, for what is newer, from `log`; replaces `*out`.
+  absl::Status Read(const kernel::EventLog& log, const std::string& stream,
+                    kernel::StreamVersion version, std::vector<v1::Event>* out);
+  size_t events() const;
+
+ private:
+  const size_t max_events_;
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<std::string, std::vector<std::string>> streams_ ABSL_GUARDED_BY(mu_);
+  size_t events_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 // The breakdowns `by` accepts, in the order help texts list them.
 const std::vector<std::string>& EvaluationBreakdowns();
@@ -45,6 +72,8 @@ struct EvaluationRequest {
   // Called after each case folded, with the cases done and the total; returning false
   // stops the run (CANCELLED). Optional.
   std::function<bool(uint64_t done, uint64_t total)> on_case;
+  // Where case events come from besides the log (the daemon keeps one); optional.
+  CaseStreamCache* cache = nullptr;
 };
 
 // The event times of a log's first and last events (over all partitions), for periods.

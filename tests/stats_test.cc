@@ -893,6 +893,18 @@ TEST_CASE("GET /api/v1/statistics with a period answers what the library does", 
       }
     }
   }
+  SECTION("over the whole log the evaluation agrees with the read models' counters") {
+    absl::StatusOr<v1::Statistics> counters = (*views)->GetStatistics();
+    REQUIRE(counters.ok());
+    absl::StatusOr<v1::Evaluation> e = Evaluate(city.log(), Periods()[0].from, Periods()[0].to);
+    REQUIRE(e.ok());
+    CHECK(e->total().found() == counters->cases_total());
+    CHECK(e->total().closed() == counters->closed());
+    CHECK(e->total().closed_on_time() == counters->closed_on_time());
+    CHECK(e->total().open_yellow() == counters->overdue_yellow());
+    CHECK(e->total().open_red() == counters->overdue_red());
+    CHECK(e->total().open() == counters->cases_total() - counters->closed());
+  }
   SECTION("by alone evaluates from the log's start to now (the daemon's clock)") {
     httplib::Response r = get("/api/v1/statistics?by=department&scope=310104");
     REQUIRE(r.status == 200);
@@ -1026,6 +1038,61 @@ TEST_CASE("stats refuses bad arguments with what to do", "[stats]") {
     CHECK_THAT(std::string(s.message()), Catch::Contains("nothing printed"));
   }
   CHECK(out.str().empty() == (options.scope != kGaugeGrid));
+}
+
+TEST_CASE("the daemon's cache of case events gives the same figures and follows new events",
+          "[stats]") {
+  City& city = TheCity();
+  const Period period = Periods()[0];
+  for (size_t capacity : {size_t{500'000}, size_t{40}}) {  // All cached; mostly read each time.
+    INFO("cache of " << capacity << " events");
+    projections::CaseStreamCache cache(capacity);
+    projections::EvaluationRequest r;
+    r.from = period.from;
+    r.to = period.to;
+    r.by = "department";
+    absl::StatusOr<v1::Evaluation> plain = projections::Evaluate(city.log(), r);
+    REQUIRE(plain.ok());
+    r.cache = &cache;
+    for (int round = 0; round < 2; ++round) {
+      absl::StatusOr<v1::Evaluation> cached = projections::Evaluate(city.log(), r);
+      REQUIRE(cached.ok());
+      CHECK(google::protobuf::util::MessageDifferencer::Equals(*cached, *plain));
+    }
+    CHECK(cache.events() > 0);
+    CHECK(cache.events() <= capacity);
+    // A supervisor urges an open case: the next answer has one urge more.
+    std::string open_case;
+    REQUIRE(city.log()
+                .ListStreams("case/r-",
+                             [&](std::string_view id, kernel::StreamVersion) {
+                               absl::StatusOr<std::vector<v1::Event>> e =
+                                   city.log().ReadStream(id, kernel::StreamVersion(1), 100);
+                               bool closed = false, linked = false;
+                               for (const v1::Event& x : *e) {
+                                 closed |= x.has_case_closed();
+                                 linked |= x.has_case_linked();
+                               }
+                               if (!closed && !linked) open_case = std::string(id.substr(5));
+                               return open_case.empty();
+                             })
+                .ok());
+    REQUIRE(!open_case.empty());
+    projections::CaseWorkflow workflow({.log = &city.log(), .clock = &city.clock()});
+    projections::CaseCommand urge;
+    urge.kind = CommandKind::kUrge;
+    urge.case_id = open_case;
+    urge.actor = Operator(v1::GRID_LEVEL_CITY_CENTER, "city", "chief", v1::ROLE_SUPERVISOR);
+    urge.note = "today";
+    REQUIRE(workflow.Execute(urge).ok());
+    absl::StatusOr<v1::Evaluation> after = projections::Evaluate(city.log(), r);
+    REQUIRE(after.ok());
+    CHECK(after->total().urges() == plain->total().urges() + 1);
+    r.cache = nullptr;
+    absl::StatusOr<v1::Evaluation> fresh = projections::Evaluate(city.log(), r);
+    REQUIRE(fresh.ok());
+    CHECK(google::protobuf::util::MessageDifferencer::Equals(*after, *fresh));
+  }
 }
 
 TEST_CASE("a department filter keeps only its cases", "[stats]") {
