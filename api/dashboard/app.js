@@ -290,12 +290,15 @@ function renderLeague(e) {
       `<td class="open">${fmtInt(f.open)}</td>${cell(f.openYellow, 'yellow')}${cell(f.openRed, 'red')}${rate}` +
       `<td class="time">${num(h.count) ? fmtDuration(seconds(h.mean), true) : '—'}</td></tr>`;
   }).join('');
-  $('league-info').textContent = `${L('自', 'since')} ${fmtRecent(e.from)} · ${fmtInt(e.casesRead)} ${L('件', 'cases')}`;
+  $('league-info').textContent = `${L('自', 'since')} ${fmtRecent(e.from)} · ${fmtInt((e.total || {}).found)} ` +
+    `${L('件', 'cases')} · ${L('截至', 'as of')} ${fmtTime(e.to)}`;
 }
 async function loadLeague() {
   const s = await api('/api/v1/statistics?by=department');
   if (s.evaluation) renderLeague(s.evaluation);
 }
+// Follows the counters (a `statistics` change every 2 s), at most every 10 s.
+const scheduleLeague = throttled(loadLeague, 10000);
 
 // ---------------------------------------------------------------------------------------
 // The map: every device as a dot, projected from lat/lon onto a canvas, bounds fitted.
@@ -733,7 +736,7 @@ function setLive(on, text) {
 }
 
 function onChange(type, data) {
-  if (type === 'statistics') { renderStatistics(JSON.parse(data)); return; }
+  if (type === 'statistics') { renderStatistics(JSON.parse(data)); scheduleLeague(); return; }
   if (type === 'resync') { reloadAll(); return; }
   const ev = JSON.parse(data);
   advanceClock(ev.eventTime);
@@ -818,7 +821,6 @@ async function main() {
   // Reconcile with the read models now and then: the live patches are a best effort.
   setInterval(() => quiet(loadBoard()), 30000);
   setInterval(() => quiet(loadMap()), 30000);
-  setInterval(() => quiet(loadLeague()), 15000);  // Folds every case: not on each change.
   setInterval(() => scheduleBoard(), 5000);  // "in stage" times move with the city clock
 }
 
