@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -19,8 +20,23 @@ namespace cityops::analysis {
 
 namespace {
 
-std::string Time(const google::protobuf::Timestamp& t) {
-  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", kernel::FromTimestamp(t), absl::UTCTimeZone());
+std::string Time(const google::protobuf::Timestamp& t, absl::TimeZone zone) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S %Ez", kernel::FromTimestamp(t), zone);
+}
+
+// The UTC offset an RFC 3339 time was written with ("...Z", "...+08:00"), so that the
+// report speaks the user's local time; UTC when there is none.
+absl::TimeZone ZoneOf(const std::string& rfc3339) {
+  if (rfc3339.size() < 6) return absl::UTCTimeZone();
+  const std::string tail = rfc3339.substr(rfc3339.size() - 6);
+  int hours = 0, minutes = 0;
+  if ((tail[0] == '+' || tail[0] == '-') && tail[3] == ':' &&
+      absl::SimpleAtoi(tail.substr(1, 2), &hours) &&
+      absl::SimpleAtoi(tail.substr(4, 2), &minutes)) {
+    const int seconds = (hours * 60 + minutes) * 60;
+    return absl::FixedTimeZone(tail[0] == '-' ? -seconds : seconds);
+  }
+  return absl::UTCTimeZone();
 }
 
 std::string Count(uint64_t n) { return WithThousands(n); }
@@ -116,9 +132,10 @@ std::string StatsJson(const v1::Evaluation& evaluation) {
   return out;
 }
 
-void PrintStatsTable(const v1::Evaluation& e, std::ostream& out) {
+void PrintStatsTable(const v1::Evaluation& e, std::ostream& out, absl::TimeZone zone) {
   const v1::EvaluationFigures& f = e.total();
-  out << "Evaluation of grid management, " << Time(e.from()) << " to " << Time(e.to()) << "\n";
+  out << "Evaluation of grid management, " << Time(e.from(), zone) << " to " << Time(e.to(), zone)
+      << "\n";
   out << "scope: " << (e.scope().empty() ? "the whole city" : e.scope())
       << (e.department().empty() ? "" : ", cases dispatched to " + e.department()) << " ("
       << Count(e.cases_read()) << " cases read)\n\n";
@@ -198,12 +215,10 @@ void PrintStatsTable(const v1::Evaluation& e, std::ostream& out) {
   if (other) header.push_back("other");
   header.push_back("total");
   Table series(header);
-  const absl::TimeZone utc = absl::UTCTimeZone();
   std::vector<std::string> totals_row = {"total"};
   for (int b = 0; b < hot.bucket_starts_size(); ++b) {
-    std::vector<std::string> r = {absl::FormatTime(hourly ? "%Y-%m-%d %H:%M" : "%Y-%m-%d %H:%M",
-                                                   kernel::FromTimestamp(hot.bucket_starts(b)),
-                                                   utc)};
+    std::vector<std::string> r = {
+        absl::FormatTime("%Y-%m-%d %H:%M", kernel::FromTimestamp(hot.bucket_starts(b)), zone)};
     uint64_t sum = 0, rest = 0;
     for (int c = 0; c < hot.categories_size(); ++c) {
       const uint64_t n = hot.categories(c).counts(b);
@@ -277,7 +292,7 @@ absl::Status RunStats(const StatsOptions& options, std::ostream& out, std::ostre
   if (options.json) {
     out << StatsJson(*evaluation) << "\n";
   } else {
-    PrintStatsTable(*evaluation, out);
+    PrintStatsTable(*evaluation, out, ZoneOf(options.from));
   }
   return absl::OkStatus();
 }

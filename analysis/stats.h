@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "cityops/v1/evaluation.pb.h"
 
 namespace cityops::analysis {
@@ -32,8 +33,10 @@ struct StatsOptions {
 absl::Status RunStats(const StatsOptions& options, std::ostream& out, std::ostream& progress);
 
 // The report for people: the totals, the time in each stage, the breakdown (worst first)
-// and the 12345 hotline by category over time.
-void PrintStatsTable(const v1::Evaluation& evaluation, std::ostream& out);
+// and the 12345 hotline by category over time, times in `zone` (RunStats: the offset --from
+// was written with, so "+08:00" gives Beijing time).
+void PrintStatsTable(const v1::Evaluation& evaluation, std::ostream& out,
+                     absl::TimeZone zone = absl::UTCTimeZone());
 
 // The JSON of `evaluation` as the API writes it (every scalar printed, lowerCamelCase).
 std::string StatsJson(const v1::Evaluation& evaluation);
