@@ -24,6 +24,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
+#include "projections/evaluation.h"
 #include "spdlog/spdlog.h"
 
 namespace cityops::api {
@@ -365,6 +366,38 @@ class HttpServer::Impl {
     ++requests_[{route.path, res.status}];
   }
 
+  // With any of from, to, by, scope or department: the evaluation figures of that period
+  // and scope (projections/evaluation.h, as `cityops stats` computes them) in
+  // `evaluation`. Without them the answer stays the big screen's counters alone.
+  absl::Status AddEvaluation(const Query& q, v1::Statistics* out) {
+    bool asked = false;
+    for (const char* name : {"from", "to", "by", "scope", "department"}) {
+      asked |= !q.String(name).empty();
+    }
+    if (!asked) return absl::OkStatus();
+    projections::EvaluationRequest request;
+    absl::StatusOr<absl::Time> from = q.Time("from", absl::InfinitePast());
+    if (!from.ok()) return from.status();
+    absl::StatusOr<absl::Time> to = q.Time("to", backend_.clock->Now());
+    if (!to.ok()) return to.status();
+    if (*to <= *from) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "query parameter 'to' (%s) is not after 'from' (%s): give a period that ends after "
+          "it starts",
+          q.String("to").empty() ? "now" : q.String("to"), q.String("from")));
+    }
+    request.from = *from;
+    request.to = *to;
+    request.by = q.String("by");
+    request.scope = q.String("scope");
+    request.department = q.String("department");
+    request.cache = &evaluation_cache_;
+    absl::StatusOr<v1::Evaluation> evaluation = projections::Evaluate(*backend_.log, request);
+    if (!evaluation.ok()) return evaluation.status();
+    *out->mutable_evaluation() = *std::move(evaluation);
+    return absl::OkStatus();
+  }
+
   // Errors httplib answers itself: no route, body too large, malformed request.
   void OnHttpError(const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
@@ -453,6 +486,7 @@ class HttpServer::Impl {
       case RouteId::kStatistics: {
         absl::StatusOr<v1::Statistics> s = backend_.views->GetStatistics();
         if (!s.ok()) return s.status();
+        if (absl::Status e = AddEvaluation(q, &*s); !e.ok()) return e;
         WriteJson(*s, res);
         return absl::OkStatus();
       }
@@ -903,6 +937,9 @@ class HttpServer::Impl {
   absl::Mutex map_mu_;
   std::vector<std::pair<uint32_t, uint64_t>> map_key_ ABSL_GUARDED_BY(map_mu_);
   std::string map_json_ ABSL_GUARDED_BY(map_mu_);
+  // Case events kept between the statistics' evaluations: a repeated question (the
+  // dashboard's department league) reads only the cases that changed.
+  projections::CaseStreamCache evaluation_cache_;
 };
 
 absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerOptions& options,

@@ -138,8 +138,32 @@ std::vector<Route> MakeRoutes() {
            ROLE_VIEWER, nullptr, v1::ListTicketsResponse::descriptor());
   tickets.query = {PageSize(), PageToken()};
   r.push_back(tickets);
-  r.push_back(Make(RouteId::kStatistics, "GET", "/api/v1/statistics", "The big screen's counters",
-                   ROLE_VIEWER, nullptr, v1::Statistics::descriptor()));
+  Route statistics =
+      Make(RouteId::kStatistics, "GET", "/api/v1/statistics",
+           "The big screen's counters, now. With any of from, to, by, scope or department also the "
+           "evaluation figures of grid management for that period and scope in `evaluation` "
+           "(docs/analysis.md, \"stats\"; the same as `cityops stats`): found, filed, due, closed, "
+           "close and on-time close rates, lights, urges, escalations, time per stage, open cases "
+           "at the end, the 12345 hotline by category over time; `by` breaks them down, worst "
+           "on-time close rate first",
+           ROLE_VIEWER, nullptr, v1::Statistics::descriptor());
+  statistics.query = {
+      {"from",
+       "date-time",
+       "Start of the period (RFC 3339), inclusive; default: the log's first event",
+       {}},
+      {"to", "date-time", "End of the period (RFC 3339), exclusive; default: now", {}},
+      {"by",
+       "string",
+       "Break the evaluation down, worst on-time close rate first",
+       {"district", "street", "department", "unit", "category", "source"}},
+      {"scope",
+       "string",
+       "Only cases in this district, street, community or grid (a code prefix of 6, 9, 12 or 15 "
+       "digits)",
+       {}},
+      {"department", "string", "Only cases dispatched to this department", {}}};
+  r.push_back(statistics);
   r.push_back(Make(RouteId::kGetRules, "GET", "/api/v1/rules",
                    "The active rule set: its YAML, digest and checked form", ROLE_VIEWER, nullptr,
                    v1::RulesetActivated::descriptor()));

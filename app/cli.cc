@@ -8,10 +8,12 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/status/status.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "analysis/export.h"
 #include "analysis/lineage.h"
 #include "analysis/state_at.h"
+#include "analysis/stats.h"
 #include "api/openapi.h"
 #include "app/client_commands.h"
 #include "app/ingest_commands.h"
@@ -19,6 +21,7 @@
 #include "app/rules_commands.h"
 #include "app/serve_commands.h"
 #include "app/sim_commands.h"
+#include "projections/evaluation.h"
 
 namespace cityops::app {
 namespace {
@@ -422,6 +425,33 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   lineage->add_flag("--json", lineage_options.json,
                     "Print cityops.v1.Lineage by the protobuf JSON mapping (as the API does)");
 
+  analysis::StatsOptions stats_options;
+  CLI::App* stats = app.add_subcommand(
+      "stats",
+      "The evaluation figures of grid management for a period and a scope of a log (a copy: "
+      "'cityops log backup'): cases found, filed, due and closed, close and on-time close "
+      "rates, yellow and red lights, urges, escalations, time in each stage (mean, p50, p90), "
+      "quick handling at street level, dispatches by a district, open cases at the end; and the "
+      "12345 hotline's categories per day (per hour for periods under two days). --by breaks "
+      "them down, worst on-time close rate first: '--by department' answers which department "
+      "is dragging. Each figure is defined in docs/analysis.md. A running daemon answers the "
+      "same at GET /api/v1/statistics?from=&to=&by=&scope=.");
+  stats->add_option("--data-dir", stats_options.data_dir, kDataDirHelp)->required();
+  stats->add_option("--from", stats_options.from, "Start of the period (RFC 3339), inclusive")
+      ->required();
+  stats->add_option("--to", stats_options.to, "End of the period (RFC 3339), exclusive")
+      ->required();
+  stats->add_option(
+      "--by", stats_options.by,
+      "Break the figures down by " + absl::StrJoin(projections::EvaluationBreakdowns(), ", "));
+  stats->add_option("--scope", stats_options.scope,
+                    "Only cases in this district, street, community or grid (a code prefix of "
+                    "6, 9, 12 or 15 digits)");
+  stats->add_option("--department", stats_options.department,
+                    "Only cases dispatched to this department");
+  stats->add_flag("--json", stats_options.json,
+                  "Print the figures as JSON (cityops.v1.Evaluation, protobuf JSON mapping)");
+
   ServeOptions serve_options;
   CLI::App* serve = app.add_subcommand(
       "serve",
@@ -625,6 +655,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = analysis::ExportEvents(export_options, out, err).status();
   } else if (*lineage) {
     status = analysis::LineageCommand(lineage_options, out);
+  } else if (*stats) {
+    status = analysis::RunStats(stats_options, out, err);
   } else if (*serve) {
     status = ServeCommand(serve_options, out);
   } else if (*demo) {

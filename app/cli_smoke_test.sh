@@ -230,6 +230,23 @@ expect_exit 1 export --data-dir derive --from 2001-01-01T00:00:00Z --to 2001-01-
   --output early.jsonl
 grep -q "choose --from/--to within that range" "$work/err" || fail "export window before the log"
 [[ ! -e early.jsonl ]] || fail "export left a file after an error"
+step "stats: the evaluation figures of a replayed log, as a table and JSON; bad periods refused"
+from=$(date -u -d '2 days ago' +%Y-%m-%dT00:00:00Z)
+to=$(date -u -d 'tomorrow' +%Y-%m-%dT00:00:00Z)
+expect_exit 0 stats --data-dir backups/derive --from "$from" --to "$to" --by department
+grep -q "^  found " "$work/out" && grep -q "By department, worst on-time close rate first" "$work/out" ||
+  { cat "$work/out" >&2; fail "stats printed no table"; }
+grep -Eq "^stats: [0-9,]+ cases in" "$work/err" || { cat "$work/err" >&2; fail "stats printed no rate"; }
+expect_exit 0 stats --data-dir backups/derive --from "$from" --to "$to" --by district --json
+python3 -c 'import json,sys; e=json.load(sys.stdin); assert "total" in e and e["by"] == "district"' \
+  <"$work/out" || { cat "$work/out" >&2; fail "stats --json is not the evaluation"; }
+expect_exit 1 stats --data-dir backups/derive --from "$to" --to "$from"
+grep -q "is not after --from" "$work/err" || { cat "$work/err" >&2; fail "unclear message for --to before --from"; }
+expect_exit 1 stats --data-dir backups/derive --from 2001-01-01T00:00:00Z --to 2001-01-02T00:00:00Z
+grep -q "lies before the log" "$work/err" || { cat "$work/err" >&2; fail "unclear message for a period before the log"; }
+expect_exit 1 stats --data-dir backups/derive --from "$from" --to "$to" --by weather
+grep -q "cannot break the figures down by 'weather'" "$work/err" || { cat "$work/err" >&2; fail "unclear --by error"; }
+expect_exit 2 stats --data-dir backups/derive --from "$from"
 
 step "sim writes JSON lines that publish validates; devices import takes its registrations"
 expect_exit 0 sim --scenario normal --devices 50 --minutes 10 --acceleration 0 \

@@ -946,8 +946,10 @@ TEST_CASE(
   CHECK_THAT(unknown_param, Contains("unknown query parameter 'colour'"));
   CHECK_THAT(unknown_param, Contains("grid, overdue, page_size, page_token, reported_after, "
                                      "reported_before, source, stage"));
-  CHECK_THAT(ErrorOf(Get(port, "/api/v1/statistics?x=1", kViewerToken), 400, "INVALID_ARGUMENT"),
+  CHECK_THAT(ErrorOf(Get(port, "/api/v1/map?x=1", kViewerToken), 400, "INVALID_ARGUMENT"),
              Contains("it takes none"));
+  CHECK_THAT(ErrorOf(Get(port, "/api/v1/statistics?x=1", kViewerToken), 400, "INVALID_ARGUMENT"),
+             Contains("expected one of: by, department, from, scope, to"));
   CHECK_THAT(ErrorOf(Get(port, "/api/v1/cases?stage=lost", kViewerToken), 400, "INVALID_ARGUMENT"),
              Contains("use one of: discovered, registered, dispatched, handled, verified, closed"));
   CHECK_THAT(

@@ -7,6 +7,9 @@ python3-selenium) and checks in the DOM that:
   * the token left the address bar and the signed-in user is shown; no API error is shown;
   * the counters show cases, and the map has drawn every device (data-points);
   * the case board shows at least one case with a yellow light;
+  * the department league is filled: a row per department with open, yellow, red, on-time
+    close rate and mean handling time, departments the API's ?by=department names, rated
+    rows worst on-time close rate first;
   * clicking a yellow-lit case opens its timeline, the same events the API returns for it,
     with the overdue event that lit it, and the time spent in each stage;
   * the browser logged no JavaScript error.
@@ -167,6 +170,7 @@ return {
   yellowRows: document.querySelectorAll('.case-row .light-yellow').length,
   redRows: document.querySelectorAll('.case-row .light-red').length,
   ticketRows: document.querySelectorAll('#tickets li').length,
+  leagueRows: document.querySelectorAll('#league-rows .league-row').length,
   errors: errors && !errors.hidden ? errors.innerText : '',
   tokenPrompt: !document.getElementById('token-prompt').hidden,
 };
@@ -234,6 +238,54 @@ def wait_for_big_screen(driver):
     raise Failure(f'within {PAGE_TIMEOUT} s expected nonzero cases in #counter-cases-total, '
                   'a drawn map (#map data-points > 0) and a .case-row with a .light-yellow; '
                   'the page showed:\n' + describe(snap))
+
+
+LEAGUE_JS = """
+return {
+  info: document.getElementById('league-info').textContent.trim(),
+  rows: [...document.querySelectorAll('#league-rows .league-row')].map((r) => ({
+    department: r.dataset.department,
+    cells: [...r.querySelectorAll('td')].map((td) => td.textContent.trim()),
+  })),
+};
+"""
+
+
+def check_league(driver, base, token):
+    """The department league is there and filled, worst on-time close rate first."""
+    deadline = time.monotonic() + 120
+    league, problem = {}, 'no rows'
+    while time.monotonic() < deadline:
+        league = driver.execute_script(LEAGUE_JS)
+        rows = [r for r in league['rows'] if r['department']]
+        api = api_get(base, token, '/api/v1/statistics?by=department').get('evaluation', {})
+        known = {g['key'] for g in api.get('groups', [])}
+        problem = None
+        if not rows:
+            problem = 'no department rows in #league-rows'
+        elif any(len(r['cells']) != 7 or any(c == '' for c in r['cells'][1:]) for r in rows):
+            problem = 'a row with an empty cell (expected rank, department, open, yellow, red, rate, time)'
+        elif any(r['department'] not in known for r in rows):
+            problem = 'a department the API does not name: ' + ', '.join(
+                r['department'] for r in rows if r['department'] not in known)
+        elif sum(number(r['cells'][2]) for r in rows) == 0:
+            problem = 'no open case in any department'
+        elif 'since' not in league['info']:
+            problem = 'no period in #league-info'
+        else:
+            rates = [float(r['cells'][5].rstrip('%')) for r in rows if r['cells'][5].endswith('%')]
+            if rates != sorted(rates):
+                problem = f'rated rows not worst first: {rates}'
+            elif rates:
+                log(f'league: {len(rows)} departments, worst {rows[0]["department"]} '
+                    f'({rows[0]["cells"][5]} on time, {rows[0]["cells"][2]} open); rates {rates}; '
+                    f'{league["info"]}')
+                return
+            else:
+                problem = 'no department has closed a case yet (no on-time rate)'
+        time.sleep(2)
+    raise Failure(f'the department league: {problem}; the page showed:\n' +
+                  '\n'.join(f'    {r}' for r in league.get('rows', [])) + f'\n    info: {league.get("info")}')
 
 
 def api_get(base, token, path):
@@ -316,6 +368,7 @@ def run(args, workdir):
             raise Failure('expected the change stream connected (#live.on):\n' + describe(snap))
         if number(snap['mapPoints']) != DEVICES:
             raise Failure(f'expected the map to draw all {DEVICES} devices:\n' + describe(snap))
+        check_league(driver, base, token)
         time.sleep(2)  # Let the live board settle a moment for the picture.
         driver.save_screenshot(os.path.join(args.artifacts, 'dashboard.png'))
         log('saved dashboard.png')

@@ -261,6 +261,46 @@ function renderStatistics(s) {
 const loadStatistics = async () => renderStatistics(await api('/api/v1/statistics'));
 
 // ---------------------------------------------------------------------------------------
+// Department league: per department the open cases, how many are yellow and red now, the
+// on-time close rate and the mean handling time since the log began, worst on-time close
+// rate first (the daemon sorts: GET /api/v1/statistics?by=department, the figures of
+// `cityops stats`, docs/analysis.md). Cases not yet dispatched have no department: last.
+function renderLeague(e) {
+  const groups = (e.groups || []).slice();
+  const undispatched = groups.filter((g) => !g.key);
+  const rows = groups.filter((g) => g.key).concat(undispatched);
+  const rated = rows.filter((g) => g.key && g.figures && g.figures.onTimeCloseRate !== undefined);
+  const worst = rated.length && rated[0].figures.onTimeCloseRate < 0.95 ? rated[0].key : null;
+  let rank = 0;
+  $('league-rows').innerHTML = rows.map((g) => {
+    const f = g.figures || {};
+    const cell = (n, cls) => `<td class="${cls}${num(n) ? ' lit' : ' zero'}">${fmtInt(n)}</td>`;
+    const r = f.onTimeCloseRate;
+    const rate = r === undefined
+      ? '<td><span class="rate"><span>—</span></span></td>'
+      : `<td><span class="rate ${r < 0.8 ? 'poor' : r < 0.95 ? 'fair' : 'good'}">` +
+        `<span class="bar"><b style="width:${(100 * r).toFixed(1)}%"></b></span><span>${fmtPct(r)}</span></span></td>`;
+    const h = f.handlingTime || {};
+    const name = g.key
+      ? `${esc(CJK ? DEPARTMENT_LABEL[g.key] || '' : '')}<i>${esc(g.key)}</i>`
+      : `<i>${esc(L('未派遣', 'not yet dispatched'))}</i>`;
+    const cls = `league-row${g.key === worst ? ' worst' : ''}${g.key ? '' : ' undispatched'}`;
+    return `<tr class="${cls}" data-department="${esc(g.key)}">` +
+      `<td class="rank">${g.key ? ++rank : ''}</td><td class="dept" title="${esc(g.key || g.name)}">${name}</td>` +
+      `<td class="open">${fmtInt(f.open)}</td>${cell(f.openYellow, 'yellow')}${cell(f.openRed, 'red')}${rate}` +
+      `<td class="time">${num(h.count) ? fmtDuration(seconds(h.mean), true) : '—'}</td></tr>`;
+  }).join('');
+  $('league-info').textContent = `${L('自', 'since')} ${fmtRecent(e.from)} · ${fmtInt((e.total || {}).found)} ` +
+    `${L('件', 'cases')} · ${L('截至', 'as of')} ${fmtTime(e.to)}`;
+}
+async function loadLeague() {
+  const s = await api('/api/v1/statistics?by=department');
+  if (s.evaluation) renderLeague(s.evaluation);
+}
+// Follows the counters (a `statistics` change every 2 s), at most every 10 s.
+const scheduleLeague = throttled(loadLeague, 10000);
+
+// ---------------------------------------------------------------------------------------
 // The map: every device as a dot, projected from lat/lon onto a canvas, bounds fitted.
 let mapPoints = [];
 const mapCanvas = $('map');
@@ -696,7 +736,7 @@ function setLive(on, text) {
 }
 
 function onChange(type, data) {
-  if (type === 'statistics') { renderStatistics(JSON.parse(data)); return; }
+  if (type === 'statistics') { renderStatistics(JSON.parse(data)); scheduleLeague(); return; }
   if (type === 'resync') { reloadAll(); return; }
   const ev = JSON.parse(data);
   advanceClock(ev.eventTime);
@@ -761,7 +801,8 @@ async function follow() {
 // ---------------------------------------------------------------------------------------
 const quiet = (p) => p.catch((e) => { if (!(e instanceof ApiError)) console.warn(e); });
 function reloadAll() {
-  return Promise.all([quiet(loadStatistics()), quiet(loadMap()), quiet(loadBoard()), quiet(loadTickets())]);
+  return Promise.all([quiet(loadStatistics()), quiet(loadMap()), quiet(loadBoard()), quiet(loadTickets()),
+    quiet(loadLeague())]);
 }
 
 async function main() {
