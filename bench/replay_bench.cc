@@ -31,6 +31,7 @@
 #include "analysis/open_log.h"
 #include "analysis/replay.h"
 #include "bench/bare_rocksdb.h"
+#include "bench/measure.h"
 #include "bench/scenario_log.h"
 #include "bench/scratch_dir.h"
 #include "kernel/log_format.h"
@@ -39,37 +40,6 @@
 
 namespace cityops::bench {
 namespace {
-
-using SteadyClock = std::chrono::steady_clock;
-
-double Seconds(SteadyClock::time_point since) {
-  return std::chrono::duration<double>(SteadyClock::now() - since).count();
-}
-
-double CpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return s(usage.ru_utime) + s(usage.ru_stime);
-}
-
-// Until RocksDB's background work after the fill is done (under 2 % of a core for a
-// second), at most `limit` seconds.
-double WaitUntilIdle(double limit) {
-  const auto start = SteadyClock::now();
-  while (Seconds(start) < limit) {
-    const double before = CpuSeconds();
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    if (CpuSeconds() - before < 0.02) break;
-  }
-  return Seconds(start);
-}
-
-double PeakRssMiB() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024;
-}
 
 struct BenchOptions : ScenarioOptions {
   std::string dir;

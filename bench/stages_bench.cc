@@ -26,6 +26,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_format.h"
+#include "bench/measure.h"
 #include "bench/scenario_log.h"
 #include "bench/scratch_dir.h"
 #include "ingest/envelope.h"
@@ -41,47 +42,6 @@
 
 namespace cityops::bench {
 namespace {
-
-using SteadyClock = std::chrono::steady_clock;
-
-double Seconds(SteadyClock::time_point since) {
-  return std::chrono::duration<double>(SteadyClock::now() - since).count();
-}
-
-// CPU seconds this process has used (all threads, RocksDB's background ones included).
-double CpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return s(usage.ru_utime) + s(usage.ru_stime);
-}
-
-// CPU seconds the calling thread has used.
-double ThreadCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) / 1e9;
-}
-
-// Waits until the process is idle (RocksDB's flushes and compactions after the fill are
-// done: under 2 % of a core for a second), at most `limit` seconds. Timing the stages
-// while compactions run would charge them for the fill. Returns the seconds waited.
-double WaitUntilIdle(double limit) {
-  const auto start = SteadyClock::now();
-  while (Seconds(start) < limit) {
-    const double before = CpuSeconds();
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    if (CpuSeconds() - before < 0.02) break;
-  }
-  return Seconds(start);
-}
-
-// Peak resident memory, MiB.
-double PeakRssMiB() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024;
-}
 
 struct BenchOptions : ScenarioOptions {
   std::string dir;

@@ -28,6 +28,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "analysis/state_at.h"
+#include "bench/measure.h"
 #include "bench/scratch_dir.h"
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
@@ -42,37 +43,6 @@
 
 namespace cityops::bench {
 namespace {
-
-using SteadyClock = std::chrono::steady_clock;
-
-double Seconds(SteadyClock::time_point since) {
-  return std::chrono::duration<double>(SteadyClock::now() - since).count();
-}
-
-double CpuSeconds() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec / 1e6; };
-  return s(usage.ru_utime) + s(usage.ru_stime);
-}
-
-// Waits until RocksDB's flushes and compactions after the fill are done (under 2 % of a
-// core for a second), at most `limit` seconds: timing while they run would charge the
-// fold for the fill.
-void WaitUntilIdle(double limit) {
-  const auto start = SteadyClock::now();
-  while (Seconds(start) < limit) {
-    const double before = CpuSeconds();
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    if (CpuSeconds() - before < 0.02) break;
-  }
-}
-
-double PeakRssMiB() {
-  rusage usage{};
-  getrusage(RUSAGE_SELF, &usage);
-  return static_cast<double>(usage.ru_maxrss) / 1024;
-}
 
 struct BenchOptions {
   std::vector<uint64_t> sizes = {250'000, 500'000, 1'000'000};  // Readings.
