@@ -69,9 +69,8 @@ struct ReplayResult {
   uint64_t left_out_rule_sets = 0;  // Recorded activations replaced (backtest).
   uint64_t derived = 0;             // Derived again.
   rules::RulesStageStats stage;
-  absl::Duration copy_time;    // Wall time of the copy (the stage following it meanwhile).
-  absl::Duration derive_time;  // Time the rules stage was busy, in the copy and after it.
-  absl::Duration total_time;   // Wall time of copy and derivation.
+  absl::Duration copy_time;
+  absl::Duration derive_time;
   absl::Duration compare_time;
   // With `compare`: the comparison of the recorded log ("recorded") with the replay
   // ("replay"), up to the cut's time.
