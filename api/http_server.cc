@@ -15,6 +15,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
 #include "analysis/lineage.h"
 #include "api/access.h"
 #include "api/change_feed.h"
@@ -325,7 +326,15 @@ class HttpServer::Impl {
         spdlog::error("http: change stream: {}", s.ToString());
       }
     });
-    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    thread_ = std::thread([this] {
+      server_.listen_after_bind();
+      listen_returned_.store(true);
+    });
+    // httplib's stop() does nothing until the listening loop runs: a Stop() right after
+    // Start() would leave the thread in accept() for ever. Return once it listens.
+    while (!server_.is_running() && !listen_returned_.load()) {
+      absl::SleepFor(absl::Microseconds(200));
+    }
     return absl::OkStatus();
   }
 
@@ -931,6 +940,7 @@ class HttpServer::Impl {
   std::thread feed_thread_;
   int port_ = -1;
   std::atomic<bool> stopped_{false};
+  std::atomic<bool> listen_returned_{false};
   std::atomic<int> streams_{0};
   absl::Mutex counts_mu_;
   std::map<std::pair<std::string, int>, uint64_t> requests_ ABSL_GUARDED_BY(counts_mu_);
