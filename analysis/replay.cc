@@ -213,8 +213,9 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
   std::ostream null_stream(nullptr);
   std::ostream& progress_out = options.progress != nullptr ? *options.progress : null_stream;
 
-  // The stage runs beside the copy: before each person's command it derives what it can
-  // (live, not drained), as the live stage had before the person saw the case and acted.
+  // The stage, run during the copy only before each person's command (live, not drained:
+  // what the live stage had derived before the person saw the case and acted), and over
+  // everything after it.
   rules::RulesStageOptions stage_options;
   stage_options.log = fresh->get();
   stage_options.partitions = result.partitions;

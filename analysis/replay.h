@@ -3,13 +3,17 @@
 // everything again into a fresh log, then compare what was derived with the original.
 //
 // How. The recorded inputs are the events the rules stage did not derive (provenance
-// stage other than "rules"). They are copied partition by partition, in their original
-// order, with their Kafka source positions, into a new log; then the rules stage runs over
-// it to the end (drain). The stage's order is a function of the inputs alone
-// (projections/rules/rules_stage.h), so it derives the same events; derived events sit at
-// other positions than in the original (they no longer interleave with the inputs as the
-// live stage happened to run), so the comparison names what each reference points at
-// instead of where (projections/derived_diff.h, docs/determinism.md).
+// stage other than "rules"). They are copied into a new log in the order they were
+// recorded (by recorded time across partitions, by sequence within one), with their Kafka
+// source positions; then the rules stage runs over it to the end (drain). The stage's
+// order is a function of the inputs alone (projections/rules/rules_stage.h), so it derives
+// the same events. People's commands are the exception to "copy first": a person acted on
+// what the stage had derived by then (a case must be opened before it is registered), so
+// before copying a command the stage derives what it can (live, not drained), and every
+// case stream gets the same events in the same order, with the same versions. Derived
+// events still sit at other positions than in the original (they interleave with the
+// inputs differently), so the comparison names what each reference points at instead of
+// where (projections/derived_diff.h, docs/determinism.md).
 //
 // A time cut (`to`) stops each partition before its first input later than the cut. Every
 // event the stage processes before the cut sorts before every event after it, so the
