@@ -10,7 +10,8 @@
 namespace cityops::analysis {
 
 absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(const std::string& data_dir,
-                                                                const std::string& command) {
+                                                                const std::string& command,
+                                                                const std::string& flag) {
   kernel::EventLogOptions options;
   options.path = data_dir;
   options.create_if_missing = false;
@@ -19,16 +20,16 @@ absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(const std::strin
     std::error_code ec;
     const bool exists = std::filesystem::exists(data_dir, ec);
     return absl::NotFoundError(absl::StrFormat(
-        "no event log at %s: the directory %s; check --data-dir (cityops %s reads an existing "
-        "log, or a copy made by 'cityops log backup')",
-        data_dir, exists ? "is empty" : "does not exist", command));
+        "no event log at %s: the directory %s; check %s (cityops %s reads an existing log, or "
+        "a copy made by 'cityops log backup')",
+        data_dir, exists ? "is empty" : "does not exist", flag, command));
   }
   if (absl::IsFailedPrecondition(log.status()) &&
       absl::StrContains(log.status().message(), "in use")) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s; cityops %s works on a copy of a running daemon's log: make one with 'cityops log "
-        "backup --data-dir %s --to COPY' (or POST /api/v1/backups) and run it on COPY",
-        log.status().message(), command, data_dir));
+        "backup --data-dir %s --to COPY' (or POST /api/v1/backups) and give %s COPY",
+        log.status().message(), command, data_dir, flag));
   }
   return log;
 }

@@ -15,8 +15,10 @@ namespace cityops::analysis {
 // when there is none (naming the directory); FAILED_PRECONDITION when another process or
 // handle holds it, with the kernel's message and how to work on a backup instead; the
 // kernel's other refusals as they are.
-absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(const std::string& data_dir,
-                                                                const std::string& command);
+// `flag` names the option that gave the directory, for the message.
+absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(
+    const std::string& data_dir, const std::string& command,
+    const std::string& flag = "--data-dir");
 
 }  // namespace cityops::analysis
 
