@@ -169,7 +169,8 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         "(or remove this one)",
         options.into));
   }
-  absl::StatusOr<std::unique_ptr<EventLog>> source = OpenLogToRead(options.from, "replay", "--from");
+  absl::StatusOr<std::unique_ptr<EventLog>> source =
+      OpenLogToRead(options.from, "replay", "--from");
   if (!source.ok()) return source.status();
   const std::vector<kernel::Partition> partitions = (*source)->Partitions();
   if (partitions.empty()) {

@@ -251,41 +251,60 @@ return {
 """
 
 
+def poll(check, timeout, interval):
+    """Calls check() until it returns a truthy value or `timeout` seconds have passed, waiting
+    `interval` seconds between calls; returns its last value. The one way this file waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() >= deadline:
+            return result
+        time.sleep(interval)
+
+
+def league_problem(league, base, token):
+    """What is wrong with the department league as shown, or None."""
+    rows = [r for r in league['rows'] if r['department']]
+    api = api_get(base, token, '/api/v1/statistics?by=department').get('evaluation', {})
+    known = {g['key'] for g in api.get('groups', [])}
+    if not rows:
+        return 'no department rows in #league-rows'
+    if any(len(r['cells']) != 7 or any(c == '' for c in r['cells'][1:]) for r in rows):
+        return 'a row with an empty cell (expected rank, department, open, yellow, red, rate, time)'
+    if any(r['department'] not in known for r in rows):
+        return 'a department the API does not name: ' + ', '.join(
+            r['department'] for r in rows if r['department'] not in known)
+    if sum(number(r['cells'][2]) for r in rows) == 0:
+        return 'no open case in any department'
+    if 'since' not in league['info']:
+        return 'no period in #league-info'
+    rates = [float(r['cells'][5].rstrip('%')) for r in rows if r['cells'][5].endswith('%')]
+    if rates != sorted(rates):
+        return f'rated rows not worst first: {rates}'
+    if not rates:
+        return 'no department has closed a case yet (no on-time rate)'
+    return None
+
+
 def check_league(driver, base, token):
     """The department league is there and filled, worst on-time close rate first."""
-    deadline = time.monotonic() + 120
-    league, problem = {}, 'no rows'
-    while time.monotonic() < deadline:
-        league = driver.execute_script(LEAGUE_JS)
+    state = {'league': {}, 'problem': 'no rows'}
+
+    def settled():
+        state['league'] = driver.execute_script(LEAGUE_JS)
+        state['problem'] = league_problem(state['league'], base, token)
+        return state['problem'] is None
+
+    if poll(settled, 120, 2):
+        league = state['league']
         rows = [r for r in league['rows'] if r['department']]
-        api = api_get(base, token, '/api/v1/statistics?by=department').get('evaluation', {})
-        known = {g['key'] for g in api.get('groups', [])}
-        problem = None
-        if not rows:
-            problem = 'no department rows in #league-rows'
-        elif any(len(r['cells']) != 7 or any(c == '' for c in r['cells'][1:]) for r in rows):
-            problem = 'a row with an empty cell (expected rank, department, open, yellow, red, rate, time)'
-        elif any(r['department'] not in known for r in rows):
-            problem = 'a department the API does not name: ' + ', '.join(
-                r['department'] for r in rows if r['department'] not in known)
-        elif sum(number(r['cells'][2]) for r in rows) == 0:
-            problem = 'no open case in any department'
-        elif 'since' not in league['info']:
-            problem = 'no period in #league-info'
-        else:
-            rates = [float(r['cells'][5].rstrip('%')) for r in rows if r['cells'][5].endswith('%')]
-            if rates != sorted(rates):
-                problem = f'rated rows not worst first: {rates}'
-            elif rates:
-                log(f'league: {len(rows)} departments, worst {rows[0]["department"]} '
-                    f'({rows[0]["cells"][5]} on time, {rows[0]["cells"][2]} open); rates {rates}; '
-                    f'{league["info"]}')
-                return
-            else:
-                problem = 'no department has closed a case yet (no on-time rate)'
-        time.sleep(2)
-    raise Failure(f'the department league: {problem}; the page showed:\n' +
-                  '\n'.join(f'    {r}' for r in league.get('rows', [])) + f'\n    info: {league.get("info")}')
+        log(f'league: {len(rows)} departments, worst {rows[0]["department"]} '
+            f'({rows[0]["cells"][5]} on time, {rows[0]["cells"][2]} open); {league["info"]}')
+        return
+    league = state['league']
+    raise Failure(f'the department league: {state["problem"]}; the page showed:\n' +
+                  '\n'.join(f'    {r}' for r in league.get('rows', [])) +
+                  f'\n    info: {league.get("info")}')
 
 
 def api_get(base, token, path):
