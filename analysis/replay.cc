@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
-#include <map>
 #include <memory>
 #include <system_error>
 #include <tuple>
@@ -16,6 +15,7 @@
 #include "absl/strings/str_format.h"
 #include "analysis/open_log.h"
 #include "kernel/proto_time.h"
+#include "kernel/wire_reader.h"
 
 namespace cityops::analysis {
 namespace fs = std::filesystem;
@@ -26,32 +26,158 @@ using kernel::EventLog;
 constexpr char kRecorded[] = "recorded";
 constexpr char kReplay[] = "replay";
 
+// What the copy needs of a recorded event, read from its stored bytes without parsing it
+// (kernel/wire_reader.h): the merge key, the cut, whether it is an input, and its Kafka
+// source. Views point into the cursor's chunk.
+struct Head {
+  int64_t recorded_seconds = 0;
+  int32_t recorded_nanos = 0;
+  absl::Time event_time = absl::UnixEpoch();
+  std::string_view stream_id;
+  bool derived = false;  // Appended by the rules stage.
+  bool actor = false;    // A person's command.
+  bool kafka = false;
+  std::string_view topic;
+  int32_t kafka_partition = 0;
+  int64_t offset = 0;
+  bool ruleset_activated = false;
+};
+
+// Reads a Timestamp's seconds and nanos.
+bool DecodeTimestamp(std::string_view bytes, int64_t* seconds, int32_t* nanos) {
+  kernel::WireReader w(bytes);
+  *seconds = 0;
+  *nanos = 0;
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    uint64_t v = 0;
+    if (!w.Tag(&field, &type)) return false;
+    if (type != 0) {
+      if (!w.Skip(type)) return false;
+      continue;
+    }
+    if (!w.Varint(&v)) return false;
+    if (field == 1) *seconds = static_cast<int64_t>(v);
+    if (field == 2) *nanos = static_cast<int32_t>(v);
+  }
+  return true;
+}
+
+bool DecodeKafka(std::string_view bytes, Head* h) {
+  kernel::WireReader w(bytes);
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type)) return false;
+    uint64_t v = 0;
+    if (field == v1::KafkaSource::kTopicFieldNumber && type == 2) {
+      if (!w.Bytes(&h->topic)) return false;
+    } else if (field == v1::KafkaSource::kPartitionFieldNumber && type == 0) {
+      if (!w.Varint(&v)) return false;
+      h->kafka_partition = static_cast<int32_t>(v);
+    } else if (field == v1::KafkaSource::kOffsetFieldNumber && type == 0) {
+      if (!w.Varint(&v)) return false;
+      h->offset = static_cast<int64_t>(v);
+    } else if (!w.Skip(type)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// False if `record` is not well-formed; the caller then parses it to say what is wrong.
+bool DecodeHead(std::string_view record, Head* h) {
+  *h = Head();
+  kernel::WireReader w(record);
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type)) return false;
+    if (type != 2) {
+      if (!w.Skip(type)) return false;
+      continue;
+    }
+    std::string_view bytes;
+    if (!w.Bytes(&bytes)) return false;
+    switch (field) {
+      case v1::Event::kStreamIdFieldNumber:
+        h->stream_id = bytes;
+        break;
+      case v1::Event::kEventTimeFieldNumber: {
+        int64_t seconds = 0;
+        int32_t nanos = 0;
+        if (!DecodeTimestamp(bytes, &seconds, &nanos)) return false;
+        h->event_time = absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
+        break;
+      }
+      case v1::Event::kRecordedTimeFieldNumber:
+        if (!DecodeTimestamp(bytes, &h->recorded_seconds, &h->recorded_nanos)) return false;
+        break;
+      case v1::Event::kProvenanceFieldNumber: {
+        kernel::WireReader p(bytes);
+        while (!p.done()) {
+          uint32_t pf = 0;
+          uint32_t pt = 0;
+          if (!p.Tag(&pf, &pt)) return false;
+          std::string_view v;
+          if (pt != 2) {
+            if (!p.Skip(pt)) return false;
+            continue;
+          }
+          if (!p.Bytes(&v)) return false;
+          // One oneof: the last member written is the one set.
+          if (pf == v1::Provenance::kKafkaFieldNumber || pf == v1::Provenance::kActorFieldNumber ||
+              pf == v1::Provenance::kStageFieldNumber) {
+            h->kafka = pf == v1::Provenance::kKafkaFieldNumber;
+            h->actor = pf == v1::Provenance::kActorFieldNumber;
+            h->derived = pf == v1::Provenance::kStageFieldNumber && v == rules::kRulesStage;
+            if (h->kafka && !DecodeKafka(v, h)) return false;
+          }
+        }
+        break;
+      }
+      case v1::Event::kRulesetActivatedFieldNumber:
+        h->ruleset_activated = true;
+        break;
+      default:
+        break;
+    }
+  }
+  return w.ok();
+}
+
 // The inputs waiting to be appended to one partition, with the source positions the batch
 // carries: for each Kafka topic partition, one past the highest offset among its events
 // (what ingest stored with them). Reused from append to append, so that copying allocates
 // next to nothing per event.
 struct PendingBatch {
+  struct Source {
+    std::string topic;
+    int32_t partition;
+    int64_t next;
+  };
   explicit PendingBatch(kernel::Partition p) : batch(p) {}
   kernel::AppendBatch batch;
-  std::map<std::pair<std::string, int32_t>, int64_t> next_offsets;
+  std::vector<Source> sources;  // A handful: one per Kafka partition feeding this one.
 
-  // Moves `event` into the batch (its memory is swapped with an emptied one).
-  void Take(v1::Event& event) {
-    if (event.provenance().has_kafka()) {
-      const v1::KafkaSource& k = event.provenance().kafka();
-      int64_t& n = next_offsets[{k.topic(), k.partition()}];
-      n = std::max(n, k.offset() + 1);
+  void Consumed(std::string_view topic, int32_t partition, int64_t offset) {
+    for (Source& s : sources) {
+      if (s.partition == partition && s.topic == topic) {
+        s.next = std::max(s.next, offset + 1);
+        return;
+      }
     }
-    batch.AddNew()->Swap(&event);
+    sources.push_back({std::string(topic), partition, offset + 1});
   }
   absl::Status Flush(EventLog& log) {
     if (batch.empty()) return absl::OkStatus();
-    for (const auto& [key, offset] : next_offsets) {
-      batch.SetSourcePosition(key.first, key.second, kernel::KafkaOffset(offset));
+    for (const Source& s : sources) {
+      batch.SetSourcePosition(s.topic, s.partition, kernel::KafkaOffset(s.next));
     }
     absl::StatusOr<kernel::AppendResult> r = log.Append(batch);
     batch.Clear();
-    next_offsets.clear();
+    sources.clear();
     return r.status();
   }
 };
@@ -84,8 +210,9 @@ absl::Time FirstEventTime(const EventLog& log) {
   return first;
 }
 
-// Reads one partition of the recorded log in chunks of raw records, and parses the next
-// one (`head`) for the merge by recorded time. Buffers are reused chunk after chunk.
+// Reads one partition of the recorded log in chunks of raw records, and decodes what the
+// merge by recorded time needs of the next one (`head`). Buffers are reused chunk after
+// chunk.
 struct Cursor {
   static constexpr size_t kChunk = 1024;
 
@@ -94,21 +221,25 @@ struct Cursor {
   std::vector<std::string> raw;
   size_t count = 0;  // Records in `raw`.
   size_t index = 0;  // Of `head` in `raw`.
-  v1::Event head;
+  Head head;
   bool finished = false;
 
   explicit Cursor(kernel::Partition p) : partition(p) {}
   bool done() const { return finished; }
   void Finish() { finished = true; }
+  std::string_view record() const { return raw[index]; }
+  kernel::EventPosition position() const {
+    return {partition, kernel::Sequence(next.value() - count + index)};
+  }
   // Recorded first; ties by partition.
   bool Before(const Cursor& other) const {
-    const google::protobuf::Timestamp& a = head.recorded_time();
-    const google::protobuf::Timestamp& b = other.head.recorded_time();
-    return std::make_tuple(a.seconds(), a.nanos(), partition.value()) <
-           std::make_tuple(b.seconds(), b.nanos(), other.partition.value());
+    return std::make_tuple(head.recorded_seconds, head.recorded_nanos, partition.value()) <
+           std::make_tuple(other.head.recorded_seconds, other.head.recorded_nanos,
+                           other.partition.value());
   }
   // Makes `head` the next record (the first on the first call).
-  absl::Status Advance(const EventLog& log, const ReplayCut& cut, bool first = false) {
+  absl::Status Advance(const EventLog& log, const ReplayCut& cut, v1::Event* scratch,
+                       bool first = false) {
     if (!first) ++index;
     if (index >= count) {
       count = 0;
@@ -126,8 +257,12 @@ struct Cursor {
         return absl::OkStatus();
       }
     }
-    return EventLog::ParseEvent({partition, kernel::Sequence(next.value() - count + index)},
-                                raw[index], &head);
+    if (DecodeHead(record(), &head)) return absl::OkStatus();
+    // Not well-formed: the full parser says what is wrong with it.
+    if (absl::Status s = EventLog::ParseEvent(position(), record(), scratch); !s.ok()) return s;
+    return absl::InternalError(absl::StrFormat(
+        "replay: event %d/%d of %s parses but its envelope does not decode", partition.value(),
+        position().sequence.value(), log.path()));
   }
 };
 
@@ -267,8 +402,14 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       }
       return absl::OkStatus();
     };
+    // Inputs of unindexed streams (readings, clock ticks: nearly all of them) are copied
+    // as stored, only restamped (AppendBatch::AddStored); the others are parsed, since
+    // the fresh log assigns their versions (and a backtest replaces rule sets).
+    v1::Event event;
     for (Cursor& c : cursors) {
-      if (absl::Status s = c.Advance(**source, options.to, /*first=*/true); !s.ok()) return s;
+      if (absl::Status s = c.Advance(**source, options.to, &event, /*first=*/true); !s.ok()) {
+        return s;
+      }
     }
     while (!stop.requested()) {
       // The cursor whose next event was recorded first.
@@ -279,42 +420,54 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       }
       if (next == cursors.size()) break;
       Cursor& c = cursors[next];
-      v1::Event& event = c.head;
+      const Head& head = c.head;
       progress.Advance();
       ++result.source_events;
-      bool copy = true;
-      if (projections::IsDerivedEvent(event)) {
+      if (head.derived) {
         ++result.recorded_derived;
-        copy = false;
-      } else if (kernel::FromTimestamp(event.event_time()) > options.to.time) {
+      } else if (head.event_time > options.to.time) {
         // This partition's part of the replay ends here (see the header).
         c.Finish();
         --result.source_events;
         continue;
-      } else if (options.rule_set.has_value() && event.has_ruleset_activated()) {
-        ++result.left_out_rule_sets;
-        if (rule_set_placed) {
-          copy = false;
-        } else {
-          event = rules::RulesetActivatedEvent(*options.rule_set,
-                                               kernel::FromTimestamp(event.event_time()));
-          rule_set_placed = true;
-        }
-      }
-      if (copy) {
-        if (event.provenance().has_actor()) {
-          // A person acted on what the stage had derived by then.
-          if (absl::Status s = flush_all(); !s.ok()) return s;
-          if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
-        }
-        ++result.inputs;
+      } else {
         PendingBatch& batch = pending[next];
-        batch.Take(event);
+        if (head.kafka) batch.Consumed(head.topic, head.kafka_partition, head.offset);
+        bool copy = true;
+        if (!kernel::IsIndexedStream(head.stream_id)) {
+          if (absl::Status s = batch.batch.AddStored(c.record()); !s.ok()) {
+            return absl::DataLossError(absl::StrFormat("event %d/%d of %s: %s",
+                                                       c.position().partition.value(),
+                                                       c.position().sequence.value(),
+                                                       options.from, s.message()));
+          }
+        } else {
+          if (head.actor) {
+            // A person acted on what the stage had derived by then.
+            if (absl::Status s = flush_all(); !s.ok()) return s;
+            if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+          }
+          if (absl::Status s = EventLog::ParseEvent(c.position(), c.record(), &event); !s.ok()) {
+            return s;
+          }
+          if (options.rule_set.has_value() && head.ruleset_activated) {
+            ++result.left_out_rule_sets;
+            if (rule_set_placed) {
+              copy = false;
+            } else {
+              event = rules::RulesetActivatedEvent(*options.rule_set,
+                                                   kernel::FromTimestamp(event.event_time()));
+              rule_set_placed = true;
+            }
+          }
+          if (copy) batch.batch.Add(std::move(event));
+        }
+        if (copy) ++result.inputs;
         if (batch.batch.size() >= options.batch) {
           if (absl::Status s = batch.Flush(**fresh); !s.ok()) return s;
         }
       }
-      if (absl::Status s = c.Advance(**source, options.to); !s.ok()) return s;
+      if (absl::Status s = c.Advance(**source, options.to, &event); !s.ok()) return s;
     }
     if (stop.requested()) {
       return StopScope::Stopped(absl::StrCat("nothing was left at ", options.into));

@@ -21,6 +21,7 @@
 #include "absl/synchronization/mutex.h"
 #include "kernel/log_format.h"
 #include "kernel/proto_time.h"
+#include "kernel/wire_reader.h"
 #include "rocksdb/db.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
@@ -62,6 +63,13 @@ absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
 
 bool HasNul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 
+absl::Status InvalidStored(Partition partition) {
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "a stored event added to the batch for partition %u is not well-formed protobuf wire "
+      "format; pass a value read from a log (EventLog::Scan) unchanged",
+      partition.value()));
+}
+
 }  // namespace
 
 bool IsIndexedStream(std::string_view stream_id) {
@@ -72,8 +80,11 @@ void AppendBatch::Add(v1::Event event, std::optional<StreamVersion> expected_ver
   if (used_ < entries_.size()) {
     entries_[used_].event.Swap(&event);  // Both on the heap: a pointer swap.
     entries_[used_].expected_version = expected_version;
+    entries_[used_].is_stored = false;
   } else {
-    entries_.push_back(Entry{std::move(event), expected_version});
+    entries_.emplace_back();
+    entries_.back().event = std::move(event);
+    entries_.back().expected_version = expected_version;
   }
   ++used_;
 }
@@ -82,10 +93,67 @@ v1::Event* AppendBatch::AddNew(std::optional<StreamVersion> expected_version) {
   if (used_ < entries_.size()) {
     entries_[used_].event.Clear();
     entries_[used_].expected_version = expected_version;
+    entries_[used_].is_stored = false;
   } else {
-    entries_.push_back(Entry{v1::Event(), expected_version});
+    entries_.emplace_back();
+    entries_.back().expected_version = expected_version;
   }
   return &entries_[used_++].event;
+}
+
+absl::Status AppendBatch::AddStored(std::string_view value) {
+  if (used_ == entries_.size()) entries_.emplace_back();
+  Entry& entry = entries_[used_];
+  entry.stored.clear();
+  entry.recorded_at = std::string::npos;
+  std::string_view stream_id;
+  bool has_payload = false;
+  WireReader w(value);
+  while (!w.done()) {
+    const char* start = w.position();
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type) || !w.Skip(type)) break;
+    const std::string_view bytes(start, static_cast<size_t>(w.position() - start));
+    if (field > v1::Event::kRecordedTimeFieldNumber && entry.recorded_at == std::string::npos) {
+      entry.recorded_at = entry.stored.size();
+    }
+    switch (field) {
+      case v1::Event::kPartitionFieldNumber:
+      case v1::Event::kSequenceFieldNumber:
+      case v1::Event::kStreamVersionFieldNumber:
+      case v1::Event::kRecordedTimeFieldNumber:
+        continue;  // The log's own; assigned again on append.
+      case v1::Event::kStreamIdFieldNumber: {
+        WireReader id(bytes);
+        uint32_t f = 0;
+        uint32_t t = 0;
+        if (!id.Tag(&f, &t) || t != 2 || !id.Bytes(&stream_id)) return InvalidStored(partition_);
+        break;
+      }
+      default:
+        has_payload |= field >= v1::Event::kReadingFieldNumber;
+    }
+    entry.stored.append(bytes);
+  }
+  if (!w.ok()) return InvalidStored(partition_);
+  if (stream_id.empty() || !has_payload) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "a stored event added to the batch for partition %u has no %s; pass a value read "
+        "from a log (EventLog::Scan)",
+        partition_.value(), stream_id.empty() ? "stream id" : "payload"));
+  }
+  if (IsIndexedStream(stream_id) || HasNul(stream_id)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "stream '%s' is indexed: its events need versions and idempotency keys, so a stored "
+        "copy cannot be appended as is; parse it (EventLog::ParseEvent) and use Add",
+        stream_id));
+  }
+  if (entry.recorded_at == std::string::npos) entry.recorded_at = entry.stored.size();
+  entry.expected_version.reset();
+  entry.is_stored = true;
+  ++used_;
+  return absl::OkStatus();
 }
 
 void AppendBatch::Clear() {
@@ -478,6 +546,7 @@ absl::Status EventLog::Validate(const AppendBatch& batch, bool* indexed) {
   }
   for (size_t i = 0; i < batch.used_; ++i) {
     const AppendBatch::Entry& entry = batch.entries_[i];
+    if (entry.is_stored) continue;  // Checked by AddStored; never indexed.
     const v1::Event& e = entry.event;
     if (e.payload_case() == v1::Event::PAYLOAD_NOT_SET) {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -519,6 +588,7 @@ struct EventLog::Staging {
   absl::flat_hash_map<std::string, uint64_t> versions;   // Stream heads as of this call.
   std::string value;                                     // Reused serialization buffer.
   google::protobuf::Timestamp recorded;
+  std::string recorded_field;  // `recorded` as a serialized Event field, for stored entries.
 };
 
 // Adds `batch` to `staging`, numbering its events from `*next`. The caller holds the
@@ -533,6 +603,26 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
     AppendBatch::Entry& entry = batch.entries_[i];
     v1::Event& e = entry.event;
     const EventPosition position{partition, Sequence(*next)};
+    format::EncodeEventKey(partition, Sequence(*next), key);
+    if (entry.is_stored) {
+      if (staging.recorded_field.empty()) {
+        // Event.recorded_time (field 6, length-delimited), as SerializeToString writes it.
+        const std::string ts = staging.recorded.SerializeAsString();
+        staging.recorded_field.push_back(
+            static_cast<char>((v1::Event::kRecordedTimeFieldNumber << 3) | 2));
+        staging.recorded_field.push_back(static_cast<char>(ts.size()));  // < 128 bytes.
+        staging.recorded_field += ts;
+      }
+      const std::string_view stored = entry.stored;
+      staging.value.assign(stored.substr(0, entry.recorded_at));
+      staging.value += staging.recorded_field;
+      staging.value.append(stored.substr(entry.recorded_at));
+      staging.write_batch.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), staging.value);
+      result->outcomes.push_back({position, false});
+      ++result->appended;
+      ++*next;
+      continue;
+    }
     if (IsIndexedStream(e.stream_id())) {
       const std::string& idempotency_key = e.provenance().idempotency_key();
       if (!idempotency_key.empty()) {
@@ -590,7 +680,6 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
     e.clear_sequence();
     *e.mutable_recorded_time() = staging.recorded;
     e.SerializeToString(&staging.value);
-    format::EncodeEventKey(partition, Sequence(*next), key);
     staging.write_batch.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), staging.value);
     result->outcomes.push_back({position, false});
     ++result->appended;

@@ -114,6 +114,15 @@ class AppendBatch {
   // place. Valid until the next Add, AddNew or Clear.
   v1::Event* AddNew(std::optional<StreamVersion> expected_version = std::nullopt);
 
+  // Adds an event as another log stores it (the value `EventLog::Scan` hands out), without
+  // parsing it: the log restamps `recorded_time` and keeps every other byte. The copy of
+  // a stored reading then costs about what copying its bytes costs (replay copies millions).
+  // Only for unindexed streams (`device/...`, `clock`), which have no versions or
+  // idempotency keys to assign. Fails with INVALID_ARGUMENT, adding nothing, if `value` is
+  // not well-formed wire format, has no payload or stream id, or belongs to an indexed
+  // stream (parse those and use Add).
+  absl::Status AddStored(std::string_view value);
+
   // Records that this batch consumed `topic`/`kafka_partition` up to `next_offset`.
   // May be called for several topic partitions; a later call for the same one wins.
   void SetSourcePosition(std::string topic, int32_t kafka_partition, KafkaOffset next_offset);
@@ -134,6 +143,11 @@ class AppendBatch {
   struct Entry {
     v1::Event event;
     std::optional<StreamVersion> expected_version;
+    // AddStored: `stored` holds the value without the fields the log assigns, and
+    // `recorded_at` is where `recorded_time` goes in it (field order kept).
+    bool is_stored = false;
+    std::string stored;
+    size_t recorded_at = 0;
   };
   Partition partition_;
   std::vector<Entry> entries_;  // The first used_ are in the batch; the rest are kept.

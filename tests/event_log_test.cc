@@ -424,6 +424,110 @@ TEST_CASE("Scan visits events in order from any sequence and stops when the visi
   }
 }
 
+TEST_CASE("AddStored appends a stored event as Add of the parsed event would, restamped only",
+          "[event_log]") {
+  TempDir dir;
+  ManualClock first_clock(kTestNow);
+  auto source = OpenLog(dir.Sub("source"), &first_clock);
+  AppendBatch batch{Partition(0)};
+  for (int i = 0; i < 5; ++i) batch.Add(ReadingEvent("dev-stored", i, 2));
+  v1::Event tick;
+  tick.set_stream_id("clock");
+  testing::SetTimestamp(tick.mutable_event_time(), kTestNow + absl::Seconds(9));
+  tick.mutable_provenance()->set_stage("ingest.clock");
+  tick.mutable_clock_tick();
+  batch.Add(tick);
+  batch.Add(CaseReportedEvent("case-stored", "req-9"));
+  AppendOk(*source, std::move(batch));
+  std::vector<std::string> stored;
+  REQUIRE(source
+              ->Scan(Partition(0), Sequence(0),
+                     [&](Sequence, std::string_view value) {
+                       stored.emplace_back(value);
+                       return true;
+                     })
+              .ok());
+  REQUIRE(stored.size() == 7);
+
+  // Two fresh logs with a later clock: one gets the stored bytes, one the parsed events.
+  ManualClock later(kTestNow + absl::Hours(5));
+  auto copied = OpenLog(dir.Sub("copied"), &later);
+  auto parsed = OpenLog(dir.Sub("parsed"), &later);
+  AppendBatch by_bytes{Partition(4)};
+  AppendBatch by_event{Partition(4)};
+  for (size_t i = 0; i < stored.size(); ++i) {
+    v1::Event e;
+    REQUIRE(EventLog::ParseEvent({Partition(0), Sequence(i)}, stored[i], &e).ok());
+    by_event.Add(e);
+    if (i == 6) {  // The case stream is indexed: parsed, in the same batch, order kept.
+      by_bytes.Add(e);
+    } else {
+      const absl::Status added = by_bytes.AddStored(stored[i]);
+      INFO(added.ToString());
+      REQUIRE(added.ok());
+    }
+  }
+  REQUIRE(by_bytes.size() == 7);
+  AppendOk(*copied, std::move(by_bytes));
+  AppendOk(*parsed, std::move(by_event));
+
+  std::vector<std::string> from_bytes;
+  std::vector<std::string> from_events;
+  auto collect = [](std::vector<std::string>* out) {
+    return [out](Sequence, std::string_view value) {
+      out->emplace_back(value);
+      return true;
+    };
+  };
+  REQUIRE(copied->Scan(Partition(4), Sequence(0), collect(&from_bytes)).ok());
+  REQUIRE(parsed->Scan(Partition(4), Sequence(0), collect(&from_events)).ok());
+  CHECK(from_bytes == from_events);  // Byte for byte, the field order included.
+
+  const std::vector<v1::Event> original = ReadAll(*source, Partition(0));
+  const std::vector<v1::Event> copy = ReadAll(*copied, Partition(4));
+  REQUIRE(copy.size() == original.size());
+  for (size_t i = 0; i < 6; ++i) {
+    INFO("event " << i);
+    CheckSameEvent(AsStored(original[i], {Partition(4), Sequence(i)}, later.Now()), copy[i]);
+  }
+}
+
+TEST_CASE("AddStored refuses what it cannot copy as is and adds nothing", "[event_log]") {
+  TempDir dir;
+  ManualClock clock(kTestNow);
+  auto log = OpenLog(dir.Sub("log"), &clock);
+  AppendOk(*log, [] {
+    AppendBatch b{Partition(0)};
+    b.Add(CaseReportedEvent("case-indexed", "req-1"));
+    return b;
+  }());
+  std::string case_value;
+  REQUIRE(log->Scan(Partition(0), Sequence(0),
+                    [&](Sequence, std::string_view value) {
+                      case_value = value;
+                      return false;
+                    })
+              .ok());
+  v1::Event no_payload;
+  no_payload.set_stream_id("device/dev-empty");
+  const std::string truncated(
+      "\x1a\x10"
+      "abc",
+      5);
+
+  AppendBatch batch{Partition(0)};
+  const absl::Status indexed = batch.AddStored(case_value);
+  CHECK(indexed.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(Message(indexed), Catch::Contains("case/case-indexed") && Catch::Contains("indexed"));
+  const absl::Status empty = batch.AddStored(no_payload.SerializeAsString());
+  CHECK(empty.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(Message(empty), Catch::Contains("no payload"));
+  const absl::Status garbage = batch.AddStored(truncated);
+  CHECK(garbage.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(Message(garbage), Catch::Contains("not well-formed"));
+  CHECK(batch.empty());
+}
+
 TEST_CASE("ParseEvent reports bytes that are not an event as DATA_LOSS naming the position",
           "[event_log]") {
   // Field 3 (stream_id) claims 16 bytes but 3 follow; 0xff... is an invalid tag.
