@@ -260,9 +260,9 @@ struct Cursor {
     if (DecodeHead(record(), &head)) return absl::OkStatus();
     // Not well-formed: the full parser says what is wrong with it.
     if (absl::Status s = EventLog::ParseEvent(position(), record(), scratch); !s.ok()) return s;
-    return absl::InternalError(absl::StrFormat(
-        "replay: event %d/%d of %s parses but its envelope does not decode", partition.value(),
-        position().sequence.value(), log.path()));
+    return absl::InternalError(
+        absl::StrFormat("replay: event %d/%d of %s parses but its envelope does not decode",
+                        partition.value(), position().sequence.value(), log.path()));
   }
 };
 
@@ -436,10 +436,9 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         bool copy = true;
         if (!kernel::IsIndexedStream(head.stream_id)) {
           if (absl::Status s = batch.batch.AddStored(c.record()); !s.ok()) {
-            return absl::DataLossError(absl::StrFormat("event %d/%d of %s: %s",
-                                                       c.position().partition.value(),
-                                                       c.position().sequence.value(),
-                                                       options.from, s.message()));
+            return absl::DataLossError(
+                absl::StrFormat("event %d/%d of %s: %s", c.position().partition.value(),
+                                c.position().sequence.value(), options.from, s.message()));
           }
         } else {
           if (head.actor) {
@@ -465,6 +464,13 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         if (copy) ++result.inputs;
         if (batch.batch.size() >= options.batch) {
           if (absl::Status s = batch.Flush(**fresh); !s.ok()) return s;
+        }
+        if (copy && options.derive_every > 0 && result.inputs % options.derive_every == 0) {
+          // The stage reads what was just copied while it is still in memory, instead of
+          // the whole copy back from disk at the end. It derives the same events whenever
+          // it steps (a live step processes a prefix of the final order).
+          if (absl::Status s = flush_all(); !s.ok()) return s;
+          if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
         }
       }
       if (absl::Status s = c.Advance(**source, options.to, &event); !s.ok()) return s;

@@ -5,7 +5,10 @@
 // How. The recorded inputs are the events the rules stage did not derive (provenance
 // stage other than "rules"). They are copied into a new log in the order they were
 // recorded (by recorded time across partitions, by sequence within one), with their Kafka
-// source positions; then the rules stage runs over it to the end (drain). The stage's
+// source positions. Readings and clock ticks, nearly all of a log, are copied as stored
+// bytes with only the recorded time stamped anew (kernel::AppendBatch::AddStored); the
+// events of indexed streams are parsed and appended, so that the fresh log assigns their
+// versions. Then the rules stage runs over it to the end (drain). The stage's
 // order is a function of the inputs alone (projections/rules/rules_stage.h), so it derives
 // the same events. People's commands are the exception to "copy first": a person acted on
 // what the stage had derived by then (a case must be opened before it is registered), so
@@ -63,6 +66,10 @@ struct ReplayOptions {
   std::ostream* progress = nullptr;
   ProgressOptions::Style progress_style = ProgressOptions::Style::kAuto;
   size_t batch = 4096;  // Inputs per append.
+  // Inputs copied between two live steps of the stage during the copy: it reads what was
+  // just copied while that is still in memory (0: only before people's commands). Any
+  // value derives the same events.
+  uint64_t derive_every = 1 << 18;
 };
 
 struct ReplayResult {

@@ -178,6 +178,16 @@ TEST_CASE("a replay derives the recorded log's events again, equal byte for byte
     CHECK(entry.path().filename().string().find(".partial-") == std::string::npos);
   }
 
+  SECTION("the stage stepping every few inputs during the copy derives the same") {
+    ReplayOptions often = options;
+    often.into = dir.Sub("replay-often");
+    often.derive_every = 37;
+    absl::StatusOr<ReplayResult> stepped = Replay(often);
+    REQUIRE(stepped.ok());
+    INFO(stepped->comparison->difference.value_or(""));
+    CHECK_FALSE(stepped->comparison->difference.has_value());
+    CHECK(stepped->comparison->equal == result->derived);
+  }
   SECTION("up to a time: the recorded log's prefix") {
     std::unique_ptr<EventLog> recorded = OpenLog(dir.Sub("recorded"));
     absl::StatusOr<std::vector<v1::Event>> first = recorded->Read(Partition(0), {}, 1);
