@@ -285,6 +285,7 @@ absl::Status Ingester::Impl::CreateConsumer() {
   rd_kafka_conf_set_rebalance_cb(conf, &Impl::RebalanceCallback);
   rd_kafka_conf_set_stats_cb(conf, &Impl::StatisticsCallback);
   rd_kafka_conf_set_error_cb(conf, &Impl::ErrorCallback);
+  RouteKafkaLogs(conf);
   rd_kafka_conf_set_opaque(conf, this);
   char errstr[512];
   consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));

@@ -43,8 +43,8 @@ struct RecordProducerCallbacks {
     self->OnDelivery(false, msg->rkt != nullptr ? rd_kafka_topic_name(msg->rkt) : "?",
                      rd_kafka_err2str(msg->err));
   }
-  static void Error(rd_kafka_t*, int err, const char* reason, void* opaque) {
-    static_cast<RecordProducer*>(opaque)->OnError(err, reason);
+  static void Error(rd_kafka_t* rk, int err, const char* reason, void* opaque) {
+    static_cast<RecordProducer*>(opaque)->OnError(err, reason, rd_kafka_outq_len(rk));
   }
 };
 
@@ -55,30 +55,35 @@ void RecordProducer::OnDelivery(bool ok, std::string_view topic, std::string_vie
   const absl::Time now = absl::Now();
   absl::MutexLock lock(&error_mu_);
   if (ok) {
-    if (failing_) {
-      spdlog::info("kafka: {}: Kafka acknowledges records again, after {} in which {} were not",
-                   client_, WholeSeconds(now - failing_since_), run_failures_);
+    if (troubled_) {
+      spdlog::info(
+          "kafka: {}: Kafka acknowledges records again, after {} of trouble in which {} records "
+          "were not",
+          client_, WholeSeconds(now - troubled_since_), run_failures_);
     }
+    troubled_ = false;
     failing_ = false;
+    run_failures_ = 0;
     logged_errors_.clear();
     return;
   }
   last_error_ = std::string(error);
+  ++run_failures_;
+  if (!troubled_) {
+    troubled_ = true;
+    troubled_since_ = now;
+  }
   if (!failing_) {
     failing_ = true;
-    failing_since_ = now;
     last_failure_log_ = now;
     unlogged_failures_ = 0;
-    run_failures_ = 1;
     spdlog::warn(
         "kafka: {}: a record for {} was not acknowledged by Kafka: {} (bootstrap {}); its "
-        "sender learns of it when it flushes. Further failures are counted here every {} until one "
-        "gets "
-        "through",
+        "sender learns of it when it flushes. Further failures are counted here every {} until "
+        "one gets through",
         client_, topic, error, bootstrap_, WholeSeconds(kFailureLogInterval));
     return;
   }
-  ++run_failures_;
   ++unlogged_failures_;
   if (now - last_failure_log_ >= kFailureLogInterval) {
     spdlog::warn("kafka: {}: {} more records not acknowledged by Kafka in the last {}: {}", client_,
@@ -88,12 +93,22 @@ void RecordProducer::OnDelivery(bool ok, std::string_view topic, std::string_vie
   }
 }
 
-void RecordProducer::OnError(int err, std::string_view reason) {
+void RecordProducer::OnError(int err, std::string_view reason, int queued) {
   absl::MutexLock lock(&error_mu_);
+  // With nothing to send, a lost connection costs nothing (and brokers close idle ones):
+  // only librdkafka's debug log has it. With records waiting, it is trouble.
+  if (queued == 0 && !troubled_) {
+    spdlog::debug("kafka: {}: {} (nothing waits to be sent)", client_, reason);
+    return;
+  }
+  if (!troubled_) {
+    troubled_ = true;
+    troubled_since_ = absl::Now();
+  }
   if (std::find(logged_errors_.begin(), logged_errors_.end(), err) != logged_errors_.end()) return;
   logged_errors_.push_back(err);
-  spdlog::warn("kafka: {}: {} (bootstrap {}); librdkafka retries, records wait in its queue",
-               client_, reason, bootstrap_);
+  spdlog::warn("kafka: {}: {} (bootstrap {}); librdkafka retries, {} records wait in its queue",
+               client_, reason, bootstrap_, queued);
 }
 
 absl::StatusOr<std::unique_ptr<RecordProducer>> RecordProducer::Create(
@@ -116,6 +131,7 @@ absl::StatusOr<std::unique_ptr<RecordProducer>> RecordProducer::Create(
   char errstr[512];
   rd_kafka_conf_set_dr_msg_cb(conf, &RecordProducerCallbacks::Delivered);
   rd_kafka_conf_set_error_cb(conf, &RecordProducerCallbacks::Error);
+  RouteKafkaLogs(conf);
   rd_kafka_conf_set_opaque(conf, producer.get());
   producer->handle_ = std::make_unique<Handle>();
   producer->handle_->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));

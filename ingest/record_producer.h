@@ -4,9 +4,10 @@
 //
 // Errors are logged as they happen, not when the producer next sends or flushes: a thread
 // of its own serves librdkafka's delivery reports and errors. A record Kafka did not
-// acknowledge is logged at once (the first of a run of failures; then a count every 10 s)
-// and so is the first acknowledgement after them; each client error (all brokers down, a
-// broker's connection, ...) once until a record gets through again.
+// acknowledge is logged at once (the first of a run of failures; then a count every 10 s);
+// a client error (all brokers down, a broker's connection, ...) once while records wait to
+// be sent (with none waiting it costs nothing, and brokers close idle connections: debug
+// level); and the first acknowledgement after such trouble says it is over.
 //
 // Thread safety: Produce and Flush from one thread at a time; counters from any.
 #ifndef CITYOPS_INGEST_RECORD_PRODUCER_H_
@@ -66,7 +67,7 @@ class RecordProducer {
  private:
   RecordProducer(std::string client, std::string bootstrap);
   void OnDelivery(bool ok, std::string_view topic, std::string_view error);
-  void OnError(int err, std::string_view reason);
+  void OnError(int err, std::string_view reason, int queued);
 
   const std::string client_;
   const std::string bootstrap_;
@@ -79,11 +80,13 @@ class RecordProducer {
   uint64_t failed_at_last_flush_ = 0;
   mutable absl::Mutex error_mu_;
   std::string last_error_ ABSL_GUARDED_BY(error_mu_);
-  // A run of failed deliveries: since when, how many not logged yet, when last logged.
+  // Trouble: errors or failed deliveries logged and no acknowledgement since.
+  bool troubled_ ABSL_GUARDED_BY(error_mu_) = false;
+  absl::Time troubled_since_ ABSL_GUARDED_BY(error_mu_);
+  // A run of failed deliveries: how many in all, how many not logged yet, when last logged.
   bool failing_ ABSL_GUARDED_BY(error_mu_) = false;
-  absl::Time failing_since_ ABSL_GUARDED_BY(error_mu_);
-  uint64_t unlogged_failures_ ABSL_GUARDED_BY(error_mu_) = 0;
   uint64_t run_failures_ ABSL_GUARDED_BY(error_mu_) = 0;
+  uint64_t unlogged_failures_ ABSL_GUARDED_BY(error_mu_) = 0;
   absl::Time last_failure_log_ ABSL_GUARDED_BY(error_mu_);
   // Client errors logged since the last acknowledgement (each code once).
   std::vector<int> logged_errors_ ABSL_GUARDED_BY(error_mu_);
