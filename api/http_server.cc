@@ -42,6 +42,12 @@ std::string ToJson(const pb::Message& message) {
 
 namespace {
 
+// The dashboard's own files and API calls only: no inline script or style (app.js sets
+// sizes through the CSSOM, which the policy allows), no other origin, no framing.
+constexpr char kContentSecurityPolicy[] =
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+
 constexpr size_t kDefaultPageSize = 100;
 constexpr size_t kMaxPageSize = 1000;
 constexpr size_t kDeviceAlerts = 50;  // Alerts shown with one device, newest first.
@@ -285,6 +291,18 @@ class HttpServer::Impl {
                                     "internal error: " + what + "; see the daemon's log"),
                           "application/json");
         });
+    // Every answer, errors included (api/README.md#security-headers). The dashboard's
+    // files hold no inline script or style, so the policy allows only this origin's own
+    // files and API, and no framing.
+    server_.set_default_headers({
+        {"Content-Security-Policy", kContentSecurityPolicy},
+        {"X-Content-Type-Options", "nosniff"},
+        {"Referrer-Policy", "no-referrer"},
+        {"X-Frame-Options", "DENY"},
+    });
+    // The path without its query string. Tokens travel only in the Authorization header
+    // (the dashboard keeps its own in sessionStorage, from the URL fragment, which browsers
+    // never send), so no URL that reaches this log carries one.
     server_.set_logger([](const httplib::Request& req, const httplib::Response& res) {
       spdlog::debug("http: {} {} -> {}", req.method, req.path, res.status);
     });
@@ -364,6 +382,9 @@ class HttpServer::Impl {
     }
     if (s.ok()) s = Query(req, route).CheckNames();
     if (s.ok()) s = Handle(route, req, actor, res);
+    // API answers carry data behind tokens (and health that is stale in a second): no
+    // cache, shared or private, keeps them. The change stream sets its own.
+    if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
     if (!s.ok()) {
       const int status = HttpStatusOf(s.code());
       if (status >= 500) spdlog::warn("http: {} {}: {}", req.method, req.path, s.ToString());
@@ -428,6 +449,7 @@ class HttpServer::Impl {
         message = absl::StrFormat("the request could not be read (HTTP %d)", res.status);
         break;
     }
+    if (!res.has_header("Cache-Control")) res.set_header("Cache-Control", "no-store");
     res.set_content(ErrorJson(code, res.status, message), "application/json");
     absl::MutexLock lock(&counts_mu_);
     ++requests_[{"(none)", res.status}];
@@ -851,7 +873,7 @@ class HttpServer::Impl {
           options_.max_event_streams));
     }
     std::shared_ptr<ChangeFeed::Subscription> sub = feed_.Subscribe();
-    res.set_header("Cache-Control", "no-cache");
+    res.set_header("Cache-Control", "no-store");
     res.set_header("X-Accel-Buffering", "no");
     struct StreamState {
       bool started = false;

@@ -45,12 +45,13 @@ std::vector<Route> MakeRoutes() {
   using v1::ROLE_VIEWER;
   std::vector<Route> r;
   r.push_back(Make(RouteId::kHealthz, "GET", "/healthz",
-                   "Liveness: 200 while no stage has failed, 503 naming the failing stage "
-                   "otherwise",
+                   "Liveness: 200 while no stage has failed (also while Kafka is out of "
+                   "reach: the process is alive), 503 naming the failing stage otherwise",
                    ROLE_UNSPECIFIED, nullptr, v1::HealthResponse::descriptor()));
   r.push_back(Make(RouteId::kReadyz, "GET", "/readyz",
                    "Readiness: 200 once ingest owns its partitions and the read models have "
-                   "caught up with the log, 503 before",
+                   "caught up with the log, and while ingest reaches Kafka; 503 otherwise, "
+                   "with the reason",
                    ROLE_UNSPECIFIED, nullptr, v1::HealthResponse::descriptor()));
   r.push_back(MakeText(RouteId::kMetrics, "/metrics", "Prometheus metrics (text format 0.0.4)",
                        ROLE_UNSPECIFIED, "text/plain; version=0.0.4"));

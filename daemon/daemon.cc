@@ -284,17 +284,27 @@ class Daemon::Impl {
       }
       if (stop_requested_ && !failed) AddStage(&h, "daemon", "stopped", "stopping");
     }
+    // Kafka out of reach: the process lives (/healthz 200) but the kernel is cut off from
+    // its input (/readyz 503, with the reason).
+    std::string kafka_problem;
     if (ingester_ != nullptr) {
+      kafka_problem = ingester_->link().Problem(absl::Now());
       absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
       uint64_t behind = 0;
       if (lag.ok()) {
         for (const ingest::ConsumerLag& l : *lag) behind += static_cast<uint64_t>(l.lag);
       }
       const bool assigned = lag.ok() && !lag->empty();
-      AddStage(&h, "ingest", assigned ? "running" : "starting",
-               assigned ? absl::StrFormat("%d topic partitions", lag->size())
-                        : "joining the consumer group")
-          ->set_lag(behind);
+      if (!kafka_problem.empty() && ingester_->link().State().ever_connected) {
+        // The watermarks are from before the loss: the lag is unknown, not `behind`.
+        AddStage(&h, "ingest", "disconnected", kafka_problem + "; lag unknown until it is back");
+      } else {
+        AddStage(&h, "ingest", assigned ? "running" : "starting",
+                 assigned                ? absl::StrFormat("%d topic partitions", lag->size())
+                 : kafka_problem.empty() ? "joining the consumer group"
+                                         : kafka_problem)
+            ->set_lag(behind);
+      }
     }
     if (views_ != nullptr) {
       uint64_t behind = 0;
@@ -317,8 +327,20 @@ class Daemon::Impl {
     }();
     if (failed || stopping) {
       h.set_status("failing");
+      for (const v1::StageHealth& stage : h.stages()) {
+        if (stage.state() == "failed" || stage.state() == "stopped") {
+          h.set_reason(absl::StrFormat("%s: %s", stage.name(), stage.detail()));
+          break;
+        }
+      }
     } else if (ready && !ready_.load()) {
       h.set_status("starting");
+      h.set_reason(kafka_problem.empty()
+                       ? "waiting for ingest to own its partitions and the read models to catch up"
+                       : kafka_problem);
+    } else if (ready && !kafka_problem.empty()) {
+      h.set_status("unavailable");
+      h.set_reason(kafka_problem);
     } else {
       h.set_status("ok");
     }
@@ -327,6 +349,7 @@ class Daemon::Impl {
 
   bool Ready() const { return ready_.load(); }
   bool Stopping() const { return StopRequested(); }
+  // While Kafka is unreachable the last known lag (the demo pauses on it).
   int64_t MaxConsumerLag() const {
     int64_t most = 0;
     if (absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag(); lag.ok()) {
@@ -418,13 +441,14 @@ class Daemon::Impl {
     return stop_requested_;
   }
 
-  // Ready once ingest owns its partitions and the read models have caught up once.
+  // Ready once ingest owns its partitions, reaches Kafka, and the read models have caught
+  // up once. (Afterwards /readyz also answers 503 while Kafka is out of reach: Health.)
   void WatchReadiness() {
     while (!StopRequested() && !ready_.load()) {
       absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag();
       uint64_t behind = 0;
       for (const views::PartitionLag& l : views_->Lag()) behind += l.lag;
-      if (lag.ok() && !lag->empty() && behind <= kReadyLag) {
+      if (lag.ok() && !lag->empty() && behind <= kReadyLag && ingester_->link().State().connected) {
         ready_.store(true);
         Announce("ready");
         return;
@@ -436,8 +460,8 @@ class Daemon::Impl {
   void Metrics(api::MetricsText& m) const {
     m.Add("cityops_up", "gauge", "1 while the daemon runs and no stage has failed.")
         .Sample({}, Health(false).status() == "ok" ? 1 : 0);
-    m.Add("cityops_ready", "gauge", "1 once the daemon is ready (see /readyz).")
-        .Sample({}, ready_.load() ? 1 : 0);
+    m.Add("cityops_ready", "gauge", "1 while /readyz answers 200.")
+        .Sample({}, Health(true).status() == "ok" ? 1 : 0);
     if (ingester_ != nullptr) {
       const ingest::IngestStats s = ingester_->Stats();
       m.Add("cityops_ingest_records_total", "counter", "Kafka records consumed, good or bad.")
@@ -463,10 +487,27 @@ class Daemon::Impl {
       m.Add("cityops_ingest_rewinds_total", "counter",
             "Batches given back after a failure, to be consumed again.")
           .Sample({}, static_cast<double>(s.rewinds));
+      const ingest::KafkaLinkState link = ingester_->link().State();
+      const absl::Time now = absl::Now();
+      m.Add("cityops_kafka_connected", "gauge",
+            "1 while ingest's consumer reaches a Kafka broker that answers, 0 while not "
+            "(ingest paused; /readyz says since when).")
+          .Sample({}, link.connected ? 1 : 0);
+      // Absent until a broker first answered: there is no time to count from.
+      if (link.last_receive != absl::InfinitePast()) {
+        m.Add("cityops_kafka_seconds_since_last_receive", "gauge",
+              "Seconds since a Kafka broker last sent ingest's consumer anything (fetch "
+              "responses come every fetch.wait.max.ms while connected); refreshed every "
+              "second.")
+            .Sample({}, absl::ToDoubleSeconds(now - link.last_receive));
+      }
       if (absl::StatusOr<std::vector<ingest::ConsumerLag>> lag = ingester_->Lag(); lag.ok()) {
         api::MetricsText::Family& f =
             m.Add("cityops_consumer_lag", "gauge",
-                  "Records in Kafka not yet stored in the log, per owned topic partition.");
+                  "Records in Kafka not yet stored in the log, per owned topic partition. No "
+                  "samples while cityops_kafka_connected is 0: the lag is unknown then (the "
+                  "high watermarks are from before the loss), not 0.");
+        if (!link.connected) lag->clear();
         for (const ingest::ConsumerLag& l : *lag) {
           f.Sample({{"topic", l.topic}, {"partition", absl::StrCat(l.partition)}},
                    static_cast<double>(l.lag));

@@ -62,14 +62,18 @@ class Daemon {
   // INVALID_ARGUMENT with file and line if the file does not check; the active rules stay.
   absl::StatusOr<v1::ReloadRulesResponse> ReloadRules();
 
-  // Liveness (`ready` false) or readiness (`ready` true).
+  // Liveness (`ready` false) or readiness (`ready` true). Kafka out of reach is not a
+  // liveness problem (the process is alive and reconnects by itself): /healthz stays "ok"
+  // with the ingest stage "disconnected"; /readyz is "unavailable" with the reason.
   v1::HealthResponse Health(bool ready) const;
-  // True once ingest owns its partitions and the read models caught up with the log.
+  // True once ingest owns its partitions, reached Kafka, and the read models caught up
+  // with the log; it stays true. /readyz (Health(true)) is also 503 while Kafka is out of
+  // reach.
   bool Ready() const;
   // True once a stop was requested or a stage failed: Wait() is about to shut down.
   bool Stopping() const;
   // The largest lag of ingest on any input topic partition it owns, in records (0 before
-  // the group join).
+  // the group join; while Kafka is out of reach, the last one known).
   int64_t MaxConsumerLag() const;
 
   kernel::EventLog& log();

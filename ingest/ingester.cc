@@ -77,7 +77,11 @@ struct TopicPartitionKey {
 
 class Ingester::Impl {
  public:
-  Impl(kernel::EventLog* log, IngestOptions options) : log_(log), options_(std::move(options)) {}
+  Impl(kernel::EventLog* log, IngestOptions options)
+      : log_(log),
+        options_(std::move(options)),
+        link_("ingest", options_.bootstrap_servers, "ingest paused, readings wait in Kafka",
+              absl::Now()) {}
 
   ~Impl() {
     if (queue_ != nullptr) rd_kafka_queue_destroy(queue_);
@@ -89,8 +93,8 @@ class Ingester::Impl {
 
   absl::Status Init() {
     if (absl::Status s = RebuildMemory(); !s.ok()) return s;
-    absl::StatusOr<std::unique_ptr<RecordProducer>> producer =
-        RecordProducer::Create(options_.bootstrap_servers, options_.kafka_properties);
+    absl::StatusOr<std::unique_ptr<RecordProducer>> producer = RecordProducer::Create(
+        options_.bootstrap_servers, options_.kafka_properties, "dead-letter producer");
     if (!producer.ok()) return producer.status();
     deadletters_ = std::move(*producer);
     return CreateConsumer();
@@ -105,6 +109,7 @@ class Ingester::Impl {
   }
   absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
   absl::StatusOr<uint32_t> ReadingsPartitions(absl::Duration timeout) const;
+  const KafkaLink& link() const { return link_; }
 
  private:
   // One poll's worth of work before it is stored.
@@ -130,6 +135,14 @@ class Ingester::Impl {
   absl::Status CreateConsumer();
   static void RebalanceCallback(rd_kafka_t* rk, rd_kafka_resp_err_t err,
                                 rd_kafka_topic_partition_list_t* partitions, void* opaque);
+  // Served inside PollOnce's consume call, like the rebalance callback; they feed link_.
+  static int StatisticsCallback(rd_kafka_t*, char* json, size_t json_len, void* opaque) {
+    static_cast<Impl*>(opaque)->link_.OnStatistics(std::string_view(json, json_len), absl::Now());
+    return 0;  // librdkafka frees json.
+  }
+  static void ErrorCallback(rd_kafka_t*, int err, const char* reason, void* opaque) {
+    static_cast<Impl*>(opaque)->link_.OnError(err, reason, absl::Now());
+  }
   void OnAssign(rd_kafka_topic_partition_list_t* partitions);
   absl::Status SetStoredOffsets(rd_kafka_topic_partition_list_t* partitions);
   // True for a readings or reports partition held back until its registrations are in.
@@ -168,6 +181,8 @@ class Ingester::Impl {
   rd_kafka_queue_t* queue_ = nullptr;
   std::unique_ptr<RecordProducer> deadletters_;
   std::atomic<bool> stop_{false};
+  // Wall time, not options_.clock: an outage is measured in real seconds, also in a demo.
+  KafkaLink link_;
 
   // Set by the rebalance callback (which runs inside PollOnce's consume call).
   absl::Status assignment_error_;
@@ -260,11 +275,17 @@ absl::Status Ingester::Impl::CreateConsumer() {
       {"fetch.wait.max.ms", std::to_string(ToMillis(options_.fetch_wait))},
       {"queued.min.messages", "100000"},
   };
-  absl::StatusOr<rd_kafka_conf_t*> made =
-      NewKafkaConf({&defaults, &options_.kafka_properties, &options_.consumer_properties});
+  // Last, so that no property turns it off: link_ (ingest/kafka_link.h) learns from the
+  // statistics whether a broker answers.
+  const KafkaProperties watched = {{"statistics.interval.ms", KafkaLink::kStatisticsIntervalMs}};
+  absl::StatusOr<rd_kafka_conf_t*> made = NewKafkaConf(
+      {&defaults, &options_.kafka_properties, &options_.consumer_properties, &watched});
   if (!made.ok()) return made.status();
   rd_kafka_conf_t* conf = *made;
   rd_kafka_conf_set_rebalance_cb(conf, &Impl::RebalanceCallback);
+  rd_kafka_conf_set_stats_cb(conf, &Impl::StatisticsCallback);
+  rd_kafka_conf_set_error_cb(conf, &Impl::ErrorCallback);
+  RouteKafkaLogs(conf);
   rd_kafka_conf_set_opaque(conf, this);
   char errstr[512];
   consumer_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
@@ -1012,5 +1033,6 @@ absl::StatusOr<std::vector<ConsumerLag>> Ingester::Lag() const { return impl_->L
 absl::StatusOr<uint32_t> Ingester::ReadingsPartitions(absl::Duration timeout) const {
   return impl_->ReadingsPartitions(timeout);
 }
+const KafkaLink& Ingester::link() const { return impl_->link(); }
 
 }  // namespace cityops::ingest

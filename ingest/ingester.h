@@ -65,6 +65,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "ingest/kafka_link.h"
 #include "ingest/record_decoder.h"
 #include "kernel/clock.h"
 #include "kernel/event_log.h"
@@ -117,7 +118,9 @@ struct IngestStats {
   uint64_t rewinds = 0;  // Batches given back after a failure, to be consumed again.
 };
 
-// How far ingest is behind one assigned topic partition.
+// How far ingest is behind one assigned topic partition. While Kafka is unreachable
+// (Ingester::link()) the high watermark is the one fetched before the loss, so `lag` is not
+// the current lag: report it as unknown then, never as a number.
 struct ConsumerLag {
   std::string topic;
   int32_t partition = 0;
@@ -155,6 +158,9 @@ class Ingester {
   // the log and the watermarks librdkafka last fetched: no network round trip. From any
   // thread.
   absl::StatusOr<std::vector<ConsumerLag>> Lag() const;
+
+  // Whether the consumer reaches its cluster (ingest/kafka_link.h). From any thread.
+  const KafkaLink& link() const;
 
   // The number of partitions of the readings topic, from the cluster's metadata (not from
   // this member's assignment, which may cover only some of them). UNAVAILABLE if the

@@ -22,6 +22,12 @@ using KafkaProperties = std::vector<std::pair<std::string, std::string>>;
 // one is refused; nothing is leaked then.
 absl::StatusOr<rd_kafka_conf_t*> NewKafkaConf(std::initializer_list<const KafkaProperties*> lists);
 
+// librdkafka's own log lines go to spdlog (so to the daemon's log format), by their syslog
+// level; connection failures ("FAIL", one per reconnect attempt) at debug level only: the
+// clients say once when the cluster is lost and when it is back (kafka_link.h,
+// record_producer.h), with errors through their error callbacks.
+void RouteKafkaLogs(rd_kafka_conf_t* conf);
+
 }  // namespace cityops::ingest
 
 #endif  // CITYOPS_INGEST_KAFKA_CONF_H_

@@ -1,5 +1,13 @@
 // cityops' one Kafka producer: idempotent, keyed, murmur2-partitioned like Kafka's Java
-// clients, LZ4-compressed. Used for dead letters, `cityops publish` and the simulator.
+// clients, LZ4-compressed. Used for dead letters, the ticket outbox, `cityops publish` and
+// the simulator.
+//
+// Errors are logged as they happen, not when the producer next sends or flushes: a thread
+// of its own serves librdkafka's delivery reports and errors. A record Kafka did not
+// acknowledge is logged at once (the first of a run of failures; then a count every 10 s);
+// a client error (all brokers down, a broker's connection, ...) once while records wait to
+// be sent (with none waiting it costs nothing, and brokers close idle connections: debug
+// level); and the first acknowledgement after such trouble says it is over.
 //
 // Thread safety: Produce and Flush from one thread at a time; counters from any.
 #ifndef CITYOPS_INGEST_RECORD_PRODUCER_H_
@@ -10,6 +18,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -27,11 +36,13 @@ struct Header {
 
 class RecordProducer {
  public:
-  // `properties` go to librdkafka after cityops' defaults and override them.
-  // INVALID_ARGUMENT naming a refused property.
+  // `properties` go to librdkafka after cityops' defaults and override them. `client`
+  // names the producer in log lines ("ticket outbox"). INVALID_ARGUMENT naming a refused
+  // property.
   static absl::StatusOr<std::unique_ptr<RecordProducer>> Create(
       const std::string& bootstrap_servers,
-      const std::vector<std::pair<std::string, std::string>>& properties = {});
+      const std::vector<std::pair<std::string, std::string>>& properties = {},
+      std::string client = "producer");
   // Waits up to 10 s for records in flight, then drops them.
   ~RecordProducer();
   RecordProducer(const RecordProducer&) = delete;
@@ -54,14 +65,31 @@ class RecordProducer {
   uint64_t failed() const { return failed_.load(); }
 
  private:
-  RecordProducer() = default;
+  RecordProducer(std::string client, std::string bootstrap);
+  void OnDelivery(bool ok, std::string_view topic, std::string_view error);
+  void OnError(int err, std::string_view reason, int queued);
+
+  const std::string client_;
+  const std::string bootstrap_;
   struct Handle;
   std::unique_ptr<Handle> handle_;
+  std::thread poller_;  // Serves delivery reports and errors until stop_polling_.
+  std::atomic<bool> stop_polling_{false};
   std::atomic<uint64_t> delivered_{0};
   std::atomic<uint64_t> failed_{0};
   uint64_t failed_at_last_flush_ = 0;
   mutable absl::Mutex error_mu_;
   std::string last_error_ ABSL_GUARDED_BY(error_mu_);
+  // Trouble: errors or failed deliveries logged and no acknowledgement since.
+  bool troubled_ ABSL_GUARDED_BY(error_mu_) = false;
+  absl::Time troubled_since_ ABSL_GUARDED_BY(error_mu_);
+  // A run of failed deliveries: how many in all, how many not logged yet, when last logged.
+  bool failing_ ABSL_GUARDED_BY(error_mu_) = false;
+  uint64_t run_failures_ ABSL_GUARDED_BY(error_mu_) = 0;
+  uint64_t unlogged_failures_ ABSL_GUARDED_BY(error_mu_) = 0;
+  absl::Time last_failure_log_ ABSL_GUARDED_BY(error_mu_);
+  // Client errors logged since the last acknowledgement (each code once).
+  std::vector<int> logged_errors_ ABSL_GUARDED_BY(error_mu_);
   friend struct RecordProducerCallbacks;
 };
 

@@ -30,8 +30,8 @@ bool StoredStreamStartsWith(std::string_view value, std::string_view prefix) {
 absl::StatusOr<std::unique_ptr<TicketOutbox>> TicketOutbox::Create(const OutboxOptions& options) {
   if (options.log == nullptr) return absl::InvalidArgumentError("the ticket outbox needs a log");
   std::unique_ptr<TicketOutbox> outbox(new TicketOutbox(options));
-  absl::StatusOr<std::unique_ptr<ingest::RecordProducer>> producer =
-      ingest::RecordProducer::Create(options.bootstrap_servers, options.kafka_properties);
+  absl::StatusOr<std::unique_ptr<ingest::RecordProducer>> producer = ingest::RecordProducer::Create(
+      options.bootstrap_servers, options.kafka_properties, "ticket outbox");
   if (!producer.ok()) return producer.status();
   outbox->producer_ = *std::move(producer);
   return outbox;

@@ -427,6 +427,24 @@ TEST_CASE("the committed api/openapi.yaml is the document the route table genera
   }
 }
 
+// The headers every answer carries (api/README.md#security-headers), and its one
+// Cache-Control.
+void CheckSecurityHeaders(const HttpReply& r, const std::string& cache_control) {
+  auto header = [&](const char* name) {
+    auto it = r.headers.find(name);
+    return it == r.headers.end() ? std::string("(none)") : it->second;
+  };
+  CHECK(header("X-Content-Type-Options") == "nosniff");
+  CHECK(header("Referrer-Policy") == "no-referrer");
+  CHECK(header("X-Frame-Options") == "DENY");
+  const std::string csp = header("Content-Security-Policy");
+  CHECK_THAT(csp, Contains("default-src 'none'") && Contains("script-src 'self'") &&
+                      Contains("style-src 'self'") && Contains("frame-ancestors 'none'"));
+  CHECK_THAT(csp, !Contains("unsafe-inline") && !Contains("unsafe-eval"));
+  CHECK(r.headers.count("Cache-Control") == 1);
+  CHECK(header("Cache-Control") == cache_control);
+}
+
 TEST_CASE(
     "every read route answers as documented over IoT data from Kafka, and an IoT case is "
     "dispatched, verified and closed by its rule",
@@ -505,6 +523,7 @@ TEST_CASE(
         Get(port, path, route.role == v1::ROLE_UNSPECIFIED ? std::string() : kViewerToken);
     INFO(path << " -> " << r.status << " " << r.content_type << ": " << r.body.substr(0, 500));
     CHECK(r.status == 200);
+    CheckSecurityHeaders(r, "no-store");
     if (route.response != nullptr) {
       CHECK(r.content_type == "application/json");
       std::unique_ptr<pb::Message> m(
@@ -515,6 +534,19 @@ TEST_CASE(
     } else {
       CHECK(absl::StartsWith(r.content_type, route.content_type));
     }
+  }
+
+  // --- Errors and the dashboard's files carry the security headers too; a token in the
+  // query string is not taken (tokens travel in the Authorization header only).
+  CheckSecurityHeaders(Get(port, "/api/v1/whoami"), "no-store");  // 401
+  const HttpReply in_url = Get(port, std::string("/api/v1/whoami?token=") + kViewerToken);
+  CHECK(in_url.status == 401);
+  CheckSecurityHeaders(Get(port, "/api/v1/nothing-here", kViewerToken), "no-store");  // 404
+  for (const char* file : {"/", "/app.js", "/style.css"}) {
+    const HttpReply r = Get(port, file);
+    INFO(file);
+    CHECK(r.status == 200);
+    CheckSecurityHeaders(r, "no-cache");
   }
 
   // --- Health and readiness name their stages.

@@ -21,6 +21,7 @@
 #include "ingest/embedded_kafka.h"
 #include "ingest/record_producer.h"
 #include "kernel/event_log.h"
+#include "kernel/proto_time.h"
 #include "projections/rules/rules_stage.h"
 #include "projections/views/views.h"
 #include "sim/city.h"
@@ -413,6 +414,159 @@ TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles
   for (const auto& [case_id, ids] : by_case) {
     INFO("case " << case_id);
     CHECK(std::is_sorted(ids.begin(), ids.end()));
+  }
+}
+
+// The value of the sample `series` (name and labels as written) in a /metrics text, or -1
+// if the text has no such sample.
+double MetricSample(const std::string& metrics, const std::string& series) {
+  std::istringstream in(metrics);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
+  }
+  return -1;
+}
+
+size_t Count(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
+}
+
+TEST_CASE(
+    "Kafka going away: /readyz 503 with the reason, cityops_kafka_connected 0, no consumer "
+    "lag, one log line each way; back: ready again and no reading lost",
+    "[daemon][slow]") {
+  testing::TempDir dir;
+  auto kafka = StartCluster();
+  const std::string data = dir.Sub("data");
+  // Quick reconnects, and a session that outlives the outage (no rebalance needed).
+  const std::string config = absl::StrCat("data_dir: ", data,
+                                          "\n"
+                                          "kafka:\n"
+                                          "  bootstrap_servers: \"",
+                                          kafka->bootstrap_servers(),
+                                          "\"\n"
+                                          "  properties:\n"
+                                          "    - {name: session.timeout.ms, value: \"30000\"}\n"
+                                          "    - {name: heartbeat.interval.ms, value: \"1000\"}\n"
+                                          "    - {name: reconnect.backoff.ms, value: \"100\"}\n"
+                                          "    - {name: reconnect.backoff.max.ms, value: \"500\"}\n"
+                                          "    - {name: log_level, value: \"3\"}\n"
+                                          "http: {port: 0}\n"
+                                          "ingest: {clock_tick_interval: 1m}\n",
+                                          testing::TestTokensYaml());
+  DaemonProcess d(data, config);
+  REQUIRE(d.WaitReady());
+  const int port = d.port();
+  auto metrics = [&] { return testing::Get(port, "/metrics").body; };
+  auto readings_stored = [&] {
+    return MetricSample(metrics(), "cityops_ingest_events_total{kind=\"reading\"}");
+  };
+
+  testing::TestProducer producer(kafka->bootstrap_servers());
+  int produced = 0;
+  auto produce = [&](int n) {
+    for (int i = 0; i < n; ++i, ++produced) {
+      v1::SensorReading r;
+      r.set_device_id(absl::StrFormat("31010401%08d", produced % 50));
+      r.set_kind(v1::DEVICE_KIND_MANHOLE_COVER);
+      r.set_reading_id(absl::StrFormat("r%d", produced));
+      kernel::SetTimestamp(absl::Now(), r.mutable_event_time());
+      r.mutable_manhole_cover()->set_tilt_deg(1.5);
+      r.mutable_manhole_cover()->set_well_water_level_m(0.4);
+      r.mutable_manhole_cover()->set_battery_pct(88);
+      producer.Produce("cityops.readings", {r.device_id(), r.SerializeAsString(), {}});
+    }
+  };
+  produce(400);
+  producer.Flush();
+  REQUIRE(testing::WaitUntil([&] { return readings_stored() == 400; }, absl::Seconds(30),
+                             absl::Milliseconds(100)));
+  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 1);
+  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 0);
+  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") < 5);
+
+  // The broker goes away; readings keep coming (they wait in the producer meanwhile).
+  const absl::Time down_at = absl::Now();
+  REQUIRE(kafka->SetBrokerDown(1).ok());
+  produce(300);
+  testing::HttpReply ready;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        ready = testing::Get(port, "/readyz");
+        return ready.status == 503;
+      },
+      absl::Seconds(15), absl::Milliseconds(100)));
+  const absl::Duration noticed = absl::Now() - down_at;
+  INFO(ready.body);
+  v1::HealthResponse h;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(ready.body, &h).ok());
+  CHECK(h.status() == "unavailable");
+  CHECK_THAT(h.reason(), Catch::Contains("kafka: no broker reachable for"));
+  CHECK_THAT(h.reason(), Catch::Contains("(bootstrap " + kafka->bootstrap_servers() + ")"));
+  CHECK_THAT(h.reason(), Catch::Contains("ingest paused, readings wait in Kafka"));
+  bool ingest_disconnected = false;
+  for (const v1::StageHealth& s : h.stages()) {
+    if (s.name() == "ingest") ingest_disconnected = s.state() == "disconnected";
+  }
+  CHECK(ingest_disconnected);
+  CHECK(testing::Get(port, "/healthz").status == 200);  // Alive all the same.
+  const std::string during = metrics();
+  INFO(during);
+  CHECK(MetricSample(during, "cityops_kafka_connected") == 0);
+  CHECK(MetricSample(during, "cityops_ready") == 0);
+  CHECK(during.find("cityops_consumer_lag{") == std::string::npos);  // Unknown, not 0.
+  CHECK(testing::WaitUntil([&] { return Count(d.log(), "ingest lost the cluster") == 1; },
+                           absl::Seconds(5), absl::Milliseconds(100)));
+  // Down for a few seconds more, as /readyz counts them: librdkafka retries meanwhile, and
+  // nothing more is logged about it.
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        v1::HealthResponse later;
+        const testing::HttpReply r = testing::Get(port, "/readyz");
+        if (!google::protobuf::util::JsonStringToMessage(r.body, &later).ok()) return false;
+        const std::string prefix = "kafka: no broker reachable for ";
+        if (later.reason().rfind(prefix, 0) != 0) return false;
+        return std::stoi(later.reason().substr(prefix.size())) >= 3;
+      },
+      absl::Seconds(15), absl::Milliseconds(100)));
+  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 3);
+  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 0);
+
+  // Back: ready again, every reading ingested.
+  REQUIRE(kafka->SetBrokerUp(1).ok());
+  const absl::Time up_at = absl::Now();
+  REQUIRE(testing::WaitUntil([&] { return testing::Get(port, "/readyz").status == 200; },
+                             absl::Seconds(30), absl::Milliseconds(100)));
+  const absl::Duration recovered = absl::Now() - up_at;
+  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 1);
+  producer.Flush();
+  CHECK(testing::WaitUntil([&] { return readings_stored() == 700; }, absl::Seconds(30),
+                           absl::Milliseconds(100)));
+  CHECK(metrics().find("cityops_consumer_lag{") != std::string::npos);
+  const std::string log_text = d.log();
+  INFO(log_text);
+  CHECK(Count(log_text, "ingest lost the cluster") == 1);
+  CHECK(Count(log_text, "ingest reaches the cluster again after") == 1);
+  WARN("outage noticed after " << absl::FormatDuration(noticed) << ", recovery after "
+                               << absl::FormatDuration(recovered));
+  CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+
+  absl::StatusOr<std::unique_ptr<kernel::EventLog>> opened =
+      kernel::EventLog::Open({.path = data, .create_if_missing = false});
+  REQUIRE(opened.ok());
+  std::map<std::string, int> in_log;
+  for (const auto& events : testing::AllEvents(**opened)) {
+    for (const v1::Event& e : events) {
+      if (e.has_reading()) ++in_log[e.reading().reading_id()];
+    }
+  }
+  CHECK(in_log.size() == static_cast<size_t>(produced));
+  for (const auto& [id, n] : in_log) {
+    INFO(id);
+    CHECK(n == 1);
   }
 }
 

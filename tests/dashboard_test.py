@@ -12,7 +12,11 @@ python3-selenium) and checks in the DOM that:
     rows worst on-time close rate first;
   * clicking a yellow-lit case opens its timeline, the same events the API returns for it,
     with the overdue event that lit it, and the time spent in each stage;
-  * the browser logged no JavaScript error.
+  * the browser logged no JavaScript error and no Content-Security-Policy violation;
+  * no request URL of the page, and no request line in the daemon's log, carries the token;
+  * the dashboard's files, the API (answers and errors) and /healthz send the security
+    headers (Content-Security-Policy without 'unsafe-inline', nosniff, no-referrer, DENY) and
+    API answers `Cache-Control: no-store`.
 Then it stops the demo with SIGINT and expects exit code 0. Screenshots go to
 <artifacts>/dashboard.png (the big screen) and dashboard-case.png (a case's timeline); the
 demo's log to dashboard-demo.log.
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 
 
@@ -148,7 +153,71 @@ def start_browser(workdir):
     # The big screen's own size, whatever the headless window's decorations take.
     driver.execute_cdp_cmd('Emulation.setDeviceMetricsOverride',
                            {'width': 1920, 'height': 1080, 'deviceScaleFactor': 1, 'mobile': False})
+    # Every Content-Security-Policy violation of every page, whatever the console logs.
+    driver.execute_cdp_cmd('Page.addScriptToEvaluateOnNewDocument', {'source': CSP_WATCH_JS})
     return driver
+
+
+CSP_WATCH_JS = """
+window.__cspViolations = [];
+document.addEventListener('securitypolicyviolation', (e) =>
+  window.__cspViolations.push(`${e.violatedDirective} blocked ${e.blockedURI || 'inline'} ` +
+                              `(${e.sourceFile}:${e.lineNumber})`));
+"""
+
+# Every answer of the daemon carries these (api/README.md#security-headers).
+SECURITY_HEADERS = {
+    'X-Content-Type-Options': 'nosniff',
+    'Referrer-Policy': 'no-referrer',
+    'X-Frame-Options': 'DENY',
+}
+
+
+def check_security_headers(base, token):
+    """The dashboard's files, the API, its errors and the health endpoints send the security
+    headers and a Content-Security-Policy without 'unsafe-inline'; API answers are not
+    cached."""
+    for path, auth, cache in [('/', False, 'no-cache'), ('/app.js', False, 'no-cache'),
+                              ('/style.css', False, 'no-cache'), ('/healthz', False, 'no-store'),
+                              ('/api/v1/whoami', True, 'no-store'),
+                              ('/api/v1/whoami', False, 'no-store'), ('/no-such-page', False, None)]:
+        req = urllib.request.Request(base.rstrip('/') + path,
+                                     headers={'Authorization': f'Bearer {token}'} if auth else {})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as res:
+                headers, status = res.headers, res.status
+        except urllib.error.HTTPError as e:
+            headers, status = e.headers, e.code
+        problems = [f'{name}: {headers.get(name)!r}, expected {want!r}'
+                    for name, want in SECURITY_HEADERS.items() if headers.get(name) != want]
+        csp = headers.get('Content-Security-Policy') or ''
+        for directive in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
+                          "frame-ancestors 'none'"):
+            if directive not in csp:
+                problems.append(f'Content-Security-Policy {csp!r} lacks {directive!r}')
+        if 'unsafe-inline' in csp or 'unsafe-eval' in csp:
+            problems.append(f'Content-Security-Policy {csp!r} allows unsafe-*')
+        if cache and headers.get('Cache-Control') != cache:
+            problems.append(f'Cache-Control: {headers.get("Cache-Control")!r}, expected {cache!r}')
+        if problems:
+            raise Failure(f'GET {path} ({status}):\n    ' + '\n    '.join(problems))
+    log('security headers and Content-Security-Policy on the dashboard, the API and errors')
+
+
+def check_no_token_in_urls(driver, demo, token):
+    """No request the page made, and no request line the daemon logged, carries the token.
+    (The navigation entry keeps the address as opened, fragment and all: the fragment is
+    never sent, so only what precedes '#' counts.)"""
+    urls = driver.execute_script(
+        "return performance.getEntries().map((e) => e.name).concat([location.href]);")
+    leaked = [u for u in urls if token in u.split('#')[0] or 'token=' in u.split('#')[0]]
+    if leaked:
+        raise Failure('request URLs carry the token:\n    ' + '\n    '.join(leaked))
+    with open(demo.log_path) as f:
+        logged = [line for line in f if 'http: ' in line and token in line]
+    if logged:
+        raise Failure('the daemon logged the token:\n    ' + '    '.join(logged))
+    log(f'{len(urls)} request URLs of the page, none carries the token; nor does the daemon log')
 
 
 SNAPSHOT_JS = """
@@ -402,6 +471,12 @@ def run(args, workdir):
         if errors:
             raise Failure('the browser logged errors:\n' + '\n'.join(f'    {e["message"]}' for e in errors))
         log(f'browser console: {len(entries)} entries, no errors')
+        violations = driver.execute_script('return window.__cspViolations;')
+        if violations is None or violations:
+            raise Failure(f'Content-Security-Policy violations (None: the watch did not run): {violations}')
+        log('no Content-Security-Policy violation')
+        check_no_token_in_urls(driver, demo, token)
+        check_security_headers(base, token)
         log('final page state:\n' + describe(driver.execute_script(SNAPSHOT_JS)))
 
         # Ctrl-C with the dashboard still connected: the daemon ends the change stream and

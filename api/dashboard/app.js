@@ -82,6 +82,11 @@ const fmtInt = (v) => num(v).toLocaleString('en-US');
 const fmtPct = (r) => `${(100 * (r || 0)).toFixed(1)}%`;
 const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// Bars drawn into HTML carry their width in data-width (percent); it is set here through the
+// CSSOM, because the Content-Security-Policy refuses style="..." attributes.
+function sizeBars(root) {
+  for (const b of root.querySelectorAll('b[data-width]')) b.style.width = `${b.dataset.width}%`;
+}
 const seconds = (d) => (d ? parseFloat(d) : 0);  // "90.5s" -> 90.5
 const ms = (t) => (t ? Date.parse(t) : NaN);
 
@@ -254,7 +259,8 @@ function renderStatistics(s) {
   const maxDistrict = Math.max(1, ...districts.map((d) => d[1]));
   $('districts').innerHTML = districts.map(([code, n]) =>
     `<li><span class="name">${esc(zhOnly(DISTRICTS[code]))} <i>${esc(DISTRICTS[code] ? DISTRICTS[code][1] : code)}</i></span>` +
-    `<span class="bar"><b style="width:${(100 * n) / maxDistrict}%"></b></span><span class="n">${fmtInt(n)}</span></li>`).join('');
+    `<span class="bar"><b data-width="${(100 * n) / maxDistrict}"></b></span><span class="n">${fmtInt(n)}</span></li>`).join('');
+  sizeBars($('districts'));
   openCases = num(s.casesTotal) - num(s.closed);
   renderBoardInfo();
 }
@@ -279,7 +285,7 @@ function renderLeague(e) {
     const rate = r === undefined
       ? '<td><span class="rate"><span>—</span></span></td>'
       : `<td><span class="rate ${r < 0.8 ? 'poor' : r < 0.95 ? 'fair' : 'good'}">` +
-        `<span class="bar"><b style="width:${(100 * r).toFixed(1)}%"></b></span><span>${fmtPct(r)}</span></span></td>`;
+        `<span class="bar"><b data-width="${(100 * r).toFixed(1)}"></b></span><span>${fmtPct(r)}</span></span></td>`;
     const h = f.handlingTime || {};
     const name = g.key
       ? `${esc(CJK ? DEPARTMENT_LABEL[g.key] || '' : '')}<i>${esc(g.key)}</i>`
@@ -290,6 +296,7 @@ function renderLeague(e) {
       `<td class="open">${fmtInt(f.open)}</td>${cell(f.openYellow, 'yellow')}${cell(f.openRed, 'red')}${rate}` +
       `<td class="time">${num(h.count) ? fmtDuration(seconds(h.mean), true) : '—'}</td></tr>`;
   }).join('');
+  sizeBars($('league-rows'));
   $('league-info').textContent = `${L('自', 'since')} ${fmtRecent(e.from)} · ${fmtInt((e.total || {}).found)} ` +
     `${L('件', 'cases')} · ${L('截至', 'as of')} ${fmtTime(e.to)}`;
 }

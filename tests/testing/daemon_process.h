@@ -158,6 +158,7 @@ struct HttpReply {
   int status = 0;  // 0 when the request failed at the transport.
   std::string body;
   std::string content_type;
+  httplib::Headers headers;  // Names compare case-insensitively.
 };
 
 inline HttpReply Request(int port, const std::string& method, const std::string& path,
@@ -175,6 +176,7 @@ inline HttpReply Request(int port, const std::string& method, const std::string&
   out.status = r->status;
   out.body = r->body;
   out.content_type = r->get_header_value("Content-Type");
+  out.headers = r->headers;
   return out;
 }
 
