@@ -172,18 +172,26 @@ std::string RegistrationKey(const v1::DeviceRegistered& device) {
   return absl::StrFormat("registry/%s/%016x", device.device_id(), Fnv1a(bytes));
 }
 
-absl::StatusOr<ParsedDevices> ParseDeviceFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrFormat("cannot read device file %s", path));
-  }
+ParsedDevices ParseDeviceText(std::string_view text, DeviceFileFormat format) {
+  std::istringstream in{std::string(text)};
   ParsedDevices out;
-  if (absl::EndsWith(path, ".csv")) {
+  if (format == DeviceFileFormat::kCsv) {
     ParseCsv(in, out);
   } else {
     ParseJsonLines(in, out);
   }
   return out;
+}
+
+absl::StatusOr<ParsedDevices> ParseDeviceFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrFormat("cannot read device file %s", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseDeviceText(text.str(), absl::EndsWith(path, ".csv") ? DeviceFileFormat::kCsv
+                                                                  : DeviceFileFormat::kJsonLines);
 }
 
 absl::StatusOr<ImportResult> ImportDevices(kernel::EventLog& log,
