@@ -62,7 +62,10 @@ absl::StatusOr<absl::Time> Query::Time(const std::string& name, absl::Time fallb
   const std::string v = req_.get_param_value(name);
   absl::Time t;
   std::string err;
-  if (!absl::ParseTime(absl::RFC3339_full, v, &t, &err)) {
+  // absl::ParseTime also takes "infinite-future" and "infinite-past", which are no RFC 3339
+  // and would stand for "no bound" where the parameter is meant to set one.
+  if (!absl::ParseTime(absl::RFC3339_full, v, &t, &err) || t == absl::InfiniteFuture() ||
+      t == absl::InfinitePast()) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "query parameter '%s' must be an RFC 3339 time such as 2026-09-21T08:00:00Z, got "
         "'%s'",

@@ -214,7 +214,11 @@ TEST_CASE("query strings parse into filters and paging, strictly", "[api]") {
   }
   for (const char* bad :
        {"/api/v1/cases?colour=red", "/api/v1/cases?stage=unspecified", "/api/v1/cases?page_size=0",
-        "/api/v1/cases?page_size=1001", "/api/v1/cases?reported_after=yesterday"}) {
+        "/api/v1/cases?page_size=1001", "/api/v1/cases?reported_after=yesterday",
+        // absl::ParseTime's own words, no RFC 3339 (found by fuzz/api_query_fuzz.cc,
+        // fuzz/regressions/api_query/).
+        "/api/v1/cases?reported_before=infinite-past",
+        "/api/v1/cases?reported_after=infinite-future"}) {
     INFO(bad);
     const httplib::Request req = GetRequest(bad);
     const api::Query q(req, cases);
@@ -222,6 +226,10 @@ TEST_CASE("query strings parse into filters and paging, strictly", "[api]") {
     if (s.ok()) s = api::ParseCaseListQuery(q).status();
     CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   }
+  const api::Route& statistics = RouteOf(api::RouteId::kStatistics);
+  const httplib::Request infinite = GetRequest("/api/v1/statistics?to=infinite-future");
+  CHECK(api::ParseEvaluationQuery(api::Query(infinite, statistics), absl::Now()).status().code() ==
+        absl::StatusCode::kInvalidArgument);
   const api::Route& events = RouteOf(api::RouteId::kListEvents);
   const httplib::Request req = GetRequest("/api/v1/events?stream=case/R-1&from=0");
   CHECK_THAT(std::string(api::ParseEventsQuery(api::Query(req, events)).status().message()),
