@@ -21,6 +21,7 @@
 #include "api/change_feed.h"
 #include "api/dashboard_files.h"
 #include "api/openapi.h"
+#include "api/requests.h"
 #include "api/routes.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
@@ -48,8 +49,6 @@ constexpr char kContentSecurityPolicy[] =
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
     "connect-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
-constexpr size_t kDefaultPageSize = 100;
-constexpr size_t kMaxPageSize = 1000;
 constexpr size_t kDeviceAlerts = 50;  // Alerts shown with one device, newest first.
 
 int HttpStatusOf(absl::StatusCode code) {
@@ -107,151 +106,10 @@ std::string PathRegex(const std::string& path) {
   return out;
 }
 
-// Query parameters, parsed strictly: an unknown name or a malformed value is a 400.
-class Query {
- public:
-  Query(const httplib::Request& req, const Route& route) : req_(req), route_(route) {}
-
-  // Checks the names in the URL's query string (httplib also puts the fields of a form
-  // body into `params`; those are not query parameters).
-  absl::Status CheckNames() const {
-    std::set<std::string> known;
-    for (const QueryParam& q : route_.query) known.insert(q.name);
-    const size_t question = req_.target.find('?');
-    if (question == std::string::npos) return absl::OkStatus();
-    httplib::Params in_url;
-    httplib::detail::parse_query_text(req_.target.substr(question + 1), in_url);
-    for (const auto& [name, value] : in_url) {
-      if (known.contains(name)) continue;
-      std::vector<std::string> names(known.begin(), known.end());
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "unknown query parameter '%s' for %s %s; %s", name, route_.method, route_.path,
-          names.empty() ? std::string("it takes none")
-                        : "expected one of: " + absl::StrJoin(names, ", ")));
-    }
-    return absl::OkStatus();
-  }
-
-  std::string String(const std::string& name) const {
-    return req_.has_param(name) ? req_.get_param_value(name) : std::string();
-  }
-
-  absl::StatusOr<std::optional<bool>> Bool(const std::string& name) const {
-    if (!req_.has_param(name)) return std::optional<bool>();
-    const std::string v = req_.get_param_value(name);
-    if (v == "true" || v == "1") return std::optional<bool>(true);
-    if (v == "false" || v == "0") return std::optional<bool>(false);
-    return absl::InvalidArgumentError(
-        absl::StrFormat("query parameter '%s' must be true or false, got '%s'", name, v));
-  }
-
-  absl::StatusOr<uint64_t> Number(const std::string& name, uint64_t fallback, uint64_t min,
-                                  uint64_t max) const {
-    if (!req_.has_param(name)) return fallback;
-    const std::string v = req_.get_param_value(name);
-    uint64_t n = 0;
-    if (!absl::SimpleAtoi(v, &n) || n < min || n > max) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("query parameter '%s' must be a whole number from %d to %d, got '%s'",
-                          name, min, max, v));
-    }
-    return n;
-  }
-
-  absl::StatusOr<absl::Time> Time(const std::string& name, absl::Time fallback) const {
-    if (!req_.has_param(name)) return fallback;
-    const std::string v = req_.get_param_value(name);
-    absl::Time t;
-    std::string err;
-    if (!absl::ParseTime(absl::RFC3339_full, v, &t, &err)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "query parameter '%s' must be an RFC 3339 time such as 2026-09-21T08:00:00Z, got "
-          "'%s'",
-          name, v));
-    }
-    return t;
-  }
-
-  // A value of `enum_type` by its short lowercase name ("dispatched" for
-  // CASE_STAGE_DISPATCHED), or 0 when absent.
-  absl::StatusOr<int> Enum(const std::string& name, const pb::EnumDescriptor* enum_type,
-                           const std::string& prefix) const {
-    if (!req_.has_param(name)) return 0;
-    const std::string v = req_.get_param_value(name);
-    const pb::EnumValueDescriptor* e =
-        enum_type->FindValueByName(prefix + absl::AsciiStrToUpper(v));
-    if (e == nullptr || e->number() == 0) {
-      std::vector<std::string> allowed;
-      for (const QueryParam& q : route_.query) {
-        if (q.name == name) allowed = q.values;
-      }
-      return absl::InvalidArgumentError(
-          absl::StrFormat("query parameter '%s' has no value '%s'; use one of: %s", name, v,
-                          absl::StrJoin(allowed, ", ")));
-    }
-    return e->number();
-  }
-
-  absl::StatusOr<size_t> PageSize() const {
-    absl::StatusOr<uint64_t> n = Number("page_size", kDefaultPageSize, 1, kMaxPageSize);
-    if (!n.ok()) return n.status();
-    return static_cast<size_t>(*n);
-  }
-
- private:
-  const httplib::Request& req_;
-  const Route& route_;
-};
-
-absl::Status ParseBody(const httplib::Request& req, pb::Message* out) {
-  const std::string type = req.get_header_value("Content-Type");
-  if (!type.empty() && type.rfind("application/json", 0) != 0) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the request body is %s, but it must be JSON: send 'Content-Type: application/json' "
-        "(with curl: -H 'Content-Type: application/json')",
-        type));
-  }
-  if (req.body.empty()) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "the request needs a JSON body (%s, by the protobuf JSON mapping); send {} for none",
-        out->GetDescriptor()->full_name()));
-  }
-  pb::util::JsonParseOptions options;
-  options.ignore_unknown_fields = false;
-  pb::util::Status s = pb::util::JsonStringToMessage(req.body, out, options);
-  if (!s.ok()) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("the request body is not a valid %s: %s; see /api/v1/openapi.yaml",
-                        out->GetDescriptor()->full_name(), std::string(s.message())));
-  }
-  return absl::OkStatus();
-}
-
 std::string ShortName(const std::string& full, std::string_view prefix) {
   std::string name = full;
   if (name.rfind(prefix, 0) == 0) name = name.substr(prefix.size());
   return absl::AsciiStrToLower(name);
-}
-
-struct CommandSpec {
-  projections::CommandKind kind;
-  v1::Role role;
-  // Request fields (proto names) the command reads, besides request_id.
-  std::set<std::string> fields;
-};
-
-const std::map<std::string, CommandSpec>& CommandSpecs() {
-  using projections::CommandKind;
-  static const auto* specs = new std::map<std::string, CommandSpec>{
-      {"register", {CommandKind::kRegister, v1::ROLE_OPERATOR, {}}},
-      {"dispatch", {CommandKind::kDispatch, v1::ROLE_OPERATOR, {"department", "level"}}},
-      {"handle", {CommandKind::kHandle, v1::ROLE_OPERATOR, {"result"}}},
-      {"verify", {CommandKind::kVerify, v1::ROLE_OPERATOR, {"passed", "note"}}},
-      {"close", {CommandKind::kClose, v1::ROLE_OPERATOR, {}}},
-      {"urge", {CommandKind::kUrge, v1::ROLE_SUPERVISOR, {"note"}}},
-      {"escalate", {CommandKind::kEscalate, v1::ROLE_OPERATOR, {"reason"}}},
-  };
-  return *specs;
 }
 
 }  // namespace
@@ -400,29 +258,12 @@ class HttpServer::Impl {
   // and scope (projections/evaluation.h, as `cityops stats` computes them) in
   // `evaluation`. Without them the answer stays the big screen's counters alone.
   absl::Status AddEvaluation(const Query& q, v1::Statistics* out) {
-    bool asked = false;
-    for (const char* name : {"from", "to", "by", "scope", "department"}) {
-      asked |= !q.String(name).empty();
-    }
-    if (!asked) return absl::OkStatus();
-    projections::EvaluationRequest request;
-    absl::StatusOr<absl::Time> from = q.Time("from", absl::InfinitePast());
-    if (!from.ok()) return from.status();
-    absl::StatusOr<absl::Time> to = q.Time("to", backend_.clock->Now());
-    if (!to.ok()) return to.status();
-    if (*to <= *from) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "query parameter 'to' (%s) is not after 'from' (%s): give a period that ends after "
-          "it starts",
-          q.String("to").empty() ? "now" : q.String("to"), q.String("from")));
-    }
-    request.from = *from;
-    request.to = *to;
-    request.by = q.String("by");
-    request.scope = q.String("scope");
-    request.department = q.String("department");
-    request.cache = &evaluation_cache_;
-    absl::StatusOr<v1::Evaluation> evaluation = projections::Evaluate(*backend_.log, request);
+    absl::StatusOr<std::optional<projections::EvaluationRequest>> request =
+        ParseEvaluationQuery(q, backend_.clock->Now());
+    if (!request.ok()) return request.status();
+    if (!request->has_value()) return absl::OkStatus();
+    (*request)->cache = &evaluation_cache_;
+    absl::StatusOr<v1::Evaluation> evaluation = projections::Evaluate(*backend_.log, **request);
     if (!evaluation.ok()) return evaluation.status();
     *out->mutable_evaluation() = *std::move(evaluation);
     return absl::OkStatus();
@@ -503,10 +344,10 @@ class HttpServer::Impl {
       case RouteId::kReport:
         return Report(req, actor, res);
       case RouteId::kListTickets: {
-        absl::StatusOr<size_t> size = q.PageSize();
-        if (!size.ok()) return size.status();
+        absl::StatusOr<Paging> paging = ParsePaging(q);
+        if (!paging.ok()) return paging.status();
         absl::StatusOr<views::Page<v1::TicketView>> page =
-            backend_.views->ListTickets(*size, q.String("page_token"));
+            backend_.views->ListTickets(paging->page_size, paging->page_token);
         if (!page.ok()) return page.status();
         v1::ListTicketsResponse out;
         for (v1::TicketView& t : page->items) *out.add_tickets() = std::move(t);
@@ -556,21 +397,10 @@ class HttpServer::Impl {
   }
 
   absl::Status ListDevices(const Query& q, httplib::Response& res) {
-    views::DeviceFilter f;
-    absl::StatusOr<int> kind = q.Enum("kind", v1::DeviceKind_descriptor(), "DEVICE_KIND_");
-    if (!kind.ok()) return kind.status();
-    f.kind = static_cast<v1::DeviceKind>(*kind);
-    f.grid_prefix = q.String("grid");
-    absl::StatusOr<std::optional<bool>> online = q.Bool("online");
-    if (!online.ok()) return online.status();
-    f.online = *online;
-    absl::StatusOr<std::optional<bool>> unregistered = q.Bool("unregistered");
-    if (!unregistered.ok()) return unregistered.status();
-    f.unregistered_only = unregistered->value_or(false);
-    absl::StatusOr<size_t> size = q.PageSize();
-    if (!size.ok()) return size.status();
-    absl::StatusOr<views::Page<v1::DeviceView>> page =
-        backend_.views->ListDevices(f, *size, q.String("page_token"));
+    absl::StatusOr<DeviceListQuery> query = ParseDeviceListQuery(q);
+    if (!query.ok()) return query.status();
+    absl::StatusOr<views::Page<v1::DeviceView>> page = backend_.views->ListDevices(
+        query->filter, query->paging.page_size, query->paging.page_token);
     if (!page.ok()) return page.status();
     v1::ListDevicesResponse out;
     for (v1::DeviceView& d : page->items) *out.add_devices() = std::move(d);
@@ -646,16 +476,10 @@ class HttpServer::Impl {
   }
 
   absl::Status ListAlerts(const Query& q, httplib::Response& res) {
-    views::AlertFilter f;
-    absl::StatusOr<std::optional<bool>> active = q.Bool("active");
-    if (!active.ok()) return active.status();
-    f.active_only = active->value_or(false);
-    f.device_id = q.String("device");
-    f.rule_id = q.String("rule");
-    absl::StatusOr<size_t> size = q.PageSize();
-    if (!size.ok()) return size.status();
-    absl::StatusOr<views::Page<v1::AlertView>> page =
-        backend_.views->ListAlerts(f, *size, q.String("page_token"));
+    absl::StatusOr<AlertListQuery> query = ParseAlertListQuery(q);
+    if (!query.ok()) return query.status();
+    absl::StatusOr<views::Page<v1::AlertView>> page = backend_.views->ListAlerts(
+        query->filter, query->paging.page_size, query->paging.page_token);
     if (!page.ok()) return page.status();
     v1::ListAlertsResponse out;
     for (v1::AlertView& a : page->items) *out.add_alerts() = std::move(a);
@@ -665,28 +489,10 @@ class HttpServer::Impl {
   }
 
   absl::Status ListCases(const Query& q, httplib::Response& res) {
-    views::CaseFilter f;
-    absl::StatusOr<int> stage = q.Enum("stage", v1::CaseStage_descriptor(), "CASE_STAGE_");
-    if (!stage.ok()) return stage.status();
-    f.stage = static_cast<v1::CaseStage>(*stage);
-    absl::StatusOr<int> source = q.Enum("source", v1::CaseSource_descriptor(), "CASE_SOURCE_");
-    if (!source.ok()) return source.status();
-    f.source = static_cast<v1::CaseSource>(*source);
-    absl::StatusOr<int> overdue =
-        q.Enum("overdue", v1::OverdueLevel_descriptor(), "OVERDUE_LEVEL_");
-    if (!overdue.ok()) return overdue.status();
-    f.overdue = static_cast<v1::OverdueLevel>(*overdue);
-    f.grid_prefix = q.String("grid");
-    absl::StatusOr<absl::Time> after = q.Time("reported_after", absl::InfinitePast());
-    if (!after.ok()) return after.status();
-    absl::StatusOr<absl::Time> before = q.Time("reported_before", absl::InfiniteFuture());
-    if (!before.ok()) return before.status();
-    f.reported_from = *after;
-    f.reported_to = *before;
-    absl::StatusOr<size_t> size = q.PageSize();
-    if (!size.ok()) return size.status();
+    absl::StatusOr<CaseListQuery> query = ParseCaseListQuery(q);
+    if (!query.ok()) return query.status();
     absl::StatusOr<views::Page<v1::CaseView>> page =
-        backend_.views->ListCases(f, *size, q.String("page_token"));
+        backend_.views->ListCases(query->filter, query->paging.page_size, query->paging.page_token);
     if (!page.ok()) return page.status();
     v1::ListCasesResponse out;
     for (v1::CaseView& c : page->items) *out.add_cases() = std::move(c);
@@ -731,29 +537,17 @@ class HttpServer::Impl {
   absl::Status CaseCommand(const std::string& case_id, const std::string& name,
                            const httplib::Request& req, const v1::Actor& actor,
                            httplib::Response& res) {
-    auto spec = CommandSpecs().find(name);
-    if (spec == CommandSpecs().end()) {
-      return absl::NotFoundError(absl::StrFormat("there is no case command '%s'; use one of: %s",
-                                                 name, absl::StrJoin(CaseCommandNames(), ", ")));
-    }
+    absl::StatusOr<const CaseCommandSpec*> spec = FindCaseCommand(name);
+    if (!spec.ok()) return spec.status();
     const std::string action = absl::StrFormat("%s case %s", name, case_id);
-    if (absl::Status s = AccessPolicy::RequireRole(actor, spec->second.role, action); !s.ok()) {
+    if (absl::Status s = AccessPolicy::RequireRole(actor, (*spec)->role, action); !s.ok()) {
       return s;
     }
     v1::CaseCommandRequest body;
-    if (absl::Status s = ParseBody(req, &body); !s.ok()) return s;
-    // A field the command does not read is a mistake worth telling the client about.
-    std::vector<const pb::FieldDescriptor*> set;
-    body.GetReflection()->ListFields(body, &set);
-    for (const pb::FieldDescriptor* f : set) {
-      if (f->name() == "request_id" || spec->second.fields.contains(f->name())) continue;
-      std::vector<std::string> takes(spec->second.fields.begin(), spec->second.fields.end());
-      takes.push_back("request_id");
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s does not take '%s'; it takes: %s", name, f->json_name(),
-          absl::StrJoin(takes, ", ", [](std::string* out, const std::string& n) {
-            out->append(v1::CaseCommandRequest::descriptor()->FindFieldByName(n)->json_name());
-          })));
+    if (absl::Status s = ParseCaseCommandBody(name, **spec, req.get_header_value("Content-Type"),
+                                              req.body, &body);
+        !s.ok()) {
+      return s;
     }
     absl::StatusOr<v1::CaseView> view = backend_.workflow->Load(case_id);
     if (!view.ok()) return view.status();
@@ -761,7 +555,7 @@ class HttpServer::Impl {
       return s;
     }
     projections::CaseCommand command;
-    command.kind = spec->second.kind;
+    command.kind = (*spec)->kind;
     command.case_id = case_id;
     command.actor = actor;
     command.request_id = body.request_id();
@@ -776,12 +570,9 @@ class HttpServer::Impl {
 
   absl::Status Report(const httplib::Request& req, const v1::Actor& actor, httplib::Response& res) {
     v1::ReportRequest body;
-    if (absl::Status s = ParseBody(req, &body); !s.ok()) return s;
-    const std::string& grid = body.grid().grid_code();
-    if (grid.size() != 15 || !std::all_of(grid.begin(), grid.end(), absl::ascii_isdigit)) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "report %s: grid.gridCode '%s' must be the 15 digits of a residential grid",
-          body.case_id(), grid));
+    if (absl::Status s = ParseReportBody(req.get_header_value("Content-Type"), req.body, &body);
+        !s.ok()) {
+      return s;
     }
     if (absl::Status s = AccessPolicy::RequireUnitCovers(
             actor, body.grid(), absl::StrFormat("report case %s", body.case_id()));
@@ -824,39 +615,33 @@ class HttpServer::Impl {
   }
 
   absl::Status ListEvents(const Query& q, httplib::Response& res) {
-    absl::StatusOr<uint64_t> limit = q.Number("limit", kDefaultPageSize, 1, kMaxPageSize);
-    if (!limit.ok()) return limit.status();
-    const std::string stream = q.String("stream");
+    absl::StatusOr<EventsQuery> query = ParseEventsQuery(q);
+    if (!query.ok()) return query.status();
+    const uint64_t limit = query->limit;
     v1::ListEventsResponse out;
-    if (!stream.empty()) {
-      absl::StatusOr<uint64_t> from = q.Number("from", 1, 1, UINT64_MAX);
-      if (!from.ok()) return from.status();
+    if (!query->stream.empty()) {
       absl::StatusOr<std::vector<v1::Event>> events =
-          backend_.log->ReadStream(stream, kernel::StreamVersion(*from), *limit);
+          backend_.log->ReadStream(query->stream, kernel::StreamVersion(query->from), limit);
       if (!events.ok()) return events.status();
       for (v1::Event& e : *events) *out.add_events() = std::move(e);
-      if (out.events_size() == static_cast<int>(*limit)) {
+      if (out.events_size() == static_cast<int>(limit)) {
         out.set_next_from(out.events(out.events_size() - 1).stream_version() + 1);
       }
     } else {
-      absl::StatusOr<uint64_t> partition = q.Number("partition", 0, 0, UINT32_MAX);
-      if (!partition.ok()) return partition.status();
+      const kernel::Partition partition(query->partition);
       const std::vector<kernel::Partition> partitions = backend_.log->Partitions();
-      if (std::find(partitions.begin(), partitions.end(),
-                    kernel::Partition(static_cast<uint32_t>(*partition))) == partitions.end()) {
+      if (std::find(partitions.begin(), partitions.end(), partition) == partitions.end()) {
         std::vector<std::string> held;
         for (kernel::Partition p : partitions) held.push_back(absl::StrCat(p.value()));
         return absl::NotFoundError(
-            absl::StrFormat("partition %d holds no events; these do: %s", *partition,
+            absl::StrFormat("partition %d holds no events; these do: %s", query->partition,
                             held.empty() ? std::string("none yet") : absl::StrJoin(held, ", ")));
       }
-      absl::StatusOr<uint64_t> from = q.Number("from", 0, 0, UINT64_MAX);
-      if (!from.ok()) return from.status();
-      absl::StatusOr<std::vector<v1::Event>> events = backend_.log->Read(
-          kernel::Partition(static_cast<uint32_t>(*partition)), kernel::Sequence(*from), *limit);
+      absl::StatusOr<std::vector<v1::Event>> events =
+          backend_.log->Read(partition, kernel::Sequence(query->from), limit);
       if (!events.ok()) return events.status();
       for (v1::Event& e : *events) *out.add_events() = std::move(e);
-      if (out.events_size() == static_cast<int>(*limit)) {
+      if (out.events_size() == static_cast<int>(limit)) {
         out.set_next_from(out.events(out.events_size() - 1).sequence() + 1);
       }
     }

@@ -1,5 +1,6 @@
 #include "ingest/device_import.h"
 
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -71,7 +72,13 @@ void ParseCsv(std::istream& in, ParsedDevices& out) {
                                                         cells[i], absl::StrJoin(known, ","))});
           return;
         }
-        columns[cells[i]] = i;
+        // A column named twice would leave a row of as many cells as there are distinct
+        // names one short of the last column's index.
+        if (!columns.emplace(cells[i], i).second) {
+          out.errors.push_back(
+              {number, absl::StrFormat("column '%s' is named twice; keep one", cells[i])});
+          return;
+        }
       }
       for (const char* required : {"device_id", "kind", "grid_code"}) {
         if (!columns.contains(required)) {
@@ -112,7 +119,7 @@ void ParseCsv(std::istream& in, ParsedDevices& out) {
     auto number_cell = [&](const char* name, double* value) {
       const std::string text = cell(name);
       if (text.empty()) return false;
-      if (!absl::SimpleAtod(text, value)) {
+      if (!absl::SimpleAtod(text, value) || !std::isfinite(*value)) {
         error = absl::StrFormat("column %s: '%s' is not a number", name, text);
       }
       return error.empty();
@@ -123,7 +130,14 @@ void ParseCsv(std::istream& in, ParsedDevices& out) {
     if (number_cell("latitude_deg", &lat)) d.mutable_location()->set_latitude_deg(lat);
     if (number_cell("longitude_deg", &lon)) d.mutable_location()->set_longitude_deg(lon);
     if (number_cell("reporting_interval_s", &interval)) {
-      d.mutable_reporting_interval()->set_seconds(static_cast<int64_t>(interval));
+      // Bounded before the conversion, which is undefined for a double out of int64's range;
+      // the devices topic's own bound (a year, record_decoder.cc) applies after.
+      if (interval < 0 || interval > 1e9) {
+        error = absl::StrFormat("column reporting_interval_s: %s seconds is out of range",
+                                cell("reporting_interval_s"));
+      } else {
+        d.mutable_reporting_interval()->set_seconds(static_cast<int64_t>(interval));
+      }
     }
     if (!error.empty()) {
       out.errors.push_back({number, error});
@@ -172,18 +186,26 @@ std::string RegistrationKey(const v1::DeviceRegistered& device) {
   return absl::StrFormat("registry/%s/%016x", device.device_id(), Fnv1a(bytes));
 }
 
-absl::StatusOr<ParsedDevices> ParseDeviceFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) {
-    return absl::NotFoundError(absl::StrFormat("cannot read device file %s", path));
-  }
+ParsedDevices ParseDeviceText(std::string_view text, DeviceFileFormat format) {
+  std::istringstream in{std::string(text)};
   ParsedDevices out;
-  if (absl::EndsWith(path, ".csv")) {
+  if (format == DeviceFileFormat::kCsv) {
     ParseCsv(in, out);
   } else {
     ParseJsonLines(in, out);
   }
   return out;
+}
+
+absl::StatusOr<ParsedDevices> ParseDeviceFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    return absl::NotFoundError(absl::StrFormat("cannot read device file %s", path));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseDeviceText(text.str(), absl::EndsWith(path, ".csv") ? DeviceFileFormat::kCsv
+                                                                  : DeviceFileFormat::kJsonLines);
 }
 
 absl::StatusOr<ImportResult> ImportDevices(kernel::EventLog& log,

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -31,6 +32,11 @@ struct ParsedDevices {
   std::vector<v1::DeviceRegistered> devices;
   std::vector<ImportError> errors;  // Valid lines are kept even when others fail.
 };
+
+enum class DeviceFileFormat { kJsonLines, kCsv };
+
+// Parses the text of a device file.
+ParsedDevices ParseDeviceText(std::string_view text, DeviceFileFormat format);
 
 // Reads `path` (".csv" is CSV, anything else JSON lines). NOT_FOUND if it cannot be read.
 absl::StatusOr<ParsedDevices> ParseDeviceFile(const std::string& path);

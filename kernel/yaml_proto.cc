@@ -1,5 +1,6 @@
 #include "kernel/yaml_proto.h"
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
@@ -16,8 +17,10 @@
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/duration.pb.h"
+#include "google/protobuf/stubs/common.h"
 #include "google/protobuf/timestamp.pb.h"
 #include "kernel/proto_time.h"
+#include "yaml-cpp/eventhandler.h"
 #include "yaml-cpp/yaml.h"
 
 namespace cityops::kernel {
@@ -178,7 +181,9 @@ class YamlProtoParser {
     if (type == "google.protobuf.Timestamp") {
       absl::Time t;
       std::string err;
-      if (!node.IsScalar() || !absl::ParseTime(absl::RFC3339_full, node.Scalar(), &t, &err)) {
+      // absl::ParseTime also takes "infinite-future" and "infinite-past": no Timestamp.
+      if (!node.IsScalar() || !absl::ParseTime(absl::RFC3339_full, node.Scalar(), &t, &err) ||
+          t == absl::InfiniteFuture() || t == absl::InfinitePast()) {
         return Error(node, absl::StrFormat("'%s' must be an RFC 3339 time such as "
                                            "2026-09-21T08:00:00Z",
                                            f->name()));
@@ -211,7 +216,7 @@ class YamlProtoParser {
         return Error(node, absl::StrFormat("'%s': '%s' is not a duration; use e.g. 1d, 2d12h",
                                            f->name(), text));
       }
-      total += absl::Hours(24 * days);
+      total += absl::Hours(24) * days;  // Saturates (to infinity), where 24 * days would overflow.
       rest = rest.substr(d + 1);
     }
     if (!rest.empty()) {
@@ -222,6 +227,18 @@ class YamlProtoParser {
                                            f->name(), text));
       }
       total += part;
+    }
+    // "" and "-" hold no duration.
+    if (rest.empty() && text.find('d') == std::string::npos) {
+      return Error(node, absl::StrFormat("'%s': '%s' is not a duration; use e.g. 500ms, 30s, "
+                                         "10m, 4h, 1d, 1h30m",
+                                         f->name(), text));
+    }
+    // Days add up past what google.protobuf.Duration holds (+-10000 years).
+    if (total > absl::Seconds(315'576'000'000)) {
+      return Error(node, absl::StrFormat("'%s': '%s' is longer than 10000 years, the most a "
+                                         "duration holds",
+                                         f->name(), text));
     }
     *out = negative ? -total : total;
     return absl::OkStatus();
@@ -333,29 +350,79 @@ class YamlProtoParser {
   YamlSourceMap* map_;
 };
 
+namespace {
+
+// Where a second YAML document starts, if `text` has one. Not YAML::LoadAll: in yaml-cpp
+// 0.7 it loops for ever on some malformed text, allocating a document each time until the
+// machine runs out of memory (",}" is enough; jbeder/yaml-cpp#1040, fixed upstream by
+// #1319). Here the parser is asked for two documents at most.
+std::optional<YAML::Mark> SecondDocument(std::string_view text) {
+  class DocumentStarts : public YAML::EventHandler {
+   public:
+    void OnDocumentStart(const YAML::Mark& mark) override { last = mark; }
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark&, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  const std::string&) override {}
+    void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                         YAML::EmitterStyle::value) override {}
+    void OnSequenceEnd() override {}
+    void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override {}
+    void OnMapEnd() override {}
+    YAML::Mark last;
+  };
+  std::istringstream in{std::string(text)};
+  YAML::Parser parser(in);
+  DocumentStarts starts;
+  if (!parser.HandleNextDocument(starts) || !parser.HandleNextDocument(starts)) {
+    return std::nullopt;
+  }
+  return starts.last;
+}
+
+}  // namespace
+
 absl::Status ParseYamlToProto(std::string_view yaml, std::string_view file, pb::Message* out,
                               YamlSourceMap* map) {
   out->Clear();
+  // Protobuf strings hold UTF-8 only: a message with other bytes in a string does not
+  // survive serialization (a rule set is stored in the log, its text included). Checked on
+  // the whole text, with protobuf's own test, before YAML sees it.
+  const int valid =
+      pb::internal::UTF8SpnStructurallyValid(pb::StringPiece(yaml.data(), yaml.size()));
+  if (static_cast<size_t>(valid) != yaml.size()) {
+    const std::string_view before = yaml.substr(0, static_cast<size_t>(valid));
+    const size_t line_start = before.rfind('\n');
+    const int line = 1 + static_cast<int>(std::count(before.begin(), before.end(), '\n'));
+    const size_t column =
+        1 + (line_start == std::string_view::npos ? before.size() : before.size() - line_start - 1);
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s:%d:%d: byte 0x%02x is not valid UTF-8; save the file as UTF-8", file,
+                        line, column, static_cast<unsigned char>(yaml[valid])));
+  }
   YamlProtoParser parser{std::string(file), map};
-  std::vector<YAML::Node> docs;
+  YAML::Node root;
+  std::optional<YAML::Mark> second;
   try {
-    docs = YAML::LoadAll(std::string(yaml));
+    root = YAML::Load(std::string(yaml));
+    if (root.IsDefined() && !root.IsNull()) second = SecondDocument(yaml);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(absl::StrFormat("%s:%d:%d: not valid YAML: %s", file,
                                                       e.mark.line + 1, e.mark.column + 1, e.msg));
   }
-  if (docs.empty() || docs[0].IsNull()) {
+  if (!root.IsDefined() || root.IsNull()) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s: is empty; it must hold a mapping of %s fields", file,
                         out->GetDescriptor()->full_name()));
   }
-  if (docs.size() > 1) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s:%d: holds %d YAML documents; put everything in one", file,
-                        docs[1].Mark().line + 1, docs.size()));
+  if (second.has_value()) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s:%d: holds more than one YAML document; put everything in one", file, second->line + 1));
   }
   try {
-    return parser.Message(docs[0], out);
+    return parser.Message(root, out);
   } catch (const YAML::Exception& e) {
     return absl::InvalidArgumentError(
         absl::StrFormat("%s:%d:%d: %s", file, e.mark.line + 1, e.mark.column + 1, e.msg));
@@ -415,7 +482,9 @@ void EmitScalar(const pb::Message& m, const pb::FieldDescriptor* f, int index, Y
       const pb::Message& sub = rep ? r->GetRepeatedMessage(m, f, index) : r->GetMessage(m, f);
       const std::string& type = f->message_type()->full_name();
       if (type == "google.protobuf.Duration") {
-        out << absl::FormatDuration(FromDurationProto(static_cast<const pb::Duration&>(sub)));
+        // FormatDuration writes zero as "0", a bare number the parser refuses.
+        const absl::Duration d = FromDurationProto(static_cast<const pb::Duration&>(sub));
+        out << (d == absl::ZeroDuration() ? std::string("0s") : absl::FormatDuration(d));
       } else if (type == "google.protobuf.Timestamp") {
         out << absl::FormatTime(absl::RFC3339_full,
                                 FromTimestamp(static_cast<const pb::Timestamp&>(sub)),

@@ -2,6 +2,7 @@
 //
 // Configuration (rule sets, the daemon's settings) is written in YAML whose keys are the
 // field names of a protobuf message. The mapping is strict:
+//   * the text is UTF-8 (protobuf strings hold nothing else; a rule set is stored whole);
 //   * keys are the proto field names (snake_case); an unknown key, a key given twice and a
 //     key without a value are errors;
 //   * a message is a mapping, a repeated field a sequence; scalars must parse as their

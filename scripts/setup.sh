@@ -42,7 +42,7 @@ PACKAGES=(
   chromium chromium-driver python3-selenium
   # systemd-analyze checks the unit file daemon/cityops.service.
   systemd
-  # The decoder's libFuzzer run (ingest/fuzz/run_fuzz.sh): clang with its sanitizer runtime.
+  # The parsers' libFuzzer runs (fuzz/run_fuzz.sh): clang with its sanitizer runtime.
   clang libclang-rt-14-dev
   # House style (.clang-format).
   clang-format

@@ -1,5 +1,6 @@
 // Pieces of the HTTP API that need no daemon: the Prometheus text format, the access
-// policy and the route table with the OpenAPI document generated from it. The API itself
+// policy, the route table with the OpenAPI document generated from it, and the parsing of
+// query strings and JSON bodies (api/requests.h, also fuzzed by fuzz/api_*_fuzz.cc). The API itself
 // is tested against the real daemon in api_test.cc (which also checks that the committed
 // api/openapi.yaml is current).
 #include <catch2/catch.hpp>
@@ -10,6 +11,7 @@
 #include "api/access.h"
 #include "api/metrics_text.h"
 #include "api/openapi.h"
+#include "api/requests.h"
 #include "api/routes.h"
 #include "projections/workflow.h"
 
@@ -169,6 +171,100 @@ TEST_CASE("the route table is consistent and the OpenAPI document lists all of i
                                                             "verify", "close", "urge", "escalate"});
   for (const std::string& c : api::CaseCommandNames()) CHECK_THAT(doc, Catch::Contains(c));
   CHECK_THAT(doc, Catch::Contains("ErrorResponse"));
+}
+
+// A GET request for `target` ("/api/v1/cases?stage=dispatched") as httplib reads it.
+httplib::Request GetRequest(const std::string& target) {
+  httplib::Request req;
+  req.method = "GET";
+  req.target = target;
+  const size_t question = target.find('?');
+  req.path = target.substr(0, question);
+  if (question != std::string::npos) {
+    httplib::detail::parse_query_text(target.substr(question + 1), req.params);
+  }
+  return req;
+}
+
+const api::Route& RouteOf(api::RouteId id) {
+  for (const api::Route& r : api::Routes()) {
+    if (r.id == id) return r;
+  }
+  FAIL("no route");
+  return api::Routes().front();
+}
+
+TEST_CASE("query strings parse into filters and paging, strictly", "[api]") {
+  const api::Route& cases = RouteOf(api::RouteId::kListCases);
+  {
+    const httplib::Request req = GetRequest(
+        "/api/v1/cases?stage=dispatched&source=iot_rule&overdue=red&grid=310104&page_size=7&"
+        "reported_after=2026-09-21T08:00:00Z");
+    const api::Query q(req, cases);
+    REQUIRE(q.CheckNames().ok());
+    absl::StatusOr<api::CaseListQuery> parsed = api::ParseCaseListQuery(q);
+    REQUIRE(parsed.ok());
+    CHECK(parsed->filter.stage == v1::CASE_STAGE_DISPATCHED);
+    CHECK(parsed->filter.source == v1::CASE_SOURCE_IOT_RULE);
+    CHECK(parsed->filter.overdue == v1::OVERDUE_LEVEL_RED);
+    CHECK(parsed->filter.grid_prefix == "310104");
+    CHECK(parsed->filter.reported_from == absl::FromUnixSeconds(1'789'977'600));
+    CHECK(parsed->filter.reported_to == absl::InfiniteFuture());
+    CHECK(parsed->paging.page_size == 7);
+  }
+  for (const char* bad :
+       {"/api/v1/cases?colour=red", "/api/v1/cases?stage=unspecified", "/api/v1/cases?page_size=0",
+        "/api/v1/cases?page_size=1001", "/api/v1/cases?reported_after=yesterday",
+        // absl::ParseTime's own words, no RFC 3339 (found by fuzz/api_query_fuzz.cc,
+        // fuzz/regressions/api_query/).
+        "/api/v1/cases?reported_before=infinite-past",
+        "/api/v1/cases?reported_after=infinite-future"}) {
+    INFO(bad);
+    const httplib::Request req = GetRequest(bad);
+    const api::Query q(req, cases);
+    absl::Status s = q.CheckNames();
+    if (s.ok()) s = api::ParseCaseListQuery(q).status();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  }
+  const api::Route& statistics = RouteOf(api::RouteId::kStatistics);
+  const httplib::Request infinite = GetRequest("/api/v1/statistics?to=infinite-future");
+  CHECK(api::ParseEvaluationQuery(api::Query(infinite, statistics), absl::Now()).status().code() ==
+        absl::StatusCode::kInvalidArgument);
+  const api::Route& events = RouteOf(api::RouteId::kListEvents);
+  const httplib::Request req = GetRequest("/api/v1/events?stream=case/R-1&from=0");
+  CHECK_THAT(std::string(api::ParseEventsQuery(api::Query(req, events)).status().message()),
+             Catch::Contains("'from' must be a whole number from 1"));
+}
+
+TEST_CASE("JSON bodies parse strictly: JSON only, known fields, the fields a command takes",
+          "[api]") {
+  v1::ReportRequest report;
+  CHECK(
+      api::ParseReportBody("", R"({"caseId":"R-1","grid":{"gridCode":"310104010001001"}})", &report)
+          .ok());
+  CHECK(report.case_id() == "R-1");
+  CHECK_THAT(std::string(api::ParseReportBody("text/plain", "{}", &report).message()),
+             Catch::Contains("must be JSON"));
+  CHECK_THAT(std::string(api::ParseReportBody("", "", &report).message()),
+             Catch::Contains("send {} for none"));
+  CHECK_THAT(std::string(api::ParseReportBody("", R"({"colour":"red"})", &report).message()),
+             Catch::Contains("not a valid cityops.v1.ReportRequest"));
+  CHECK_THAT(
+      std::string(api::ParseReportBody("", R"({"grid":{"gridCode":"3101"}})", &report).message()),
+      Catch::Contains("15 digits"));
+
+  CHECK(api::FindCaseCommand("teleport").status().code() == absl::StatusCode::kNotFound);
+  absl::StatusOr<const api::CaseCommandSpec*> dispatch = api::FindCaseCommand("dispatch");
+  REQUIRE(dispatch.ok());
+  v1::CaseCommandRequest command;
+  CHECK(api::ParseCaseCommandBody("dispatch", **dispatch, "application/json",
+                                  R"({"department":"water-authority","requestId":"d-1"})", &command)
+            .ok());
+  CHECK(command.department() == "water-authority");
+  CHECK_THAT(std::string(api::ParseCaseCommandBody("dispatch", **dispatch, "",
+                                                   R"({"result":"done"})", &command)
+                             .message()),
+             Catch::Contains("dispatch does not take 'result'"));
 }
 
 }  // namespace

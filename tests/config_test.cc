@@ -148,5 +148,36 @@ TEST_CASE("a missing configuration file is named", "[config]") {
   CHECK(c.status().message().find("/nonexistent/cityops.yaml") != std::string::npos);
 }
 
+// Found by fuzz/serve_config_fuzz.cc (fuzz/regressions/serve_config/).
+TEST_CASE("bytes that are not UTF-8 are refused with their line and column", "[config]") {
+  CHECK(ErrorOf("durability: sync\ndata_dir: /var/lib/city\x80ops\n") ==
+        "cityops.yaml:2:24: byte 0x80 is not valid UTF-8; save the file as UTF-8");
+  CHECK_THAT(ErrorOf("# caf\xe9\n{}"), Catch::Contains("cityops.yaml:1:6: byte 0xe9"));
+  CHECK(ParseServeConfig("data_dir: /var/lib/\xe5\x9f\x8e\xe5\xb8\x82\n", "cityops.yaml").ok());
+}
+
+TEST_CASE("durations beyond what a Duration holds, or empty, are refused", "[config]") {
+  CHECK_THAT(ErrorOf("ingest: {clock_tick_interval: 999999999999999999d}"),
+             Catch::Contains("longer than 10000 years"));
+  CHECK_THAT(ErrorOf("ingest: {clock_tick_interval: 3660001d}"),
+             Catch::Contains("longer than 10000 years"));
+  CHECK_THAT(ErrorOf("ingest: {clock_tick_delay: \"\"}"), Catch::Contains("is not a duration"));
+  CHECK_THAT(ErrorOf("ingest: {clock_tick_delay: \"-\"}"), Catch::Contains("is not a duration"));
+}
+
+// Found by fuzz/serve_config_fuzz.cc: ProtoToYaml wrote a zero duration as "0", which
+// does not read back (fuzz/regressions/serve_config/zero_duration_round_trip.yaml).
+TEST_CASE("a zero duration is printed with its unit and reads back", "[config]") {
+  absl::StatusOr<v1::ServeConfig> c =
+      ParseServeConfig("ingest: {clock_tick_delay: 0s}", "cityops.yaml");
+  REQUIRE(c.ok());
+  const std::string shown = daemon::DescribeServeConfig(*c);
+  CHECK_THAT(shown, Catch::Contains("clock_tick_delay: 0s"));
+  absl::StatusOr<v1::ServeConfig> back = ParseServeConfig(shown, "shown.yaml");
+  REQUIRE(back.ok());
+  CHECK(back->ingest().has_clock_tick_delay());
+  CHECK(back->ingest().clock_tick_delay().seconds() == 0);
+}
+
 }  // namespace
 }  // namespace cityops

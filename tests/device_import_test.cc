@@ -103,5 +103,34 @@ TEST_CASE("imported registrations land in their device's partition and re-import
   CHECK(*(*log)->CurrentVersion("registry/" + devices[3].device_id()) == kernel::StreamVersion(2));
 }
 
+// Found while writing fuzz/device_import_fuzz.cc, which confirmed both under ASan and UBSan
+// (fuzz/regressions/device_import/).
+TEST_CASE("a CSV header naming a column twice is refused instead of read past", "[import]") {
+  const ParsedDevices parsed = ParseDeviceText(
+      "kind,grid_code,device_id,device_id\nELEVATOR,310104010001001,x\n", DeviceFileFormat::kCsv);
+  CHECK(parsed.devices.empty());
+  REQUIRE(parsed.errors.size() == 1);
+  CHECK(parsed.errors[0].line == 1);
+  CHECK_THAT(parsed.errors[0].message, Catch::Contains("'device_id' is named twice"));
+}
+
+TEST_CASE("a CSV reporting interval that is no finite number of seconds is a line error",
+          "[import]") {
+  const ParsedDevices parsed = ParseDeviceText(
+      "device_id,kind,grid_code,reporting_interval_s,latitude_deg\n"
+      "e-1,ELEVATOR,310104010001001,1e300,31.2\n"
+      "e-2,ELEVATOR,310104010001001,nan,31.2\n"
+      "e-3,ELEVATOR,310104010001001,-inf,31.2\n"
+      "e-4,ELEVATOR,310104010001001,60,inf\n"
+      "e-5,ELEVATOR,310104010001001,60,31.2\n",
+      DeviceFileFormat::kCsv);
+  REQUIRE(parsed.devices.size() == 1);
+  CHECK(parsed.devices[0].reporting_interval().seconds() == 60);
+  REQUIRE(parsed.errors.size() == 4);
+  CHECK_THAT(parsed.errors[0].message, Catch::Contains("out of range"));
+  CHECK_THAT(parsed.errors[1].message, Catch::Contains("is not a number"));
+  CHECK_THAT(parsed.errors[3].message, Catch::Contains("latitude_deg"));
+}
+
 }  // namespace
 }  // namespace cityops::ingest

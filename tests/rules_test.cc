@@ -1009,5 +1009,19 @@ TEST_CASE("the engine is deterministic: the same inputs give the same bytes", "[
   CHECK(a == b);
 }
 
+// Found by fuzz/rule_set_fuzz.cc: yaml-cpp 0.7's LoadAll looped, allocating until the
+// machine ran out of memory, on these (fuzz/regressions/rule_set/).
+TEST_CASE("malformed YAML that hangs yaml-cpp's LoadAll is refused at once", "[rules]") {
+  for (const char* yaml : {",}\n", ",\n", "name: x\n,\n"}) {
+    INFO(yaml);
+    const absl::Status s = LoadRuleSetText(yaml, "test.yaml").status();
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK_THAT(std::string(s.message()), Catch::StartsWith("test.yaml"));
+  }
+  CHECK_THAT(
+      std::string(LoadRuleSetText("name: a\n---\nname: b\n", "test.yaml").status().message()),
+      Catch::Contains("test.yaml:2: holds more than one YAML document"));
+}
+
 }  // namespace
 }  // namespace cityops::rules

@@ -13,7 +13,7 @@
 // With CITYOPS_FUZZ_TRACE set, every decoder's answer is printed (run_fuzz.sh uses it to
 // check that the seeds are accepted records).
 //
-// Build and run: ingest/fuzz/run_fuzz.sh SECONDS.
+// Build and run: fuzz/run_fuzz.sh --target record_decoder SECONDS.
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
