@@ -13,7 +13,8 @@
 //             it up to the checkpoints), and without it (replay from the start), after
 //             the fill's compactions settled. Both end in the same state, which the bench
 //             checks (their snapshots are byte for byte equal).
-// Prints a table and one JSON line per size (`json: {...}`). See bench/README.md.
+// Prints each size's figures and JSON line (`json: {...}`) as it is measured, then a table
+// of all of them. See bench/README.md.
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -145,22 +146,17 @@ int Run(int argc, char** argv) {
       "input events\n",
       o.scenario.c_str(), o.devices, o.partitions,
       static_cast<unsigned long long>(o.snapshot_every));
-  std::vector<Row> rows;
-  for (size_t i = 0; i < o.sizes_hours.size(); ++i) {
-    const std::string path = absl::StrFormat("%s/log-%d", dir.path(), i);
-    rows.push_back(Measure(o, o.sizes_hours[i], path));
-    std::filesystem::remove_all(path);
-  }
-  std::printf("\n%8s %12s %10s %11s %10s %14s %12s %12s %7s\n", "hours", "events", "snapshot",
-              "export s", "run s", "after snapshot", "open snap s", "open full s", "same");
-  for (const Row& r : rows) {
+  auto header = [] {
+    std::printf("\n%8s %12s %10s %11s %10s %14s %12s %12s %7s\n", "hours", "events", "snapshot",
+                "export s", "run s", "after snapshot", "open snap s", "open full s", "same");
+  };
+  auto line = [](const Row& r) {
     std::printf("%8.2f %12llu %8.1fMB %11.2f %10.1f %14llu %12.2f %12.2f %7s\n", r.hours,
                 static_cast<unsigned long long>(r.events), r.snapshot_bytes / 1e6, r.export_s,
                 r.run_s, static_cast<unsigned long long>(r.replayed_after_snapshot),
                 r.open_snapshot_s, r.open_replay_s, r.same_state ? "yes" : "NO");
-  }
-  std::printf("peak RSS: %.0f MiB\n", PeakRssMiB());
-  for (const Row& r : rows) {
+  };
+  auto json = [&o](const Row& r) {
     std::printf(
         "json: {\"bench\":\"restart_bench\",\"scenario\":\"%s\",\"devices\":%zu,\"hours\":%.2f,"
         "\"partitions\":%u,\"events\":%llu,\"snapshot_every\":%llu,\"snapshots\":%llu,"
@@ -175,7 +171,21 @@ int Run(int argc, char** argv) {
         static_cast<unsigned long long>(r.replayed_after_snapshot), r.open_snapshot_s,
         static_cast<unsigned long long>(r.replayed_all), r.open_replay_s,
         r.same_state ? "true" : "false");
+  };
+  // Each size's figures as soon as they are measured (a large size takes long), then the
+  // table of all of them.
+  std::vector<Row> rows;
+  for (size_t i = 0; i < o.sizes_hours.size(); ++i) {
+    const std::string path = absl::StrFormat("%s/log-%d", dir.path(), i);
+    rows.push_back(Measure(o, o.sizes_hours[i], path));
+    std::filesystem::remove_all(path);
+    line(rows.back());
+    json(rows.back());
+    std::fflush(stdout);
   }
+  header();
+  for (const Row& r : rows) line(r);
+  std::printf("peak RSS: %.0f MiB\n", PeakRssMiB());
   for (const Row& r : rows) {
     if (!r.same_state) return 1;
   }

@@ -90,7 +90,7 @@ struct RulesStageOptions {
   uint64_t snapshot_every_events = 2'000'000;
   // ... or once this much wall time (of `clock`) has passed since the last one, if it
   // processed anything (InfiniteDuration: never by time). A snapshot of a 100k-device
-  // city takes tens of MB and a fraction of a second (bench/README.md).
+  // city is about 30 MB and takes about a second to build (bench/README.md, restart_bench).
   absl::Duration snapshot_interval = absl::Minutes(5);
   const kernel::Clock* clock = kernel::Clock::Real();
   // Open restores from the stored snapshot when it can (false: always replay the log).
