@@ -707,21 +707,32 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
 absl::StatusOr<AppendResult> EventLog::Append(AppendBatch&& batch) { return Append(batch); }
 
 absl::StatusOr<AppendResult> EventLog::Append(AppendBatch& batch) {
-  absl::StatusOr<std::vector<AppendResult>> results = AppendAll(std::span<AppendBatch>(&batch, 1));
+  absl::StatusOr<std::vector<AppendResult>> results =
+      AppendAll(std::span<AppendBatch>(&batch, 1), nullptr);
   if (!results.ok()) return results.status();
   return std::move(results->front());
 }
 
 absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch>&& batches) {
-  return AppendAll(std::span<AppendBatch>(batches));
+  return AppendAll(std::span<AppendBatch>(batches), nullptr);
 }
 
 absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch>& batches) {
-  return AppendAll(std::span<AppendBatch>(batches));
+  return AppendAll(std::span<AppendBatch>(batches), nullptr);
 }
 
-absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBatch> batches) {
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::vector<AppendBatch>& batches,
+                                                              const StageSnapshot& snapshot) {
+  return AppendAll(std::span<AppendBatch>(batches), &snapshot);
+}
+
+absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBatch> batches,
+                                                              const StageSnapshot* snapshot) {
   Impl& d = *impl_;
+  if (snapshot != nullptr && snapshot->stage.empty()) {
+    return absl::InvalidArgumentError(
+        "AppendAll got a stage snapshot without a stage name; name the stage that wrote it");
+  }
   bool any_indexed = false;
   for (const AppendBatch& batch : batches) {
     if (absl::Status s = Validate(batch, &any_indexed); !s.ok()) return s;
@@ -754,6 +765,10 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
   for (size_t i = 0; i < batches.size(); ++i) {
     nexts[i] = states[i]->next.load(std::memory_order_relaxed);
     if (absl::Status s = Stage(batches[i], &nexts[i], staging, &results[i]); !s.ok()) return s;
+  }
+  if (snapshot != nullptr) {
+    staging.write_batch.Put(d.cf(kPositionsCf), format::SnapshotKey(snapshot->stage),
+                            snapshot->state);
   }
   if (staging.write_batch.Count() == 0) return results;
   const auto write_start = std::chrono::steady_clock::now();
@@ -995,6 +1010,15 @@ absl::StatusOr<std::optional<StageCheckpoint>> EventLog::StoredCheckpoint(
   }
   return std::optional<StageCheckpoint>(StageCheckpoint{
       std::string(stage), Sequence(format::GetBigEndian64(value.data())), value.substr(8)});
+}
+
+absl::StatusOr<std::optional<std::string>> EventLog::StoredSnapshot(std::string_view stage) const {
+  std::string value;
+  rocksdb::Status s = impl_->db->Get(rocksdb::ReadOptions(), impl_->cf(kPositionsCf),
+                                     format::SnapshotKey(stage), &value);
+  if (s.IsNotFound()) return std::optional<std::string>();
+  if (!s.ok()) return FromRocks(s, absl::StrFormat("reading the snapshot of stage %s", stage));
+  return std::optional<std::string>(std::move(value));
 }
 
 Sequence EventLog::WaitForEvents(Partition partition, Sequence after_next,

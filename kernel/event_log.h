@@ -11,7 +11,8 @@
 //     stream-index entries and idempotency keys (for indexed streams), and either the
 //     source positions (Kafka topic/partition -> next offset) or a stage checkpoint that
 //     produced them. After a crash, either all of it is there or none of it is.
-//     `AppendAll` extends this to batches for several partitions in one write.
+//     `AppendAll` extends this to batches for several partitions in one write, and may
+//     carry a stage's snapshot of its state in that same write.
 //   * Durability. By default every append is fsynced before `Append` returns (WAL on,
 //     group commit: one sync per batch). `Durability::kBuffered` skips the fsync:
 //     an append then survives a process crash but not a power loss.
@@ -87,6 +88,15 @@ struct SourcePosition {
 struct StageCheckpoint {
   std::string stage;
   Sequence next;
+  std::string state;
+};
+
+// A stage's snapshot of its whole state (e.g. the rules engine's), stored with its
+// checkpoints in one write so that a restart can start from it instead of replaying the
+// log. One per stage: a new one replaces the old. `state` is opaque to the log; the
+// stage records in it which checkpoints it belongs to.
+struct StageSnapshot {
+  std::string stage;
   std::string state;
 };
 
@@ -205,6 +215,10 @@ class EventLog {
   absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch>&& batches);
   // The same, leaving the batches to the caller to Clear() and reuse.
   absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch>& batches);
+  // The same, storing `snapshot` (replacing the stage's previous one) in the same write:
+  // the batches' checkpoints and the snapshot are stored together or not at all.
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::vector<AppendBatch>& batches,
+                                                      const StageSnapshot& snapshot);
 
   // Calls `visit(sequence, value)` for the stored events of `partition` from `from`
   // on, in order, until `visit` returns false or the appended end is reached. `value`
@@ -248,6 +262,9 @@ class EventLog {
   absl::StatusOr<std::optional<StageCheckpoint>> StoredCheckpoint(Partition partition,
                                                                   std::string_view stage) const;
 
+  // The latest snapshot stored by `stage` (AppendAll with a StageSnapshot), or nullopt.
+  absl::StatusOr<std::optional<std::string>> StoredSnapshot(std::string_view stage) const;
+
   // Blocks until `partition`'s next sequence exceeds `after_next` (i.e. at least one
   // event beyond what the caller has seen), `timeout` passes, or the log closes.
   // Returns the partition's next sequence at that moment. A follower loops:
@@ -272,7 +289,8 @@ class EventLog {
   class Impl;
   struct Staging;
   static absl::Status Validate(const AppendBatch& batch, bool* indexed);
-  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::span<AppendBatch> batches);
+  absl::StatusOr<std::vector<AppendResult>> AppendAll(std::span<AppendBatch> batches,
+                                                      const StageSnapshot* snapshot);
   absl::Status Stage(AppendBatch& batch, uint64_t* next, Staging& staging,
                      AppendResult* result) const;
   explicit EventLog(std::unique_ptr<Impl> impl);

@@ -96,6 +96,12 @@ std::string CheckpointKey(Partition partition, std::string_view stage) {
   return key;
 }
 
+std::string SnapshotKey(std::string_view stage) {
+  std::string key(1, kSnapshotPrefix);
+  key.append(stage);
+  return key;
+}
+
 rocksdb::DBOptions LogDbOptions() {
   rocksdb::DBOptions options;
   options.create_if_missing = false;  // The log decides when to create (EventLog::Open).

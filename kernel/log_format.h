@@ -38,6 +38,7 @@ inline constexpr std::string_view kCreatingFileName = "cityops.creating";
 // Prefixes of the positions family.
 inline constexpr char kSourcePositionPrefix = 's';
 inline constexpr char kCheckpointPrefix = 'c';
+inline constexpr char kSnapshotPrefix = 'n';
 
 // events: partition (4 bytes, big-endian) + sequence (8 bytes, big-endian) -> value.
 inline constexpr size_t kEventKeySize = 12;
@@ -58,6 +59,8 @@ std::optional<EventPosition> DecodePosition(std::string_view value);
 std::string SourcePositionKey(std::string_view topic, int32_t kafka_partition);
 // positions: 'c' + partition (4, big-endian) + stage name -> next (8) + state bytes.
 std::string CheckpointKey(Partition partition, std::string_view stage);
+// positions: 'n' + stage name -> the stage's latest snapshot, opaque bytes.
+std::string SnapshotKey(std::string_view stage);
 
 void PutBigEndian32(uint32_t v, char* out);
 void PutBigEndian64(uint64_t v, char* out);

@@ -42,6 +42,25 @@ inline absl::Duration FromDurationProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
+// Times in snapshots (proto/cityops/v1/snapshot.proto): whole nanoseconds since the Unix
+// epoch, the minimum int64 standing for absl::InfinitePast() ("never"). False, leaving
+// `*ns` alone, if `t` is not exactly representable (finer than a nanosecond, out of
+// range, or InfiniteFuture).
+inline constexpr int64_t kNeverNanos = INT64_MIN;
+inline bool TimeToExactNanos(absl::Time t, int64_t* ns) {
+  if (t == absl::InfinitePast()) {
+    *ns = kNeverNanos;
+    return true;
+  }
+  const int64_t n = absl::ToUnixNanos(t);
+  if (n == kNeverNanos || absl::FromUnixNanos(n) != t) return false;
+  *ns = n;
+  return true;
+}
+inline absl::Time TimeFromExactNanos(int64_t ns) {
+  return ns == kNeverNanos ? absl::InfinitePast() : absl::FromUnixNanos(ns);
+}
+
 }  // namespace cityops::kernel
 
 #endif  // CITYOPS_KERNEL_PROTO_TIME_H_

@@ -1060,6 +1060,62 @@ TEST_CASE("source positions and checkpoints are stored with their events and lat
   }
 }
 
+TEST_CASE("a stage snapshot is stored in the same write as its checkpoints, or not at all",
+          "[event_log]") {
+  TempDir dir;
+  ManualClock clock(kTestNow);
+  const std::string path = dir.Sub("log");
+  auto log = OpenLog(path, &clock);
+  auto stored = [&](std::string_view stage) {
+    absl::StatusOr<std::optional<std::string>> s = log->StoredSnapshot(stage);
+    INFO(s.status().ToString());
+    REQUIRE(s.ok());
+    return *s;
+  };
+  CHECK(stored("rules") == std::nullopt);
+  const std::string first("engine\0state\xff", 13);
+  {
+    std::vector<AppendBatch> batches;
+    batches.emplace_back(Partition(0));
+    batches.back().Add(CaseUrgedEvent("A", "a-1"));
+    batches.back().SetCheckpoint({"rules", Sequence(1), ""});
+    batches.emplace_back(Partition(2));
+    batches.back().SetCheckpoint({"rules", Sequence(0), ""});
+    absl::StatusOr<std::vector<AppendResult>> r =
+        log->AppendAll(batches, kernel::StageSnapshot{"rules", first});
+    INFO(r.status().ToString());
+    REQUIRE(r.ok());
+  }
+  CHECK(stored("rules") == first);
+  CHECK(stored("rule") == std::nullopt);
+  CHECK(Checkpoint(*log, Partition(0), "rules").value().next == Sequence(1));
+
+  // An append that fails writes neither its checkpoint nor its snapshot.
+  {
+    std::vector<AppendBatch> batches;
+    batches.emplace_back(Partition(0));
+    batches.back().Add(CaseUrgedEvent("A", "a-2"), StreamVersion(7));  // The stream is at 1.
+    batches.back().SetCheckpoint({"rules", Sequence(2), ""});
+    absl::StatusOr<std::vector<AppendResult>> r =
+        log->AppendAll(batches, kernel::StageSnapshot{"rules", "second"});
+    CHECK(r.status().code() == absl::StatusCode::kAborted);
+  }
+  CHECK(stored("rules") == first);
+  CHECK(Checkpoint(*log, Partition(0), "rules").value().next == Sequence(1));
+
+  // A snapshot alone is a valid write; the latest replaces the one before, across reopening.
+  {
+    std::vector<AppendBatch> none;
+    REQUIRE(log->AppendAll(none, kernel::StageSnapshot{"rules", "third"}).ok());
+    CHECK(log->AppendAll(none, kernel::StageSnapshot{"", "x"}).status().code() ==
+          absl::StatusCode::kInvalidArgument);
+  }
+  log.reset();
+  log = OpenLog(path, &clock);
+  CHECK(stored("rules") == "third");
+  CHECK(log->NextSequence(Partition(0)) == Sequence(1));
+}
+
 // ---------------------------------------------------------------------------------------
 // Reopening
 

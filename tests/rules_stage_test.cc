@@ -7,14 +7,19 @@
 
 #include <atomic>
 #include <catch2/catch.hpp>
+#include <functional>
 #include <map>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "cityops/v1/snapshot.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "ingest/embedded_kafka.h"
 #include "ingest/envelope.h"
 #include "ingest/ingester.h"
@@ -256,6 +261,31 @@ void FillTyphoon(EventLog& log, absl::Duration duration) {
   AppendScenario(log, city, simulator, duration, /*registrations=*/true);
 }
 
+// A log holding the default rules and four hours of a small city's typhoon, with the
+// rule set edited after 150 minutes: the water rules get shorter holds, so every active
+// alert of theirs ends and the devices still under water raise again.
+void FillTyphoonWithEdit(EventLog& log) {
+  ActivateDefaultRules(log);
+  const sim::City city = sim::GenerateCity(SmallCity(7));
+  sim::SimulatorOptions sim_options;
+  sim_options.scenario = sim::Scenario::kTyphoon;
+  sim_options.seed = 7;
+  sim::Simulator simulator(city, sim_options);
+  AppendScenario(log, city, simulator, absl::Minutes(150), /*registrations=*/true);
+  std::string yaml(DefaultRuleSetYaml());
+  for (std::string_view hold : {"hold_for: 2m", "hold_for: 6m"}) {
+    for (size_t at = yaml.find(hold); at != std::string::npos; at = yaml.find(hold, at + 1)) {
+      yaml.replace(at, hold.size(), "hold_for: 1m");
+    }
+  }
+  absl::StatusOr<LoadedRuleSet> edited = LoadRuleSetText(yaml, "edited.yaml");
+  REQUIRE(edited.ok());
+  kernel::AppendBatch batch{Partition(0)};
+  batch.Add(RulesetActivatedEvent(*edited, sim_options.start + absl::Minutes(150)));
+  REQUIRE(log.Append(std::move(batch)).ok());
+  AppendScenario(log, city, simulator, absl::Hours(4), /*registrations=*/false);
+}
+
 // The engine's counters (of a stage that processed the whole log itself) and the
 // derived events in the log agree: an id reused by the engine would be dropped by the
 // log as a duplicate and leave the log short.
@@ -364,27 +394,7 @@ TEST_CASE("a rule set edited mid-log: new alerts get new ids and the counters ma
           "[rules]") {
   testing::TempDir dir;
   std::unique_ptr<EventLog> log = OpenLog(dir.Sub("log"));
-  ActivateDefaultRules(*log);
-  const sim::City city = sim::GenerateCity(SmallCity(7));
-  sim::SimulatorOptions sim_options;
-  sim_options.scenario = sim::Scenario::kTyphoon;
-  sim_options.seed = 7;
-  sim::Simulator simulator(city, sim_options);
-  AppendScenario(*log, city, simulator, absl::Minutes(150), /*registrations=*/true);
-  // Mid-storm, the water rules get shorter holds: every active alert of theirs ends and
-  // the devices still under water raise again.
-  std::string yaml(DefaultRuleSetYaml());
-  for (std::string_view hold : {"hold_for: 2m", "hold_for: 6m"}) {
-    for (size_t at = yaml.find(hold); at != std::string::npos; at = yaml.find(hold, at + 1)) {
-      yaml.replace(at, hold.size(), "hold_for: 1m");
-    }
-  }
-  absl::StatusOr<LoadedRuleSet> edited = LoadRuleSetText(yaml, "edited.yaml");
-  REQUIRE(edited.ok());
-  kernel::AppendBatch batch{Partition(0)};
-  batch.Add(RulesetActivatedEvent(*edited, sim_options.start + absl::Minutes(150)));
-  REQUIRE(log->Append(std::move(batch)).ok());
-  AppendScenario(*log, city, simulator, absl::Hours(4), /*registrations=*/false);
+  FillTyphoonWithEdit(*log);
 
   RulesStageOptions options;
   options.log = log.get();
@@ -566,6 +576,233 @@ TEST_CASE("a normal day: traffic spikes on manhole covers raise nothing",
     INFO("cover " << id << " stayed open");
     CHECK(alerted.contains(id));
   }
+}
+
+// ---------------------------------------------------------------------------------------
+// Snapshots (issue 12): restart from the engine's stored state, not from all of history.
+
+// Small batches and frequent snapshots, so that a small log sees many of both.
+RulesStageOptions SnapshotEvery(EventLog* log, uint64_t events) {
+  RulesStageOptions options;
+  options.log = log;
+  options.max_batch_events = 2'000;
+  options.snapshot_every_events = events;
+  options.snapshot_interval = absl::InfiniteDuration();
+  return options;
+}
+
+// One stage that runs over the whole log without a snapshot or a restart.
+void DeriveOnce(EventLog& log) {
+  RulesStageOptions options = SnapshotEvery(&log, 0);
+  options.use_snapshot = false;
+  absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(options);
+  REQUIRE(stage.ok());
+  REQUIRE((*stage)->CatchUp(/*drain=*/true).ok());
+  CHECK((*stage)->Stats().snapshots_written == 0);
+}
+
+// The derived events of `a` and `b` agree byte for byte, partition by partition.
+void CheckSameDerived(const EventLog& a, const EventLog& b) {
+  const std::vector<std::vector<std::string>> da = NormalizedDerived(a);
+  const std::vector<std::vector<std::string>> db = NormalizedDerived(b);
+  REQUIRE(da.size() == db.size());
+  size_t total = 0;
+  for (size_t p = 0; p < da.size(); ++p) {
+    INFO("partition " << p);
+    REQUIRE(da[p].size() == db[p].size());
+    for (size_t i = 0; i < da[p].size(); ++i) {
+      INFO("derived event " << i);
+      CHECK(da[p][i] == db[p][i]);
+    }
+    total += da[p].size();
+  }
+  CHECK(total > 100);
+}
+
+std::string StoredSnapshot(const EventLog& log) {
+  absl::StatusOr<std::optional<std::string>> stored = log.StoredSnapshot(kRulesCheckpoint);
+  REQUIRE(stored.ok());
+  REQUIRE(stored->has_value());
+  return **stored;
+}
+
+void StoreSnapshot(EventLog& log, std::string bytes) {
+  std::vector<kernel::AppendBatch> none;
+  REQUIRE(log.AppendAll(none, kernel::StageSnapshot{kRulesCheckpoint, std::move(bytes)}).ok());
+}
+
+TEST_CASE("restarts at snapshots and between them derive byte for byte what one run derives",
+          "[rules][snapshot]") {
+  testing::TempDir dir;
+  std::unique_ptr<EventLog> once = OpenLog(dir.Sub("once"));
+  std::unique_ptr<EventLog> restarted = OpenLog(dir.Sub("restarted"));
+  FillTyphoonWithEdit(*once);
+  FillTyphoonWithEdit(*restarted);
+  DeriveOnce(*once);
+
+  const RulesStageOptions options = SnapshotEvery(restarted.get(), 7'000);
+  RulesStageOptions from_zero = options;
+  from_zero.use_snapshot = false;
+  std::mt19937_64 rng(12);
+  int at_snapshot = 0;       // Restored, nothing to replay: restarted right after a snapshot.
+  int after_snapshot = 0;    // Restored, then replayed the events since.
+  int without_snapshot = 0;  // None stored yet: replayed the log.
+  uint64_t snapshots = 0;
+  for (bool done = false; !done;) {
+    absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(options);
+    REQUIRE(stage.ok());
+    const RulesStageStats opened = (*stage)->Stats();
+    CHECK(opened.snapshot_refused.empty());
+    if (!opened.restored_from_snapshot) {
+      ++without_snapshot;
+    } else {
+      ++(opened.replayed == 0 ? at_snapshot : after_snapshot);
+      // Restoring and replaying the rest ends in the state a replay from zero reaches.
+      absl::StatusOr<std::unique_ptr<RulesStage>> replayed = RulesStage::Open(from_zero);
+      REQUIRE(replayed.ok());
+      CHECK_FALSE((*replayed)->Stats().restored_from_snapshot);
+      absl::StatusOr<std::string> restored_state = (*stage)->Snapshot();
+      absl::StatusOr<std::string> replayed_state = (*replayed)->Snapshot();
+      REQUIRE(restored_state.ok());
+      REQUIRE(replayed_state.ok());
+      CHECK(*restored_state == *replayed_state);
+    }
+    // Run 1 to 6 steps of 2,000 events, then drop the stage as a crash would.
+    const int steps = 1 + static_cast<int>(rng() % 6);
+    for (int i = 0; i < steps && !done; ++i) {
+      absl::StatusOr<size_t> n = (*stage)->Step(/*drain=*/true);
+      REQUIRE(n.ok());
+      done = *n == 0;
+    }
+    snapshots += (*stage)->Stats().snapshots_written;
+  }
+  INFO(at_snapshot << " restarts at a snapshot, " << after_snapshot << " after one, "
+                   << without_snapshot << " before the first; " << snapshots << " snapshots");
+  CHECK(at_snapshot > 0);
+  CHECK(after_snapshot > 0);
+  CHECK(without_snapshot > 0);
+  CHECK(snapshots > 5);
+  CheckSameDerived(*restarted, *once);
+}
+
+TEST_CASE("an engine restored from its exported state exports the same bytes",
+          "[rules][snapshot]") {
+  testing::TempDir dir;
+  std::unique_ptr<EventLog> log = OpenLog(dir.Sub("log"));
+  FillTyphoonWithEdit(*log);
+  absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(SnapshotEvery(log.get(), 0));
+  REQUIRE(stage.ok());
+  // Into the storm, past the edit of the rule set: alerts, cases and timers in flight.
+  for (int i = 0; i < 60; ++i) REQUIRE((*stage)->Step(/*drain=*/true).ok());
+  absl::StatusOr<std::string> bytes = (*stage)->Snapshot();
+  REQUIRE(bytes.ok());
+  v1::RulesStageSnapshot snapshot;
+  REQUIRE(snapshot.ParseFromString(*bytes));
+  CHECK(snapshot.format_version() == kRulesSnapshotVersion);
+  const v1::RulesEngineState& state = snapshot.engine();
+  CHECK(state.devices_size() > 900);  // The devices and the grids' pseudo-devices.
+  CHECK(state.cases_size() > 0);
+  CHECK(state.timers_size() > 0);
+  REQUIRE(state.has_rule_set());
+  CHECK(state.rule_set().sequence() > 0);  // The edited rule set, not the first one.
+  absl::StatusOr<std::vector<v1::Event>> ruleset = log->Read(
+      Partition(state.rule_set().partition()), kernel::Sequence(state.rule_set().sequence()), 1);
+  REQUIRE(ruleset.ok());
+  REQUIRE(ruleset->size() == 1);
+
+  RulesEngine engine;
+  absl::Status restored = engine.RestoreState(state, &ruleset->front());
+  INFO(restored.ToString());
+  REQUIRE(restored.ok());
+  v1::RulesEngineState again;
+  REQUIRE(engine.ExportState(&again).ok());
+  v1::RulesStageSnapshot round_trip = snapshot;
+  *round_trip.mutable_engine() = again;
+  std::string round_trip_bytes;
+  {
+    google::protobuf::io::StringOutputStream stream(&round_trip_bytes);
+    google::protobuf::io::CodedOutputStream coded(&stream);
+    coded.SetSerializationDeterministic(true);
+    round_trip.SerializeToCodedStream(&coded);
+  }
+  CHECK(round_trip_bytes == *bytes);
+
+  // A rule set other than the one named is not restored from.
+  v1::Event wrong = ruleset->front();
+  wrong.mutable_ruleset_activated()->set_sha256("0000");
+  RulesEngine refused;
+  const absl::Status s = refused.RestoreState(state, &wrong);
+  CHECK(s.code() == absl::StatusCode::kDataLoss);
+  CHECK_THAT(std::string(s.message()), Catch::Contains("sha256"));
+  CHECK(refused.devices() == 0);  // Left as it was.
+}
+
+TEST_CASE("a snapshot that cannot be used is refused, with the reason, and the log replayed",
+          "[rules][snapshot]") {
+  struct Spoil {
+    std::string name;
+    std::function<std::string(const std::string&)> spoil;
+    std::string reason;
+  };
+  auto edit = [](std::function<void(v1::RulesStageSnapshot&)> change) {
+    return [change](const std::string& bytes) {
+      v1::RulesStageSnapshot snapshot;
+      if (!snapshot.ParseFromString(bytes))
+        throw std::runtime_error("stored snapshot does not parse");
+      change(snapshot);
+      return snapshot.SerializeAsString();
+    };
+  };
+  const Spoil spoil = GENERATE_COPY(
+      Spoil{"a newer format version", edit([](v1::RulesStageSnapshot& s) {
+              s.set_format_version(kRulesSnapshotVersion + 1);
+            }),
+            "written by a newer cityops"},
+      Spoil{"damaged bytes",
+            [](const std::string& bytes) { return std::string(11, '\xff') + bytes; },
+            "not a valid cityops.v1.RulesStageSnapshot"},
+      Spoil{"a rule state of a rule that does not exist", edit([](v1::RulesStageSnapshot& s) {
+              for (v1::EngineDevice& d : *s.mutable_engine()->mutable_devices()) {
+                if (d.rules_size() > 0) {
+                  d.mutable_rules(0)->set_rule_index(999);
+                  return;
+                }
+              }
+              throw std::runtime_error("no device has a rule state");
+            }),
+            "inconsistent"},
+      Spoil{"a position past the checkpoint", edit([](v1::RulesStageSnapshot& s) {
+              s.mutable_partitions(0)->set_next(s.partitions(0).next() + 1'000'000);
+            }),
+            "past the stage's checkpoint"});
+  INFO("the snapshot has " << spoil.name);
+  testing::TempDir dir;
+  std::unique_ptr<EventLog> once = OpenLog(dir.Sub("once"));
+  std::unique_ptr<EventLog> log = OpenLog(dir.Sub("log"));
+  FillTyphoon(*once, absl::Hours(3));
+  FillTyphoon(*log, absl::Hours(3));
+  DeriveOnce(*once);
+  const RulesStageOptions options = SnapshotEvery(log.get(), 7'000);
+  {
+    absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(options);
+    REQUIRE(stage.ok());
+    for (int i = 0; i < 10; ++i) REQUIRE((*stage)->Step(/*drain=*/true).ok());
+    REQUIRE((*stage)->Stats().snapshots_written > 0);
+  }
+  StoreSnapshot(*log, spoil.spoil(StoredSnapshot(*log)));
+  absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(options);
+  REQUIRE(stage.ok());
+  const RulesStageStats opened = (*stage)->Stats();
+  CHECK_FALSE(opened.restored_from_snapshot);
+  CHECK_THAT(opened.snapshot_refused, Catch::Contains(spoil.reason));
+  CHECK(opened.replayed >= 20'000);  // Ten steps of 2,000: all of it, from the start.
+  REQUIRE((*stage)->CatchUp(/*drain=*/true).ok());
+  CheckSameDerived(*log, *once);
+  // Its next snapshot replaced the spoilt one.
+  CHECK((*stage)->Stats().snapshots_written > 0);
+  v1::RulesStageSnapshot replaced;
+  CHECK(replaced.ParseFromString(StoredSnapshot(*log)));
+  CHECK(replaced.format_version() == kRulesSnapshotVersion);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
 #include "absl/time/civil_time.h"
@@ -1224,6 +1225,8 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
     return;
   }
   std::unique_ptr<CompiledRuleSet> next = *std::move(compiled);
+  rules_position_ = {kernel::Partition(event.partition()), kernel::Sequence(event.sequence())};
+  rules_sha256_ = activated.sha256();
   // carry[i]: the index in `next` of old rule i if its definition is unchanged, else -1.
   std::vector<int> carry(rules_ == nullptr ? 0 : rules_->rules().size(), -1);
   if (rules_ != nullptr) {
@@ -1286,6 +1289,325 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
       }
     }
   }
+}
+
+namespace {
+
+using kernel::TimeFromExactNanos;
+
+void SetRef(kernel::EventPosition p, v1::EventRef* r) {
+  r->set_partition(p.partition.value());
+  r->set_sequence(p.sequence.value());
+}
+
+kernel::EventPosition FromRef(const v1::EventRef& r) {
+  return {kernel::Partition(r.partition()), kernel::Sequence(r.sequence())};
+}
+
+}  // namespace
+
+absl::Status RulesEngine::ExportState(v1::RulesEngineState* out) const {
+  out->Clear();
+  bool exact = true;
+  auto ns = [&exact](absl::Time t) {
+    int64_t v = 0;
+    if (!kernel::TimeToExactNanos(t, &v)) exact = false;
+    return v;
+  };
+  if (rules_ != nullptr) {
+    SetRef(rules_position_, out->mutable_rule_set());
+    out->set_rule_set_sha256(rules_sha256_);
+  }
+  std::vector<const DeviceState*> devices;
+  devices.reserve(devices_.size());
+  for (const auto& [key, dev] : devices_) devices.push_back(&dev);
+  std::sort(devices.begin(), devices.end(),
+            [](const DeviceState* a, const DeviceState* b) { return a->cold->key < b->cold->key; });
+  for (const DeviceState* dev : devices) {
+    v1::EngineDevice* d = out->add_devices();
+    d->set_key(dev->cold->key);
+    d->set_kind(dev->kind);
+    d->set_registered(dev->registered);
+    d->set_partition(dev->partition.value());
+    d->set_last_seen_ns(ns(dev->last_seen));
+    for (const RuleMemory& m : dev->cold->memory) {
+      v1::EngineRuleMemory* pm = d->add_memory();
+      pm->set_rule_id(m.rule_id);
+      pm->set_alerts(m.alerts);
+      pm->set_open_case(m.open_case);
+      pm->set_cleared_at_ns(ns(m.cleared_at));
+    }
+    for (const auto& [index, st] : dev->cold->rules) {
+      v1::EngineRuleState* r = d->add_rules();
+      r->set_rule_index(index);
+      uint32_t memory_index = 0;
+      for (const RuleMemory& m : dev->cold->memory) {
+        if (&m == st.memory) break;
+        ++memory_index;
+      }
+      r->set_memory_index(memory_index);
+      r->set_active(st.active);
+      r->set_alert_id(st.alert_id);
+      r->set_pending(st.pending);
+      r->set_pending_since_ns(ns(st.pending_since));
+      for (const v1::EventRef& ref : st.readings) *r->add_readings() = ref;
+      r->set_clearing(st.clearing);
+      r->set_clearing_since_ns(ns(st.clearing_since));
+      r->set_clearing_value(st.clearing_value);
+      *r->mutable_clearing_reading() = st.clearing_reading;
+      r->set_metric(st.metric);
+      r->set_value(st.value);
+      r->set_threshold(st.threshold);
+      for (const auto& [t, v] : st.window) {
+        v1::EngineTimedValue* w = r->add_window();
+        w->set_time_ns(ns(t));
+        w->set_value(v);
+      }
+      r->set_run_valid(st.run_valid);
+      r->set_run_value(st.run_value);
+      r->set_run_start_ns(ns(st.run_start));
+      r->set_run_count(st.run_count);
+      r->set_absence_due_ns(ns(st.absence_due));
+      for (const auto& [t, device] : st.recent) {
+        v1::EngineTimedDevice* e = r->add_recent();
+        e->set_time_ns(ns(t));
+        e->set_device(device);
+      }
+      r->set_active_sources(st.active_sources);
+    }
+    for (const RuleState* slot : dev->by_slot) {
+      int32_t at = -1;
+      int32_t i = 0;
+      for (const auto& [index, st] : dev->cold->rules) {
+        if (&st == slot) at = i;
+        ++i;
+      }
+      d->add_slots(at);
+    }
+    d->mutable_idle()->assign(dev->idle.begin(), dev->idle.end());
+    *d->mutable_registration() = dev->cold->registration;
+    *d->mutable_grid() = dev->cold->grid;
+  }
+  std::vector<std::pair<std::string_view, const CaseTrack*>> cases;
+  cases.reserve(cases_.size());
+  for (const auto& [id, track] : cases_) cases.emplace_back(id, track.get());
+  std::sort(cases.begin(), cases.end());
+  for (const auto& [id, track] : cases) {
+    v1::EngineCase* c = out->add_cases();
+    c->set_case_id(std::string(id));
+    *c->mutable_view() = track->view;
+    c->set_partition(track->partition.value());
+    c->set_rule_id(track->rule_id);
+    c->set_device_key(track->device_key);
+    const int64_t window = absl::ToInt64Nanoseconds(track->verification_window);
+    if (absl::Nanoseconds(window) != track->verification_window) exact = false;
+    c->set_verification_window_ns(window);
+    c->set_link_key(track->link_key);
+  }
+  std::vector<const std::pair<const std::string, std::vector<std::string>>*> links;
+  for (const auto& entry : open_by_grid_category_) links.push_back(&entry);
+  std::sort(links.begin(), links.end(),
+            [](const auto* a, const auto* b) { return a->first < b->first; });
+  for (const auto* entry : links) {
+    v1::EngineLinkList* l = out->add_open_by_grid_category();
+    l->set_key(entry->first);
+    for (const std::string& id : entry->second) l->add_case_ids(id);
+  }
+  for (const Timer& t : timers_) {
+    v1::EngineTimer* pt = out->add_timers();
+    pt->set_due_ns(ns(t.due));
+    pt->set_kind(t.kind);
+    pt->set_key(t.key);
+    pt->set_a(t.a);
+    pt->set_b(t.b);
+    SetRef(t.cause, pt->mutable_cause());
+  }
+  SetRef(cause_, out->mutable_cause());
+  out->set_now_ns(ns(now_));
+  v1::EngineCountersState* c = out->mutable_counters();
+  c->set_inputs(counters_.inputs);
+  c->set_readings(counters_.readings);
+  c->set_alerts_raised(counters_.alerts_raised);
+  c->set_alerts_cleared(counters_.alerts_cleared);
+  c->set_cases_opened(counters_.cases_opened);
+  c->set_cases_linked(counters_.cases_linked);
+  c->set_tickets(counters_.tickets);
+  c->set_overdue(counters_.overdue);
+  c->set_auto_closed(counters_.auto_closed);
+  c->set_rejected_rule_sets(counters_.rejected_rule_sets);
+  for (const RejectedRuleSet& r : rejected_) {
+    v1::EngineRejectedRuleSet* pr = out->add_rejected();
+    pr->set_name(r.name);
+    pr->set_sha256(r.sha256);
+    SetRef(r.position, pr->mutable_position());
+    pr->set_error(r.error);
+  }
+  if (!exact) {
+    return absl::FailedPreconditionError(
+        "rules engine state holds a time that is not a whole number of nanoseconds since the "
+        "Unix epoch, so a snapshot could not restore it exactly; no snapshot is written (the "
+        "stage replays the log on restart instead)");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RulesEngine::RestoreState(const v1::RulesEngineState& state,
+                                       const v1::Event* ruleset_event) {
+  auto bad = [](const std::string& what) {
+    return absl::DataLossError(absl::StrCat("rules engine snapshot is inconsistent: ", what));
+  };
+  std::unique_ptr<CompiledRuleSet> rules;
+  kernel::EventPosition rules_position{};
+  if (state.has_rule_set()) {
+    rules_position = FromRef(state.rule_set());
+    if (ruleset_event == nullptr || !ruleset_event->has_ruleset_activated() ||
+        ruleset_event->partition() != state.rule_set().partition() ||
+        ruleset_event->sequence() != state.rule_set().sequence()) {
+      return absl::DataLossError(absl::StrFormat(
+          "rules engine snapshot names the rule set activated at %d/%d, but that event is not a "
+          "RulesetActivated",
+          state.rule_set().partition(), state.rule_set().sequence()));
+    }
+    const v1::RulesetActivated& activated = ruleset_event->ruleset_activated();
+    if (activated.sha256() != state.rule_set_sha256()) {
+      return absl::DataLossError(absl::StrFormat(
+          "rules engine snapshot names rule set sha256 %s at %d/%d, but the log holds %s there",
+          state.rule_set_sha256(), state.rule_set().partition(), state.rule_set().sequence(),
+          activated.sha256()));
+    }
+    absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
+        CompiledRuleSet::Compile(activated.rule_set());
+    if (!compiled.ok()) {
+      return absl::DataLossError(absl::StrFormat(
+          "rules engine snapshot names the rule set activated at %d/%d, which no longer "
+          "compiles: %s",
+          state.rule_set().partition(), state.rule_set().sequence(), compiled.status().message()));
+    }
+    rules = *std::move(compiled);
+  }
+  const size_t rule_count = rules == nullptr ? 0 : rules->rules().size();
+  projections::DeviceMap<DeviceState> devices;
+  devices.reserve(state.devices_size());
+  for (const v1::EngineDevice& d : state.devices()) {
+    auto [it, inserted] = devices.try_emplace(projections::DeviceKey(d.key()));
+    if (!inserted) return bad(absl::StrCat("device ", d.key(), " appears twice"));
+    DeviceState& dev = it->second;
+    dev.cold->key = d.key();
+    dev.kind = d.kind();
+    dev.registered = d.registered();
+    dev.partition = kernel::Partition(d.partition());
+    dev.last_seen = TimeFromExactNanos(d.last_seen_ns());
+    std::vector<RuleMemory*> memory;
+    for (const v1::EngineRuleMemory& pm : d.memory()) {
+      RuleMemory& m = dev.cold->memory.emplace_back();
+      m.rule_id = pm.rule_id();
+      m.alerts = pm.alerts();
+      m.open_case = pm.open_case();
+      m.cleared_at = TimeFromExactNanos(pm.cleared_at_ns());
+      memory.push_back(&m);
+    }
+    std::vector<RuleState*> states;
+    for (const v1::EngineRuleState& r : d.rules()) {
+      if (r.rule_index() < 0 || static_cast<size_t>(r.rule_index()) >= rule_count ||
+          r.memory_index() >= memory.size()) {
+        return bad(absl::StrCat("a rule state of device ", d.key(), " is out of range"));
+      }
+      RuleState& st = dev.cold->rules.emplace_back(r.rule_index(), RuleState()).second;
+      st.memory = memory[r.memory_index()];
+      st.active = r.active();
+      st.alert_id = r.alert_id();
+      st.pending = r.pending();
+      st.pending_since = TimeFromExactNanos(r.pending_since_ns());
+      st.readings.assign(r.readings().begin(), r.readings().end());
+      st.clearing = r.clearing();
+      st.clearing_since = TimeFromExactNanos(r.clearing_since_ns());
+      st.clearing_value = r.clearing_value();
+      st.clearing_reading = r.clearing_reading();
+      st.metric = r.metric();
+      st.value = r.value();
+      st.threshold = r.threshold();
+      for (const v1::EngineTimedValue& w : r.window()) {
+        st.window.emplace_back(TimeFromExactNanos(w.time_ns()), w.value());
+      }
+      st.run_valid = r.run_valid();
+      st.run_value = r.run_value();
+      st.run_start = TimeFromExactNanos(r.run_start_ns());
+      st.run_count = r.run_count();
+      st.absence_due = TimeFromExactNanos(r.absence_due_ns());
+      for (const v1::EngineTimedDevice& e : r.recent()) {
+        st.recent.emplace_back(TimeFromExactNanos(e.time_ns()), e.device());
+      }
+      st.active_sources = r.active_sources();
+      states.push_back(&st);
+    }
+    if (static_cast<size_t>(d.slots_size()) != d.idle().size()) {
+      return bad(absl::StrCat("device ", d.key(), " has ", d.slots_size(), " slots but ",
+                              d.idle().size(), " idle flags"));
+    }
+    for (int i = 0; i < d.slots_size(); ++i) {
+      const int32_t at = d.slots(i);
+      if (at < -1 || at >= static_cast<int32_t>(states.size())) {
+        return bad(absl::StrCat("a slot of device ", d.key(), " is out of range"));
+      }
+      dev.by_slot.push_back(at < 0 ? nullptr : states[at]);
+      dev.idle.push_back(static_cast<uint8_t>(d.idle()[i]));
+    }
+    dev.cold->registration = d.registration();
+    dev.cold->grid = d.grid();
+  }
+  absl::flat_hash_map<std::string, std::unique_ptr<CaseTrack>> cases;
+  cases.reserve(state.cases_size());
+  for (const v1::EngineCase& c : state.cases()) {
+    auto track = std::make_unique<CaseTrack>();
+    track->view = c.view();
+    track->partition = kernel::Partition(c.partition());
+    track->rule_id = c.rule_id();
+    track->device_key = c.device_key();
+    track->verification_window = absl::Nanoseconds(c.verification_window_ns());
+    track->link_key = c.link_key();
+    if (!cases.emplace(c.case_id(), std::move(track)).second) {
+      return bad(absl::StrCat("case ", c.case_id(), " appears twice"));
+    }
+  }
+  absl::flat_hash_map<std::string, std::vector<std::string>> open_by_grid_category;
+  for (const v1::EngineLinkList& l : state.open_by_grid_category()) {
+    open_by_grid_category[l.key()].assign(l.case_ids().begin(), l.case_ids().end());
+  }
+  std::set<Timer> timers;
+  for (const v1::EngineTimer& pt : state.timers()) {
+    Timer t{
+        TimeFromExactNanos(pt.due_ns()), pt.kind(), pt.key(), pt.a(), pt.b(), FromRef(pt.cause())};
+    if (!timers.insert(std::move(t)).second) return bad("a timer appears twice");
+  }
+  EngineCounters counters;
+  const v1::EngineCountersState& c = state.counters();
+  counters.inputs = c.inputs();
+  counters.readings = c.readings();
+  counters.alerts_raised = c.alerts_raised();
+  counters.alerts_cleared = c.alerts_cleared();
+  counters.cases_opened = c.cases_opened();
+  counters.cases_linked = c.cases_linked();
+  counters.tickets = c.tickets();
+  counters.overdue = c.overdue();
+  counters.auto_closed = c.auto_closed();
+  counters.rejected_rule_sets = c.rejected_rule_sets();
+  std::vector<RejectedRuleSet> rejected;
+  for (const v1::EngineRejectedRuleSet& r : state.rejected()) {
+    rejected.push_back({r.name(), r.sha256(), FromRef(r.position()), r.error()});
+  }
+
+  rules_ = std::move(rules);
+  rules_position_ = rules_position;
+  rules_sha256_ = state.has_rule_set() ? state.rule_set_sha256() : std::string();
+  devices_ = std::move(devices);
+  cases_ = std::move(cases);
+  open_by_grid_category_ = std::move(open_by_grid_category);
+  timers_ = std::move(timers);
+  cause_ = FromRef(state.cause());
+  now_ = TimeFromExactNanos(state.now_ns());
+  counters_ = counters;
+  rejected_ = std::move(rejected);
+  return absl::OkStatus();
 }
 
 }  // namespace cityops::rules

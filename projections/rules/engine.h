@@ -24,8 +24,10 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
 #include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "cityops/v1/events.pb.h"
+#include "cityops/v1/snapshot.pb.h"
 #include "cityops/v1/views.pb.h"
 #include "kernel/types.h"
 #include "projections/device_key.h"
@@ -91,6 +93,21 @@ class RulesEngine {
   const std::vector<RejectedRuleSet>& rejected_rule_sets() const { return rejected_; }
   size_t open_cases() const { return cases_.size(); }
   size_t pending_timers() const { return timers_.size(); }
+  size_t devices() const { return devices_.size(); }
+
+  // Snapshots (proto/cityops/v1/snapshot.proto). ExportState writes the whole state into
+  // `out`: everything the engine's next answers depend on, in a fixed order (devices and
+  // cases by id, timers in their order), so one state has one serialization. The
+  // compiled rules are referred to by the position of their RulesetActivated event.
+  // FAILED_PRECONDITION (and `out` is unusable) if a time is not a whole number of
+  // nanoseconds, which times taken from the log never are.
+  absl::Status ExportState(v1::RulesEngineState* out) const;
+  // Replaces the state of the engine with `state`. `ruleset_event` is the event at
+  // `state.rule_set()` as read from the log (null when `state` has no rule set); its rule
+  // set is compiled again, and must have the recorded sha256. DATA_LOSS, leaving the
+  // engine as it was, if `state` is inconsistent (an index out of range, a duplicate id)
+  // or the event is not the rule set it names.
+  absl::Status RestoreState(const v1::RulesEngineState& state, const v1::Event* ruleset_event);
 
  private:
   struct RuleMemory;
@@ -172,6 +189,9 @@ class RulesEngine {
   const RuleState* FindState(const DeviceState& dev, std::string_view rule_id) const;
 
   std::unique_ptr<CompiledRuleSet> rules_;
+  // The RulesetActivated event `rules_` was compiled from, and its sha256.
+  kernel::EventPosition rules_position_{};
+  std::string rules_sha256_;
   // By device id (grid compounds: "grid/<code>"); node map: states stay where they are.
   projections::DeviceMap<DeviceState> devices_;
   absl::flat_hash_map<std::string, std::unique_ptr<CaseTrack>> cases_;

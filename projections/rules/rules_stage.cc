@@ -5,8 +5,12 @@
 #include <utility>
 
 #include "absl/strings/str_format.h"
+#include "cityops/v1/snapshot.pb.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "kernel/proto_time.h"
 #include "projections/stored_event.h"
+#include "spdlog/spdlog.h"
 
 namespace cityops::rules {
 
@@ -47,6 +51,9 @@ absl::StatusOr<std::unique_ptr<RulesStage>> RulesStage::Open(const RulesStageOpt
   if (options.log == nullptr) return absl::InvalidArgumentError("RulesStage needs a log");
   std::unique_ptr<RulesStage> stage(new RulesStage(options));
   if (absl::Status s = stage->AddNewPartitions(); !s.ok()) return s;
+  if (options.use_snapshot) {
+    if (absl::Status s = stage->LoadSnapshot(); !s.ok()) return s;
+  }
   std::vector<Derived> discard;
   uint64_t replayed = 0;
   for (;;) {
@@ -67,10 +74,154 @@ absl::StatusOr<std::unique_ptr<RulesStage>> RulesStage::Open(const RulesStageOpt
     }
   }
   stage->replayed_counters_ = stage->engine_.counters();
+  // What was replayed is not in the snapshot yet: it counts towards the next one.
+  stage->since_snapshot_ = replayed;
+  stage->last_snapshot_ = options.clock->Now();
   absl::MutexLock lock(&stage->mu_);
   stage->stats_.replayed = replayed;
   stage->stats_.rejected_rule_sets = stage->engine_.rejected_rule_sets();
   return stage;
+}
+
+absl::Status RulesStage::LoadSnapshot() {
+  absl::StatusOr<std::optional<std::string>> stored =
+      options_.log->StoredSnapshot(kRulesCheckpoint);
+  if (!stored.ok()) return stored.status();
+  if (!stored->has_value()) return absl::OkStatus();
+  auto refuse = [&](const std::string& why) {
+    spdlog::warn(
+        "rules stage: not using the snapshot stored in {}: {}; replaying the log from the start "
+        "instead (slower, same result; the next snapshot replaces it)",
+        options_.log->path(), why);
+    absl::MutexLock lock(&mu_);
+    stats_.snapshot_refused = why;
+    return absl::OkStatus();
+  };
+  v1::RulesStageSnapshot snapshot;
+  if (!snapshot.ParseFromString(**stored)) {
+    return refuse(absl::StrFormat(
+        "its %d bytes are not a valid cityops.v1.RulesStageSnapshot (damaged)", (*stored)->size()));
+  }
+  if (snapshot.format_version() != kRulesSnapshotVersion) {
+    return refuse(absl::StrFormat(
+        "it is in snapshot format version %d, and this cityops reads version %d only%s",
+        snapshot.format_version(), kRulesSnapshotVersion,
+        snapshot.format_version() > kRulesSnapshotVersion ? " (it was written by a newer cityops)"
+                                                          : ""));
+  }
+  // Where each partition resumes; every partition the checkpoints cover must be covered.
+  std::vector<std::pair<Cursor*, const v1::RulesStagePartition*>> resume;
+  for (const v1::RulesStagePartition& p : snapshot.partitions()) {
+    Cursor* cursor = nullptr;
+    for (const auto& c : cursors_) {
+      if (c->partition.value() == p.partition()) cursor = c.get();
+    }
+    if (cursor == nullptr) {
+      return refuse(absl::StrFormat("it covers partition %d, which holds no events in the log",
+                                    p.partition()));
+    }
+    for (const auto& [c, q] : resume) {
+      if (c == cursor)
+        return refuse(absl::StrFormat("it covers partition %d twice", p.partition()));
+    }
+    if (p.next() > cursor->replay_end.value()) {
+      return refuse(absl::StrFormat(
+          "it stands at sequence %d of partition %d, past the stage's checkpoint there (%d)",
+          p.next(), p.partition(), cursor->replay_end.value()));
+    }
+    resume.emplace_back(cursor, &p);
+  }
+  for (const auto& c : cursors_) {
+    if (c->replay_end.value() == 0) continue;
+    bool covered = false;
+    for (const auto& [cursor, p] : resume) covered |= cursor == c.get();
+    if (!covered) {
+      return refuse(absl::StrFormat(
+          "it does not cover partition %d, which the stage's checkpoints do (at sequence %d)",
+          c->partition.value(), c->replay_end.value()));
+    }
+  }
+  v1::Event ruleset;
+  const v1::RulesEngineState& state = snapshot.engine();
+  if (state.has_rule_set()) {
+    absl::StatusOr<std::vector<v1::Event>> read =
+        options_.log->Read(kernel::Partition(state.rule_set().partition()),
+                           kernel::Sequence(state.rule_set().sequence()), 1);
+    if (!read.ok()) {
+      return refuse(absl::StrFormat("its rule set at %d/%d cannot be read: %s",
+                                    state.rule_set().partition(), state.rule_set().sequence(),
+                                    read.status().ToString()));
+    }
+    if (read->empty()) {
+      return refuse(absl::StrFormat("it names the rule set at %d/%d, which the log does not hold",
+                                    state.rule_set().partition(), state.rule_set().sequence()));
+    }
+    ruleset = std::move(read->front());
+  }
+  if (absl::Status s = engine_.RestoreState(state, state.has_rule_set() ? &ruleset : nullptr);
+      !s.ok()) {
+    return refuse(std::string(s.message()));
+  }
+  for (const auto& [c, p] : resume) {
+    c->read_next = kernel::Sequence(p->next());
+    c->done = c->read_next;
+    c->time = kernel::TimeFromExactNanos(p->time_ns());
+  }
+  absl::MutexLock lock(&mu_);
+  stats_.restored_from_snapshot = true;
+  stats_.snapshot_inputs = engine_.counters().inputs;
+  return absl::OkStatus();
+}
+
+std::optional<kernel::StageSnapshot> RulesStage::MaybeSnapshot(size_t processed) {
+  since_snapshot_ += processed;
+  if (since_snapshot_ == 0) return std::nullopt;
+  const absl::Time now = options_.clock->Now();
+  const bool by_count =
+      options_.snapshot_every_events > 0 && since_snapshot_ >= options_.snapshot_every_events;
+  const bool by_time = options_.snapshot_interval != absl::InfiniteDuration() &&
+                       now - last_snapshot_ >= options_.snapshot_interval;
+  if (!by_count && !by_time) return std::nullopt;
+  kernel::StageSnapshot out{kRulesCheckpoint, std::string()};
+  if (absl::Status s = BuildSnapshot(&out.state); !s.ok()) {
+    // Try again after as many events or as long again, not at every step.
+    since_snapshot_ = 0;
+    last_snapshot_ = now;
+    spdlog::warn("rules stage on {}: no snapshot written: {}", options_.log->path(), s.ToString());
+    return std::nullopt;
+  }
+  return out;
+}
+
+absl::Status RulesStage::BuildSnapshot(std::string* out) const {
+  v1::RulesStageSnapshot snapshot;
+  snapshot.set_format_version(kRulesSnapshotVersion);
+  if (absl::Status s = engine_.ExportState(snapshot.mutable_engine()); !s.ok()) return s;
+  for (const auto& c : cursors_) {
+    v1::RulesStagePartition* p = snapshot.add_partitions();
+    p->set_partition(c->partition.value());
+    p->set_next(c->done.value());
+    int64_t ns = 0;
+    if (!kernel::TimeToExactNanos(c->time, &ns)) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "the rules stage time of partition %d is not a whole number of nanoseconds, so a "
+          "snapshot could not restore it exactly",
+          c->partition.value()));
+    }
+    p->set_time_ns(ns);
+  }
+  out->clear();
+  google::protobuf::io::StringOutputStream stream(out);
+  google::protobuf::io::CodedOutputStream coded(&stream);
+  coded.SetSerializationDeterministic(true);
+  snapshot.SerializeToCodedStream(&coded);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RulesStage::Snapshot() const {
+  std::string out;
+  if (absl::Status s = BuildSnapshot(&out); !s.ok()) return s;
+  return out;
 }
 
 absl::Status RulesStage::AddNewPartitions() {
@@ -245,14 +396,16 @@ absl::StatusOr<size_t> RulesStage::Step(bool drain) {
     keys[d.partition.value()].push_back(d.event.provenance().idempotency_key());
     it->second.Add(std::move(d.event));
   }
-  if (!batches.empty()) {
+  std::optional<kernel::StageSnapshot> snapshot = MaybeSnapshot(*n);
+  if (!batches.empty() || snapshot.has_value()) {
     std::vector<kernel::AppendBatch> all;
     all.reserve(batches.size());
     for (auto& [p, b] : batches) all.push_back(std::move(b));
     const absl::Status fault = options_.append_fault ? options_.append_fault() : absl::OkStatus();
     absl::StatusOr<std::vector<kernel::AppendResult>> appended =
-        fault.ok() ? options_.log->AppendAll(all)
-                   : absl::StatusOr<std::vector<kernel::AppendResult>>(fault);
+        !fault.ok() ? absl::StatusOr<std::vector<kernel::AppendResult>>(fault)
+        : snapshot  ? options_.log->AppendAll(all, *snapshot)
+                    : options_.log->AppendAll(all);
     if (!appended.ok()) {
       broken_ = appended.status();
       return absl::Status(appended.status().code(),
@@ -278,6 +431,12 @@ absl::StatusOr<size_t> RulesStage::Step(bool drain) {
     for (const auto& c : cursors_) c->stored = c->done;
   }
   absl::MutexLock lock(&mu_);
+  if (snapshot.has_value()) {
+    since_snapshot_ = 0;
+    last_snapshot_ = options_.clock->Now();
+    ++stats_.snapshots_written;
+    stats_.last_snapshot_bytes = snapshot->state.size();
+  }
   stats_.processed += *n;
   stats_.derived += derived_count;
   if (!batches.empty()) ++stats_.appends;

@@ -23,9 +23,23 @@
 // Derived events carry provenance stage "rules" and deterministic idempotency keys; the
 // stage skips them when it reads them back.
 //
-// Restart. The engine's state is a function of the events before the checkpoints, so
-// `Open` rebuilds it by replaying them (deriving again, appending nothing). This costs a
-// pass over the log; see bench/README.md for its speed.
+// Restart. The engine's state is a function of the events before the checkpoints. Now
+// and then (every `snapshot_every_events` input events or `snapshot_interval` of wall
+// time, whichever comes first) a step stores a snapshot of it: a
+// `cityops.v1.RulesStageSnapshot` (proto/cityops/v1/snapshot.proto) holding the whole
+// engine state (RulesEngine::ExportState; the rule set in force by the position of its
+// RulesetActivated event, compiled again on restore) and each partition's next sequence
+// and stage time. It goes into the same RocksDB write as the checkpoints it belongs to
+// (EventLog::AppendAll with a StageSnapshot; key `n` + "rules", one value, replaced by
+// the next), so it never describes a state the checkpoints do not. `Open` restores the
+// engine from it and replays only the events between it and the checkpoints (deriving
+// again, appending nothing); without a usable snapshot it replays the log from the start.
+// Either way the engine ends in the same state, so what follows derives the same events
+// byte for byte (docs/determinism.md). A snapshot of another `format_version`, one that
+// does not parse, or one that does not fit the log (ahead of a checkpoint, naming a rule
+// set the log does not hold there) is refused: Open logs why, reports it in
+// `RulesStageStats::snapshot_refused`, and replays from the start. See bench/README.md
+// (restart_bench) for restart times with and without a snapshot.
 //
 // Failure. A step whose append fails has already moved the engine past what the log
 // holds; the stage is then broken: every later Step/CatchUp/Run returns
@@ -46,18 +60,22 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "kernel/clock.h"
 #include "kernel/event_log.h"
 #include "projections/rules/engine.h"
 
 namespace cityops::rules {
 
 inline constexpr char kRulesCheckpoint[] = "rules";
+// The RulesStageSnapshot.format_version this build writes and reads.
+inline constexpr uint32_t kRulesSnapshotVersion = 1;
 
 struct RulesStageOptions {
   kernel::EventLog* log = nullptr;
@@ -67,6 +85,16 @@ struct RulesStageOptions {
   size_t max_batch_events = 20'000;  // Input events per append, at most.
   size_t read_chunk = 4'096;         // Events read from a partition at a time.
   absl::Duration idle_wait = absl::Milliseconds(50);
+  // A step stores a snapshot of the engine with its checkpoints once this many input
+  // events were processed since the last one (0: never by count)...
+  uint64_t snapshot_every_events = 2'000'000;
+  // ... or once this much wall time (of `clock`) has passed since the last one, if it
+  // processed anything (InfiniteDuration: never by time). A snapshot of a 100k-device
+  // city is about 30 MB and takes about a second to build (bench/README.md, restart_bench).
+  absl::Duration snapshot_interval = absl::Minutes(5);
+  const kernel::Clock* clock = kernel::Clock::Real();
+  // Open restores from the stored snapshot when it can (false: always replay the log).
+  bool use_snapshot = true;
   // Tests only (fault injection): called before each append; a non-OK status fails that
   // append as a write error of the log would, without writing anything.
   std::function<absl::Status()> append_fault = nullptr;
@@ -80,8 +108,16 @@ struct PartitionLag {
 
 struct RulesStageStats {
   uint64_t processed = 0;  // Input events processed since Open (replay excluded).
-  uint64_t replayed = 0;   // Input events replayed by Open.
-  uint64_t derived = 0;    // Events appended since Open.
+  uint64_t replayed = 0;   // Input events replayed by Open (after the snapshot, if any).
+  // Open restored the engine from the stored snapshot, which covered this many input
+  // events.
+  bool restored_from_snapshot = false;
+  uint64_t snapshot_inputs = 0;
+  // Why Open did not use the stored snapshot (empty: it did, or there was none).
+  std::string snapshot_refused;
+  uint64_t snapshots_written = 0;  // Since Open.
+  uint64_t last_snapshot_bytes = 0;
+  uint64_t derived = 0;  // Events appended since Open.
   uint64_t appends = 0;
   EngineCounters engine;  // What the engine did since Open (replay excluded).
   // Every rule set in the log so far that did not compile and is ignored, replay
@@ -107,11 +143,23 @@ class RulesStage {
 
   RulesStageStats Stats() const;
   std::vector<PartitionLag> Lag() const;
+  // The snapshot (a serialized RulesStageSnapshot) the stage would store now, for tests
+  // and tools: two stages in the same state give the same bytes. Not while Step or Run
+  // runs.
+  absl::StatusOr<std::string> Snapshot() const;
 
  private:
   struct Cursor;
   explicit RulesStage(const RulesStageOptions& options);
   absl::Status AddNewPartitions();
+  // Restores the engine and the cursors from the stored snapshot, if there is a usable
+  // one; otherwise leaves them fresh and says why in stats_.snapshot_refused. Errors
+  // only when the log cannot be read.
+  absl::Status LoadSnapshot();
+  // The snapshot to store with this step's checkpoints, or nullopt (not due, or the
+  // engine's state cannot be exported).
+  std::optional<kernel::StageSnapshot> MaybeSnapshot(size_t processed);
+  absl::Status BuildSnapshot(std::string* out) const;
   absl::Status Refill(Cursor& c, bool replay);
   // Processes the event at the front of `c` (not yet popped) at stage time `now`.
   absl::Status ProcessFront(const Cursor& c, absl::Time now, std::vector<Derived>* derived);
@@ -129,6 +177,8 @@ class RulesStage {
   // Set when an append failed or met a duplicate: the engine is past the log.
   absl::Status broken_;
   EngineCounters replayed_counters_;  // The engine's counters after Open's replay.
+  uint64_t since_snapshot_ = 0;       // Input events processed since the last snapshot.
+  absl::Time last_snapshot_;          // When it was written (or Open ran), by options_.clock.
   mutable absl::Mutex mu_;            // Guards stats_ and the cursors' positions for Lag().
   RulesStageStats stats_ ABSL_GUARDED_BY(mu_);
 };
