@@ -355,6 +355,9 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
   rules::RulesStageOptions stage_options;
   stage_options.log = fresh->get();
   stage_options.partitions = result.partitions;
+  // A replay runs once to the end: snapshots for a restart would only cost time.
+  stage_options.snapshot_every_events = 0;
+  stage_options.snapshot_interval = absl::InfiniteDuration();
   absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage = rules::RulesStage::Open(stage_options);
   if (!stage.ok()) return stage.status();
   absl::Duration deriving = absl::ZeroDuration();
