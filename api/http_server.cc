@@ -250,6 +250,9 @@ class HttpServer::Impl {
       if (status == 401) res.set_header("WWW-Authenticate", "Bearer");
       res.set_content(ErrorJson(s.code(), status, std::string(s.message())), "application/json");
     }
+    // A handler that only set content leaves the status to httplib (-1 until it writes
+    // 200); count what the client gets.
+    if (res.status == -1) res.status = 200;
     absl::MutexLock lock(&counts_mu_);
     ++requests_[{route.path, res.status}];
   }

@@ -44,6 +44,7 @@ namespace {
 struct BenchOptions : ScenarioOptions {
   std::string dir;
   bool backtest = true;
+  uint64_t derive_every = analysis::ReplayOptions().derive_every;
 };
 
 int Run(int argc, char** argv) {
@@ -61,6 +62,9 @@ int Run(int argc, char** argv) {
   app.add_option("--seed", o.seed, "Seed of the city and the simulation")->capture_default_str();
   app.add_option("--dir", o.dir, "Scratch directory (default: a fresh one under $TMPDIR)");
   app.add_flag("!--no-backtest", o.backtest, "Skip the backtest");
+  app.add_option("--derive-every", o.derive_every,
+                 "Copied inputs between the stage's steps during the copy (0: at the end only)")
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
   const ScratchDir dir(o.dir, "cityops-replay-bench-XXXXXX");
@@ -127,6 +131,7 @@ int Run(int argc, char** argv) {
   replay.from = recorded_dir;
   replay.into = dir.path() + "/replay";
   replay.progress = nullptr;
+  replay.derive_every = o.derive_every;
   auto t = SteadyClock::now();
   absl::StatusOr<analysis::ReplayResult> replayed = analysis::Replay(replay);
   if (!replayed.ok()) throw std::runtime_error(replayed.status().ToString());
