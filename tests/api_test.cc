@@ -1168,9 +1168,9 @@ TEST_CASE(
     CHECK(Sample(m, "cityops_http_requests_total{route=\"/api/v1/changes\",code=\"503\"}") == 1);
     CHECK(Sample(m, "cityops_http_requests_total{route=\"(none)\",code=\"413\"}") == 1);
     // The scrape above is counted with the status its client got.
-    const std::string again = Get(port, "/metrics").body;
-    CHECK(Sample(again, "cityops_http_requests_total{route=\"/metrics\",code=\"200\"}") >= 1);
-    CHECK(again.find("code=\"-1\"") == std::string::npos);
+    const std::string scraped = Get(port, "/metrics").body;
+    CHECK(Sample(scraped, "cityops_http_requests_total{route=\"/metrics\",code=\"200\"}") >= 1);
+    CHECK(scraped.find("code=\"-1\"") == std::string::npos);
   }
   const v1::Statistics stats = Json<v1::Statistics>(Get(port, "/api/v1/statistics", kViewerToken));
   CHECK(stats.cases_total() == 3);
