@@ -16,6 +16,7 @@
 #include "analysis/open_log.h"
 #include "kernel/proto_time.h"
 #include "kernel/wire_reader.h"
+#include "projections/stored_event.h"
 
 namespace cityops::analysis {
 namespace fs = std::filesystem;
@@ -30,8 +31,7 @@ constexpr char kReplay[] = "replay";
 // (kernel/wire_reader.h): the merge key, the cut, whether it is an input, and its Kafka
 // source. Views point into the cursor's chunk.
 struct Head {
-  int64_t recorded_seconds = 0;
-  int32_t recorded_nanos = 0;
+  absl::Time recorded_time = absl::UnixEpoch();
   absl::Time event_time = absl::UnixEpoch();
   std::string_view stream_id;
   bool derived = false;  // Appended by the rules stage.
@@ -42,27 +42,6 @@ struct Head {
   int64_t offset = 0;
   bool ruleset_activated = false;
 };
-
-// Reads a Timestamp's seconds and nanos.
-bool DecodeTimestamp(std::string_view bytes, int64_t* seconds, int32_t* nanos) {
-  kernel::WireReader w(bytes);
-  *seconds = 0;
-  *nanos = 0;
-  while (!w.done()) {
-    uint32_t field = 0;
-    uint32_t type = 0;
-    uint64_t v = 0;
-    if (!w.Tag(&field, &type)) return false;
-    if (type != 0) {
-      if (!w.Skip(type)) return false;
-      continue;
-    }
-    if (!w.Varint(&v)) return false;
-    if (field == 1) *seconds = static_cast<int64_t>(v);
-    if (field == 2) *nanos = static_cast<int32_t>(v);
-  }
-  return true;
-}
 
 bool DecodeKafka(std::string_view bytes, Head* h) {
   kernel::WireReader w(bytes);
@@ -104,15 +83,11 @@ bool DecodeHead(std::string_view record, Head* h) {
       case v1::Event::kStreamIdFieldNumber:
         h->stream_id = bytes;
         break;
-      case v1::Event::kEventTimeFieldNumber: {
-        int64_t seconds = 0;
-        int32_t nanos = 0;
-        if (!DecodeTimestamp(bytes, &seconds, &nanos)) return false;
-        h->event_time = absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
+      case v1::Event::kEventTimeFieldNumber:
+        if (!projections::DecodeTimestamp(bytes, &h->event_time)) return false;
         break;
-      }
       case v1::Event::kRecordedTimeFieldNumber:
-        if (!DecodeTimestamp(bytes, &h->recorded_seconds, &h->recorded_nanos)) return false;
+        if (!projections::DecodeTimestamp(bytes, &h->recorded_time)) return false;
         break;
       case v1::Event::kProvenanceFieldNumber: {
         kernel::WireReader p(bytes);
@@ -233,9 +208,8 @@ struct Cursor {
   }
   // Recorded first; ties by partition.
   bool Before(const Cursor& other) const {
-    return std::make_tuple(head.recorded_seconds, head.recorded_nanos, partition.value()) <
-           std::make_tuple(other.head.recorded_seconds, other.head.recorded_nanos,
-                           other.partition.value());
+    return std::make_tuple(head.recorded_time, partition.value()) <
+           std::make_tuple(other.head.recorded_time, other.partition.value());
   }
   // Makes `head` the next record (the first on the first call).
   absl::Status Advance(const EventLog& log, const ReplayCut& cut, v1::Event* scratch,

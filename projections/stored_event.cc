@@ -8,6 +8,23 @@ namespace cityops::projections {
 
 namespace {
 
+// Event field numbers that belong to the `payload` oneof.
+const std::array<bool, 128>& PayloadFields() {
+  static const std::array<bool, 128> fields = [] {
+    std::array<bool, 128> f{};
+    const google::protobuf::OneofDescriptor* payload =
+        v1::Event::descriptor()->FindOneofByName("payload");
+    for (int i = 0; i < payload->field_count(); ++i) {
+      const int n = payload->field(i)->number();
+      if (n < 128) f[n] = true;
+    }
+    return f;
+  }();
+  return fields;
+}
+
+}  // namespace
+
 bool DecodeTimestamp(std::string_view bytes, absl::Time* out) {
   WireReader w(bytes);
   int64_t seconds = 0;
@@ -30,23 +47,6 @@ bool DecodeTimestamp(std::string_view bytes, absl::Time* out) {
   *out = absl::FromUnixSeconds(seconds) + absl::Nanoseconds(nanos);
   return true;
 }
-
-// Event field numbers that belong to the `payload` oneof.
-const std::array<bool, 128>& PayloadFields() {
-  static const std::array<bool, 128> fields = [] {
-    std::array<bool, 128> f{};
-    const google::protobuf::OneofDescriptor* payload =
-        v1::Event::descriptor()->FindOneofByName("payload");
-    for (int i = 0; i < payload->field_count(); ++i) {
-      const int n = payload->field(i)->number();
-      if (n < 128) f[n] = true;
-    }
-    return f;
-  }();
-  return fields;
-}
-
-}  // namespace
 
 bool DecodeEnvelope(std::string_view record, StoredEnvelope* out) {
   *out = StoredEnvelope();

@@ -40,6 +40,9 @@ struct StoredEnvelope {
 
 bool DecodeEnvelope(std::string_view record, StoredEnvelope* out);
 
+// A serialized google.protobuf.Timestamp (an envelope's event or recorded time).
+bool DecodeTimestamp(std::string_view bytes, absl::Time* out);
+
 // The identity of a SensorReading (the payload bytes of a reading event).
 struct ReadingHeader {
   std::string_view device_id;
