@@ -265,18 +265,17 @@ def check_bad_token(driver, base):
     if not snap['tokenPrompt'] or snap['errors']:
         raise Failure('without a token expected the token prompt and no error; the page showed:\n' +
                       describe(snap))
-    deadline = time.monotonic() + 30
     driver.get(base + '#token=not-a-token')
-    snap = {}
-    while time.monotonic() < deadline:
-        snap = driver.execute_script(SNAPSHOT_JS)
-        if snap['tokenPrompt'] and 'UNAUTHENTICATED' in snap['errors']:
-            log('with an unknown token the page shows: ' + ' '.join(snap['errors'].split()))
-            break
-        time.sleep(0.5)
-    else:
+    last = {}
+
+    def refused():
+        snap = last['snap'] = driver.execute_script(SNAPSHOT_JS)
+        return snap['tokenPrompt'] and 'UNAUTHENTICATED' in snap['errors']
+
+    if not poll(refused, 30, 0.5):
         raise Failure('with an unknown token expected the token prompt and the API\'s UNAUTHENTICATED '
-                      'error shown; the page showed:\n' + describe(snap))
+                      'error shown; the page showed:\n' + describe(last.get('snap', {})))
+    log('with an unknown token the page shows: ' + ' '.join(last['snap']['errors'].split()))
     # The browser logs the refused requests themselves (401); anything else is a failure.
     errors = [e for e in browser_errors(driver.get_log('browser')) if ' 401 ' not in e['message']]
     if errors:
@@ -286,10 +285,10 @@ def check_bad_token(driver, base):
 
 def wait_for_big_screen(driver):
     """Waits until counters, map and a yellow light show; returns the last snapshot."""
-    deadline = time.monotonic() + PAGE_TIMEOUT
-    snap, seen = {}, set()
-    while time.monotonic() < deadline:
-        snap = driver.execute_script(SNAPSHOT_JS)
+    seen, last = set(), {}
+
+    def shown():
+        snap = last['snap'] = driver.execute_script(SNAPSHOT_JS)
         if snap['errors']:
             raise Failure('the dashboard shows an API error:\n' + describe(snap))
         if snap['tokenPrompt']:
@@ -301,9 +300,11 @@ def wait_for_big_screen(driver):
                 seen.add(name)
                 log(f'page shows {name}: cases {snap["casesTotal"]}, map points {snap["mapPoints"]}, '
                     f'rows {snap["rows"]} ({snap["yellowRows"]} yellow, {snap["redRows"]} red)')
-        if len(seen) == 3:
-            return snap
-        time.sleep(1)
+        return len(seen) == 3
+
+    if poll(shown, PAGE_TIMEOUT, 1):
+        return last['snap']
+    snap = last.get('snap', {})
     raise Failure(f'within {PAGE_TIMEOUT} s expected nonzero cases in #counter-cases-total, '
                   'a drawn map (#map data-points > 0) and a .case-row with a .light-yellow; '
                   'the page showed:\n' + describe(snap))
@@ -385,7 +386,9 @@ def api_get(base, token, path):
 def open_yellow_case(driver):
     """Clicks a yellow-lit case row, as a person would (retrying if the live board moved it)."""
     last = None
-    for _ in range(20):
+
+    def click():
+        nonlocal last
         try:
             row = driver.find_element(
                 By.XPATH, '//tr[contains(@class, "case-row")][.//*[contains(@class, "light-yellow")]]')
@@ -396,16 +399,20 @@ def open_yellow_case(driver):
         except (StaleElementReferenceException, ElementClickInterceptedException,
                 ElementNotInteractableException, NoSuchElementException) as e:
             last = e
-            time.sleep(0.5)
+            return None
+
+    case_id = poll(click, 10, 0.5)
+    if case_id:
+        return case_id
     raise Failure(f'could not click a yellow-lit case row: {type(last).__name__}: {last.msg if last else ""}')
 
 
 def check_timeline(driver, base, token, case_id):
     """The open case's timeline lists its stream's events, including the overdue one."""
-    deadline = time.monotonic() + 30
-    state = {}
-    while time.monotonic() < deadline:
-        state = driver.execute_script("""
+    last = {'state': {}, 'expected': 0}
+
+    def shown():
+        state = last['state'] = driver.execute_script("""
           const d = document.getElementById('case-detail');
           return {
             visible: !!d && !d.hidden,
@@ -415,13 +422,16 @@ def check_timeline(driver, base, token, case_id):
             handling: document.getElementById('detail-handling').textContent,
           };""")
         detail = api_get(base, token, '/api/v1/cases/' + urllib.request.quote(case_id, safe=''))
-        expected = len(detail.get('timeline', []))
-        if (state['visible'] and case_id in state['sub'] and len(state['rows']) == expected
-                and 'caseOverdue' in state['rows'] and state['stages'] == 5 and state['handling']):
-            log(f'case {case_id}: timeline shows {len(state["rows"])} events '
-                f'({", ".join(state["rows"])}), {state["stages"]} stage times, {state["handling"]}')
-            return
-        time.sleep(1)
+        expected = last['expected'] = len(detail.get('timeline', []))
+        return (state['visible'] and case_id in state['sub'] and len(state['rows']) == expected
+                and 'caseOverdue' in state['rows'] and state['stages'] == 5 and state['handling'])
+
+    if poll(shown, 30, 1):
+        state = last['state']
+        log(f'case {case_id}: timeline shows {len(state["rows"])} events '
+            f'({", ".join(state["rows"])}), {state["stages"]} stage times, {state["handling"]}')
+        return
+    state, expected = last['state'], last['expected']
     raise Failure(f'after clicking case {case_id} expected #case-detail visible with its id, one '
                   f'.timeline-row per event of GET /api/v1/cases/{case_id} ({expected}), among them '
                   f'a caseOverdue, and 5 stage times; the page showed:\n{describe(state)}')
@@ -457,7 +467,6 @@ def run(args, workdir):
         if number(snap['mapPoints']) != DEVICES:
             raise Failure(f'expected the map to draw all {DEVICES} devices:\n' + describe(snap))
         check_league(driver, base, token)
-        time.sleep(2)  # Let the live board settle a moment for the picture.
         driver.save_screenshot(os.path.join(args.artifacts, 'dashboard.png'))
         log('saved dashboard.png')
 
@@ -485,16 +494,16 @@ def run(args, workdir):
         if code != 0:
             raise Failure(f'cityops demo exited with {code} after SIGINT, expected 0\n' + demo.log_tail())
         log('demo stopped cleanly (exit code 0)')
-        deadline = time.monotonic() + 20
-        while True:
-            snap = driver.execute_script(SNAPSHOT_JS)
-            if 'on' not in snap['live'].split() and snap['errors']:
-                log('the page shows the lost daemon: ' + ' '.join(snap['errors'].split()))
-                break
-            if time.monotonic() > deadline:
-                raise Failure('after the demo stopped expected #live off and an error shown; the page '
-                              'showed:\n' + describe(snap))
-            time.sleep(0.5)
+        last = {}
+
+        def lost():
+            snap = last['snap'] = driver.execute_script(SNAPSHOT_JS)
+            return 'on' not in snap['live'].split() and snap['errors']
+
+        if not poll(lost, 20, 0.5):
+            raise Failure('after the demo stopped expected #live off and an error shown; the page '
+                          'showed:\n' + describe(last['snap']))
+        log('the page shows the lost daemon: ' + ' '.join(last['snap']['errors'].split()))
     except Exception:
         if driver is not None:
             try:
