@@ -137,13 +137,14 @@ absl::Status AppendBatch::AddStored(std::string_view value) {
     entry.stored.append(bytes);
   }
   if (!w.ok()) return InvalidStored(partition_);
+  if (HasNul(stream_id)) return InvalidStored(partition_);  // No log stores such an id.
   if (stream_id.empty() || !has_payload) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "a stored event added to the batch for partition %u has no %s; pass a value read "
         "from a log (EventLog::Scan)",
         partition_.value(), stream_id.empty() ? "stream id" : "payload"));
   }
-  if (IsIndexedStream(stream_id) || HasNul(stream_id)) {
+  if (IsIndexedStream(stream_id)) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "stream '%s' is indexed: its events need versions and idempotency keys, so a stored "
         "copy cannot be appended as is; parse it (EventLog::ParseEvent) and use Add",
