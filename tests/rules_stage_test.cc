@@ -413,6 +413,24 @@ TEST_CASE("a rule set edited mid-log: new alerts get new ids and the counters ma
   CHECK(second_alerts > 0);  // Devices that raised again after the edit.
 }
 
+// The derived events of `a` and `b` agree byte for byte, partition by partition.
+void CheckSameDerived(const EventLog& a, const EventLog& b) {
+  const std::vector<std::vector<std::string>> da = NormalizedDerived(a);
+  const std::vector<std::vector<std::string>> db = NormalizedDerived(b);
+  REQUIRE(da.size() == db.size());
+  size_t total = 0;
+  for (size_t p = 0; p < da.size(); ++p) {
+    INFO("partition " << p);
+    REQUIRE(da[p].size() == db[p].size());
+    for (size_t i = 0; i < da[p].size(); ++i) {
+      INFO("derived event " << i);
+      CHECK(da[p][i] == db[p][i]);
+    }
+    total += da[p].size();
+  }
+  CHECK(total > 100);
+}
+
 TEST_CASE("typhoon: ingest, live rules with restarts, and a replay that derives the same",
           "[rules][scenario][slow]") {
   testing::TempDir dir;
@@ -492,20 +510,7 @@ TEST_CASE("typhoon: ingest, live rules with restarts, and a replay that derives 
     // must then hold exactly the same (below): nothing lost, nothing doubled.
     CheckCountersMatchLog(*replay, (*stage)->Stats().engine);
   }
-  const std::vector<std::vector<std::string>> a = NormalizedDerived(*live);
-  const std::vector<std::vector<std::string>> b = NormalizedDerived(*replay);
-  REQUIRE(a.size() == b.size());
-  size_t total = 0;
-  for (size_t p = 0; p < a.size(); ++p) {
-    INFO("partition " << p);
-    REQUIRE(a[p].size() == b[p].size());
-    for (size_t i = 0; i < a[p].size(); ++i) {
-      INFO("derived event " << i);
-      CHECK(a[p][i] == b[p][i]);
-    }
-    total += a[p].size();
-  }
-  CHECK(total > 100);
+  CheckSameDerived(*live, *replay);
 }
 
 TEST_CASE("a normal day: traffic spikes on manhole covers raise nothing",
@@ -599,24 +604,6 @@ void DeriveOnce(EventLog& log) {
   REQUIRE(stage.ok());
   REQUIRE((*stage)->CatchUp(/*drain=*/true).ok());
   CHECK((*stage)->Stats().snapshots_written == 0);
-}
-
-// The derived events of `a` and `b` agree byte for byte, partition by partition.
-void CheckSameDerived(const EventLog& a, const EventLog& b) {
-  const std::vector<std::vector<std::string>> da = NormalizedDerived(a);
-  const std::vector<std::vector<std::string>> db = NormalizedDerived(b);
-  REQUIRE(da.size() == db.size());
-  size_t total = 0;
-  for (size_t p = 0; p < da.size(); ++p) {
-    INFO("partition " << p);
-    REQUIRE(da[p].size() == db[p].size());
-    for (size_t i = 0; i < da[p].size(); ++i) {
-      INFO("derived event " << i);
-      CHECK(da[p][i] == db[p][i]);
-    }
-    total += da[p].size();
-  }
-  CHECK(total > 100);
 }
 
 std::string StoredSnapshot(const EventLog& log) {
