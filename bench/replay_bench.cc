@@ -44,6 +44,7 @@ namespace {
 struct BenchOptions : ScenarioOptions {
   std::string dir;
   bool backtest = true;
+  bool backtest_only = false;
   uint64_t derive_every = analysis::ReplayOptions().derive_every;
 };
 
@@ -62,10 +63,16 @@ int Run(int argc, char** argv) {
   app.add_option("--seed", o.seed, "Seed of the city and the simulation")->capture_default_str();
   app.add_option("--dir", o.dir, "Scratch directory (default: a fresh one under $TMPDIR)");
   app.add_flag("!--no-backtest", o.backtest, "Skip the backtest");
+  app.add_flag("--backtest-only", o.backtest_only,
+               "Fill, then only the backtest (no bare copy, replay or compare): the day-sized run");
   app.add_option("--derive-every", o.derive_every,
                  "Copied inputs between the stage's steps during the copy (0: at the end only)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
+  if (o.backtest_only && !o.backtest) {
+    std::fprintf(stderr, "replay_bench: --backtest-only and --no-backtest exclude each other\n");
+    return 2;
+  }
 
   const ScratchDir dir(o.dir, "cityops-replay-bench-XXXXXX");
   const std::string recorded_dir = dir.path() + "/recorded";
@@ -95,87 +102,90 @@ int Run(int argc, char** argv) {
   }
   std::printf("waited %.0f s for the log's background compactions to finish\n", WaitUntilIdle(300));
 
-  // Bare: raw scan of the recorded log, raw append of the same keys and bytes.
-  double bare_s = 0;
-  {
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> log =
-        analysis::OpenLogToRead(recorded_dir, "replay_bench");
-    if (!log.ok()) throw std::runtime_error(log.status().ToString());
-    BareRocksDb bare(dir.path() + "/bare", /*sync=*/false);
-    rocksdb::WriteBatch batch;
-    char key[kernel::format::kEventKeySize];
-    uint64_t n = 0;
-    auto t = SteadyClock::now();
-    for (kernel::Partition p : (*log)->Partitions()) {
-      absl::Status s =
-          (*log)->Scan(p, kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view v) {
-            kernel::format::EncodeEventKey(p, seq, key);
-            batch.Put(bare.events(), rocksdb::Slice(key, sizeof(key)),
-                      rocksdb::Slice(v.data(), v.size()));
-            if (++n % 4096 == 0) {
-              bare.Write(&batch);
-              batch.Clear();
-            }
-            return true;
-          });
-      if (!s.ok()) throw std::runtime_error(s.ToString());
-    }
-    bare.Write(&batch);
-    bare_s = Seconds(t);
-  }
-  std::filesystem::remove_all(dir.path() + "/bare");
-  WaitUntilIdle(120);
-
-  // Replay, then the comparison on its own.
-  analysis::ReplayOptions replay;
-  replay.from = recorded_dir;
-  replay.into = dir.path() + "/replay";
-  replay.progress = nullptr;
-  replay.derive_every = o.derive_every;
-  auto t = SteadyClock::now();
-  absl::StatusOr<analysis::ReplayResult> replayed = analysis::Replay(replay);
-  if (!replayed.ok()) throw std::runtime_error(replayed.status().ToString());
-  const double replay_s = Seconds(t);
-  double compare_s = 0;
-  uint64_t compared = 0;
-  {
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> a =
-        analysis::OpenLogToRead(recorded_dir, "replay_bench");
-    absl::StatusOr<std::unique_ptr<kernel::EventLog>> b =
-        analysis::OpenLogToRead(replay.into, "replay_bench");
-    if (!a.ok() || !b.ok()) throw std::runtime_error("cannot reopen the logs");
-    t = SteadyClock::now();
-    absl::StatusOr<projections::DerivedDiff> diff =
-        projections::CompareDerived(**a, **b, {}, "recorded", "replay");
-    if (!diff.ok()) throw std::runtime_error(diff.status().ToString());
-    compare_s = Seconds(t);
-    compared = diff->equal;
-    if (diff->difference.has_value()) {
-      std::printf("WARNING: the replay differs: %s\n", diff->difference->c_str());
-    }
-  }
-  std::filesystem::remove_all(replay.into);
-
   const double n = static_cast<double>(events);
   std::printf("\n%-44s %12s %10s %14s %8s\n", "", "events", "seconds", "events/s", "ratio");
-  std::printf("%-44s %12llu %10.2f %14.0f %8s\n", "bare scan + bare append (raw bytes)",
-              static_cast<unsigned long long>(events), bare_s, n / bare_s, "1.00");
-  std::printf("%-44s %12llu %10.2f %14.0f %8.2f   target >= 0.50\n",
-              "replay (copy inputs + derive), whole run", static_cast<unsigned long long>(events),
-              replay_s, n / replay_s, bare_s / replay_s);
-  std::printf(
-      "%-44s %12llu %10.2f %14.0f\n", "  of which copying the inputs",
-      static_cast<unsigned long long>(replayed->source_events),
-      absl::ToDoubleSeconds(replayed->copy_time),
-      static_cast<double>(replayed->source_events) / absl::ToDoubleSeconds(replayed->copy_time));
-  std::printf("%-44s %12llu %10.2f %14.0f\n", "  of which the rules stage (inputs)",
-              static_cast<unsigned long long>(replayed->stage.processed),
-              absl::ToDoubleSeconds(replayed->derive_time),
-              static_cast<double>(replayed->stage.processed) /
-                  absl::ToDoubleSeconds(replayed->derive_time));
-  std::printf("%-44s %12llu %10.2f %14.0f\n", "compare (derived events, references resolved)",
-              static_cast<unsigned long long>(compared), compare_s,
-              static_cast<double>(compared) / compare_s);
+  double bare_s = 0, replay_s = 0, copy_s = 0, derive_s = 0, compare_s = 0;
+  if (!o.backtest_only) {
+    // Bare: raw scan of the recorded log, raw append of the same keys and bytes.
+    {
+      absl::StatusOr<std::unique_ptr<kernel::EventLog>> log =
+          analysis::OpenLogToRead(recorded_dir, "replay_bench");
+      if (!log.ok()) throw std::runtime_error(log.status().ToString());
+      BareRocksDb bare(dir.path() + "/bare", /*sync=*/false);
+      rocksdb::WriteBatch batch;
+      char key[kernel::format::kEventKeySize];
+      uint64_t written = 0;
+      auto t = SteadyClock::now();
+      for (kernel::Partition p : (*log)->Partitions()) {
+        absl::Status s =
+            (*log)->Scan(p, kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view v) {
+              kernel::format::EncodeEventKey(p, seq, key);
+              batch.Put(bare.events(), rocksdb::Slice(key, sizeof(key)),
+                        rocksdb::Slice(v.data(), v.size()));
+              if (++written % 4096 == 0) {
+                bare.Write(&batch);
+                batch.Clear();
+              }
+              return true;
+            });
+        if (!s.ok()) throw std::runtime_error(s.ToString());
+      }
+      bare.Write(&batch);
+      bare_s = Seconds(t);
+    }
+    std::filesystem::remove_all(dir.path() + "/bare");
+    WaitUntilIdle(120);
+
+    // Replay, then the comparison on its own.
+    analysis::ReplayOptions replay;
+    replay.from = recorded_dir;
+    replay.into = dir.path() + "/replay";
+    replay.progress = nullptr;
+    replay.derive_every = o.derive_every;
+    auto t = SteadyClock::now();
+    absl::StatusOr<analysis::ReplayResult> replayed = analysis::Replay(replay);
+    if (!replayed.ok()) throw std::runtime_error(replayed.status().ToString());
+    replay_s = Seconds(t);
+    copy_s = absl::ToDoubleSeconds(replayed->copy_time);
+    derive_s = absl::ToDoubleSeconds(replayed->derive_time);
+    uint64_t compared = 0;
+    {
+      absl::StatusOr<std::unique_ptr<kernel::EventLog>> a =
+          analysis::OpenLogToRead(recorded_dir, "replay_bench");
+      absl::StatusOr<std::unique_ptr<kernel::EventLog>> b =
+          analysis::OpenLogToRead(replay.into, "replay_bench");
+      if (!a.ok() || !b.ok()) throw std::runtime_error("cannot reopen the logs");
+      t = SteadyClock::now();
+      absl::StatusOr<projections::DerivedDiff> diff =
+          projections::CompareDerived(**a, **b, {}, "recorded", "replay");
+      if (!diff.ok()) throw std::runtime_error(diff.status().ToString());
+      compare_s = Seconds(t);
+      compared = diff->equal;
+      if (diff->difference.has_value()) {
+        std::printf("WARNING: the replay differs: %s\n", diff->difference->c_str());
+      }
+    }
+    std::filesystem::remove_all(replay.into);
+
+    std::printf("%-44s %12llu %10.2f %14.0f %8s\n", "bare scan + bare append (raw bytes)",
+                static_cast<unsigned long long>(events), bare_s, n / bare_s, "1.00");
+    std::printf("%-44s %12llu %10.2f %14.0f %8.2f   target >= 0.50\n",
+                "replay (copy inputs + derive), whole run", static_cast<unsigned long long>(events),
+                replay_s, n / replay_s, bare_s / replay_s);
+    std::printf(
+        "%-44s %12llu %10.2f %14.0f\n", "  of which copying the inputs",
+        static_cast<unsigned long long>(replayed->source_events),
+        absl::ToDoubleSeconds(replayed->copy_time),
+        static_cast<double>(replayed->source_events) / absl::ToDoubleSeconds(replayed->copy_time));
+    std::printf("%-44s %12llu %10.2f %14.0f\n", "  of which the rules stage (inputs)",
+                static_cast<unsigned long long>(replayed->stage.processed),
+                absl::ToDoubleSeconds(replayed->derive_time),
+                static_cast<double>(replayed->stage.processed) /
+                    absl::ToDoubleSeconds(replayed->derive_time));
+    std::printf("%-44s %12llu %10.2f %14.0f\n", "compare (derived events, references resolved)",
+                static_cast<unsigned long long>(compared), compare_s,
+                static_cast<double>(compared) / compare_s);
+  }
 
   double backtest_s = 0;
   uint64_t backtest_added = 0;
@@ -190,7 +200,7 @@ int Run(int argc, char** argv) {
     analysis::BacktestOptions backtest;
     backtest.data_dir = recorded_dir;
     backtest.rule_set = *rules;
-    t = SteadyClock::now();
+    const auto t = SteadyClock::now();
     absl::StatusOr<analysis::BacktestReport> report = analysis::Backtest(backtest);
     if (!report.ok()) throw std::runtime_error(report.status().ToString());
     backtest_s = Seconds(t);
@@ -206,9 +216,8 @@ int Run(int argc, char** argv) {
       "\"replay_ratio\":%.3f,\"copy_s\":%.3f,\"derive_s\":%.3f,\"compare_s\":%.3f,"
       "\"backtest_s\":%.3f,\"backtest_events_per_s\":%.0f,\"peak_rss_mib\":%.0f}\n",
       o.scenario.c_str(), o.devices, o.hours, o.partitions, static_cast<unsigned long long>(events),
-      bare_s, replay_s, bare_s / replay_s, absl::ToDoubleSeconds(replayed->copy_time),
-      absl::ToDoubleSeconds(replayed->derive_time), compare_s, backtest_s,
-      backtest_s > 0 ? n / backtest_s : 0, PeakRssMiB());
+      bare_s, replay_s, replay_s > 0 ? bare_s / replay_s : 0, copy_s, derive_s, compare_s,
+      backtest_s, backtest_s > 0 ? n / backtest_s : 0, PeakRssMiB());
   return 0;
 }
 
