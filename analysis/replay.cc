@@ -4,9 +4,12 @@
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <system_error>
+#include <thread>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -240,6 +243,92 @@ struct Cursor {
   }
 };
 
+// The rules stage on a thread of its own, following the copy as a daemon's stage follows
+// ingest: it steps live (not drained) whenever the copy has appended more, so the two
+// share the machine's cores. A live step processes a prefix of the final order, so where
+// the steps fall changes nothing derived. `CatchUp` is the barrier before a person's
+// command: it returns once a step that began after the copy's last append found nothing
+// more to process, which is what stepping until idle on the copying thread would do.
+class StageThread {
+ public:
+  StageThread(rules::RulesStage* stage, const StopScope* stop)
+      : stage_(stage), stop_(stop), thread_([this] { Loop(); }) {}
+  ~StageThread() { (void)Finish(); }
+  StageThread(const StageThread&) = delete;
+  StageThread& operator=(const StageThread&) = delete;
+
+  // The copy appended more. Returns the stage's error, if it failed.
+  absl::Status Copied() {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++copied_;
+    wake_.notify_all();
+    return error_;
+  }
+  // Waits until the stage has derived all it can from what was copied so far.
+  absl::Status CatchUp() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const uint64_t target = copied_;
+    idle_changed_.wait(lock, [&] { return idle_ >= target || !error_.ok() || exited_; });
+    return error_;
+  }
+  // Stops the thread (after its current step) and returns its error, if any.
+  absl::Status Finish() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stopping_ = true;
+      wake_.notify_all();
+    }
+    if (thread_.joinable()) thread_.join();
+    return error_;
+  }
+  // Time spent stepping (not waiting for the copy).
+  absl::Duration busy() const { return busy_; }
+
+ private:
+  void Loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lock(mu_);
+        wake_.wait(lock, [&] { return stopping_ || copied_ != seen; });
+        if (stopping_) break;
+        seen = copied_;
+      }
+      const absl::Time started = absl::Now();
+      for (;;) {
+        absl::StatusOr<size_t> n = stage_->Step(/*drain=*/false);
+        if (!n.ok()) {
+          std::lock_guard<std::mutex> lock(mu_);
+          error_ = n.status();
+          break;
+        }
+        if (*n == 0 || stop_->requested()) break;
+      }
+      busy_ += absl::Now() - started;
+      std::lock_guard<std::mutex> lock(mu_);
+      idle_ = seen;
+      idle_changed_.notify_all();
+      if (!error_.ok()) break;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    exited_ = true;
+    idle_changed_.notify_all();
+  }
+
+  rules::RulesStage* const stage_;
+  const StopScope* const stop_;
+  std::mutex mu_;
+  std::condition_variable wake_;          // copied_ or stopping_ changed.
+  std::condition_variable idle_changed_;  // idle_, error_ or exited_ changed.
+  uint64_t copied_ = 0;                   // Appends the copy made (a count).
+  uint64_t idle_ = 0;                     // copied_ as of the last step pass that ended idle.
+  bool stopping_ = false;
+  bool exited_ = false;
+  absl::Status error_;
+  absl::Duration busy_;  // Written by the thread only; read after Finish().
+  std::thread thread_;   // Last: starts once the members above exist.
+};
+
 bool HasRuleSetActivation(const EventLog& log) {
   bool found = false;
   (void)log.ListStreams("ruleset/", [&](std::string_view, kernel::StreamVersion) {
@@ -373,11 +462,23 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       cursors.emplace_back(p);
       pending.emplace_back(p);
     }
+    std::optional<StageThread> stage_thread;
+    if (options.stage_thread) stage_thread.emplace(stage->get(), &stop);
+    auto flush = [&](PendingBatch& b) -> absl::Status {
+      if (b.batch.empty()) return absl::OkStatus();
+      if (absl::Status s = b.Flush(**fresh); !s.ok()) return s;
+      return stage_thread.has_value() ? stage_thread->Copied() : absl::OkStatus();
+    };
     auto flush_all = [&]() -> absl::Status {
       for (PendingBatch& b : pending) {
-        if (absl::Status s = b.Flush(**fresh); !s.ok()) return s;
+        if (absl::Status s = flush(b); !s.ok()) return s;
       }
       return absl::OkStatus();
+    };
+    // Lets the stage derive all it can from what was copied so far.
+    auto catch_up = [&]() -> absl::Status {
+      if (absl::Status s = flush_all(); !s.ok()) return s;
+      return stage_thread.has_value() ? stage_thread->CatchUp() : derive(/*drain=*/false, nullptr);
     };
     // Inputs of unindexed streams (readings, clock ticks: nearly all of them) are copied
     // as stored, only restamped (AppendBatch::AddStored); the others are parsed, since
@@ -420,8 +521,7 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         } else {
           if (head.actor) {
             // A person acted on what the stage had derived by then.
-            if (absl::Status s = flush_all(); !s.ok()) return s;
-            if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+            if (absl::Status s = catch_up(); !s.ok()) return s;
           }
           if (absl::Status s = EventLog::ParseEvent(c.position(), c.record(), &event); !s.ok()) {
             return s;
@@ -440,14 +540,14 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
         }
         if (copy) ++result.inputs;
         if (batch.batch.size() >= options.batch) {
-          if (absl::Status s = batch.Flush(**fresh); !s.ok()) return s;
+          if (absl::Status s = flush(batch); !s.ok()) return s;
         }
-        if (copy && options.derive_every > 0 && result.inputs % options.derive_every == 0) {
+        if (!stage_thread.has_value() && copy && options.derive_every > 0 &&
+            result.inputs % options.derive_every == 0) {
           // The stage reads what was just copied while it is still in memory, instead of
           // the whole copy back from disk at the end. It derives the same events whenever
           // it steps (a live step processes a prefix of the final order).
-          if (absl::Status s = flush_all(); !s.ok()) return s;
-          if (absl::Status s = derive(/*drain=*/false, nullptr); !s.ok()) return s;
+          if (absl::Status s = catch_up(); !s.ok()) return s;
         }
       }
       if (absl::Status s = c.Advance(**source, options.to, &event); !s.ok()) return s;
@@ -456,9 +556,14 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
       return StopScope::Stopped(absl::StrCat("nothing was left at ", options.into));
     }
     if (absl::Status s = flush_all(); !s.ok()) return s;
+    // The copy's wall time; the stage's steps on the copying thread are not part of it.
+    result.copy_time = absl::Now() - copy_started - deriving;
+    if (stage_thread.has_value()) {
+      if (absl::Status s = stage_thread->Finish(); !s.ok()) return s;
+      deriving += stage_thread->busy();
+    }
     progress.Finish();
   }
-  result.copy_time = absl::Now() - copy_started - deriving;
 
   // 2. Derive the rest: the log is final now.
   {

@@ -66,9 +66,13 @@ struct ReplayOptions {
   std::ostream* progress = nullptr;
   ProgressOptions::Style progress_style = ProgressOptions::Style::kAuto;
   size_t batch = 4096;  // Inputs per append.
-  // Inputs copied between two live steps of the stage during the copy: it reads what was
-  // just copied while that is still in memory (0: only before people's commands). Any
-  // value derives the same events.
+  // The stage runs on a thread of its own during the copy, stepping live whenever the
+  // copy appended more (it reads what was just copied while that is still in memory, and
+  // the two use two cores). False: it steps on the copying thread every `derive_every`
+  // copied inputs (0: only before people's commands), at points that do not depend on
+  // timing (tests). Either way it derives the same events: a live step processes a prefix
+  // of the final order.
+  bool stage_thread = true;
   uint64_t derive_every = 1 << 18;
 };
 
@@ -80,8 +84,9 @@ struct ReplayResult {
   uint64_t left_out_rule_sets = 0;  // Recorded activations replaced (backtest).
   uint64_t derived = 0;             // Derived again.
   rules::RulesStageStats stage;
-  absl::Duration copy_time;
-  absl::Duration derive_time;
+  absl::Duration copy_time;    // Wall time of the copy (with the stage thread, overlapping
+                               // most of derive_time).
+  absl::Duration derive_time;  // The stage's stepping, during the copy and after it.
   absl::Duration compare_time;
   // With `compare`: the comparison of the recorded log ("recorded") with the replay
   // ("replay"), up to the cut's time.

@@ -45,6 +45,7 @@ struct BenchOptions : ScenarioOptions {
   std::string dir;
   bool backtest = true;
   bool backtest_only = false;
+  bool stage_thread = true;
   uint64_t derive_every = analysis::ReplayOptions().derive_every;
 };
 
@@ -65,8 +66,11 @@ int Run(int argc, char** argv) {
   app.add_flag("!--no-backtest", o.backtest, "Skip the backtest");
   app.add_flag("--backtest-only", o.backtest_only,
                "Fill, then only the backtest (no bare copy, replay or compare): the day-sized run");
+  app.add_flag("!--no-stage-thread", o.stage_thread,
+               "Run the stage on the copying thread, every --derive-every inputs");
   app.add_option("--derive-every", o.derive_every,
-                 "Copied inputs between the stage's steps during the copy (0: at the end only)")
+                 "With --no-stage-thread: copied inputs between the stage's steps during the "
+                 "copy (0: at the end only)")
       ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (o.backtest_only && !o.backtest) {
@@ -141,6 +145,7 @@ int Run(int argc, char** argv) {
     replay.from = recorded_dir;
     replay.into = dir.path() + "/replay";
     replay.progress = nullptr;
+    replay.stage_thread = o.stage_thread;
     replay.derive_every = o.derive_every;
     auto t = SteadyClock::now();
     absl::StatusOr<analysis::ReplayResult> replayed = analysis::Replay(replay);

@@ -178,11 +178,22 @@ TEST_CASE("a replay derives the recorded log's events again, equal byte for byte
     CHECK(entry.path().filename().string().find(".partial-") == std::string::npos);
   }
 
-  SECTION("the stage stepping every few inputs during the copy derives the same") {
+  SECTION("the stage stepping on the copying thread every few inputs derives the same") {
     ReplayOptions often = options;
     often.into = dir.Sub("replay-often");
+    often.stage_thread = false;
     often.derive_every = 37;
     absl::StatusOr<ReplayResult> stepped = Replay(often);
+    REQUIRE(stepped.ok());
+    INFO(stepped->comparison->difference.value_or(""));
+    CHECK_FALSE(stepped->comparison->difference.has_value());
+    CHECK(stepped->comparison->equal == result->derived);
+  }
+  SECTION("the stage thread woken after every few inputs derives the same") {
+    ReplayOptions small = options;
+    small.into = dir.Sub("replay-small-batches");
+    small.batch = 13;
+    absl::StatusOr<ReplayResult> stepped = Replay(small);
     REQUIRE(stepped.ok());
     INFO(stepped->comparison->difference.value_or(""));
     CHECK_FALSE(stepped->comparison->difference.has_value());
