@@ -9,7 +9,11 @@
 //     a case dispatches or escalates it, and only its originator verifies and closes it.
 //
 // Tokens are compared by their SHA-256, so the time a lookup takes says nothing about the
-// secret. Thread-safe after construction.
+// secret. Thread-safe after construction; the HTTP server swaps a whole new policy in when
+// the daemon re-reads its tokens (SIGHUP), it never changes one.
+//
+// Every refusal carries why (`RefusalOf`): what the refused-write log line and the
+// authentication-failure metrics name.
 #ifndef CITYOPS_API_ACCESS_H_
 #define CITYOPS_API_ACCESS_H_
 
@@ -27,6 +31,33 @@ namespace cityops::api {
 
 // "viewer", "operator", ...
 std::string RoleName(v1::Role role);
+
+// Why a request was refused.
+enum class Refusal {
+  kNone,             // Not refused by access control.
+  kNoToken,          // 401: no Authorization header.
+  kMalformedHeader,  // 401: an Authorization header that is not "Bearer <token>".
+  kUnknownToken,     // 401: a token that is not configured.
+  kRoleTooLow,       // 403: the token's role is below the route's or the command's.
+  kOutsideUnit,      // 403: the case's grid is outside the token's unit.
+  kWorkflow,         // 403: the case workflow's own rule (level, originator).
+  kRateLimited,      // 429: too many failed authentications from the client.
+};
+
+// The refusals of authentication (401), in the order of their metric labels.
+inline constexpr Refusal kAuthFailures[] = {Refusal::kNoToken, Refusal::kMalformedHeader,
+                                            Refusal::kUnknownToken};
+
+// "no_token", "malformed_header", ...: the label value in /metrics.
+std::string_view RefusalLabel(Refusal r);
+// "no token", "role too low", ...: the words of the refused-write log line.
+std::string_view RefusalText(Refusal r);
+
+// `status` marked with why it refuses.
+absl::Status WithRefusal(absl::Status status, Refusal r);
+// Why `status` refuses: the mark WithRefusal left, else kWorkflow for PERMISSION_DENIED
+// (the workflow's refusals carry none) and kNone for anything else.
+Refusal RefusalOf(const absl::Status& status);
 
 class AccessPolicy {
  public:

@@ -3,6 +3,7 @@
 #include <httplib.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <map>
 #include <set>
@@ -18,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "analysis/lineage.h"
 #include "api/access.h"
+#include "api/auth_limiter.h"
 #include "api/change_feed.h"
 #include "api/dashboard_files.h"
 #include "api/openapi.h"
@@ -119,7 +121,8 @@ class HttpServer::Impl {
   Impl(const ServerOptions& options, const Backend& backend)
       : options_(options),
         backend_(backend),
-        access_(options.tokens),
+        access_(std::make_shared<const AccessPolicy>(options.tokens)),
+        limiter_(options.auth_limits, kernel::Clock::Real()),
         feed_(backend.log, backend.views) {}
 
   ~Impl() { Stop(); }
@@ -224,18 +227,82 @@ class HttpServer::Impl {
 
   int port() const { return port_; }
 
+  void SetTokens(const std::vector<v1::ApiToken>& tokens) {
+    auto policy = std::make_shared<const AccessPolicy>(tokens);
+    absl::MutexLock lock(&access_mu_);
+    access_ = std::move(policy);
+  }
+
  private:
+  std::shared_ptr<const AccessPolicy> Access() const {
+    absl::MutexLock lock(&access_mu_);
+    return access_;
+  }
+
+  // The actor behind the request's token. A client past the limit of failed
+  // authentications gets 429 with Retry-After, its token not even looked at; a failure
+  // is counted, for the limit and for /metrics.
+  absl::Status Authenticate(const httplib::Request& req, httplib::Response& res, v1::Actor* actor) {
+    const std::string& client = req.remote_addr;
+    if (const absl::Duration wait = limiter_.Blocked(client); wait > absl::ZeroDuration()) {
+      const int64_t seconds =
+          std::max<int64_t>(1, absl::ToInt64Seconds(absl::Ceil(wait, absl::Seconds(1))));
+      res.set_header("Retry-After", absl::StrCat(seconds));
+      rate_limited_.fetch_add(1);
+      const AuthLimits& limits = limiter_.limits();
+      return WithRefusal(
+          absl::ResourceExhaustedError(absl::StrFormat(
+              "too many failed authentications from %s (%d within %s, the limit of "
+              "http.auth_failure_limit): no token is checked for it for another %d s",
+              client, limits.failures, absl::FormatDuration(limits.window), seconds)),
+          Refusal::kRateLimited);
+    }
+    absl::StatusOr<v1::Actor> who = Access()->Authenticate(req.get_header_value("Authorization"));
+    if (who.ok()) {
+      *actor = *std::move(who);
+      return absl::OkStatus();
+    }
+    const Refusal why = RefusalOf(who.status());
+    for (size_t i = 0; i < std::size(kAuthFailures); ++i) {
+      if (kAuthFailures[i] == why) auth_failures_[i].fetch_add(1);
+    }
+    if (limiter_.RecordFailure(client)) {
+      const AuthLimits& limits = limiter_.limits();
+      spdlog::warn(
+          "http: client {} failed authentication {} times within {}: its requests that need a "
+          "token are answered 429 until the oldest failure is {} old",
+          client, limits.failures, absl::FormatDuration(limits.window),
+          absl::FormatDuration(limits.window));
+    }
+    return who.status();
+  }
+
+  // One line for every write refused by access control (401, 403, 429): who tried, from
+  // where, what and why. Never the token.
+  static void LogRefusedWrite(const httplib::Request& req, const v1::Actor* actor,
+                              const absl::Status& s) {
+    const std::string who =
+        actor == nullptr ? std::string("anonymous")
+                         : absl::StrFormat("%s (%s, %s)", actor->user(), RoleName(actor->role()),
+                                           projections::UnitName(actor->unit()));
+    spdlog::warn("http: refused {} {} from {}: actor {}: {}: {}", req.method, req.path,
+                 req.remote_addr, who, RefusalText(RefusalOf(s)), std::string(s.message()));
+  }
+
+  static bool IsWrite(const std::string& method) {
+    return method == "POST" || method == "PUT" || method == "PATCH" || method == "DELETE";
+  }
+
   void Serve(const Route& route, const httplib::Request& req, httplib::Response& res) {
     absl::Status s;
     v1::Actor actor;
+    bool authenticated = false;
     if (route.role != v1::ROLE_UNSPECIFIED) {
-      absl::StatusOr<v1::Actor> who = access_.Authenticate(req.get_header_value("Authorization"));
-      if (who.ok()) {
-        actor = *std::move(who);
+      s = Authenticate(req, res, &actor);
+      if (s.ok()) {
+        authenticated = true;
         s = AccessPolicy::RequireRole(actor, route.role,
                                       absl::StrFormat("%s %s", route.method, route.path));
-      } else {
-        s = who.status();
       }
     }
     if (s.ok()) s = Query(req, route).CheckNames();
@@ -248,6 +315,9 @@ class HttpServer::Impl {
       if (status >= 500) spdlog::warn("http: {} {}: {}", req.method, req.path, s.ToString());
       res.status = status;
       if (status == 401) res.set_header("WWW-Authenticate", "Bearer");
+      if ((status == 401 || status == 403 || status == 429) && IsWrite(req.method)) {
+        LogRefusedWrite(req, authenticated ? &actor : nullptr, s);
+      }
       res.set_content(ErrorJson(s.code(), status, std::string(s.message())), "application/json");
     }
     // A handler that only set content leaves the status to httplib (-1 until it writes
@@ -731,6 +801,18 @@ class HttpServer::Impl {
     }
     m.Add("cityops_http_event_streams", "gauge", "Open server-sent-event streams.")
         .Sample({}, streams_.load());
+    MetricsText::Family& failures =
+        m.Add("cityops_api_auth_failures_total", "counter",
+              "Requests refused for failed authentication (401), by reason: no_token, "
+              "malformed_header, unknown_token.");
+    for (size_t i = 0; i < std::size(kAuthFailures); ++i) {
+      failures.Sample({{"reason", std::string(RefusalLabel(kAuthFailures[i]))}},
+                      static_cast<double>(auth_failures_[i].load()));
+    }
+    m.Add("cityops_api_auth_rate_limited_total", "counter",
+          "Requests answered 429 without a token check: their client failed authentication "
+          "too often (http.auth_failure_limit).")
+        .Sample({}, static_cast<double>(rate_limited_.load()));
     MetricsText::Family& requests = m.Add("cityops_http_requests_total", "counter",
                                           "HTTP requests answered, by route and status.");
     absl::MutexLock lock(&counts_mu_);
@@ -743,7 +825,13 @@ class HttpServer::Impl {
 
   ServerOptions options_;
   Backend backend_;
-  AccessPolicy access_;
+  // Swapped whole by SetTokens; a request authenticates against the one in place when it
+  // starts.
+  mutable absl::Mutex access_mu_;
+  std::shared_ptr<const AccessPolicy> access_ ABSL_GUARDED_BY(access_mu_);
+  AuthFailureLimiter limiter_;
+  std::array<std::atomic<uint64_t>, std::size(kAuthFailures)> auth_failures_{};
+  std::atomic<uint64_t> rate_limited_{0};
   ChangeFeed feed_;
   httplib::Server server_;
   std::thread thread_;
@@ -778,6 +866,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const ServerOption
 HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() = default;
 int HttpServer::port() const { return impl_->port(); }
+void HttpServer::SetTokens(const std::vector<v1::ApiToken>& tokens) { impl_->SetTokens(tokens); }
 void HttpServer::Stop() { impl_->Stop(); }
 
 }  // namespace cityops::api

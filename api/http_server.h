@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "api/auth_limiter.h"
 #include "api/metrics_text.h"
 #include "cityops/v1/api.pb.h"
 #include "cityops/v1/config.pb.h"
@@ -56,6 +57,9 @@ struct ServerOptions {
   int max_event_streams = 64;
   bool dashboard = true;
   std::vector<v1::ApiToken> tokens;
+  // Failed authentication per client (remote address): past the limit, 429 with
+  // Retry-After (api/auth_limiter.h). Counted on the real clock, also in a demo.
+  AuthLimits auth_limits;
   absl::Duration statistics_interval = absl::Seconds(2);  // Of the change stream.
 };
 
@@ -70,6 +74,10 @@ class HttpServer {
 
   // The port it listens on (the one it got when options.port was 0).
   int port() const;
+  // Replaces the tokens (the daemon's SIGHUP) at once for every request that starts
+  // afterwards: requests in flight and open change streams keep the access they were
+  // given. Thread-safe.
+  void SetTokens(const std::vector<v1::ApiToken>& tokens);
   // Stops accepting, ends the change streams, waits for requests in flight. Idempotent.
   void Stop();
 

@@ -458,8 +458,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       "Run the operations-center daemon: ingest, the rules stage, the read models, the "
       "ticket outbox and the HTTP API with the dashboard, over one data directory. Without "
       "kafka.bootstrap_servers it hosts the embedded development cluster. SIGTERM or SIGINT "
-      "stops it cleanly (the batch in hand is stored); SIGHUP reloads the rule set. Prints "
-      "'kafka: ...', 'http: ...' and 'ready' as they come up.");
+      "stops it cleanly (the batch in hand is stored); SIGHUP re-reads the tokens and reloads "
+      "the rule set. Prints 'kafka: ...', 'http: ...' and 'ready' as they come up.");
   serve
       ->add_option("--config", serve_options.config,
                    "Configuration (YAML onto cityops.v1.ServeConfig, see "

@@ -19,6 +19,13 @@ absl::Status ServeCommand(const ServeOptions& options, std::ostream& out) {
                                                ? daemon::DefaultServeConfig()
                                                : daemon::LoadServeConfig(options.config);
   if (!config.ok()) return config.status();
+  // A file that holds tokens is the daemon user's alone: refused to start on, and
+  // reported by --validate, when its group or others may read or write it.
+  if (!options.config.empty()) {
+    if (absl::Status s = daemon::CheckTokenFilePermissions(options.config, *config); !s.ok()) {
+      return s;
+    }
+  }
   if (options.validate) {
     absl::StatusOr<rules::LoadedRuleSet> rules =
         daemon::LoadConfiguredRuleSet(config->rules().file());
@@ -33,11 +40,18 @@ absl::Status ServeCommand(const ServeOptions& options, std::ostream& out) {
   daemon::ConfigureLogging(config->logging());
   daemon::DaemonOptions daemon_options;
   daemon_options.config = *config;
+  daemon_options.config_path = options.config;
   daemon_options.announce = &out;
   absl::StatusOr<std::unique_ptr<daemon::Daemon>> d = daemon::Daemon::Start(daemon_options);
   if (!d.ok()) return d.status();
   daemon::SignalWatcher signals([&] { (*d)->RequestStop(); },
                                 [&] {
+                                  if (absl::Status s = (*d)->ReloadTokens(); !s.ok()) {
+                                    spdlog::error(
+                                        "daemon: the tokens were not reloaded, the ones in "
+                                        "use stay: {}",
+                                        s.ToString());
+                                  }
                                   absl::StatusOr<v1::ReloadRulesResponse> r = (*d)->ReloadRules();
                                   if (!r.ok()) {
                                     spdlog::error(

@@ -15,7 +15,9 @@ struct ServeOptions {
   bool validate = false;  // Check the configuration and the rule set, print them, exit.
 };
 
-// Runs the daemon until SIGTERM or SIGINT; SIGHUP reloads the rule set.
+// Runs the daemon until SIGTERM or SIGINT; SIGHUP re-reads the configuration's tokens
+// and reloads the rule set. Refuses a configuration file holding tokens that its group or
+// others may read or write (daemon/config.h), with --validate too.
 absl::Status ServeCommand(const ServeOptions& options, std::ostream& out);
 
 struct DemoCommandOptions {

@@ -1,14 +1,20 @@
 #include "daemon/config.h"
 
 #include <arpa/inet.h>
+#include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <iterator>
 #include <set>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "google/protobuf/util/message_differencer.h"
 #include "kernel/proto_time.h"
 #include "kernel/yaml_proto.h"
 
@@ -152,6 +158,23 @@ class Checker {
                    absl::StrFormat("max_event_streams %d is out of range; use 1 to 1024",
                                    h.max_event_streams()));
     }
+    const v1::AuthFailureLimit& a = h.auth_failure_limit();
+    if (a.failures() < 0 || a.failures() > 10'000) {
+      return Error(a, "failures",
+                   absl::StrFormat("failures %d is out of range; use 1 to 10000", a.failures()));
+    }
+    if (a.has_window()) {
+      const absl::Duration d = kernel::FromDurationProto(a.window());
+      if (d < absl::Seconds(1) || d > absl::Hours(1)) {
+        return Error(
+            a, "window",
+            absl::StrFormat("window %s is out of range; use 1s to 1h", absl::FormatDuration(d)));
+      }
+    }
+    if (a.clients() < 0 || a.clients() > 1'000'000) {
+      return Error(a, "clients",
+                   absl::StrFormat("clients %d is out of range; use 1 to 1000000", a.clients()));
+    }
     return absl::OkStatus();
   }
 
@@ -237,6 +260,10 @@ void FillDefaults(v1::ServeConfig* c) {
   if (!h->has_dashboard()) h->set_dashboard(true);
   if (h->max_body_bytes() == 0) h->set_max_body_bytes(64 * kKiB);
   if (h->max_event_streams() == 0) h->set_max_event_streams(64);
+  v1::AuthFailureLimit* a = h->mutable_auth_failure_limit();
+  if (a->failures() == 0) a->set_failures(10);
+  if (!a->has_window()) kernel::ToDurationProto(absl::Minutes(1), a->mutable_window());
+  if (a->clients() == 0) a->set_clients(10'000);
   v1::LoggingConfig* l = c->mutable_logging();
   Default("info", l->mutable_level());
   Default("text", l->mutable_format());
@@ -299,6 +326,77 @@ std::string DescribeServeConfig(const v1::ServeConfig& config) {
     }
   }
   return kernel::ProtoToYaml(shown);
+}
+
+absl::Status CheckTokenFilePermissions(const std::string& path, const v1::ServeConfig& config) {
+  if (config.tokens_size() == 0) return absl::OkStatus();
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(
+        absl::StrFormat("cannot read the mode of %s: %s", path, std::strerror(errno)));
+  }
+  const unsigned mode = st.st_mode & 07777;
+  if ((mode & 077) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrFormat(
+      "%s holds API tokens but its mode is %04o: its group or others may read or write it; "
+      "run `chmod 600 %s` (and keep it owned by the daemon's user)",
+      path, mode, path));
+}
+
+namespace {
+
+// Collects the dotted field names of every difference it is told of.
+class FieldNames : public google::protobuf::util::MessageDifferencer::Reporter {
+ public:
+  using SpecificField = google::protobuf::util::MessageDifferencer::SpecificField;
+  explicit FieldNames(std::set<std::string>* out) : out_(out) {}
+  void ReportAdded(const google::protobuf::Message&, const google::protobuf::Message&,
+                   const std::vector<SpecificField>& path) override {
+    Add(path);
+  }
+  void ReportDeleted(const google::protobuf::Message&, const google::protobuf::Message&,
+                     const std::vector<SpecificField>& path) override {
+    Add(path);
+  }
+  void ReportModified(const google::protobuf::Message&, const google::protobuf::Message&,
+                      const std::vector<SpecificField>& path) override {
+    Add(path);
+  }
+
+ private:
+  void Add(const std::vector<SpecificField>& path) {
+    std::vector<std::string> names;
+    for (const SpecificField& f : path) {
+      if (f.field != nullptr) names.push_back(f.field->name());
+    }
+    if (!names.empty()) out_->insert(absl::StrJoin(names, "."));
+  }
+  std::set<std::string>* out_;
+};
+
+}  // namespace
+
+std::vector<std::string> SettingsNeedingRestart(const v1::ServeConfig& running,
+                                                const v1::ServeConfig& reread) {
+  v1::ServeConfig a = running;
+  v1::ServeConfig b = reread;
+  a.clear_tokens();
+  b.clear_tokens();
+  std::set<std::string> names;
+  {
+    FieldNames reporter(&names);
+    google::protobuf::util::MessageDifferencer differ;
+    differ.ReportDifferencesTo(&reporter);
+    differ.Compare(a, b);
+  }  // The differencer reports to `names` until it is gone.
+  // It names a changed message as well as the fields inside it: keep the innermost.
+  std::vector<std::string> out;
+  for (auto it = names.begin(); it != names.end(); ++it) {
+    const auto next = std::next(it);
+    if (next != names.end() && next->starts_with(*it + ".")) continue;
+    out.push_back(*it);
+  }
+  return out;
 }
 
 absl::Duration ClockTickInterval(const v1::ServeConfig& config) {

@@ -10,6 +10,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -31,6 +32,18 @@ absl::StatusOr<v1::ServeConfig> LoadServeConfig(const std::string& path);
 // `cityops serve --validate` prints. Parsing the output (with real tokens put back)
 // gives the same configuration.
 std::string DescribeServeConfig(const v1::ServeConfig& config);
+
+// FAILED_PRECONDITION, naming the file, its mode and the fix (`chmod 600 FILE`), when
+// `config` (read from `path`) holds API tokens and the file may be read or written by its
+// group or by others (mode & 077). `cityops serve` refuses to start on it, `--validate`
+// reports it, and a SIGHUP keeps the tokens it has. NOT_FOUND if `path` is gone.
+absl::Status CheckTokenFilePermissions(const std::string& path, const v1::ServeConfig& config);
+
+// The settings (dotted names, e.g. "http.port", "kafka.properties") that differ between
+// the configuration a daemon runs with and one read again, tokens left out: what a SIGHUP
+// cannot apply, which needs a restart. Names only, never values (they may be secrets).
+std::vector<std::string> SettingsNeedingRestart(const v1::ServeConfig& running,
+                                                const v1::ServeConfig& reread);
 
 // True when no brokers are configured: the daemon hosts the embedded cluster.
 inline bool UsesEmbeddedKafka(const v1::ServeConfig& config) {

@@ -5,11 +5,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "api/http_server.h"
 #include "daemon/config.h"
@@ -49,7 +51,10 @@ v1::StageHealth* AddStage(v1::HealthResponse* h, const char* name, const char* s
 
 class Daemon::Impl {
  public:
-  explicit Impl(const DaemonOptions& options) : options_(options), config_(options.config) {}
+  explicit Impl(const DaemonOptions& options)
+      : options_(options),
+        config_(options.config),
+        tokens_(options.config.tokens().begin(), options.config.tokens().end()) {}
 
   ~Impl() {
     RequestStop();
@@ -151,6 +156,10 @@ class Daemon::Impl {
     http.max_event_streams = config_.http().max_event_streams();
     http.dashboard = config_.http().dashboard();
     http.tokens.assign(config_.tokens().begin(), config_.tokens().end());
+    const v1::AuthFailureLimit& limit = config_.http().auth_failure_limit();
+    http.auth_limits.failures = limit.failures();
+    http.auth_limits.window = kernel::FromDurationProto(limit.window());
+    http.auth_limits.max_clients = static_cast<size_t>(limit.clients());
     api::Backend backend;
     backend.log = log_.get();
     backend.views = views_.get();
@@ -209,7 +218,10 @@ class Daemon::Impl {
       absl::MutexLock lock(&mu_);
       rules_.reset();
     }
-    http_.reset();
+    {
+      absl::MutexLock lock(&tokens_mu_);  // A SIGHUP now finds no server to give tokens to.
+      http_.reset();
+    }
     views_.reset();
     embedded_.reset();
     log_.reset();
@@ -247,6 +259,62 @@ class Daemon::Impl {
                    loaded->rule_set.name(), loaded->source_path);
     }
     return out;
+  }
+
+  absl::Status ReloadTokens() {
+    absl::MutexLock reload(&tokens_mu_);
+    const std::string& path = options_.config_path;
+    if (path.empty()) {
+      spdlog::info("daemon: started without a configuration file: no tokens to re-read");
+      return absl::OkStatus();
+    }
+    if (http_ == nullptr) return absl::FailedPreconditionError("the daemon is stopping");
+    absl::StatusOr<v1::ServeConfig> reread = LoadServeConfig(path);
+    if (!reread.ok()) return reread.status();
+    if (absl::Status s = CheckTokenFilePermissions(path, *reread); !s.ok()) return s;
+    std::map<std::string, const v1::ApiToken*> before;
+    std::map<std::string, const v1::ApiToken*> after;
+    for (const v1::ApiToken& t : tokens_) before[t.token()] = &t;
+    for (const v1::ApiToken& t : reread->tokens()) after[t.token()] = &t;
+    std::vector<std::string> added;
+    std::vector<std::string> removed;
+    std::vector<std::string> changed;
+    for (const auto& [secret, t] : after) {
+      auto it = before.find(secret);
+      if (it == before.end()) {
+        added.push_back(t->user());
+      } else if (it->second->SerializeAsString() != t->SerializeAsString()) {
+        changed.push_back(t->user());
+      }
+    }
+    for (const auto& [secret, t] : before) {
+      if (!after.contains(secret)) removed.push_back(t->user());
+    }
+    std::vector<v1::ApiToken> tokens(reread->tokens().begin(), reread->tokens().end());
+    http_->SetTokens(tokens);
+    tokens_ = std::move(tokens);
+    // Users, not secrets: a token is named by whom it stands for.
+    std::string who;
+    if (!added.empty()) absl::StrAppend(&who, "; added for ", absl::StrJoin(added, ", "));
+    if (!removed.empty()) absl::StrAppend(&who, "; removed from ", absl::StrJoin(removed, ", "));
+    if (!changed.empty()) {
+      absl::StrAppend(&who, "; user, role or unit changed for ", absl::StrJoin(changed, ", "));
+    }
+    spdlog::info("daemon: tokens reloaded: {} tokens (added {}, removed {}) from {}{}",
+                 tokens_.size(), added.size(), removed.size(), path, who);
+    if (tokens_.empty()) {
+      spdlog::warn(
+          "daemon: no API tokens are configured now: every API request but /healthz, "
+          "/readyz, /metrics and the dashboard's files is refused (401)");
+    }
+    if (const std::vector<std::string> restart = SettingsNeedingRestart(config_, *reread);
+        !restart.empty()) {
+      spdlog::warn(
+          "daemon: {} changed {}, which needs a restart: until then the daemon keeps what it "
+          "started with (SIGHUP applies only tokens and the rule set's file contents)",
+          path, absl::StrJoin(restart, ", "));
+    }
+    return absl::OkStatus();
   }
 
   // A consistent copy of the log in backups.dir, taken while everything runs.
@@ -571,6 +639,9 @@ class Daemon::Impl {
   std::atomic<bool> ready_{false};
   bool started_ = false;  // Start() got through; set before any thread may read it.
   absl::Mutex reload_mu_;
+  absl::Mutex tokens_mu_;
+  // The tokens in use: the configuration's, then the last ones reloaded.
+  std::vector<v1::ApiToken> tokens_ ABSL_GUARDED_BY(tokens_mu_);
 
   mutable absl::Mutex mu_;
   std::unique_ptr<rules::RulesStage> rules_ ABSL_GUARDED_BY(mu_);
@@ -595,6 +666,7 @@ Daemon::~Daemon() = default;
 absl::Status Daemon::Wait() { return impl_->Wait(); }
 void Daemon::RequestStop() { impl_->RequestStop(); }
 absl::StatusOr<v1::ReloadRulesResponse> Daemon::ReloadRules() { return impl_->ReloadRules(); }
+absl::Status Daemon::ReloadTokens() { return impl_->ReloadTokens(); }
 v1::HealthResponse Daemon::Health(bool ready) const { return impl_->Health(ready); }
 bool Daemon::Ready() const { return impl_->Ready(); }
 bool Daemon::Stopping() const { return impl_->Stopping(); }

@@ -17,7 +17,8 @@
 // stage resumes from its checkpoint in the log. A stage that fails stops the daemon the
 // same way, and Wait() returns its error (systemd then restarts it).
 //
-// Thread safety: RequestStop, ReloadRules, Health and the accessors from any thread;
+// Thread safety: RequestStop, ReloadRules, ReloadTokens, Health and the accessors from any
+// thread;
 // Wait from one.
 #ifndef CITYOPS_DAEMON_DAEMON_H_
 #define CITYOPS_DAEMON_DAEMON_H_
@@ -37,6 +38,9 @@ namespace cityops::daemon {
 
 struct DaemonOptions {
   v1::ServeConfig config;  // Complete and checked (daemon/config.h).
+  // The file `config` was read from, re-read for its tokens on ReloadTokens (SIGHUP).
+  // Empty: none (every default, or a demo's own configuration).
+  std::string config_path;
   // The time of commands, clock ticks and rule activations. The real clock, or a demo's
   // accelerated one. Must outlive the daemon.
   const kernel::Clock* clock = kernel::Clock::Real();
@@ -61,6 +65,15 @@ class Daemon {
   // Re-reads the configured rule set and activates it if it changed (SIGHUP, the API).
   // INVALID_ARGUMENT with file and line if the file does not check; the active rules stay.
   absl::StatusOr<v1::ReloadRulesResponse> ReloadRules();
+
+  // Re-reads the configuration file (options.config_path) and puts its tokens in place of
+  // the API's at once (SIGHUP): requests that start afterwards see only the new ones;
+  // requests in flight and open change streams go on. Logs "tokens reloaded: N tokens
+  // (added X, removed Y)" (never a secret), and names the settings that changed but take
+  // a restart. A file that does not parse or check (file:line), or that its group or
+  // others may read (daemon/config.h), keeps the tokens in use and returns why. Without a
+  // configuration file there is nothing to re-read: OK.
+  absl::Status ReloadTokens();
 
   // Liveness (`ready` false) or readiness (`ready` true). Kafka out of reach is not a
   // liveness problem (the process is alive and reconnects by itself): /healthz stays "ok"

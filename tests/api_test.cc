@@ -37,6 +37,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "ingest/record_producer.h"
 #include "kernel/proto_time.h"
+#include "tests/testing/change_stream.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/temp_dir.h"
@@ -51,6 +52,7 @@ namespace {
 
 namespace pb = google::protobuf;
 using Catch::Matchers::Contains;
+using testing::ChangeStream;
 using testing::DaemonProcess;
 using testing::Get;
 using testing::HttpReply;
@@ -75,13 +77,16 @@ std::string ReadFile(const std::string& path) {
 }
 
 // The test daemon's configuration with a small body limit and `http_extra` settings of
-// `http:`, plus `extra` YAML.
+// `http:`, plus `extra` YAML. These tests probe every route without a token, many more
+// times a minute than the default limit of failed authentications allows one client (the
+// limit itself is tested in tokens_test.cc).
 std::string ApiConfig(const std::string& data_dir, const std::string& extra = "",
                       const std::string& http_extra = "") {
   std::string config = DaemonProcess::Config(data_dir);
   const int replaced = absl::StrReplaceAll(
       {{"http: {port: 0}",
-        absl::StrCat("http: {port: 0, max_body_bytes: ", kMaxBodyBytes, http_extra, "}")}},
+        absl::StrCat("http: {port: 0, max_body_bytes: ", kMaxBodyBytes,
+                     ", auth_failure_limit: {failures: 10000}", http_extra, "}")}},
       &config);
   REQUIRE(replaced == 1);
   return config + extra;
@@ -240,60 +245,6 @@ class KafkaFeed {
 };
 
 // --------------------------------------------------------------------------- change stream
-
-// GET /api/v1/changes held open on a thread of its own, collecting what arrives.
-class ChangeStream {
- public:
-  ChangeStream(int port, const std::string& token) {
-    thread_ = std::thread([this, port, token] {
-      httplib::Client client("127.0.0.1", port);
-      client.set_read_timeout(30, 0);
-      const httplib::Headers headers = {{"Authorization", "Bearer " + token}};
-      client.Get(
-          "/api/v1/changes", headers,
-          [this](const httplib::Response& r) {
-            absl::MutexLock lock(&mu_);
-            status_ = r.status;
-            content_type_ = r.get_header_value("Content-Type");
-            return true;
-          },
-          [this](const char* data, size_t n) {
-            absl::MutexLock lock(&mu_);
-            text_.append(data, n);
-            return !stop_.load();
-          });
-    });
-  }
-  // Waits for the next chunk (statistics arrive every 2 s) to end the stream.
-  ~ChangeStream() {
-    stop_.store(true);
-    thread_.join();
-  }
-
-  bool WaitFor(const std::string& needle, absl::Duration timeout = absl::Seconds(30)) {
-    return WaitUntil([&] { return absl::StrContains(text(), needle); }, timeout);
-  }
-  std::string text() const {
-    absl::MutexLock lock(&mu_);
-    return text_;
-  }
-  int status() const {
-    absl::MutexLock lock(&mu_);
-    return status_;
-  }
-  std::string content_type() const {
-    absl::MutexLock lock(&mu_);
-    return content_type_;
-  }
-
- private:
-  mutable absl::Mutex mu_;
-  std::string text_ ABSL_GUARDED_BY(mu_);
-  int status_ ABSL_GUARDED_BY(mu_) = 0;
-  std::string content_type_ ABSL_GUARDED_BY(mu_);
-  std::atomic<bool> stop_{false};
-  std::thread thread_;
-};
 
 // The `data:` lines of the server-sent events named `event` in `text`.
 std::vector<std::string> EventData(const std::string& text, const std::string& event) {

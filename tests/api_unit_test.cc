@@ -1,18 +1,22 @@
 // Pieces of the HTTP API that need no daemon: the Prometheus text format, the access
-// policy, the route table with the OpenAPI document generated from it, and the parsing of
-// query strings and JSON bodies (api/requests.h, also fuzzed by fuzz/api_*_fuzz.cc). The API itself
-// is tested against the real daemon in api_test.cc (which also checks that the committed
+// policy and the reasons of its refusals, the limit of failed authentications per client
+// (on a manual clock), the route table with the OpenAPI document generated from it, and the parsing
+// of query strings and JSON bodies (api/requests.h, also fuzzed by fuzz/api_*_fuzz.cc). The API
+// itself is tested against the real daemon in api_test.cc (which also checks that the committed
 // api/openapi.yaml is current).
 #include <catch2/catch.hpp>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "api/access.h"
+#include "api/auth_limiter.h"
 #include "api/metrics_text.h"
 #include "api/openapi.h"
 #include "api/requests.h"
 #include "api/routes.h"
+#include "kernel/clock.h"
 #include "projections/workflow.h"
 
 namespace cityops {
@@ -140,6 +144,111 @@ TEST_CASE("a unit acts inside its own grid codes only, and the city center cover
   nowhere.set_user("nobody");
   nowhere.mutable_unit()->set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
   CHECK_FALSE(api::AccessPolicy::RequireUnitCovers(nowhere, Grid("310104001001001"), "x").ok());
+}
+
+TEST_CASE("every refusal of the access policy says why, for the log and the metrics", "[api]") {
+  const api::AccessPolicy policy({Token("viewer-token-0123456789", "vera", v1::ROLE_VIEWER,
+                                        v1::GRID_LEVEL_STREET_CENTER, "310104001")});
+  CHECK(api::RefusalOf(policy.Authenticate("").status()) == api::Refusal::kNoToken);
+  CHECK(api::RefusalOf(policy.Authenticate("Basic dXNlcjpwYXNz").status()) ==
+        api::Refusal::kMalformedHeader);
+  CHECK(api::RefusalOf(policy.Authenticate("Bearer viewer-token-0123456788").status()) ==
+        api::Refusal::kUnknownToken);
+  absl::StatusOr<v1::Actor> vera = policy.Authenticate("Bearer viewer-token-0123456789");
+  REQUIRE(vera.ok());
+  CHECK(api::RefusalOf(absl::OkStatus()) == api::Refusal::kNone);
+  CHECK(api::RefusalOf(api::AccessPolicy::RequireRole(*vera, v1::ROLE_OPERATOR, "report")) ==
+        api::Refusal::kRoleTooLow);
+  CHECK(api::RefusalOf(api::AccessPolicy::RequireUnitCovers(
+            *vera, Grid("310104002001001"), "report")) == api::Refusal::kOutsideUnit);
+  // The workflow's own refusals carry no mark: a 403 of the workflow.
+  CHECK(api::RefusalOf(absl::PermissionDeniedError("only its originator closes it")) ==
+        api::Refusal::kWorkflow);
+  CHECK(api::RefusalOf(absl::NotFoundError("no case")) == api::Refusal::kNone);
+  const absl::Status limited =
+      api::WithRefusal(absl::ResourceExhaustedError("slow down"), api::Refusal::kRateLimited);
+  CHECK(api::RefusalOf(limited) == api::Refusal::kRateLimited);
+  CHECK(limited.message() == "slow down");
+  // Labels and words, one each.
+  std::set<std::string> labels;
+  std::set<std::string> texts;
+  for (api::Refusal r :
+       {api::Refusal::kNoToken, api::Refusal::kMalformedHeader, api::Refusal::kUnknownToken,
+        api::Refusal::kRoleTooLow, api::Refusal::kOutsideUnit, api::Refusal::kWorkflow,
+        api::Refusal::kRateLimited}) {
+    labels.insert(std::string(api::RefusalLabel(r)));
+    texts.insert(std::string(api::RefusalText(r)));
+  }
+  CHECK(labels.size() == 7);
+  CHECK(texts.size() == 7);
+  CHECK(api::RefusalLabel(api::Refusal::kUnknownToken) == "unknown_token");
+  CHECK(api::RefusalText(api::Refusal::kOutsideUnit) == "outside the unit");
+}
+
+TEST_CASE("failed authentication blocks a client past the limit within a sliding window", "[api]") {
+  kernel::ManualClock clock(absl::FromUnixSeconds(1'790'000'000));
+  api::AuthFailureLimiter limiter({.failures = 3, .window = absl::Seconds(60)}, &clock);
+  CHECK(limiter.Blocked("10.0.0.1") == absl::ZeroDuration());
+  // Three failures 10 s apart: the third blocks, until the first is 60 s old.
+  CHECK_FALSE(limiter.RecordFailure("10.0.0.1"));
+  clock.Advance(absl::Seconds(10));
+  CHECK_FALSE(limiter.RecordFailure("10.0.0.1"));
+  clock.Advance(absl::Seconds(10));
+  CHECK(limiter.Blocked("10.0.0.1") == absl::ZeroDuration());
+  CHECK(limiter.RecordFailure("10.0.0.1"));
+  CHECK(limiter.Blocked("10.0.0.1") == absl::Seconds(40));
+  // Other clients are not affected.
+  CHECK(limiter.Blocked("10.0.0.2") == absl::ZeroDuration());
+  clock.Advance(absl::Seconds(39));
+  CHECK(limiter.Blocked("10.0.0.1") == absl::Seconds(1));
+  // The window slides: once the first failure is 60 s old two remain, below the limit.
+  clock.Advance(absl::Seconds(1));
+  CHECK(limiter.Blocked("10.0.0.1") == absl::ZeroDuration());
+  // One more failure within the window of the other two blocks again, until the second
+  // failure (at 10 s) is 60 s old.
+  CHECK(limiter.RecordFailure("10.0.0.1"));
+  CHECK(limiter.Blocked("10.0.0.1") == absl::Seconds(10));
+  // Failures spread wider than the window never block.
+  api::AuthFailureLimiter slow({.failures = 3, .window = absl::Seconds(60)}, &clock);
+  for (int i = 0; i < 20; ++i) {
+    CHECK_FALSE(slow.RecordFailure("10.0.0.3"));
+    CHECK(slow.Blocked("10.0.0.3") == absl::ZeroDuration());
+    clock.Advance(absl::Seconds(31));
+  }
+  // A client whose failures all left the window is forgotten.
+  clock.Advance(absl::Minutes(2));
+  CHECK(slow.Blocked("10.0.0.3") == absl::ZeroDuration());
+  CHECK(slow.tracked_clients() == 0);
+}
+
+TEST_CASE("the clients failed authentication is tracked for are bounded, the stalest evicted",
+          "[api]") {
+  kernel::ManualClock clock(absl::FromUnixSeconds(1'790'000'000));
+  api::AuthFailureLimiter limiter({.failures = 2, .window = absl::Seconds(60), .max_clients = 100},
+                                  &clock);
+  // A seeded stream of failures from a thousand addresses: never more than 100 tracked.
+  std::mt19937 random(17);
+  std::uniform_int_distribution<int> host(0, 999);
+  for (int i = 0; i < 5000; ++i) {
+    limiter.RecordFailure("10.1." + std::to_string(host(random)));
+    CHECK(limiter.tracked_clients() <= 100);
+  }
+  CHECK(limiter.tracked_clients() == 100);
+  // Past the bound, the client whose last failure is the oldest is forgotten, blocked
+  // or not; the others keep their count.
+  api::AuthFailureLimiter bounded({.failures = 2, .window = absl::Seconds(60), .max_clients = 3},
+                                  &clock);
+  bounded.RecordFailure("192.0.2.1");
+  CHECK(bounded.RecordFailure("192.0.2.1"));
+  clock.Advance(absl::Seconds(1));
+  CHECK_FALSE(bounded.RecordFailure("198.51.100.1"));
+  CHECK_FALSE(bounded.RecordFailure("198.51.100.2"));
+  CHECK(bounded.Blocked("192.0.2.1") == absl::Seconds(59));
+  CHECK_FALSE(bounded.RecordFailure("198.51.100.3"));
+  CHECK(bounded.tracked_clients() == 3);
+  CHECK(bounded.Blocked("192.0.2.1") == absl::ZeroDuration());
+  CHECK(bounded.RecordFailure("198.51.100.1"));
+  CHECK(bounded.Blocked("198.51.100.1") == absl::Seconds(60));
 }
 
 TEST_CASE("the route table is consistent and the OpenAPI document lists all of it", "[api]") {

@@ -3,9 +3,14 @@
 #include "daemon/config.h"
 
 #include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <vector>
 
+#include "kernel/proto_time.h"
 #include "kernel/yaml_proto.h"
+#include "tests/testing/temp_dir.h"
 
 namespace cityops {
 namespace {
@@ -34,6 +39,9 @@ TEST_CASE("an empty mapping gives every default of config.proto", "[config]") {
   CHECK(c->http().max_body_bytes() == 64 * 1024);
   CHECK(c->http().max_event_streams() == 64);
   CHECK(c->http().dashboard());
+  CHECK(c->http().auth_failure_limit().failures() == 10);
+  CHECK(kernel::FromDurationProto(c->http().auth_failure_limit().window()) == absl::Minutes(1));
+  CHECK(c->http().auth_failure_limit().clients() == 10000);
   CHECK(c->logging().level() == "info");
   CHECK(c->logging().format() == "text");
   CHECK(daemon::ClockTickInterval(*c) == absl::Seconds(1));
@@ -50,13 +58,21 @@ TEST_CASE("port 0 written out is kept: it asks for any free port", "[config]") {
 TEST_CASE("configuration errors name the file, line and column and say what to do", "[config]") {
   CHECK(ErrorOf("data_dir: x\nhttp:\n  prot: 80\n") ==
         "cityops.yaml:3:3: unknown key 'prot' in cityops.v1.HttpConfig; expected one of: "
-        "listen_address, port, max_body_bytes, max_event_streams, dashboard");
+        "listen_address, port, max_body_bytes, max_event_streams, dashboard, auth_failure_limit");
   CHECK(ErrorOf("http:\n  port: 70000\n") ==
         "cityops.yaml:2:3: port 70000 is out of range; use 1 to 65535, or 0 for any free port");
   CHECK(ErrorOf("http: {listen_address: localhost}") ==
         "cityops.yaml:1:8: listen_address 'localhost' is not an IP address; use e.g. "
         "127.0.0.1, ::1 or 0.0.0.0");
   CHECK(ErrorOf("http: {max_body_bytes: 10}").find("use 1024 to 16777216") != std::string::npos);
+  CHECK(ErrorOf("http:\n  auth_failure_limit: {failures: 20000}\n") ==
+        "cityops.yaml:2:24: failures 20000 is out of range; use 1 to 10000");
+  CHECK_THAT(ErrorOf("http: {auth_failure_limit: {window: 0s}}"),
+             Catch::Contains("window 0 is out of range; use 1s to 1h"));
+  CHECK_THAT(ErrorOf("http: {auth_failure_limit: {window: 2h}}"),
+             Catch::Contains("window 2h is out of range; use 1s to 1h"));
+  CHECK_THAT(ErrorOf("http: {auth_failure_limit: {clients: -1}}"),
+             Catch::Contains("clients -1 is out of range; use 1 to 1000000"));
   CHECK(ErrorOf("durability: fast").find("use sync or buffered") != std::string::npos);
   CHECK(ErrorOf("logging: {level: loud}").find("use debug, info, warn or error") !=
         std::string::npos);
@@ -139,6 +155,97 @@ TEST_CASE("the example configuration in the repository is valid and says what it
   CHECK(c->kafka().topics().SerializeAsString() == defaults.kafka().topics().SerializeAsString());
   CHECK(c->ingest().SerializeAsString() == defaults.ingest().SerializeAsString());
   CHECK(c->durability() == defaults.durability());
+}
+
+// A file with `yaml` at `path` with `mode`, and its configuration.
+v1::ServeConfig WriteConfig(const std::string& path, const std::string& yaml,
+                            std::filesystem::perms mode) {
+  { std::ofstream(path, std::ios::trunc) << yaml; }
+  std::filesystem::permissions(path, mode, std::filesystem::perm_options::replace);
+  absl::StatusOr<v1::ServeConfig> c = daemon::LoadServeConfig(path);
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  return *std::move(c);
+}
+
+TEST_CASE("a configuration file holding tokens is refused unless only its owner may read it",
+          "[config]") {
+  using std::filesystem::perms;
+  testing::TempDir dir;
+  const std::string path = dir.Sub("cityops.yaml");
+  const std::string with_tokens =
+      "tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer, unit: {level: city_center, "
+      "code: city}}\n";
+  const perms owner = perms::owner_read | perms::owner_write;
+  CHECK(daemon::CheckTokenFilePermissions(path, WriteConfig(path, with_tokens, owner)).ok());
+  CHECK(daemon::CheckTokenFilePermissions(path, WriteConfig(path, with_tokens, perms::owner_read))
+            .ok());
+  const struct {
+    perms mode;
+    const char* octal;
+  } open_modes[] = {{owner | perms::group_read, "0640"},
+                    {owner | perms::others_read, "0604"},
+                    {owner | perms::group_write, "0620"},
+                    {owner | perms::group_read | perms::others_read, "0644"}};
+  for (const auto& [mode, octal] : open_modes) {
+    INFO(octal);
+    const absl::Status s =
+        daemon::CheckTokenFilePermissions(path, WriteConfig(path, with_tokens, mode));
+    CHECK(s.code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(std::string(s.message()) ==
+          path + " holds API tokens but its mode is " + octal +
+              ": its group or others may read or write it; run `chmod 600 " + path +
+              "` (and keep it owned by the daemon's user)");
+  }
+  // Without tokens there is no secret to keep: any mode will do.
+  CHECK(
+      daemon::CheckTokenFilePermissions(
+          path, WriteConfig(path, "data_dir: x\n", owner | perms::group_read | perms::others_read))
+          .ok());
+  // Tokens from a file that is gone.
+  const v1::ServeConfig c = WriteConfig(path, with_tokens, owner);
+  std::filesystem::remove(path);
+  CHECK(daemon::CheckTokenFilePermissions(path, c).code() == absl::StatusCode::kNotFound);
+}
+
+TEST_CASE("the settings a reload cannot apply are named, tokens and secrets left out", "[config]") {
+  const std::string base =
+      "data_dir: /var/lib/cityops\n"
+      "kafka:\n"
+      "  bootstrap_servers: \"b:9093\"\n"
+      "  properties:\n"
+      "    - {name: sasl.password, value: hunter2}\n"
+      "tokens:\n"
+      "  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer, unit: {level: city_center, code: "
+      "city}}\n";
+  absl::StatusOr<v1::ServeConfig> running = ParseServeConfig(base, "cityops.yaml");
+  REQUIRE(running.ok());
+  // Other tokens only: nothing needs a restart.
+  absl::StatusOr<v1::ServeConfig> tokens_only = ParseServeConfig(
+      "data_dir: /var/lib/cityops\n"
+      "kafka:\n"
+      "  bootstrap_servers: \"b:9093\"\n"
+      "  properties:\n"
+      "    - {name: sasl.password, value: hunter2}\n"
+      "tokens:\n"
+      "  - {token: bbbbbbbbbbbbbbbb, user: b, role: admin, unit: {level: city_center, code: "
+      "city}}\n",
+      "cityops.yaml");
+  REQUIRE(tokens_only.ok());
+  CHECK(daemon::SettingsNeedingRestart(*running, *tokens_only).empty());
+  absl::StatusOr<v1::ServeConfig> changed = ParseServeConfig(
+      "data_dir: /var/lib/cityops\n"
+      "kafka:\n"
+      "  bootstrap_servers: \"b:9093\"\n"
+      "  properties:\n"
+      "    - {name: sasl.password, value: hunter3}\n"
+      "http: {port: 9090, auth_failure_limit: {failures: 5}}\n"
+      "logging: {level: debug}\n",
+      "cityops.yaml");
+  REQUIRE(changed.ok());
+  const std::vector<std::string> names = daemon::SettingsNeedingRestart(*running, *changed);
+  CHECK(names == std::vector<std::string>{"http.auth_failure_limit.failures", "http.port",
+                                          "kafka.properties.value", "logging.level"});
 }
 
 TEST_CASE("a missing configuration file is named", "[config]") {

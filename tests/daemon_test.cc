@@ -167,7 +167,7 @@ TEST_CASE("serve --validate checks a configuration and prints it, or names the b
           "[daemon]") {
   testing::TempDir dir;
   const std::string good = dir.Sub("good.yaml");
-  std::ofstream(good) << "data_dir: /var/lib/cityops\n" << testing::TestTokensYaml();
+  testing::WritePrivateFile(good, "data_dir: /var/lib/cityops\n" + testing::TestTokensYaml());
   {
     testing::ChildProcess p({CITYOPS_BINARY, "serve", "--config", good, "--validate"},
                             dir.Sub("good.err"));

@@ -6,8 +6,9 @@
 //   HttpReply r = Get(d.port(), "/api/v1/statistics", kViewerToken);
 //
 // The daemon gets its own configuration file (embedded Kafka, HTTP on a free loopback
-// port, 200 ms clock ticks), logs to `<data dir>/../daemon-<n>.log` (shown by log()), and
-// is killed if the test leaves it running. Header-only; errors throw std::runtime_error.
+// port, 200 ms clock ticks; mode 0600, as a file holding tokens must be), logs to `<data
+// dir>/../daemon-<n>.log` (shown by log()), and is killed if the test leaves it running.
+// Header-only; errors throw std::runtime_error.
 #ifndef CITYOPS_TESTS_TESTING_DAEMON_PROCESS_H_
 #define CITYOPS_TESTS_TESTING_DAEMON_PROCESS_H_
 
@@ -70,6 +71,16 @@ inline std::string TestTokensYaml() {
       "\"}}\n");
 }
 
+// Writes `text` to `path` (replacing it) readable and writable by its owner only: a
+// configuration holding tokens that its group or others may read is refused.
+inline void WritePrivateFile(const std::string& path, const std::string& text) {
+  namespace fs = std::filesystem;
+  {
+    std::ofstream(path, std::ios::trunc) << text;
+  }
+  fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fs::perm_options::replace);
+}
+
 class DaemonProcess {
  public:
   // A configuration for a test daemon on `data_dir`: embedded Kafka with 2 partitions,
@@ -94,7 +105,7 @@ class DaemonProcess {
     const int n = ++counter;
     config_path_ = (base / absl::StrCat("daemon-", n, ".yaml")).string();
     log_path_ = (base / absl::StrCat("daemon-", n, ".log")).string();
-    std::ofstream(config_path_) << config_yaml;
+    WritePrivateFile(config_path_, config_yaml);
     std::filesystem::remove(std::filesystem::path(data_dir) / "http.port");
     std::vector<std::string> argv = {CITYOPS_BINARY, "serve", "--config", config_path_};
     for (std::string& a : extra_args) argv.push_back(std::move(a));
