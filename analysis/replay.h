@@ -8,12 +8,14 @@
 // source positions. Readings and clock ticks, nearly all of a log, are copied as stored
 // bytes with only the recorded time stamped anew (kernel::AppendBatch::AddStored); the
 // events of indexed streams are parsed and appended, so that the fresh log assigns their
-// versions. Then the rules stage runs over it to the end (drain). The stage's
-// order is a function of the inputs alone (projections/rules/rules_stage.h), so it derives
-// the same events. People's commands are the exception to "copy first": a person acted on
-// what the stage had derived by then (a case must be opened before it is registered), so
-// before copying a command the stage derives what it can (live, not drained), and every
-// case stream gets the same events in the same order, with the same versions. Derived
+// versions. The rules stage follows the copy on a thread of its own, stepping live (not
+// drained) as the copy appends, as a daemon's stage follows ingest, and then runs to the
+// end (drain). The stage's order is a function of the inputs alone
+// (projections/rules/rules_stage.h), so it derives the same events however its steps fall.
+// People's commands are the exception to "copy first": a person acted on what the stage
+// had derived by then (a case must be opened before it is registered), so before copying a
+// command the copy waits until the stage has derived all it can (live, not drained), and
+// every case stream gets the same events in the same order, with the same versions. Derived
 // events still sit at other positions than in the original (they interleave with the
 // inputs differently), so the comparison names what each reference points at instead of
 // where (projections/derived_diff.h, docs/determinism.md).

@@ -147,7 +147,7 @@ void RequireOk(const absl::StatusOr<CommandResult>& r) {
   if (!r.ok()) FAIL(r.status().ToString());
 }
 
-TEST_CASE("a reported case goes through all six stages; the fold keeps every stage's time",
+TEST_CASE("a reported case goes through all six stages, the fold keeps every stage's time",
           "[workflow]") {
   Fixture f;
   const std::string id = f.Report("hot-1");
@@ -226,7 +226,7 @@ TEST_CASE("every forbidden transition is refused, naming the case, its stage and
   }
 }
 
-TEST_CASE("only the originator verifies and closes; IoT cases are verified by their rule",
+TEST_CASE("only the originator verifies and closes, IoT cases are verified by their rule",
           "[workflow]") {
   Fixture f;
   const std::string id = f.Report("hot-2");
@@ -278,7 +278,7 @@ TEST_CASE("a failed verification sends the case back to dispatched with a re-wor
   RequireOk(f.Do(CommandKind::kHandle, id, kStation));
 }
 
-TEST_CASE("escalation climbs one level at a time; the upper level then dispatches", "[workflow]") {
+TEST_CASE("escalation climbs one level at a time, the upper level then dispatches", "[workflow]") {
   Fixture f;
   const std::string id = f.Report("hot-4");
   RequireOk(f.Do(CommandKind::kRegister, id, kStation));
@@ -391,7 +391,7 @@ TEST_CASE("reports are validated and a case id is taken once", "[workflow]") {
   CHECK(f.Do(CommandKind::kUrge, "nope", kStreet).status().code() == absl::StatusCode::kNotFound);
 }
 
-TEST_CASE("retried requests are not done twice; racing commands re-validate", "[workflow]") {
+TEST_CASE("retried requests are not done twice, racing commands re-validate", "[workflow]") {
   Fixture f;
   const std::string id = f.Report("hot-7");
   RequireOk(f.Do(CommandKind::kRegister, id, kStation));

@@ -84,7 +84,7 @@ std::string WaitForDigest(int port, const std::string& not_this) {
   return digest;
 }
 
-TEST_CASE("SIGHUP reloads the rule set file; a broken file leaves the active rules running",
+TEST_CASE("SIGHUP reloads the rule set file, a broken file leaves the active rules running",
           "[daemon][slow]") {
   testing::TempDir dir;
   const std::string data = dir.Sub("data");
@@ -436,7 +436,7 @@ size_t Count(const std::string& text, const std::string& what) {
 
 TEST_CASE(
     "Kafka going away: /readyz 503 with the reason, cityops_kafka_connected 0, no consumer "
-    "lag, one log line each way; back: ready again and no reading lost",
+    "lag, one log line each way, back: ready again and no reading lost",
     "[daemon][slow]") {
   testing::TempDir dir;
   auto kafka = StartCluster();

@@ -59,7 +59,7 @@ class CapturedLog {
   std::shared_ptr<spdlog::logger> previous_;
 };
 
-TEST_CASE("KafkaLink: connected while a broker answers; lost at once, back at the next statistics",
+TEST_CASE("KafkaLink: connected while a broker answers, lost at once, back at the next statistics",
           "[kafka_link]") {
   CapturedLog log;
   KafkaLink link("ingest", "kafka-1:9092", "ingest paused, readings wait in Kafka", kStart);

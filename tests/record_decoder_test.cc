@@ -553,7 +553,7 @@ TEST_CASE("an event time that is no valid timestamp is UNDECODABLE", "[decoder]"
   }
 }
 
-TEST_CASE("a record key other than the device id is KEY_MISMATCH; no key is fine", "[decoder]") {
+TEST_CASE("a record key other than the device id is KEY_MISMATCH, no key is fine", "[decoder]") {
   const v1::SensorReading r = Manhole();
   CHECK(CodeOf(DecodeReading(Binary(r, ""))) == "OK");
   CHECK(CodeOf(DecodeReading(Binary(r, r.device_id()))) == "OK");

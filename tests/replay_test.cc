@@ -370,7 +370,7 @@ std::set<std::pair<std::string, absl::Time>> Raised(const EventLog& log) {
 }
 
 TEST_CASE(
-    "backtest: the active rules change nothing; a tightened threshold adds exactly the "
+    "backtest: the active rules change nothing, a tightened threshold adds exactly the "
     "alerts the readings imply",
     "[backtest]") {
   TempDir dir;

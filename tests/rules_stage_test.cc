@@ -304,7 +304,7 @@ void CheckCountersMatchLog(const EventLog& log, const EngineCounters& c) {
   CHECK(c.alerts_raised > 0);
 }
 
-TEST_CASE("a failed append stops the stage until it is reopened; the reopened one loses nothing",
+TEST_CASE("a failed append stops the stage until it is reopened, the reopened one loses nothing",
           "[rules]") {
   testing::TempDir dir;
   std::unique_ptr<EventLog> faulty = OpenLog(dir.Sub("faulty"));

@@ -419,7 +419,7 @@ constexpr char kFloodRule[] =
     "      auto_dispatch: true\n"
     "      verification_window: 30m\n";
 
-TEST_CASE("threshold: a single false reading raises nothing; a held one raises", "[rules]") {
+TEST_CASE("threshold: a single false reading raises nothing, a held one raises", "[rules]") {
   Harness h(kFloodRule);
   h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);
   h.Depth("g1", absl::Minutes(0), 2);
@@ -590,7 +590,7 @@ TEST_CASE("IoT verification: the rule verifies and closes once the device stayed
   CHECK(h.engine.open_cases() == 0);
 }
 
-TEST_CASE("IoT verification fails when the alert comes back; a re-work ticket follows",
+TEST_CASE("IoT verification fails when the alert comes back, a re-work ticket follows",
           "[rules][cases]") {
   Harness h(kFloodRule);
   h.Register("g1", v1::DEVICE_KIND_FLOOD_GAUGE);

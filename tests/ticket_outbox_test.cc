@@ -124,7 +124,7 @@ TEST_CASE("the outbox reads only tickets by their stored stream id", "[outbox]")
   CHECK_FALSE(StoredStreamStartsWith("", "ticket/"));
 }
 
-TEST_CASE("every ticket is published with its key and headers; the checkpoint is in the log",
+TEST_CASE("every ticket is published with its key and headers, the checkpoint is in the log",
           "[outbox]") {
   Fixture f;
   for (int i = 0; i < 30; ++i) f.AppendTicket(absl::StrFormat("case-%d", i % 7), i / 7 + 1);
