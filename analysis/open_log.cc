@@ -24,14 +24,19 @@ absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(const std::strin
         "a copy made by 'cityops log backup')",
         data_dir, exists ? "is empty" : "does not exist", flag, command));
   }
-  if (absl::IsFailedPrecondition(log.status()) &&
-      absl::StrContains(log.status().message(), "in use")) {
+  if (!log.ok()) return ExplainLogInUse(log.status(), data_dir, command, flag);
+  return log;
+}
+
+absl::Status ExplainLogInUse(const absl::Status& status, const std::string& data_dir,
+                             const std::string& command, const std::string& flag) {
+  if (absl::IsFailedPrecondition(status) && absl::StrContains(status.message(), "in use")) {
     return absl::FailedPreconditionError(absl::StrFormat(
         "%s; cityops %s works on a copy of a running daemon's log: make one with 'cityops log "
         "backup --data-dir %s --to COPY' (or POST /api/v1/backups) and give %s COPY",
-        log.status().message(), command, data_dir, flag));
+        status.message(), command, data_dir, flag));
   }
-  return log;
+  return status;
 }
 
 }  // namespace cityops::analysis

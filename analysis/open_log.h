@@ -20,6 +20,13 @@ absl::StatusOr<std::unique_ptr<kernel::EventLog>> OpenLogToRead(
     const std::string& data_dir, const std::string& command,
     const std::string& flag = "--data-dir");
 
+// The kernel's refusal of a log that another process holds (FAILED_PRECONDITION, "... in
+// use ..."), with how `command` can work on a copy instead; any other status as it is.
+// OpenLogToRead words its refusals with it, and so do commands that take the log's lock
+// without opening it (`cityops log verify`).
+absl::Status ExplainLogInUse(const absl::Status& status, const std::string& data_dir,
+                             const std::string& command, const std::string& flag = "--data-dir");
+
 }  // namespace cityops::analysis
 
 #endif  // CITYOPS_ANALYSIS_OPEN_LOG_H_

@@ -142,6 +142,20 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   backup->add_option("--data-dir", backup_options.data_dir, kDataDirHelp)->required();
   backup->add_option("--to", backup_options.to, "Target directory; must not exist yet")->required();
 
+  VerifyCommandOptions verify_options;
+  CLI::App* verify = log->add_subcommand(
+      "verify",
+      "Check a log for damage without changing it: RocksDB's open checks as at start, every "
+      "block of every SST file against its checksum, every WAL record, and every partition's "
+      "sequences dense from 0. Names each damaged file with the partitions and sequences (or "
+      "streams) it holds, and what to do. Exit 0 when whole, 1 when damage is found, 2 when "
+      "the log could not be checked (usage, no log there, in use by a daemon: verify a backup "
+      "of a running one).");
+  verify->add_option("--data-dir", verify_options.data_dir, kDataDirHelp)->required();
+  verify->add_flag("--json", verify_options.json, "Print one JSON document instead of the table");
+  verify->add_flag("--deep", verify_options.deep,
+                   "Also parse every event (slower; see OPERATIONS.md for figures)");
+
   SetPositionOptions position_options;
   CLI::App* set_position = log->add_subcommand(
       "set-position",
@@ -625,6 +639,14 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = DumpLog(dump_options, out, err);
   } else if (*backup) {
     status = BackupLog(backup_options, out);
+  } else if (*verify) {
+    absl::StatusOr<bool> whole = VerifyLogCommand(verify_options, out, err);
+    out.flush();
+    if (!whole.ok()) {
+      err << "cityops: " << whole.status().message() << "\n";
+      return kExitUsage;
+    }
+    return *whole ? kExitOk : kExitFailure;
   } else if (*set_position) {
     status = SetPosition(position_options, out);
   } else if (*compare) {

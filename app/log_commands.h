@@ -1,4 +1,4 @@
-// The work behind `cityops log ...`: generate, inspect, dump and back up an event log.
+// The work behind `cityops log ...`: generate, inspect, dump, back up and verify an event log.
 //
 // Each command takes its options as a plain struct (filled in by app/cli.cc), writes its
 // report to `out` and returns an absl::Status whose message is fit to show the user as
@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 
 namespace cityops::app {
 
@@ -93,6 +94,22 @@ struct CompareOptions {
 // PRECONDITION ("the logs differ") when they do. Neither log may be open in a daemon
 // (compare backups of running ones: `cityops log backup`).
 absl::Status CompareLogs(const CompareOptions& options, std::ostream& out);
+
+struct VerifyCommandOptions {
+  std::string data_dir;
+  bool json = false;  // One JSON document on `out` instead of the table.
+  bool deep = false;  // Also parse every event.
+};
+
+// Checks the log at `data_dir` for damage (kernel/log_verify.h): RocksDB's open checks as
+// at start, every SST file's blocks against their checksums, the WAL's records, and
+// every partition's sequences dense from 0 (with `deep`, every event parsed). Writes a
+// table for people (or, with `json`, one JSON document) to `out`, with one line per
+// problem naming the file, what is wrong, the range it holds and what to do; progress of
+// long runs goes to `progress`. Returns whether the log is whole; fails (the log was not
+// checked) when there is no log at `data_dir` or another process holds it.
+absl::StatusOr<bool> VerifyLogCommand(const VerifyCommandOptions& options, std::ostream& out,
+                                      std::ostream& progress);
 
 }  // namespace cityops::app
 

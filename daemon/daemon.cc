@@ -47,6 +47,20 @@ v1::StageHealth* AddStage(v1::HealthResponse* h, const char* name, const char* s
   return s;
 }
 
+// The start's refusal of a damaged log (DATA_LOSS: RocksDB found Corruption on open or
+// in the first reads): what is damaged, as the kernel names it, and what to do. A full
+// check of every block is no part of a start (it reads the whole log); `cityops log
+// verify` does it.
+absl::Status RefuseDamagedLog(const absl::Status& status, const std::string& data_dir) {
+  if (!absl::IsDataLoss(status)) return status;
+  return absl::DataLossError(absl::StrFormat(
+      "refusing to start: the event log in %s is damaged: %s. Run 'cityops log verify "
+      "--data-dir %s' for every damaged file and the partitions and sequences it holds, then "
+      "restore the data directory from a backup made with 'cityops log backup' (see "
+      "OPERATIONS.md, \"A damaged log\"); no changelog topic exists yet to restore from",
+      data_dir, status.message(), data_dir));
+}
+
 }  // namespace
 
 class Daemon::Impl {
@@ -70,7 +84,7 @@ class Daemon::Impl {
                                  ? kernel::Durability::kBuffered
                                  : kernel::Durability::kSyncEachAppend;
     absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
-    if (!log.ok()) return log.status();
+    if (!log.ok()) return RefuseDamagedLog(log.status(), config_.data_dir());
     log_ = *std::move(log);
     spdlog::info("daemon: event log {} ({} partitions hold events)", config_.data_dir(),
                  log_->Partitions().size());

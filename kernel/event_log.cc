@@ -18,8 +18,11 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
 #include "kernel/log_format.h"
+#include "kernel/log_lock.h"
+#include "kernel/log_verify.h"
 #include "kernel/proto_time.h"
 #include "kernel/wire_reader.h"
 #include "rocksdb/db.h"
@@ -287,37 +290,6 @@ class EventLog::Impl {
 
 namespace {
 
-// Takes the directory's advisory lock, or says who holds it.
-absl::StatusOr<int> LockDirectory(const fs::path& dir) {
-  const fs::path lock_path = dir / format::kLockFileName;
-  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrFormat("cannot open lock file %s: %s; check the directory's permissions",
-                        lock_path.string(), std::strerror(errno)));
-  }
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    const int err = errno;
-    char buf[32] = {};
-    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
-    ::close(fd);
-    std::string holder = n > 0 ? absl::StrCat("process ", std::string(buf, n)) : "another process";
-    if (err == EWOULDBLOCK) {
-      return absl::FailedPreconditionError(absl::StrFormat(
-          "event log %s is in use by %s; only one cityops may own a log at a time: stop the "
-          "other one or choose another data directory",
-          dir.string(), holder));
-    }
-    return absl::FailedPreconditionError(
-        absl::StrFormat("cannot lock %s: %s", lock_path.string(), std::strerror(err)));
-  }
-  const std::string pid = std::to_string(::getpid());
-  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
-    // The lock holds regardless; the pid is only for the message above.
-  }
-  return fd;
-}
-
 enum class DirectoryState {
   kNew,          // Absent or empty: create a log.
   kExisting,     // Holds a database: open it (and check it is ours).
@@ -433,6 +405,37 @@ absl::Status CheckColumnFamilies(const fs::path& dir) {
 
 }  // namespace
 
+// Takes the directory's advisory lock, or says who holds it.
+absl::StatusOr<int> LockLogDirectory(const fs::path& dir) {
+  const fs::path lock_path = dir / format::kLockFileName;
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot open lock file %s: %s; check the directory's permissions",
+                        lock_path.string(), std::strerror(errno)));
+  }
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char buf[32] = {};
+    const ssize_t n = ::pread(fd, buf, sizeof(buf) - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? absl::StrCat("process ", std::string(buf, n)) : "another process";
+    if (err == EWOULDBLOCK) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s is in use by %s; only one cityops may own a log at a time: stop the "
+          "other one or choose another data directory",
+          dir.string(), holder));
+    }
+    return absl::FailedPreconditionError(
+        absl::StrFormat("cannot lock %s: %s", lock_path.string(), std::strerror(err)));
+  }
+  const std::string pid = std::to_string(::getpid());
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, pid.data(), pid.size(), 0) < 0) {
+    // The lock holds regardless; the pid is only for the message above.
+  }
+  return fd;
+}
+
 absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& options) {
   if (options.path.empty()) {
     return absl::InvalidArgumentError("event log path is empty; set the data directory");
@@ -454,7 +457,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
           absl::StrFormat("cannot create event log directory %s: %s", dir.string(), ec.message()));
     }
   }
-  absl::StatusOr<int> fd = LockDirectory(dir);
+  absl::StatusOr<int> fd = LockLogDirectory(dir);
   if (!fd.ok()) return fd.status();
   auto impl = std::make_unique<Impl>(options, *fd);
   // Creation takes several writes (database, column families, meta). A marker file,
@@ -474,7 +477,16 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir.string(), families, &impl->handles, &raw);
-  if (!s.ok()) return FromRocks(s, absl::StrCat("opening event log ", dir.string()));
+  if (!s.ok()) {
+    std::string context = absl::StrCat("opening event log ", dir.string());
+    if (s.IsCorruption()) {
+      // RocksDB's status does not say which WAL file holds a damaged record; its replay,
+      // read-only, does (we hold the lock, and nothing has the database open).
+      const std::vector<std::string> wal = DescribeWalDamage(dir.string());
+      if (!wal.empty()) absl::StrAppend(&context, " (damaged WAL: ", absl::StrJoin(wal, "; "), ")");
+    }
+    return FromRocks(s, context);
+  }
   impl->db.reset(raw);
   impl->write_options.sync = options.durability == Durability::kSyncEachAppend;
 

@@ -113,6 +113,15 @@ rocksdb::DBOptions LogDbOptions() {
   // One WAL for all families keeps a cross-family WriteBatch atomic; cap it so a crash
   // never replays more than this.
   options.max_total_wal_size = 256ull << 20;
+  // What every Open checks (LOG_FORMAT.md, "Damage"): the manifest, the size of every
+  // live SST file and the footer and index of each (all are opened: max_open_files is
+  // -1), and every WAL record replayed. A record whose checksum fails in the middle of
+  // the WAL fails the Open with Corruption instead of silently cutting the log short
+  // there (RocksDB's default, kPointInTimeRecovery, drops it and everything after);
+  // an incomplete record at the very end, what a crash mid-write leaves of an append
+  // that was never acknowledged, is still dropped quietly.
+  options.paranoid_checks = true;
+  options.wal_recovery_mode = rocksdb::WALRecoveryMode::kTolerateCorruptedTailRecords;
   return options;
 }
 
