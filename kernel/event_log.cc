@@ -468,6 +468,15 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   }
 
   rocksdb::DBOptions db_options = format::LogDbOptions();
+  if (options.durability == Durability::kBuffered) {
+    // Without a sync per append, a power loss may leave unsynced WAL pages unwritten or
+    // zeroed anywhere after the last sync, not only in the last record. The log then
+    // reopens at its last consistent point (RocksDB's point-in-time recovery), losing only
+    // appends that were never synced; ingest consumes them again from the source positions
+    // stored with what remains. Under the default, every append synced, such damage is in
+    // acknowledged events, and Open refuses (LogDbOptions, LOG_FORMAT.md "Damage").
+    db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
+  }
   db_options.create_if_missing = !exists;
   db_options.create_missing_column_families = !exists;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
