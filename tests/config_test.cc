@@ -209,41 +209,35 @@ TEST_CASE("a configuration file holding tokens is refused unless only its owner 
 }
 
 TEST_CASE("the settings a reload cannot apply are named, tokens and secrets left out", "[config]") {
-  const std::string base =
-      "data_dir: /var/lib/cityops\n"
-      "kafka:\n"
-      "  bootstrap_servers: \"b:9093\"\n"
-      "  properties:\n"
-      "    - {name: sasl.password, value: hunter2}\n"
+  // The same file but for the Kafka password and what follows it.
+  auto config = [](const std::string& password, const std::string& rest) {
+    absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(
+        "data_dir: /var/lib/cityops\n"
+        "kafka:\n"
+        "  bootstrap_servers: \"b:9093\"\n"
+        "  properties:\n"
+        "    - {name: sasl.password, value: " +
+            password + "}\n" + rest,
+        "cityops.yaml");
+    REQUIRE(c.ok());
+    return *c;
+  };
+  const v1::ServeConfig running = config(
+      "hunter2",
       "tokens:\n"
       "  - {token: aaaaaaaaaaaaaaaa, user: a, role: viewer, unit: {level: city_center, code: "
-      "city}}\n";
-  absl::StatusOr<v1::ServeConfig> running = ParseServeConfig(base, "cityops.yaml");
-  REQUIRE(running.ok());
+      "city}}\n");
   // Other tokens only: nothing needs a restart.
-  absl::StatusOr<v1::ServeConfig> tokens_only = ParseServeConfig(
-      "data_dir: /var/lib/cityops\n"
-      "kafka:\n"
-      "  bootstrap_servers: \"b:9093\"\n"
-      "  properties:\n"
-      "    - {name: sasl.password, value: hunter2}\n"
-      "tokens:\n"
-      "  - {token: bbbbbbbbbbbbbbbb, user: b, role: admin, unit: {level: city_center, code: "
-      "city}}\n",
-      "cityops.yaml");
-  REQUIRE(tokens_only.ok());
-  CHECK(daemon::SettingsNeedingRestart(*running, *tokens_only).empty());
-  absl::StatusOr<v1::ServeConfig> changed = ParseServeConfig(
-      "data_dir: /var/lib/cityops\n"
-      "kafka:\n"
-      "  bootstrap_servers: \"b:9093\"\n"
-      "  properties:\n"
-      "    - {name: sasl.password, value: hunter3}\n"
-      "http: {port: 9090, auth_failure_limit: {failures: 5}}\n"
-      "logging: {level: debug}\n",
-      "cityops.yaml");
-  REQUIRE(changed.ok());
-  const std::vector<std::string> names = daemon::SettingsNeedingRestart(*running, *changed);
+  const v1::ServeConfig tokens_only =
+      config("hunter2",
+             "tokens:\n"
+             "  - {token: bbbbbbbbbbbbbbbb, user: b, role: admin, unit: {level: city_center, code: "
+             "city}}\n");
+  CHECK(daemon::SettingsNeedingRestart(running, tokens_only).empty());
+  const v1::ServeConfig changed = config("hunter3",
+                                         "http: {port: 9090, auth_failure_limit: {failures: 5}}\n"
+                                         "logging: {level: debug}\n");
+  const std::vector<std::string> names = daemon::SettingsNeedingRestart(running, changed);
   CHECK(names == std::vector<std::string>{"http.auth_failure_limit.failures", "http.port",
                                           "kafka.properties.value", "logging.level"});
 }
