@@ -57,8 +57,9 @@ struct World {
 };
 
 const World& TheWorld() {
-  static World* world = [] {
-    auto* w = new World;
+  // Destroyed at exit, which removes its directory.
+  static const std::unique_ptr<World> world = [] {
+    auto w = std::make_unique<World>();
     w->path = w->dir.Sub("log");
     std::unique_ptr<EventLog> log = OpenLog(w->path);
     testing::TyphoonLog typhoon(log.get(), /*partitions=*/3, /*devices=*/400, /*seed=*/11);

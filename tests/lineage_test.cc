@@ -91,8 +91,9 @@ struct World {
 };
 
 const World& TheWorld() {
-  static World* world = [] {
-    auto* w = new World;
+  // Destroyed at exit, which removes its directory.
+  static const std::unique_ptr<World> world = [] {
+    auto w = std::make_unique<World>();
     w->path = w->dir.Sub("log");
     w->first = Load(std::string(rules::DefaultRuleSetYaml()), rules::kDefaultRuleSetFile);
     w->second = Load(EditedRules(), "edited.yaml");

@@ -668,7 +668,8 @@ absl::StatusOr<v1::Evaluation> Evaluate(const EventLog& log, absl::Time from, ab
 }
 
 City& TheCity() {
-  static City* city = new City();
+  // Destroyed at exit, which removes its directory.
+  static const std::unique_ptr<City> city = std::make_unique<City>();
   return *city;
 }
 
