@@ -258,6 +258,8 @@ void FillDefaults(v1::ServeConfig* c) {
   v1::HttpConfig* h = c->mutable_http();
   Default("127.0.0.1", h->mutable_listen_address());
   if (!h->has_dashboard()) h->set_dashboard(true);
+  // "port: 0" (any free port) is kept: the field has presence, so it is told from no port.
+  if (!h->has_port()) h->set_port(8080);
   if (h->max_body_bytes() == 0) h->set_max_body_bytes(64 * kKiB);
   if (h->max_event_streams() == 0) h->set_max_event_streams(64);
   v1::AuthFailureLimit* a = h->mutable_auth_failure_limit();
@@ -275,18 +277,10 @@ void FillDefaults(v1::ServeConfig* c) {
   if (i->max_batch_records() == 0) i->set_max_batch_records(10'000);
 }
 
-// Fields whose own mutable_ accessors above would otherwise mark as written: proto3
-// has no presence for scalars, so "port: 0" and no port look alike. The port keeps 0
-// only when the YAML said so.
-void DefaultPort(const kernel::YamlSourceMap& map, v1::ServeConfig* c) {
-  if (!c->has_http() || !map.Find(c->http(), "port")) c->mutable_http()->set_port(8080);
-}
-
 }  // namespace
 
 v1::ServeConfig DefaultServeConfig() {
   v1::ServeConfig c;
-  c.mutable_http()->set_port(8080);
   FillDefaults(&c);
   return c;
 }
@@ -296,7 +290,6 @@ namespace {
 // `map` refers to `*c` by address: check before anything moves or changes it.
 absl::StatusOr<v1::ServeConfig> CheckAndFill(v1::ServeConfig* c, const kernel::YamlSourceMap& map) {
   if (absl::Status s = Checker(map).Check(*c); !s.ok()) return s;
-  DefaultPort(map, c);
   FillDefaults(c);
   return std::move(*c);
 }

@@ -280,5 +280,23 @@ TEST_CASE("a zero duration is printed with its unit and reads back", "[config]")
   CHECK(back->ingest().clock_tick_delay().seconds() == 0);
 }
 
+// Found by fuzz/serve_config_fuzz.cc: "port: 0" (any free port) was left out of the printed
+// YAML, which then read back as the default 8080
+// (fuzz/regressions/serve_config/port_zero_round_trip.yaml).
+TEST_CASE("port 0 is printed and reads back as 0, no port as 8080", "[config]") {
+  absl::StatusOr<v1::ServeConfig> any = ParseServeConfig("http: {port: 0}", "cityops.yaml");
+  REQUIRE(any.ok());
+  CHECK(any->http().port() == 0);
+  const std::string shown = daemon::DescribeServeConfig(*any);
+  CHECK_THAT(shown, Catch::Contains("port: 0"));
+  absl::StatusOr<v1::ServeConfig> back = ParseServeConfig(shown, "shown.yaml");
+  REQUIRE(back.ok());
+  CHECK(back->http().port() == 0);
+  absl::StatusOr<v1::ServeConfig> none = ParseServeConfig("http: {dashboard: false}", "c.yaml");
+  REQUIRE(none.ok());
+  CHECK(none->http().port() == 8080);
+  CHECK(daemon::DefaultServeConfig().http().port() == 8080);
+}
+
 }  // namespace
 }  // namespace cityops
