@@ -177,16 +177,12 @@ int Run(int argc, char** argv) {
     std::printf("%-44s %12llu %10.2f %14.0f %8.2f   target >= 0.50\n",
                 "replay (copy inputs + derive), whole run", static_cast<unsigned long long>(events),
                 replay_s, n / replay_s, bare_s / replay_s);
-    std::printf(
-        "%-44s %12llu %10.2f %14.0f\n", "  of which copying the inputs",
-        static_cast<unsigned long long>(replayed->source_events),
-        absl::ToDoubleSeconds(replayed->copy_time),
-        static_cast<double>(replayed->source_events) / absl::ToDoubleSeconds(replayed->copy_time));
+    std::printf("%-44s %12llu %10.2f %14.0f\n", "  of which copying the inputs",
+                static_cast<unsigned long long>(replayed->source_events), copy_s,
+                static_cast<double>(replayed->source_events) / copy_s);
     std::printf("%-44s %12llu %10.2f %14.0f\n", "  of which the rules stage (inputs)",
-                static_cast<unsigned long long>(replayed->stage.processed),
-                absl::ToDoubleSeconds(replayed->derive_time),
-                static_cast<double>(replayed->stage.processed) /
-                    absl::ToDoubleSeconds(replayed->derive_time));
+                static_cast<unsigned long long>(replayed->stage.processed), derive_s,
+                static_cast<double>(replayed->stage.processed) / derive_s);
     std::printf("%-44s %12llu %10.2f %14.0f\n", "compare (derived events, references resolved)",
                 static_cast<unsigned long long>(compared), compare_s,
                 static_cast<double>(compared) / compare_s);
