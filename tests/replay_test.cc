@@ -464,6 +464,7 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
   }
   uint64_t commands = 0;
   uint64_t handled_by_people = 0;
+  uint64_t recorded_derived = 0;
   {
     // What the live stage had not yet derived when the daemon stopped, as the next start
     // would derive it.
@@ -479,6 +480,7 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
                           REQUIRE(EventLog::ParseEvent({p, seq}, value, &e).ok());
                           commands += e.provenance().has_actor();
                           handled_by_people += e.provenance().has_actor() && e.has_case_handled();
+                          recorded_derived += projections::IsDerivedEvent(e);
                           return true;
                         })
                   .ok());
@@ -492,7 +494,11 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
   INFO(result->comparison->difference.value_or(""));
   CHECK_FALSE(result->comparison->difference.has_value());
   CHECK(result->comparison->equal == result->derived);
-  CHECK(result->derived > 100);
+  // Every derived event of the live run was derived again. How many there are depends on
+  // how far the simulated crew had got when the test stopped the demo (84 to several
+  // hundred), so the test compares counts rather than asking for a number.
+  CHECK(result->derived == recorded_derived);
+  CHECK(result->derived >= 20);
 }
 
 }  // namespace
