@@ -12,9 +12,11 @@ way). Readings go out as JSON by the protobuf JSON mapping with the header
 Exit status 0 only if every record was acknowledged by the brokers.
 """
 import argparse
+import atexit
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,7 @@ def reading(device_id, n, now):
 def protobuf_encoder():
     """Generates the cityops.v1 Python classes and returns a dict -> bytes encoder."""
     out = tempfile.mkdtemp(prefix="cityops-pb-")
+    atexit.register(shutil.rmtree, out, ignore_errors=True)  # Imported by then; not needed.
     protos = [os.path.join("cityops", "v1", f) for f in
               ("common.proto", "reading.proto", "case.proto", "events.proto", "ingest.proto")]
     subprocess.run(["protoc", f"--proto_path={os.path.dirname(HERE)}", f"--python_out={out}",
