@@ -400,9 +400,10 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
   fs::remove_all(scratch.path(), ec);
   kernel::EventLogOptions fresh_options;
   fresh_options.path = scratch.path();
-  // A replay can be run again: syncing every append buys nothing. RocksDB's close writes
-  // everything out before the rename.
-  fresh_options.durability = kernel::Durability::kBuffered;
+  // A replay that does not complete is thrown away and run again, so a write-ahead log
+  // (and its checksum over every byte appended) would buy nothing: the fresh log is
+  // unlogged, and flushed before it is renamed into place.
+  fresh_options.durability = kernel::Durability::kUnlogged;
   absl::StatusOr<std::unique_ptr<EventLog>> fresh = EventLog::Open(fresh_options);
   if (!fresh.ok()) return fresh.status();
 
@@ -593,6 +594,7 @@ absl::StatusOr<ReplayResult> Replay(const ReplayOptions& options) {
     result.compare_time = absl::Now() - compare_started;
   }
 
+  if (absl::Status s = (*fresh)->Flush(); !s.ok()) return s;
   fresh->reset();
   fs::rename(scratch.path(), into, ec);
   if (ec) {

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "kernel/event_log.h"
 #include "kernel/log_format.h"
 #include "rocksdb/db.h"
 
@@ -16,8 +17,9 @@ namespace cityops::bench {
 
 class BareRocksDb {
  public:
-  // Creates the database at `path`; every write is fsynced if `sync`.
-  BareRocksDb(const std::string& path, bool sync) {
+  // Creates the database at `path`, writing with the event log's settings for
+  // `durability`: fsync every write, WAL unsynced, or no WAL at all.
+  BareRocksDb(const std::string& path, kernel::Durability durability) {
     rocksdb::DBOptions options = kernel::format::LogDbOptions();
     options.create_if_missing = true;
     options.create_missing_column_families = true;
@@ -28,7 +30,8 @@ class BareRocksDb {
     rocksdb::Status s = rocksdb::DB::Open(options, path, families, &handles_, &db);
     if (!s.ok()) throw std::runtime_error("bare RocksDB at " + path + ": " + s.ToString());
     db_.reset(db);
-    write_options_.sync = sync;
+    write_options_.sync = durability == kernel::Durability::kSyncEachAppend;
+    write_options_.disableWAL = durability == kernel::Durability::kUnlogged;
   }
   ~BareRocksDb() {
     for (rocksdb::ColumnFamilyHandle* h : handles_) db_->DestroyColumnFamilyHandle(h);
@@ -39,6 +42,14 @@ class BareRocksDb {
   rocksdb::DB* db() const { return db_.get(); }
   rocksdb::ColumnFamilyHandle* meta() const { return handles_[0]; }
   rocksdb::ColumnFamilyHandle* events() const { return handles_[1]; }
+
+  // Writes the memtables out and waits, as EventLog::Flush does (an unlogged log's last step).
+  void Flush() {
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    rocksdb::Status s = db_->Flush(flush, handles_);
+    if (!s.ok()) throw std::runtime_error("bare RocksDB flush: " + s.ToString());
+  }
 
   void Write(rocksdb::WriteBatch* batch) {
     rocksdb::Status s = db_->Write(write_options_, batch);

@@ -192,7 +192,7 @@ int Run(int argc, char** argv) {
   // 2. Bare pipeline: consume, parse, append to RocksDB in batches of 1000, fsync each.
   double pipeline_s = 0;
   {
-    BareRocksDb store(dir + "/bare", /*sync=*/true);
+    BareRocksDb store(dir + "/bare", kernel::Durability::kSyncEachAppend);
     BareConsumer consumer(bootstrap, partitions);
     std::vector<uint64_t> next(static_cast<size_t>(partitions), 0);
     rocksdb::WriteBatch batch;

@@ -197,7 +197,8 @@ class InputBuilder {
 // encoder, which is the layout under test).
 class BareLog {
  public:
-  BareLog(const std::string& path, uint32_t partitions, bool sync) : store_(path, sync) {
+  BareLog(const std::string& path, uint32_t partitions, bool sync)
+      : store_(path, sync ? kernel::Durability::kSyncEachAppend : kernel::Durability::kBuffered) {
     for (uint32_t p = 0; p < partitions; ++p) {
       // Built once, outside the timed path: the same key the log uses.
       position_keys_.push_back(kernel::format::SourcePositionKey(kTopic, static_cast<int32_t>(p)));

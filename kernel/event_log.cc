@@ -199,11 +199,22 @@ class EventLog::Impl {
           +[](int* readers) { return *readers == 0; }, &waiting_readers));
     }
     if (db != nullptr) {
+      if (write_options.disableWAL) {
+        // Unlogged: what is only in the memtables exists nowhere else. The owner has
+        // flushed and checked (EventLog::Flush); this is the last chance otherwise.
+        (void)FlushAll();
+      }
       for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
       db->Close().PermitUncheckedError();
       db.reset();
     }
     if (lock_fd >= 0) ::close(lock_fd);  // Releases the flock.
+  }
+
+  rocksdb::Status FlushAll() {
+    rocksdb::FlushOptions flush;
+    flush.wait = true;
+    return db->Flush(flush, handles);
   }
 
   PartitionState* GetOrCreate(Partition p) {
@@ -498,6 +509,7 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   }
   impl->db.reset(raw);
   impl->write_options.sync = options.durability == Durability::kSyncEachAppend;
+  impl->write_options.disableWAL = options.durability == Durability::kUnlogged;
 
   if (!exists) {
     rocksdb::WriteBatch meta;
@@ -545,6 +557,10 @@ EventLog::EventLog(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 EventLog::~EventLog() = default;
 
 const std::string& EventLog::path() const { return impl_->options.path; }
+
+absl::Status EventLog::Flush() {
+  return FromRocks(impl_->FlushAll(), absl::StrCat("flushing event log ", impl_->options.path));
+}
 const LatencyHistogram& EventLog::append_latency() const { return impl_->append_latency; }
 
 namespace {

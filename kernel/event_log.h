@@ -16,6 +16,8 @@
 //   * Durability. By default every append is fsynced before `Append` returns (WAL on,
 //     group commit: one sync per batch). `Durability::kBuffered` skips the fsync:
 //     an append then survives a process crash but not a power loss.
+//     `Durability::kUnlogged` writes no WAL at all, for logs that are rebuilt when they
+//     do not complete (a replay's fresh log): nothing survives a crash until `Flush`.
 //   * Idempotency. An event of an indexed stream whose idempotency key is already stored
 //     (or earlier in the same batch) is skipped and reported, never appended twice.
 //   * Optimistic concurrency. An event may carry the stream version it expects; if the
@@ -64,6 +66,11 @@ namespace cityops::kernel {
 enum class Durability {
   kSyncEachAppend,  // Default: fsync the WAL before Append returns.
   kBuffered,        // WAL written but not fsynced: survives a process crash only.
+  // No write-ahead log: appends live in memory until RocksDB flushes them, and a crash
+  // loses them. Only for a log that is rebuilt from elsewhere when it does not complete
+  // (a replay's fresh log, renamed into place only after a clean close). Closing the log
+  // flushes everything.
+  kUnlogged,
 };
 
 struct EventLogOptions {
@@ -270,6 +277,11 @@ class EventLog {
   // Returns the partition's next sequence at that moment. A follower loops:
   // read from its position, then wait with its new position.
   Sequence WaitForEvents(Partition partition, Sequence after_next, absl::Duration timeout) const;
+
+  // Writes everything appended so far into the database's files and waits for it: after
+  // this, an unlogged log (Durability::kUnlogged) holds it across a crash. (Closing the
+  // log also flushes an unlogged log, but cannot report a failure.)
+  absl::Status Flush();
 
   // Writes a consistent, openable copy of the log to `target_dir` (which must not exist)
   // while appends continue. Uses hard links where the filesystem allows.

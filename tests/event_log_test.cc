@@ -1120,8 +1120,9 @@ TEST_CASE("a stage snapshot is stored in the same write as its checkpoints, or n
 // Reopening
 
 TEST_CASE("a reopened log keeps everything and continues the sequences densely", "[event_log]") {
-  const Durability durability = GENERATE(Durability::kSyncEachAppend, Durability::kBuffered);
-  INFO("durability " << (durability == Durability::kBuffered ? "buffered" : "sync"));
+  const Durability durability =
+      GENERATE(Durability::kSyncEachAppend, Durability::kBuffered, Durability::kUnlogged);
+  INFO("durability " << static_cast<int>(durability));
   TempDir dir;
   ManualClock clock(kTestNow);
   EventLogOptions options = Options(dir.Sub("log"), &clock);
@@ -1172,6 +1173,32 @@ TEST_CASE("a reopened log keeps everything and continues the sequences densely",
   REQUIRE(a.size() == 5);
   CHECK(a[4].stream_version() == 5);
   CHECK(ReadAll(*log, Partition(3)).size() == 46);
+}
+
+TEST_CASE("an unlogged log holds what Flush wrote even when it is never closed", "[event_log]") {
+  TempDir dir;
+  ManualClock clock(kTestNow);
+  EventLogOptions options = Options(dir.Sub("log"), &clock);
+  options.durability = Durability::kUnlogged;
+  auto log = OpenLog(options);
+  AppendBatch b{Partition(1)};
+  for (int i = 0; i < 25; ++i) b.Add(ReadingEvent("dev", i, 1));
+  b.Add(CaseUrgedEvent("A", "a-0"));
+  AppendOk(*log, std::move(b));
+  const std::vector<v1::Event> appended = ReadAll(*log, Partition(1));
+  REQUIRE(log->Flush().ok());
+
+  // What a crash leaves: the directory as it is while the log is still open. It has no
+  // write-ahead log to replay, so only what Flush wrote can be there.
+  const std::string crashed = dir.Sub("crashed");
+  std::filesystem::copy(options.path, crashed, std::filesystem::copy_options::recursive);
+  EventLogOptions crashed_options = options;
+  crashed_options.path = crashed;
+  crashed_options.create_if_missing = false;
+  auto reopened = OpenLog(crashed_options);
+  CHECK(reopened->NextSequence(Partition(1)) == Sequence(26));
+  CheckSameEvents(appended, ReadAll(*reopened, Partition(1)));
+  CHECK(VersionOf(*reopened, "case/A") == 1);
 }
 
 // ---------------------------------------------------------------------------------------
