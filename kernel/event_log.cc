@@ -559,7 +559,9 @@ EventLog::~EventLog() = default;
 const std::string& EventLog::path() const { return impl_->options.path; }
 
 absl::Status EventLog::Flush() {
-  return FromRocks(impl_->FlushAll(), absl::StrCat("flushing event log ", impl_->options.path));
+  const rocksdb::Status s = impl_->FlushAll();
+  if (s.ok()) return absl::OkStatus();
+  return FromRocks(s, absl::StrCat("flushing event log ", impl_->options.path));
 }
 const LatencyHistogram& EventLog::append_latency() const { return impl_->append_latency; }
 

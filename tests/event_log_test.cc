@@ -1186,7 +1186,9 @@ TEST_CASE("an unlogged log holds what Flush wrote even when it is never closed",
   b.Add(CaseUrgedEvent("A", "a-0"));
   AppendOk(*log, std::move(b));
   const std::vector<v1::Event> appended = ReadAll(*log, Partition(1));
-  REQUIRE(log->Flush().ok());
+  const absl::Status flushed = log->Flush();
+  INFO(flushed);
+  REQUIRE(flushed.ok());
 
   // What a crash leaves: the directory as it is while the log is still open. It has no
   // write-ahead log to replay, so only what Flush wrote can be there.
