@@ -26,11 +26,8 @@ import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -50,12 +47,11 @@ def ensure_selenium():
 
 
 ensure_selenium()
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'testing'))
+from demo_process import DemoProcess, Failure, poll  # noqa: E402
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import (  # noqa: E402
-    ElementClickInterceptedException, ElementNotInteractableException, NoSuchElementException,
-    StaleElementReferenceException, WebDriverException)
+from selenium.common.exceptions import WebDriverException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
 
 CHROMIUM = '/usr/bin/chromium'
 CHROMEDRIVER = '/usr/bin/chromedriver'
@@ -72,72 +68,6 @@ START = time.monotonic()
 
 def log(msg):
     print(f'[{time.monotonic() - START:6.1f}s] {msg}', flush=True)
-
-
-class Failure(Exception):
-    pass
-
-
-class Demo:
-    """`cityops demo` as a child process; stdout parsed for its addresses, stderr to a log."""
-
-    def __init__(self, binary, workdir, log_path):
-        self.lines = []
-        self.ready = threading.Event()
-        self.log_path = log_path
-        self.log_file = open(log_path, 'w')
-        cmd = [binary, 'demo', '--port', '0', '--data-dir', os.path.join(workdir, 'data'),
-               '--devices', str(DEVICES), '--acceleration', str(ACCELERATION), '--seed', '1']
-        log('starting: ' + ' '.join(cmd))
-        self.proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.PIPE, stderr=self.log_file, text=True)
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            line = line.rstrip('\n')
-            self.lines.append(line)
-            self.log_file.write(f'stdout: {line}\n')
-            self.log_file.flush()
-            if line.strip() == 'ready':
-                self.ready.set()
-        self.ready.set()  # EOF: the process ended
-
-    def wait_ready(self):
-        if not self.ready.wait(READY_TIMEOUT) or self.proc.poll() is not None:
-            raise Failure(f'cityops demo did not print "ready" within {READY_TIMEOUT} s '
-                          f'(exit code {self.proc.poll()}); stdout so far:\n  ' +
-                          '\n  '.join(self.lines) + '\n' + self.log_tail())
-
-    def field(self, name):
-        for line in self.lines:
-            if line.startswith(name + ':'):
-                return line.split(':', 1)[1].strip()
-        raise Failure(f'cityops demo printed no "{name}:" line; stdout:\n  ' + '\n  '.join(self.lines))
-
-    def stop(self):
-        """SIGINT, as Ctrl-C; returns the exit code."""
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            raise Failure(f'cityops demo did not exit within {STOP_TIMEOUT} s of SIGINT\n' + self.log_tail())
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.reader.join(5)
-        self.log_file.close()
-
-    def log_tail(self, n=25):
-        try:
-            with open(self.log_path) as f:
-                lines = f.read().splitlines()[-n:]
-        except OSError:
-            return ''
-        return f'last lines of {self.log_path}:\n  ' + '\n  '.join(lines)
 
 
 def start_browser(workdir):
@@ -321,17 +251,6 @@ return {
 """
 
 
-def poll(check, timeout, interval):
-    """Calls check() until it returns a truthy value or `timeout` seconds have passed, waiting
-    `interval` seconds between calls; returns its last value. The one way this file waits."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() >= deadline:
-            return result
-        time.sleep(interval)
-
-
 def league_problem(league, base, token):
     """What is wrong with the department league as shown, or None."""
     rows = [r for r in league['rows'] if r['department']]
@@ -384,27 +303,25 @@ def api_get(base, token, path):
 
 
 def open_yellow_case(driver):
-    """Clicks a yellow-lit case row, as a person would (retrying if the live board moved it)."""
-    last = None
+    """Clicks a yellow-lit case row. The live board re-renders its rows as changes arrive;
+    on a loaded machine it did so between WebDriver's find, scroll and click (a stale
+    element each time), so the row is found, scrolled to and clicked in one script."""
+    last = {}
 
     def click():
-        nonlocal last
-        try:
-            row = driver.find_element(
-                By.XPATH, '//tr[contains(@class, "case-row")][.//*[contains(@class, "light-yellow")]]')
-            case_id = row.get_attribute('data-case-id')
-            driver.execute_script('arguments[0].scrollIntoView({block: "center"})', row)
-            row.click()
-            return case_id
-        except (StaleElementReferenceException, ElementClickInterceptedException,
-                ElementNotInteractableException, NoSuchElementException) as e:
-            last = e
-            return None
+        case_id = last['id'] = driver.execute_script("""
+          const row = [...document.querySelectorAll('tr.case-row')]
+              .find(r => r.querySelector('.light-yellow'));
+          if (!row) return null;
+          row.scrollIntoView({block: 'center'});
+          row.click();
+          return row.getAttribute('data-case-id');""")
+        return case_id
 
     case_id = poll(click, 10, 0.5)
     if case_id:
         return case_id
-    raise Failure(f'could not click a yellow-lit case row: {type(last).__name__}: {last.msg if last else ""}')
+    raise Failure('found no yellow-lit case row to click:\n' + describe(driver.execute_script(SNAPSHOT_JS)))
 
 
 def check_timeline(driver, base, token, case_id):
@@ -442,10 +359,12 @@ def browser_errors(entries):
 
 
 def run(args, workdir):
-    demo = Demo(args.cityops, workdir, os.path.join(args.artifacts, 'dashboard-demo.log'))
+    demo = DemoProcess(args.cityops, workdir, os.path.join(args.artifacts, 'dashboard-demo.log'),
+                       ['--devices', str(DEVICES), '--acceleration', str(ACCELERATION), '--seed', '1'],
+                       log=log)
     driver = None
     try:
-        demo.wait_ready()
+        demo.wait_ready(READY_TIMEOUT)
         url, base = demo.field('dashboard'), demo.field('http')
         token = re.search(r'#token=([0-9A-Za-z._-]+)', url)
         if not token:
@@ -490,7 +409,7 @@ def run(args, workdir):
 
         # Ctrl-C with the dashboard still connected: the daemon ends the change stream and
         # exits 0, and the page says it lost the daemon.
-        code = demo.stop()
+        code = demo.stop(STOP_TIMEOUT)
         if code != 0:
             raise Failure(f'cityops demo exited with {code} after SIGINT, expected 0\n' + demo.log_tail())
         log('demo stopped cleanly (exit code 0)')
