@@ -3,7 +3,7 @@
 # directory, replays each target's regression inputs and fuzzes it for SECONDS; then prints,
 # per target, the executions, executions per second and coverage of libFuzzer's last line.
 #
-#   fuzz/run_fuzz.sh [--target NAME|all] [--no-build] SECONDS
+#   fuzz/run_fuzz.sh [--target NAME|all] [--no-build] [--seed N] SECONDS
 #   fuzz/run_fuzz.sh --target all --build-only
 #
 #   fuzz/run_fuzz.sh --target rule_set 60          # one target for a minute
@@ -12,7 +12,9 @@
 #
 # NAME is a target without its _fuzz suffix: record_decoder, serve_config, rule_set,
 # device_import, api_body, api_query (or all, the default). --no-build skips the build (the
-# suite builds once, in its `fuzz_build` test). Exit status 0 if nothing crashed; otherwise
+# suite builds once, in its `fuzz_build` test). --seed N gives libFuzzer its random seed
+# (-seed=N; the suite's runs use one, so that they mutate the same way each time); without
+# it each run draws its own, as a campaign should. Exit status 0 if nothing crashed; otherwise
 # 1 after every target ran, with the crashing input under
 # <build>/fuzz/<name>/artifacts/ (replay it by passing that file to the target).
 #
@@ -24,7 +26,7 @@ set -euo pipefail
 
 all_targets=(record_decoder serve_config rule_set device_import api_body api_query)
 usage() {
-  echo "usage: $0 [--target NAME|all] [--no-build] SECONDS | --target NAME|all --build-only" >&2
+  echo "usage: $0 [--target NAME|all] [--no-build] [--seed N] SECONDS | --target NAME|all --build-only" >&2
   echo "  NAME: ${all_targets[*]}" >&2
   exit 2
 }
@@ -32,11 +34,13 @@ which=all
 build_step=1
 build_only=0
 seconds=
+seed=()
 while (($#)); do
   case $1 in
     --target) which=${2:-}; shift 2 || usage ;;
     --no-build) build_step=0; shift ;;
     --build-only) build_only=1; shift ;;
+    --seed) [[ ${2:-} =~ ^[0-9]+$ ]] || usage; seed=(-seed="$2"); shift 2 ;;
     -h | --help) usage ;;
     *) [[ -z $seconds && $1 =~ ^[0-9]+$ ]] || usage; seconds=$1; shift ;;
   esac
@@ -170,7 +174,7 @@ for name in "${targets[@]}"; do
   echo "fuzzing $name for ${seconds}s ($binary, log in $log)"
   status=ok
   if ! "$binary" -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
-    -print_final_stats=1 "${dict[@]}" -artifact_prefix="$artifacts/" "$corpus" "$seeds" \
+    -print_final_stats=1 "${seed[@]}" "${dict[@]}" -artifact_prefix="$artifacts/" "$corpus" "$seeds" \
     >"$log" 2>&1; then
     status=CRASH
     failed=1
