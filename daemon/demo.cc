@@ -284,7 +284,8 @@ class Demo::Impl {
       if (!simulating_.load()) continue;
       const absl::Time now = clock_.Now();
       if (next_report == absl::InfinitePast()) next_report = now + absl::Minutes(5);
-      // A report every 10 to 30 simulated minutes, from a random grid's street center.
+      // A report every 10 to 30 simulated minutes about a random grid: a 12345 call filed
+      // by its district center, or a patrol's report filed by its street center.
       while (now >= next_report && !stop_.load()) {
         const sim::Grid& grid = city_.grids[rng() % city_.grids.size()];
         static constexpr const char* kCategories[][2] = {
@@ -310,7 +311,12 @@ class Demo::Impl {
         v1::GridRef ref;
         ref.set_grid_code(grid.code);
         ref.set_street_code(grid.code.substr(0, 9));
-        report.actor = StreetCenter(ref);
+        ref.set_district_code(grid.code.substr(0, 6));
+        // The district center takes the hotline's calls; a patrol files with its street
+        // center. Whoever files a case verifies and closes it.
+        report.actor = report.report.source() == v1::CASE_SOURCE_HOTLINE_12345
+                           ? OperatorAt(v1::GRID_LEVEL_DISTRICT_CENTER, ref)
+                           : StreetCenter(ref);
         report.request_id = report.report.case_id();
         Act(workflow, report);
         next_report += absl::Minutes(10 + static_cast<int>(rng() % 21));

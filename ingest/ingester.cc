@@ -793,6 +793,14 @@ void Ingester::Impl::Handle(const rd_kafka_message_t* msg, Pending& pending) {
     moves_time(e.event_time());
     if (report_.has_originator()) {
       c->mutable_originator()->Swap(report_.mutable_originator());
+    } else if (c->source() == v1::CASE_SOURCE_HOTLINE_12345) {
+      // The hotline's calls are taken by the district center, which then verifies and
+      // closes what it filed ("谁发单谁验收"), not the grid's station.
+      const std::string& grid = c->grid().grid_code();
+      c->mutable_originator()->set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
+      c->mutable_originator()->set_code(!c->grid().district_code().empty()
+                                            ? c->grid().district_code()
+                                            : grid.substr(0, std::min<size_t>(6, grid.size())));
     } else {
       c->mutable_originator()->set_level(v1::GRID_LEVEL_RESIDENTIAL_STATION);
       c->mutable_originator()->set_code(c->grid().grid_code());

@@ -416,15 +416,20 @@ TEST_CASE("reports become cases and registrations tell known devices from unknow
                    TestRecord{report.report_id(), report.SerializeAsString(), {}});
   producer.Produce("cityops.reports",
                    TestRecord{report.report_id(), report.SerializeAsString(), {}});
+  v1::CitizenReport patrol = report;
+  patrol.set_report_id("patrol-20260921-0007");
+  patrol.set_source(v1::CASE_SOURCE_STREET_PATROL);
+  producer.Produce("cityops.reports",
+                   TestRecord{patrol.report_id(), patrol.SerializeAsString(), {}});
 
   auto ingester = MakeIngester(log.get(), Options(*kafka, &clock));
-  PollUntil(*ingester, [&] { return ingester->Stats().records == 3; });
+  PollUntil(*ingester, [&] { return ingester->Stats().records == 4; });
   producer.Produce("cityops.readings", Binary(ManholeReading(reg.device_id(), 1, kNow)));
   producer.Produce("cityops.readings", Binary(ManholeReading("3101040101009999", 1, kNow)));
   producer.Flush();
-  PollUntil(*ingester, [&] { return ingester->Stats().records == 5; });
+  PollUntil(*ingester, [&] { return ingester->Stats().records == 6; });
 
-  CHECK(ingester->Stats().reports == 2);
+  CHECK(ingester->Stats().reports == 3);
   CHECK(ingester->Stats().duplicates == 1);  // The report published twice.
   absl::StatusOr<std::vector<v1::Event>> reported =
       log->ReadStream("case/12345-20260921-0001", kernel::StreamVersion(1), 10);
@@ -433,8 +438,18 @@ TEST_CASE("reports become cases and registrations tell known devices from unknow
   const v1::CaseReported& c = reported->front().case_reported();
   CHECK(c.source() == v1::CASE_SOURCE_HOTLINE_12345);
   CHECK(c.category().code() == "0103");
-  CHECK(c.originator().level() == v1::GRID_LEVEL_RESIDENTIAL_STATION);
+  // The hotline's calls are taken by the district center, the originator by default.
+  CHECK(c.originator().level() == v1::GRID_LEVEL_DISTRICT_CENTER);
+  CHECK(c.originator().code() == "310104");
   CHECK(reported->front().provenance().kafka().topic() == "cityops.reports");
+  // A patrol's report is the grid's residential station's to verify and close.
+  absl::StatusOr<std::vector<v1::Event>> patrolled =
+      log->ReadStream("case/patrol-20260921-0007", kernel::StreamVersion(1), 10);
+  REQUIRE(patrolled.ok());
+  REQUIRE(patrolled->size() == 1);
+  CHECK(patrolled->front().case_reported().originator().level() ==
+        v1::GRID_LEVEL_RESIDENTIAL_STATION);
+  CHECK(patrolled->front().case_reported().originator().code() == "310104010001001");
 
   absl::StatusOr<std::vector<v1::Event>> registered =
       log->ReadStream("registry/3101040101000001", kernel::StreamVersion(1), 10);
