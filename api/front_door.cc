@@ -167,8 +167,12 @@ class ConnectionStream final : public httplib::Stream {
       : c_(c),
         read_deadline_(SteadyClock::now() + Millis(read_timeout)),
         write_timeout_(Millis(write_timeout)) {}
-  // Drops what the request read; what follows it (a pipelined request) stays.
-  ~ConnectionStream() override { c_.buffer.erase(0, offset_); }
+  // Drops what the request read; what follows it (a pipelined request) stays. An idle
+  // connection keeps no large buffer.
+  ~ConnectionStream() override {
+    c_.buffer.erase(0, offset_);
+    if (c_.buffer.empty() && c_.buffer.capacity() > 16 * 1024) std::string().swap(c_.buffer);
+  }
 
   bool is_readable() const override {
     return offset_ < c_.buffer.size() || WaitFor(c_.fd, POLLIN, ReadTimeLeft());
