@@ -22,6 +22,7 @@
 #include "api/auth_limiter.h"
 #include "api/change_feed.h"
 #include "api/dashboard_files.h"
+#include "api/front_door.h"
 #include "api/openapi.h"
 #include "api/requests.h"
 #include "api/routes.h"
@@ -114,6 +115,30 @@ std::string ShortName(const std::string& full, std::string_view prefix) {
   return absl::AsciiStrToLower(name);
 }
 
+// Every answer, errors included (api/README.md#security-headers). The dashboard's files
+// hold no inline script or style, so the policy allows only this origin's own files and
+// API, and no framing.
+httplib::Headers SecurityHeaders() {
+  return {
+      {"Content-Security-Policy", kContentSecurityPolicy},
+      {"X-Content-Type-Options", "nosniff"},
+      {"Referrer-Policy", "no-referrer"},
+      {"X-Frame-Options", "DENY"},
+  };
+}
+
+ConnectionLimits LimitsOf(const ServerOptions& o) {
+  ConnectionLimits l;
+  l.max_connections = o.max_connections;
+  l.max_connections_per_client = o.max_connections_per_client;
+  l.request_timeout = o.request_timeout;
+  l.idle_timeout = o.idle_timeout;
+  l.workers = o.workers;
+  l.max_event_streams = o.max_event_streams;
+  l.max_body_bytes = o.max_body_bytes;
+  return l;
+}
+
 }  // namespace
 
 class HttpServer::Impl {
@@ -123,18 +148,21 @@ class HttpServer::Impl {
         backend_(backend),
         access_(std::make_shared<const AccessPolicy>(options.tokens)),
         limiter_(options.auth_limits, kernel::Clock::Real()),
-        feed_(backend.log, backend.views) {}
+        feed_(backend.log, backend.views),
+        server_(LimitsOf(options), SecurityHeaders(),
+                [](int status, std::string_view code, std::string_view message) {
+                  v1::ErrorResponse e;
+                  e.mutable_error()->set_code(std::string(code));
+                  e.mutable_error()->set_http_status(status);
+                  e.mutable_error()->set_message(std::string(message));
+                  return ToJson(e);
+                }) {}
 
   ~Impl() { Stop(); }
 
   absl::Status Start() {
-    // Each event stream holds a thread for as long as it is open; the rest serve requests.
-    const size_t threads = static_cast<size_t>(options_.max_event_streams) + 8;
-    server_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+    // Threads, timeouts and keep-alive are the front door's (api/front_door.h).
     server_.set_payload_max_length(options_.max_body_bytes);
-    server_.set_read_timeout(10, 0);
-    server_.set_write_timeout(10, 0);
-    server_.set_keep_alive_timeout(30);
     server_.set_error_handler(
         [this](const httplib::Request& req, httplib::Response& res) { OnHttpError(req, res); });
     server_.set_exception_handler(
@@ -152,15 +180,7 @@ class HttpServer::Impl {
                                     "internal error: " + what + "; see the daemon's log"),
                           "application/json");
         });
-    // Every answer, errors included (api/README.md#security-headers). The dashboard's
-    // files hold no inline script or style, so the policy allows only this origin's own
-    // files and API, and no framing.
-    server_.set_default_headers({
-        {"Content-Security-Policy", kContentSecurityPolicy},
-        {"X-Content-Type-Options", "nosniff"},
-        {"Referrer-Policy", "no-referrer"},
-        {"X-Frame-Options", "DENY"},
-    });
+    server_.set_default_headers(SecurityHeaders());
     // The path without its query string. Tokens travel only in the Authorization header
     // (the dashboard keeps its own in sessionStorage, from the URL fragment, which browsers
     // never send), so no URL that reaches this log carries one.
@@ -200,6 +220,7 @@ class HttpServer::Impl {
           "change http.port or http.listen_address",
           options_.listen_address, options_.port));
     }
+    if (absl::Status s = server_.StartRoom(); !s.ok()) return s;
     feed_thread_ = std::thread([this] {
       if (absl::Status s = feed_.Run(); !s.ok()) {
         spdlog::error("http: change stream: {}", s.ToString());
@@ -222,6 +243,7 @@ class HttpServer::Impl {
     feed_.Stop();
     server_.stop();
     if (thread_.joinable()) thread_.join();
+    server_.StopRoom();
     if (feed_thread_.joinable()) feed_thread_.join();
   }
 
@@ -723,8 +745,12 @@ class HttpServer::Impl {
   }
 
   absl::Status Changes(httplib::Response& res) {
-    if (streams_.fetch_add(1) >= options_.max_event_streams) {
-      streams_.fetch_sub(1);
+    // A stream past the limit is served on the requests' threads (api/front_door.h) and
+    // must not hold one of them.
+    const bool over =
+        !FrontDoor::OnStreamLane() || streams_.fetch_add(1) >= options_.max_event_streams;
+    if (over) {
+      if (FrontDoor::OnStreamLane()) streams_.fetch_sub(1);
       return absl::UnavailableError(absl::StrFormat(
           "%d event streams are open, the limit of http.max_event_streams; close one or raise "
           "the limit",
@@ -801,6 +827,32 @@ class HttpServer::Impl {
     }
     m.Add("cityops_http_event_streams", "gauge", "Open server-sent-event streams.")
         .Sample({}, streams_.load());
+    const ConnectionStats c = server_.stats();
+    m.Add("cityops_http_connections", "gauge",
+          "Open HTTP connections by state: idle (keep-alive, waiting for its next request), "
+          "receiving (its request has not arrived whole), serving (a whole request queued or "
+          "being answered, event streams included).")
+        .Sample({{"state", "idle"}}, static_cast<double>(c.idle))
+        .Sample({{"state", "receiving"}}, static_cast<double>(c.receiving))
+        .Sample({{"state", "serving"}}, static_cast<double>(c.serving));
+    m.Add("cityops_http_connections_accepted_total", "counter",
+          "HTTP connections accepted, refused ones included.")
+        .Sample({}, static_cast<double>(c.accepted));
+    m.Add("cityops_http_connections_refused_total", "counter",
+          "HTTP connections refused (503) at once, by reason: per_client (the client address "
+          "had http.max_connections_per_client open), total (http.max_connections open, none "
+          "of them waiting).")
+        .Sample({{"reason", "per_client"}}, static_cast<double>(c.refused_per_client))
+        .Sample({{"reason", "total"}}, static_cast<double>(c.refused_total));
+    m.Add("cityops_http_connections_closed_total", "counter",
+          "HTTP connections the server closed by a limit, by reason: request_timeout (the "
+          "request had not arrived whole within http.request_timeout), idle_timeout (no next "
+          "request within http.idle_timeout), evicted (the longest waiting, closed at "
+          "http.max_connections to let a new one in), header_too_large (431).")
+        .Sample({{"reason", "request_timeout"}}, static_cast<double>(c.request_timeouts))
+        .Sample({{"reason", "idle_timeout"}}, static_cast<double>(c.idle_timeouts))
+        .Sample({{"reason", "evicted"}}, static_cast<double>(c.evicted))
+        .Sample({{"reason", "header_too_large"}}, static_cast<double>(c.headers_too_large));
     MetricsText::Family& failures =
         m.Add("cityops_api_auth_failures_total", "counter",
               "Requests refused for failed authentication (401), by reason: no_token, "
@@ -833,7 +885,7 @@ class HttpServer::Impl {
   std::array<std::atomic<uint64_t>, std::size(kAuthFailures)> auth_failures_{};
   std::atomic<uint64_t> rate_limited_{0};
   ChangeFeed feed_;
-  httplib::Server server_;
+  FrontDoor server_;
   std::thread thread_;
   std::thread feed_thread_;
   int port_ = -1;

@@ -12,8 +12,10 @@
 // NOT_FOUND 404, FAILED_PRECONDITION/ABORTED/ALREADY_EXISTS 409, body too large 413,
 // RESOURCE_EXHAUSTED 429, UNAVAILABLE 503, anything else 500.
 //
-// Threads: the server runs on its own thread pool (started by Start, joined by Stop).
-// Every Backend callback may be called from any of its threads at once.
+// Threads: connections wait in one thread until a whole request has arrived, which then
+// goes to one of three pools: event streams, /healthz, /readyz and /metrics, and the rest
+// (api/front_door.h; all started by Start, joined by Stop). Every Backend callback may be
+// called from any of their threads at once.
 #ifndef CITYOPS_API_HTTP_SERVER_H_
 #define CITYOPS_API_HTTP_SERVER_H_
 
@@ -55,6 +57,14 @@ struct ServerOptions {
   int port = 0;  // 0: any free port; see HttpServer::port().
   size_t max_body_bytes = 64 * 1024;
   int max_event_streams = 64;
+  // Connections (api/front_door.h): open at once, in all and from one client address; the
+  // time a request has to arrive whole, and a keep-alive connection to send its next one;
+  // threads serving requests (event streams and /healthz, /readyz, /metrics have their own).
+  int max_connections = 4096;
+  int max_connections_per_client = 256;
+  absl::Duration request_timeout = absl::Seconds(10);
+  absl::Duration idle_timeout = absl::Seconds(30);
+  int workers = 8;
   bool dashboard = true;
   std::vector<v1::ApiToken> tokens;
   // Failed authentication per client (remote address): past the limit, 429 with

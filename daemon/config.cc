@@ -158,6 +158,38 @@ class Checker {
                    absl::StrFormat("max_event_streams %d is out of range; use 1 to 1024",
                                    h.max_event_streams()));
     }
+    if (h.max_connections() != 0 && (h.max_connections() < 16 || h.max_connections() > 1'000'000)) {
+      return Error(h, "max_connections",
+                   absl::StrFormat("max_connections %d is out of range; use 16 to 1000000",
+                                   h.max_connections()));
+    }
+    const int max_connections = h.max_connections() != 0 ? h.max_connections() : 4096;
+    if (h.max_connections_per_client() < 0 || h.max_connections_per_client() > max_connections) {
+      return Error(h, "max_connections_per_client",
+                   absl::StrFormat("max_connections_per_client %d is out of range; use 1 to "
+                                   "max_connections (%d)",
+                                   h.max_connections_per_client(), max_connections));
+    }
+    if (h.has_request_timeout()) {
+      const absl::Duration d = kernel::FromDurationProto(h.request_timeout());
+      if (d < absl::Seconds(1) || d > absl::Minutes(5)) {
+        return Error(h, "request_timeout",
+                     absl::StrFormat("request_timeout %s is out of range; use 1s to 5m",
+                                     absl::FormatDuration(d)));
+      }
+    }
+    if (h.has_idle_timeout()) {
+      const absl::Duration d = kernel::FromDurationProto(h.idle_timeout());
+      if (d < absl::Seconds(1) || d > absl::Hours(1)) {
+        return Error(h, "idle_timeout",
+                     absl::StrFormat("idle_timeout %s is out of range; use 1s to 1h",
+                                     absl::FormatDuration(d)));
+      }
+    }
+    if (h.workers() < 0 || h.workers() > 256) {
+      return Error(h, "workers",
+                   absl::StrFormat("workers %d is out of range; use 1 to 256", h.workers()));
+    }
     const v1::AuthFailureLimit& a = h.auth_failure_limit();
     if (a.failures() < 0 || a.failures() > 10'000) {
       return Error(a, "failures",
@@ -262,6 +294,12 @@ void FillDefaults(v1::ServeConfig* c) {
   if (!h->has_port()) h->set_port(8080);
   if (h->max_body_bytes() == 0) h->set_max_body_bytes(64 * kKiB);
   if (h->max_event_streams() == 0) h->set_max_event_streams(64);
+  if (h->max_connections() == 0) h->set_max_connections(4096);
+  if (h->max_connections_per_client() == 0) h->set_max_connections_per_client(256);
+  if (!h->has_request_timeout())
+    kernel::ToDurationProto(absl::Seconds(10), h->mutable_request_timeout());
+  if (!h->has_idle_timeout()) kernel::ToDurationProto(absl::Seconds(30), h->mutable_idle_timeout());
+  if (h->workers() == 0) h->set_workers(8);
   v1::AuthFailureLimit* a = h->mutable_auth_failure_limit();
   if (a->failures() == 0) a->set_failures(10);
   if (!a->has_window()) kernel::ToDurationProto(absl::Minutes(1), a->mutable_window());

@@ -168,6 +168,11 @@ class Daemon::Impl {
     http.port = config_.http().port();
     http.max_body_bytes = static_cast<size_t>(config_.http().max_body_bytes());
     http.max_event_streams = config_.http().max_event_streams();
+    http.max_connections = config_.http().max_connections();
+    http.max_connections_per_client = config_.http().max_connections_per_client();
+    http.request_timeout = kernel::FromDurationProto(config_.http().request_timeout());
+    http.idle_timeout = kernel::FromDurationProto(config_.http().idle_timeout());
+    http.workers = config_.http().workers();
     http.dashboard = config_.http().dashboard();
     http.tokens.assign(config_.tokens().begin(), config_.tokens().end());
     const v1::AuthFailureLimit& limit = config_.http().auth_failure_limit();

@@ -42,6 +42,11 @@ TEST_CASE("an empty mapping gives every default of config.proto", "[config]") {
   CHECK(c->http().auth_failure_limit().failures() == 10);
   CHECK(kernel::FromDurationProto(c->http().auth_failure_limit().window()) == absl::Minutes(1));
   CHECK(c->http().auth_failure_limit().clients() == 10000);
+  CHECK(c->http().max_connections() == 4096);
+  CHECK(c->http().max_connections_per_client() == 256);
+  CHECK(kernel::FromDurationProto(c->http().request_timeout()) == absl::Seconds(10));
+  CHECK(kernel::FromDurationProto(c->http().idle_timeout()) == absl::Seconds(30));
+  CHECK(c->http().workers() == 8);
   CHECK(c->logging().level() == "info");
   CHECK(c->logging().format() == "text");
   CHECK(daemon::ClockTickInterval(*c) == absl::Seconds(1));
@@ -58,7 +63,8 @@ TEST_CASE("port 0 written out is kept: it asks for any free port", "[config]") {
 TEST_CASE("configuration errors name the file, line and column and say what to do", "[config]") {
   CHECK(ErrorOf("data_dir: x\nhttp:\n  prot: 80\n") ==
         "cityops.yaml:3:3: unknown key 'prot' in cityops.v1.HttpConfig; expected one of: "
-        "listen_address, port, max_body_bytes, max_event_streams, dashboard, auth_failure_limit");
+        "listen_address, port, max_body_bytes, max_event_streams, dashboard, auth_failure_limit, "
+        "max_connections, max_connections_per_client, request_timeout, idle_timeout, workers");
   CHECK(ErrorOf("http:\n  port: 70000\n") ==
         "cityops.yaml:2:3: port 70000 is out of range; use 1 to 65535, or 0 for any free port");
   CHECK(ErrorOf("http: {listen_address: localhost}") ==
@@ -73,6 +79,17 @@ TEST_CASE("configuration errors name the file, line and column and say what to d
              Catch::Contains("window 2h is out of range; use 1s to 1h"));
   CHECK_THAT(ErrorOf("http: {auth_failure_limit: {clients: -1}}"),
              Catch::Contains("clients -1 is out of range; use 1 to 1000000"));
+  CHECK_THAT(ErrorOf("http: {max_connections: 8}"),
+             Catch::Contains("max_connections 8 is out of range; use 16 to 1000000"));
+  CHECK_THAT(ErrorOf("http: {max_connections: 100, max_connections_per_client: 101}"),
+             Catch::Contains("max_connections_per_client 101 is out of range; use 1 to "
+                             "max_connections (100)"));
+  CHECK_THAT(ErrorOf("http: {request_timeout: 500ms}"),
+             Catch::Contains("request_timeout 500ms is out of range; use 1s to 5m"));
+  CHECK_THAT(ErrorOf("http: {idle_timeout: 2h}"),
+             Catch::Contains("idle_timeout 2h is out of range; use 1s to 1h"));
+  CHECK_THAT(ErrorOf("http: {workers: 300}"),
+             Catch::Contains("workers 300 is out of range; use 1 to 256"));
   CHECK(ErrorOf("durability: fast").find("use sync or buffered") != std::string::npos);
   CHECK(ErrorOf("logging: {level: loud}").find("use debug, info, warn or error") !=
         std::string::npos);
