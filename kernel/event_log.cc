@@ -604,6 +604,9 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     impl->env = rocksdb::NewCompositeEnv(options.testing->file_system);
     db_options.env = impl->env.get();
   }
+  // The WAL-less deletion of KeepMemtableBusy would otherwise make RocksDB flush every
+  // memtable at close; an unlogged log flushes itself before it closes (~Impl).
+  db_options.avoid_flush_during_shutdown = true;
   impl->listener = std::make_shared<Impl::DiskListener>(impl.get());
   db_options.listeners.push_back(impl->listener);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;

@@ -46,7 +46,7 @@ v1::HealthResponse Readyz(int port, int* status) {
 
 TEST_CASE(
     "a daemon whose disk fills up: /readyz 503 disk full, cityops_log_disk_full 1, commands "
-    "503 while reads go on; space back: ready again by itself, every reading stored once",
+    "503 while reads go on, and with space back ready again by itself, every reading stored once",
     "[daemon][slow]") {
   testing::TempDir dir;
   absl::StatusOr<std::unique_ptr<ingest::EmbeddedKafka>> kafka =
