@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -83,6 +84,7 @@ class Daemon::Impl {
     log_options.durability = config_.durability() == "buffered"
                                  ? kernel::Durability::kBuffered
                                  : kernel::Durability::kSyncEachAppend;
+    log_options.testing = options_.log_testing;
     absl::StatusOr<std::unique_ptr<kernel::EventLog>> log = kernel::EventLog::Open(log_options);
     if (!log.ok()) return RefuseDamagedLog(log.status(), config_.data_dir());
     log_ = *std::move(log);
@@ -203,6 +205,7 @@ class Daemon::Impl {
     threads_.emplace_back([this] { Track("outbox", outbox_->Run()); });
     threads_.emplace_back([this] { Track("rules", RunRules()); });
     threads_.emplace_back([this] { WatchReadiness(); });
+    threads_.emplace_back([this] { WatchDisk(); });
 
     Announce(
         absl::StrFormat("kafka: %s%s", bootstrap_,
@@ -371,6 +374,14 @@ class Daemon::Impl {
       }
       if (stop_requested_ && !failed) AddStage(&h, "daemon", "stopped", "stopping");
     }
+    // A full disk: the log takes no appends until there is room (/readyz 503, the reason).
+    std::string disk_problem;
+    if (log_ != nullptr) {
+      if (const kernel::DiskFullState disk = log_->disk_full(); disk.full) {
+        disk_problem = DiskProblem(disk);
+        AddStage(&h, "log", "disk_full", disk.error);
+      }
+    }
     // Kafka out of reach: the process lives (/healthz 200) but the kernel is cut off from
     // its input (/readyz 503, with the reason).
     std::string kafka_problem;
@@ -425,6 +436,9 @@ class Daemon::Impl {
       h.set_reason(kafka_problem.empty()
                        ? "waiting for ingest to own its partitions and the read models to catch up"
                        : kafka_problem);
+    } else if (ready && !disk_problem.empty()) {
+      h.set_status("unavailable");
+      h.set_reason(disk_problem);
     } else if (ready && !kafka_problem.empty()) {
       h.set_status("unavailable");
       h.set_reason(kafka_problem);
@@ -515,12 +529,63 @@ class Daemon::Impl {
     absl::StatusOr<std::unique_ptr<rules::RulesStage>> stage = rules::RulesStage::Open(options);
     if (!stage.ok()) return stage.status();
     spdlog::info("daemon: rules stage: running on {} partitions", partitions);
-    {
-      absl::MutexLock lock(&mu_);
-      rules_ = *std::move(stage);
-      if (stop_requested_) return absl::OkStatus();
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        rules_ = *std::move(stage);
+        if (stop_requested_) return absl::OkStatus();
+      }
+      absl::Status ran = rules_->Run();
+      // A full disk: the stage's state is past what the log holds. Once there is room,
+      // reopen it, which replays from its checkpoints (RulesStage::Step).
+      if (!absl::IsUnavailable(ran) || !absl::StrContains(ran.message(), "disk full: ")) {
+        return ran;
+      }
+      spdlog::warn("daemon: rules stage paused: {}", std::string(ran.message()));
+      while (!StopRequested() && log_->disk_full().full) {
+        absl::MutexLock lock(&mu_);
+        mu_.AwaitWithTimeout(absl::Condition(&stop_requested_), absl::Milliseconds(200));
+      }
+      if (StopRequested()) return absl::OkStatus();
+      stage = rules::RulesStage::Open(options);
+      if (!stage.ok()) return stage.status();
+      spdlog::info("daemon: rules stage reopened from its checkpoint: the log takes appends again");
     }
-    return rules_->Run();
+  }
+
+  // While the log's disk is full: says so once, tries to resume the log every second
+  // (ingest's and the stages' own appends also try, EventLogOptions::disk_full_retry), and
+  // says when it is over.
+  void WatchDisk() {
+    bool was_full = false;
+    while (!StopRequested()) {
+      const kernel::DiskFullState disk = log_->disk_full();
+      if (disk.full && !was_full) {
+        spdlog::error("daemon: {}", DiskProblem(disk));
+      } else if (!disk.full && was_full) {
+        spdlog::info(
+            "daemon: disk space is back: the event log {} takes appends again after {:.1f} s; "
+            "ingest resumes from its stored positions",
+            config_.data_dir(), absl::ToDoubleSeconds(disk.total - full_before_));
+      }
+      if (disk.full && !was_full) full_before_ = disk.total - (absl::Now() - disk.since);
+      was_full = disk.full;
+      if (disk.full) {
+        if (absl::Status s = log_->Resume(); s.ok()) continue;
+      }
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stop_requested_), absl::Seconds(1));
+    }
+  }
+
+  std::string DiskProblem(const kernel::DiskFullState& disk) const {
+    return absl::StrFormat(
+        "disk full: the event log %s has had no room to write for %d s (%s); ingest is "
+        "paused (readings wait in Kafka) and commands are refused (503) while reads go on. "
+        "Free space on the disk that holds %s (old backups, logs), or move the data "
+        "directory to a larger disk: the daemon resumes by itself, without a restart",
+        config_.data_dir(), absl::ToInt64Seconds(absl::Now() - disk.since), disk.error,
+        config_.data_dir());
   }
 
   bool StopRequested() const {
@@ -602,6 +667,18 @@ class Daemon::Impl {
       }
     }
     if (log_ != nullptr) {
+      const kernel::DiskFullState disk = log_->disk_full();
+      m.Add("cityops_log_disk_full", "gauge",
+            "1 while the event log's disk has no room to write (appends refused, ingest "
+            "paused; /readyz says why), 0 otherwise.")
+          .Sample({}, disk.full ? 1 : 0);
+      m.Add("cityops_log_disk_full_total", "counter",
+            "Times the event log's disk ran full since the daemon started.")
+          .Sample({}, static_cast<double>(disk.outages));
+      m.Add("cityops_log_disk_full_seconds_total", "counter",
+            "Seconds the event log's disk was full since the daemon started, the current "
+            "outage included.")
+          .Sample({}, absl::ToDoubleSeconds(disk.total));
       m.Add("cityops_log_append_seconds", "histogram",
             "Time of each write to the event log, fsync included.")
           .Histogram({}, log_->append_latency().Read());
@@ -656,7 +733,8 @@ class Daemon::Impl {
   std::unique_ptr<api::HttpServer> http_;
   std::vector<std::thread> threads_;
   std::atomic<bool> ready_{false};
-  bool started_ = false;  // Start() got through; set before any thread may read it.
+  absl::Duration full_before_;  // WatchDisk's: time full before the current outage.
+  bool started_ = false;        // Start() got through; set before any thread may read it.
   absl::Mutex reload_mu_;
   absl::Mutex tokens_mu_;
   // The tokens in use: the configuration's, then the last ones reloaded.

@@ -11,6 +11,13 @@
 // when no brokers are configured, opens the read models, starts the HTTP server, and then
 // runs ingest, the rules stage, the read models and the outbox on threads of their own.
 //
+// Disk full. While the log's disk has no room (kernel/event_log.h, "Disk full"), /readyz
+// answers 503 "disk full: ..." with what to do, ingest pauses (its records wait in Kafka
+// and are consumed again from the stored positions), commands that append get 503, reads
+// go on, and the rules stage reopens from its checkpoint once there is room. A thread
+// tries to resume the log every second and logs the outage's start and end;
+// `cityops_log_disk_full*` count it. No restart is needed.
+//
 // Stop. RequestStop() (SIGTERM, SIGINT) makes Wait() shut down in order: the HTTP server
 // stops taking commands, ingest finishes and syncs the batch in hand, then the rules stage,
 // the read models and the outbox stop at their next checkpoint. Nothing is lost: every
@@ -47,6 +54,9 @@ struct DaemonOptions {
   // Where the daemon announces its addresses for people and scripts: "kafka: HOST:PORT",
   // "http: http://HOST:PORT/", then "ready". May be null.
   std::ostream* announce = nullptr;
+  // Tests only: passed to the event log (kernel/event_log_testing.h), e.g. a file system
+  // that runs out of space. Null in production.
+  std::shared_ptr<kernel::EventLogTestHooks> log_testing = nullptr;
 };
 
 class Daemon {
@@ -75,9 +85,10 @@ class Daemon {
   // configuration file there is nothing to re-read: OK.
   absl::Status ReloadTokens();
 
-  // Liveness (`ready` false) or readiness (`ready` true). Kafka out of reach is not a
-  // liveness problem (the process is alive and reconnects by itself): /healthz stays "ok"
-  // with the ingest stage "disconnected"; /readyz is "unavailable" with the reason.
+  // Liveness (`ready` false) or readiness (`ready` true). Kafka out of reach and a full
+  // disk are not liveness problems (the process is alive and recovers by itself): /healthz
+  // stays "ok" with the ingest stage "disconnected" or the log stage "disk_full"; /readyz
+  // is "unavailable" with the reason.
   v1::HealthResponse Health(bool ready) const;
   // True once ingest owns its partitions, reached Kafka, and the read models caught up
   // with the log; it stays true. /readyz (Health(true)) is also 503 while Kafka is out of

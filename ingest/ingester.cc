@@ -12,6 +12,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/hash/hash.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "ingest/device_import.h"
@@ -1005,8 +1006,12 @@ absl::Status Ingester::Impl::Run() {
         absl::IsInvalidArgument(n.status())) {
       return n.status();
     }
-    spdlog::warn("ingest: {} (retrying in {} ms)", n.status().ToString(),
-                 absl::ToInt64Milliseconds(backoff));
+    // A full disk is the log owner's to report (the daemon logs its start and end once);
+    // the batch is given back and consumed again from the stored positions meanwhile.
+    const bool disk_full = absl::StrContains(n.status().message(), "disk full: ");
+    spdlog::log(disk_full ? spdlog::level::debug : spdlog::level::warn,
+                "ingest: {} (retrying in {} ms)", n.status().ToString(),
+                absl::ToInt64Milliseconds(backoff));
     absl::SleepFor(backoff);
     backoff = std::min(backoff * 2, absl::Seconds(5));
   }

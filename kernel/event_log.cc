@@ -20,12 +20,15 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
+#include "kernel/event_log_testing.h"
 #include "kernel/log_format.h"
 #include "kernel/log_lock.h"
 #include "kernel/log_verify.h"
 #include "kernel/proto_time.h"
 #include "kernel/wire_reader.h"
 #include "rocksdb/db.h"
+#include "rocksdb/env.h"
+#include "rocksdb/listener.h"
 #include "rocksdb/utilities/checkpoint.h"
 #include "rocksdb/write_batch.h"
 
@@ -50,13 +53,19 @@ constexpr std::string_view kCfNames[kCfCount] = {"default", format::kEventsCf, f
 
 // Maps a RocksDB failure onto a canonical code, naming what was being done.
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
+  if (s.ok()) return absl::OkStatus();
   std::string message = absl::StrFormat("%s: %s", context, s.ToString());
   if (s.IsCorruption()) {
     return absl::DataLossError(
         absl::StrCat(message, " (the log is damaged; restore it from a backup)"));
   }
   if (s.IsNoSpace()) {
-    return absl::ResourceExhaustedError(absl::StrCat(message, " (free disk space, then retry)"));
+    // UNAVAILABLE, not RESOURCE_EXHAUSTED: nothing the caller sent is too much, the disk
+    // is, and the write succeeds as it is once there is room (the API answers 503).
+    return absl::UnavailableError(
+        absl::StrCat("disk full: ", message,
+                     "; free space on the disk that holds the event log (or give it a larger one): "
+                     "writes resume by themselves once there is room"));
   }
   if (s.IsIOError()) return absl::UnavailableError(message);
   if (s.IsNotFound()) return absl::NotFoundError(message);
@@ -188,6 +197,67 @@ class EventLog::Impl {
 
   Impl(EventLogOptions opts, int fd) : options(std::move(opts)), lock_fd(fd) {}
 
+  // Sees RocksDB stop writes for lack of space, and resume.
+  class DiskListener : public rocksdb::EventListener {
+   public:
+    explicit DiskListener(Impl* impl) : impl_(impl) {}
+    void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
+      if (error->IsNoSpace() && error->severity() >= rocksdb::Status::Severity::kHardError) {
+        impl_->MarkFull(error->ToString());
+      }
+    }
+    void OnErrorRecoveryBegin(rocksdb::BackgroundErrorReason, rocksdb::Status error,
+                              bool* auto_recovery) override {
+      // Writes stopped for lack of space: the log resumes them itself (Resume, from the
+      // next append or the owner), as often as `disk_full_retry` says, rather than
+      // RocksDB's SstFileManager every 5 s; RocksDB refuses a manual Resume while its own
+      // recovery is pending. Space run out in a compaction (a soft error: writes go on)
+      // is left to RocksDB.
+      if (error.IsNoSpace() && error.severity() >= rocksdb::Status::Severity::kHardError) {
+        *auto_recovery = false;
+      }
+    }
+    void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
+      if (info.new_bg_error.ok()) impl_->MarkWritable();
+    }
+
+   private:
+    Impl* const impl_;
+  };
+
+  void MarkFull(std::string error) {
+    absl::MutexLock lock(&disk_mu);
+    disk.error = std::move(error);
+    if (disk.full) return;
+    disk.full = true;
+    disk.since = absl::Now();
+    ++disk.outages;
+    last_resume = disk.since;
+  }
+
+  void MarkWritable() {
+    absl::MutexLock lock(&disk_mu);
+    if (!disk.full) return;
+    disk.full = false;
+    disk.total += absl::Now() - disk.since;
+    disk.since = absl::InfinitePast();
+    disk.error.clear();
+  }
+
+  DiskFullState Disk() const {
+    absl::MutexLock lock(&disk_mu);
+    DiskFullState out = disk;
+    if (out.full) out.total += absl::Now() - out.since;
+    return out;
+  }
+
+  absl::Status DiskFullError(std::string_view error) const {
+    return absl::UnavailableError(absl::StrFormat(
+        "disk full: the event log %s cannot write (%s); free space on the disk that holds it "
+        "(or give it a larger one): appends resume by themselves once there is room",
+        options.path, error));
+  }
+
   ~Impl() {
     {
       // Wake every reader blocked in WaitForEvents and let it leave before the state it
@@ -214,8 +284,38 @@ class EventLog::Impl {
   rocksdb::Status FlushAll() {
     rocksdb::FlushOptions flush;
     flush.wait = true;
-    return db->Flush(flush, handles);
+    rocksdb::Status s = db->Flush(flush, handles);
+    if (s.ok()) s = KeepMemtableBusy();
+    return s;
   }
+
+  // RocksDB 7.8 resumes writes after a full disk (DB::Resume) by flushing the memtables,
+  // which also starts a new WAL file; with every memtable empty it starts none, and the
+  // next write goes to the WAL file whose write failed, which fails for good (or aborts,
+  // in a RocksDB built with assertions). So after every flush of all of them (Open,
+  // Flush, Backup) one memtable gets an entry again: a deletion of a key that never holds
+  // a value, written without the WAL (nothing to recover after a crash).
+  rocksdb::Status KeepMemtableBusy() {
+    rocksdb::WriteOptions no_wal;
+    no_wal.disableWAL = true;
+    return db->Delete(no_wal, cf(kMetaCf), kMemtableKey);
+  }
+
+  // True if some memtable holds entries: DB::Resume then starts a new WAL file.
+  bool MemtablesHoldEntries() const {
+    for (rocksdb::ColumnFamilyHandle* h : handles) {
+      uint64_t active = 0;
+      uint64_t immutable = 0;
+      if (!db->GetIntProperty(h, "rocksdb.num-entries-active-mem-table", &active) ||
+          !db->GetIntProperty(h, "rocksdb.num-entries-imm-mem-tables", &immutable)) {
+        return false;
+      }
+      if (active + immutable > 0) return true;
+    }
+    return false;
+  }
+
+  static constexpr std::string_view kMemtableKey = "cityops/memtable";
 
   PartitionState* GetOrCreate(Partition p) {
     absl::MutexLock lock(&partitions_mu);
@@ -281,9 +381,16 @@ class EventLog::Impl {
   EventLogOptions options;
   int lock_fd = -1;
   LatencyHistogram append_latency;
+  // The test file system's Env (EventLogTestHooks), if any: outlives `db`.
+  std::unique_ptr<rocksdb::Env> env;
+  std::shared_ptr<DiskListener> listener;
   std::unique_ptr<rocksdb::DB> db;
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::WriteOptions write_options;
+
+  mutable absl::Mutex disk_mu;
+  DiskFullState disk ABSL_GUARDED_BY(disk_mu);
+  absl::Time last_resume ABSL_GUARDED_BY(disk_mu) = absl::InfinitePast();
 
   mutable absl::Mutex partitions_mu;
   absl::flat_hash_map<uint32_t, std::unique_ptr<PartitionState>> partitions
@@ -454,6 +561,9 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   if (options.clock == nullptr) {
     return absl::InvalidArgumentError("event log clock is null; leave it at Clock::Real()");
   }
+  if (options.disk_full_retry < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("event log disk_full_retry is negative; leave it at 1 s");
+  }
   const fs::path dir(options.path);
   absl::StatusOr<DirectoryState> state = InspectDirectory(dir, options.create_if_missing);
   if (!state.ok()) return state.status();
@@ -490,6 +600,15 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   }
   db_options.create_if_missing = !exists;
   db_options.create_missing_column_families = !exists;
+  if (options.testing != nullptr && options.testing->file_system != nullptr) {
+    impl->env = rocksdb::NewCompositeEnv(options.testing->file_system);
+    db_options.env = impl->env.get();
+  }
+  // The WAL-less deletion of KeepMemtableBusy would otherwise make RocksDB flush every
+  // memtable at close; an unlogged log flushes itself before it closes (~Impl).
+  db_options.avoid_flush_during_shutdown = true;
+  impl->listener = std::make_shared<Impl::DiskListener>(impl.get());
+  db_options.listeners.push_back(impl->listener);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (size_t i = 0; i < kCfCount; ++i) {
     families.emplace_back(std::string(kCfNames[i]),
@@ -550,6 +669,9 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     }
   }
   if (absl::Status st = impl->LoadPartitions(); !st.ok()) return st;
+  // Open flushed what it recovered from the WAL: the memtables are empty.
+  s = impl->KeepMemtableBusy();
+  if (!s.ok()) return FromRocks(s, absl::StrCat("opening event log ", dir.string()));
   return std::unique_ptr<EventLog>(new EventLog(std::move(impl)));
 }
 
@@ -564,6 +686,40 @@ absl::Status EventLog::Flush() {
   return FromRocks(s, absl::StrCat("flushing event log ", impl_->options.path));
 }
 const LatencyHistogram& EventLog::append_latency() const { return impl_->append_latency; }
+
+DiskFullState EventLog::disk_full() const { return impl_->Disk(); }
+
+absl::Status EventLog::Resume() {
+  Impl& d = *impl_;
+  if (!d.Disk().full) return absl::OkStatus();
+  {
+    absl::MutexLock lock(&d.disk_mu);
+    d.last_resume = absl::Now();
+  }
+  if (!d.MemtablesHoldEntries()) {
+    // Cannot happen after KeepMemtableBusy, except when the write that failed came right
+    // after RocksDB flushed every memtable for the WAL's size (max_total_wal_size).
+    return absl::UnavailableError(absl::StrFormat(
+        "disk full: the event log %s cannot write (%s), and cannot resume in place (no "
+        "memtable holds entries, so RocksDB would write on in the WAL file that failed); "
+        "free space on its disk and restart cityops",
+        d.options.path, d.Disk().error));
+  }
+  rocksdb::Status s = d.db->Resume();
+  if (s.ok()) {
+    d.MarkWritable();
+    return absl::OkStatus();
+  }
+  if (s.IsBusy()) {
+    return d.DiskFullError(
+        absl::StrCat(d.Disk().error, "; RocksDB's own recovery is under way, every 5 s"));
+  }
+  if (s.IsNoSpace()) {
+    d.MarkFull(s.ToString());
+    return d.DiskFullError(s.ToString());
+  }
+  return FromRocks(s, absl::StrCat("resuming writes to event log ", d.options.path));
+}
 
 namespace {
 
@@ -777,6 +933,17 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
   for (const AppendBatch& batch : batches) {
     if (absl::Status s = Validate(batch, &any_indexed); !s.ok()) return s;
   }
+  // The disk ran full: RocksDB takes no writes until resumed. Try that now and then;
+  // otherwise fail at once, writing nothing.
+  if (DiskFullState disk = d.Disk(); disk.full) {
+    bool due = false;
+    {
+      absl::MutexLock lock(&d.disk_mu);
+      due = absl::Now() - d.last_resume >= d.options.disk_full_retry;
+    }
+    if (!due) return d.DiskFullError(disk.error);
+    if (absl::Status s = Resume(); !s.ok()) return s;
+  }
   // Lock partitions in ascending order, so that concurrent calls cannot deadlock.
   std::vector<size_t> order(batches.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = i;
@@ -815,6 +982,10 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
   rocksdb::Status s = d.db->Write(d.write_options, &staging.write_batch);
   d.append_latency.Record(std::chrono::steady_clock::now() - write_start);
   if (!s.ok()) {
+    if (s.IsNoSpace()) {
+      d.MarkFull(s.ToString());  // Usually done already, by the listener.
+      return d.DiskFullError(s.ToString());
+    }
     return FromRocks(s,
                      absl::StrFormat("appending %u batches to %s", batches.size(), d.options.path));
   }
@@ -1083,6 +1254,7 @@ absl::Status EventLog::Backup(const std::string& target_dir) const {
   rocksdb::Status s = rocksdb::Checkpoint::Create(impl_->db.get(), &raw);
   std::unique_ptr<rocksdb::Checkpoint> checkpoint(raw);
   if (s.ok()) s = checkpoint->CreateCheckpoint(target_dir);
+  if (s.ok()) s = impl_->KeepMemtableBusy();  // The checkpoint flushed the memtables.
   if (!s.ok()) {
     return FromRocks(s, absl::StrFormat("backing up %s to %s", impl_->options.path, target_dir));
   }

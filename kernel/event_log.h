@@ -15,7 +15,9 @@
 //     carry a stage's snapshot of its state in that same write.
 //   * Durability. By default every append is fsynced before `Append` returns (WAL on,
 //     group commit: one sync per batch). `Durability::kBuffered` skips the fsync:
-//     an append then survives a process crash but not a power loss.
+//     an append then survives a process crash but not a power loss, which may take the
+//     appends since the WAL was last synced (LOG_FORMAT.md, "Power loss"); the log
+//     reopens whole at an earlier append, its source positions with it.
 //     `Durability::kUnlogged` writes no WAL at all, for logs that are rebuilt when they
 //     do not complete (a replay's fresh log): nothing survives a crash until `Flush`.
 //   * Idempotency. An event of an indexed stream whose idempotency key is already stored
@@ -26,6 +28,14 @@
 //     is reported as a duplicate, not as a conflict.
 //   * Crash-safe creation. A log killed while being created is created afresh by the
 //     next Open (see LOG_FORMAT.md, `cityops.creating`).
+//
+// Disk full. When the disk has no room for a write (the append's own, or a background
+// flush's, after which RocksDB stops taking writes), appends fail with UNAVAILABLE
+// "disk full: ..." and write nothing; reads go on. The log then tries to resume
+// (`Resume`: RocksDB's DB::Resume, which writes the memtables into new files) at most
+// every `disk_full_retry`, from the next append that comes; `Resume` may also be called
+// directly. Once there is room, appends succeed again, without a restart.
+// `disk_full()` says whether the log is in that state and counts the outages.
 //
 // Indexed streams. Streams that take commands (`case/...`, `ticket/...`, `ruleset/...`,
 // and the device registry `registry/<device id>`:
@@ -73,6 +83,10 @@ enum class Durability {
   kUnlogged,
 };
 
+// Hooks for tests (a file system that fails on purpose), defined in
+// kernel/event_log_testing.h. Production leaves them unset.
+struct EventLogTestHooks;
+
 struct EventLogOptions {
   // Directory of the log. cityops owns everything in it.
   std::string path;
@@ -81,6 +95,19 @@ struct EventLogOptions {
   Durability durability = Durability::kSyncEachAppend;
   // Stamps each event's `recorded_time`. Must outlive the log. Never null.
   const Clock* clock = Clock::Real();
+  // While the disk is full, how often an append tries to resume writes before it fails.
+  absl::Duration disk_full_retry = absl::Seconds(1);
+  // Tests only (kernel/event_log_testing.h); null in production.
+  std::shared_ptr<EventLogTestHooks> testing = nullptr;
+};
+
+// Whether the log's disk is full (see "Disk full" above), and its outages since Open.
+struct DiskFullState {
+  bool full = false;
+  std::string error;                            // While full: the failure, as RocksDB said it.
+  absl::Time since = absl::InfinitePast();      // While full: when it began (wall time).
+  uint64_t outages = 0;                         // Outages begun since Open.
+  absl::Duration total = absl::ZeroDuration();  // Time spent full, the current outage included.
 };
 
 // A Kafka source position: the next offset to consume from `topic`/`kafka_partition`.
@@ -208,7 +235,9 @@ class EventLog {
   //                     version on an unindexed stream, positions and a checkpoint
   //                     together); the message names the entry;
   //   ABORTED           when an expected stream version does not match;
-  //   other codes       when RocksDB cannot write (disk full, I/O error).
+  //   UNAVAILABLE       "disk full: ..." when the disk has no room (see "Disk full");
+  //                     retry once there is room;
+  //   other codes       when RocksDB cannot write otherwise (I/O error).
   // A batch with no events but with source positions or a checkpoint is valid: it
   // moves the position on (e.g. when every record consumed was dead-lettered).
   absl::StatusOr<AppendResult> Append(AppendBatch&& batch);
@@ -282,6 +311,16 @@ class EventLog {
   // this, an unlogged log (Durability::kUnlogged) holds it across a crash. (Closing the
   // log also flushes an unlogged log, but cannot report a failure.)
   absl::Status Flush();
+
+  // Whether the disk is full, and the outages so far. From any thread.
+  DiskFullState disk_full() const;
+
+  // Tries to take appends again after the disk ran full: RocksDB's DB::Resume, which
+  // writes the memtables into new files. OK if the log takes appends (also when it was
+  // not full); UNAVAILABLE "disk full: ..." while there is still no room, or while
+  // RocksDB's own recovery is under way (after a compaction ran out of space, it retries
+  // every 5 s by itself).
+  absl::Status Resume();
 
   // Writes a consistent, openable copy of the log to `target_dir` (which must not exist)
   // while appends continue. Uses hard links where the filesystem allows.
