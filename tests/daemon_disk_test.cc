@@ -188,15 +188,10 @@ TEST_CASE(
   absl::StatusOr<std::unique_ptr<kernel::EventLog>> opened =
       kernel::EventLog::Open({.path = data, .create_if_missing = false});
   REQUIRE(opened.ok());
-  std::map<std::string, int> in_log;
-  for (const auto& events : testing::AllEvents(**opened)) {
-    for (const v1::Event& e : events) {
-      if (e.has_reading()) ++in_log[e.reading().reading_id()];
-    }
-  }
+  const auto in_log = testing::ReadingCounts(**opened);
   CHECK(in_log.size() == static_cast<size_t>(produced));
   for (const auto& [id, n] : in_log) {
-    INFO(id);
+    INFO(id.first << " " << id.second);
     CHECK(n == 1);
   }
 }

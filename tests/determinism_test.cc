@@ -550,17 +550,6 @@ std::unique_ptr<EventLog> OpenStopped(const std::string& data) {
   return *std::move(log);
 }
 
-// (device id, reading id) of every reading in the log, with how often each occurs.
-std::map<std::pair<std::string, std::string>, int> ReadingsIn(const EventLog& log) {
-  std::map<std::pair<std::string, std::string>, int> out;
-  for (const auto& events : testing::AllEvents(log)) {
-    for (const v1::Event& e : events) {
-      if (e.has_reading()) ++out[{e.reading().device_id(), e.reading().reading_id()}];
-    }
-  }
-  return out;
-}
-
 // Checks that the log of a stopped daemon holds every published record and that its rules
 // stage processed every input but the ticks at the end; returns the latest reading's time.
 absl::Time CheckComplete(const EventLog& log, const std::string& name,
@@ -739,8 +728,8 @@ TEST_CASE(
   CHECK(CheckComplete(*a_log, "A", stats) == cutoff);
 
   // A and B hold the same readings, none doubled.
-  const auto a_readings = ReadingsIn(*a_log);
-  const auto b_readings = ReadingsIn(*b_log);
+  const auto a_readings = testing::ReadingCounts(*a_log);
+  const auto b_readings = testing::ReadingCounts(*b_log);
   CHECK(a_readings.size() == stats.readings);
   CHECK(b_readings.size() == stats.readings);
   const bool same_readings = a_readings == b_readings;

@@ -18,6 +18,7 @@
 #include "ingest/ingester.h"
 #include "kernel/event_log.h"
 #include "tests/testing/child_process.h"
+#include "tests/testing/derived_events.h"
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
@@ -108,19 +109,6 @@ TestRecord Framed(const v1::SensorReading& r) {
   std::string value("\0\0\0\0\x2a\0", 6);
   value += r.SerializeAsString();
   return TestRecord{r.device_id(), value, {}};
-}
-
-// (device id, reading id) of every reading in the log, with how often each occurs.
-std::map<std::pair<std::string, std::string>, int> ReadingsInLog(const EventLog& log) {
-  std::map<std::pair<std::string, std::string>, int> out;
-  for (Partition p : log.Partitions()) {
-    absl::StatusOr<std::vector<v1::Event>> events = log.Read(p, Sequence(0), 10'000'000);
-    REQUIRE(events.ok());
-    for (const v1::Event& e : *events) {
-      if (e.has_reading()) ++out[{e.reading().device_id(), e.reading().reading_id()}];
-    }
-  }
-  return out;
 }
 
 // Polls until `done` holds or 60 s pass.
@@ -214,7 +202,7 @@ TEST_CASE("ingest stores each valid reading once and dead-letters each bad one w
     }
     CHECK(readings_end == produced);
 
-    const auto in_log = ReadingsInLog(*log);
+    const auto in_log = testing::ReadingCounts(*log);
     CHECK(in_log.size() == valid.size());
     for (const auto& [id, count] : in_log) {
       CHECK(valid.contains(id));
@@ -277,11 +265,11 @@ TEST_CASE("ingest restarted at random points while the producer runs loses and d
       REQUIRE(n.ok());
     }
     ++restarts;
-    if (produced_all && ReadingsInLog(*log).size() == kReadings) break;
+    if (produced_all && testing::ReadingCounts(*log).size() == kReadings) break;
     REQUIRE(restarts < 60);
   }
   producer_thread.join();
-  const auto in_log = ReadingsInLog(*log);
+  const auto in_log = testing::ReadingCounts(*log);
   CHECK(in_log.size() == kReadings);
   for (const auto& [id, count] : in_log) CHECK(count == 1);
   CHECK(restarts >= 2);
@@ -336,7 +324,7 @@ TEST_CASE(
     }
     REQUIRE(records == kProduced);
     CHECK(duplicates == 1);
-    return ReadingsInLog(*log);
+    return testing::ReadingCounts(*log);
   };
   const auto once = consume("once", 10'000, false);
   CHECK(once.at({"dev-a", "r1"}) == 2);  // Offsets 0 and 17; offset 6 was dropped.
@@ -377,12 +365,12 @@ TEST_CASE("ingest resumes after a broker goes down and after injected request er
   produce(500);
   producer.Flush();
 
-  testing::WaitUntil([&] { return ReadingsInLog(*log).size() >= static_cast<size_t>(n); },
+  testing::WaitUntil([&] { return testing::ReadingCounts(*log).size() >= static_cast<size_t>(n); },
                      absl::Seconds(60), absl::Milliseconds(200));
   ingester->Stop();
   runner.join();
   CHECK(run_status.ok());
-  const auto in_log = ReadingsInLog(*log);
+  const auto in_log = testing::ReadingCounts(*log);
   CHECK(in_log.size() == static_cast<size_t>(n));
   for (const auto& [id, count] : in_log) CHECK(count == 1);
 }
@@ -605,7 +593,7 @@ TEST_CASE("kcat publishes JSON readings into the embedded cluster and they land 
   auto ingester = MakeIngester(log.get(), Options(*kafka, &clock));
   PollUntil(*ingester, [&] { return ingester->Stats().readings == 5; });
   CHECK(ingester->Stats().dead_lettered == 0);
-  CHECK(ReadingsInLog(*log).size() == 5);
+  CHECK(testing::ReadingCounts(*log).size() == 5);
 }
 
 TEST_CASE("python3-confluent-kafka publishes JSON and protobuf readings that land in the log",
@@ -625,7 +613,7 @@ TEST_CASE("python3-confluent-kafka publishes JSON and protobuf readings that lan
   CHECK(ingester->Stats().dead_lettered == 0);
   CHECK(ingester->Stats().readings == 18);
   CHECK(ingester->Stats().duplicates == 12);
-  const auto in_log = ReadingsInLog(*log);
+  const auto in_log = testing::ReadingCounts(*log);
   CHECK(in_log.size() == 18);
   CHECK(in_log.contains({"gauge-0002", "gauge-0002:5"}));
 }

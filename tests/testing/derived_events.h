@@ -47,6 +47,19 @@ inline std::vector<std::vector<v1::Event>> AllEvents(const kernel::EventLog& log
   return out;
 }
 
+// (device id, reading id) of every reading in the log, with how often each occurs: a
+// reading stored exactly once counts 1.
+inline std::map<std::pair<std::string, std::string>, int> ReadingCounts(
+    const kernel::EventLog& log) {
+  std::map<std::pair<std::string, std::string>, int> out;
+  for (const auto& events : AllEvents(log)) {
+    for (const v1::Event& e : events) {
+      if (e.has_reading()) ++out[{e.reading().device_id(), e.reading().reading_id()}];
+    }
+  }
+  return out;
+}
+
 // Appended by the rules stage (its provenance stage is "rules").
 inline bool IsDerived(const v1::Event& e) { return projections::IsDerivedEvent(e); }
 
