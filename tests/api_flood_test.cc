@@ -39,6 +39,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "tests/testing/change_stream.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
@@ -146,20 +147,10 @@ int StatusOf(const std::string& response) {
   return status;
 }
 
-// The value of a sample of the Prometheus text `metrics`; -1 if absent.
-double Sample(const std::string& metrics, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (absl::StartsWith(line, series + " ")) {
-      return std::stod(std::string(line.substr(series.size() + 1)));
-    }
-  }
-  return -1;
-}
-
 double Metric(int port, const std::string& series) {
   const HttpReply r = Get(port, "/metrics");
   REQUIRE(r.status == 200);
-  return Sample(r.body, series);
+  return testing::MetricSample(r.body, series);
 }
 
 std::string ReportJson(const std::string& case_id) {
@@ -198,7 +189,8 @@ std::string Config(const std::string& data, const std::string& http) {
 }
 
 // Sends one more byte to each open socket every `interval` until stopped: a header (or
-// body) that never ends.
+// body) that never ends. Its sleep is the slow client's pace, the load under test, not a
+// wait for a condition (those go through testing::WaitUntil).
 class Trickler {
  public:
   Trickler(std::vector<std::unique_ptr<Socket>>* sockets, absl::Duration interval)
@@ -270,8 +262,9 @@ TEST_CASE(
   REQUIRE(testing::WaitUntil(
       [&] {
         const HttpReply r = Get(port, "/metrics");
-        return Sample(r.body, "cityops_http_connections{state=\"receiving\"}") >= 320 &&
-               Sample(r.body, "cityops_http_connections{state=\"idle\"}") >= 200;
+        return testing::MetricSample(r.body, "cityops_http_connections{state=\"receiving\"}") >=
+                   320 &&
+               testing::MetricSample(r.body, "cityops_http_connections{state=\"idle\"}") >= 200;
       },
       absl::Seconds(4), absl::Milliseconds(50)));
 
@@ -305,9 +298,9 @@ TEST_CASE(
   CHECK_THAT(closed.body, Contains("CASE_STAGE_CLOSED"));
   // The flood was still there throughout.
   const std::string during = timed("GET /metrics", [&] { return Get(port, "/metrics"); }).body;
-  CHECK(Sample(during, "cityops_http_connections{state=\"receiving\"}") >= 320);
-  CHECK(Sample(during, "cityops_http_connections{state=\"idle\"}") >= 200);
-  CHECK(Sample(during, "cityops_http_event_streams") == 3);
+  CHECK(testing::MetricSample(during, "cityops_http_connections{state=\"receiving\"}") >= 320);
+  CHECK(testing::MetricSample(during, "cityops_http_connections{state=\"idle\"}") >= 200);
+  CHECK(testing::MetricSample(during, "cityops_http_event_streams") == 3);
   for (const Step& s : steps) {
     std::printf("under a flood of %zu connections: %-34s %3d in %7.1f ms\n",
                 idle.size() + silent.size() + slow.size() + slow_body.size() + streams.size(),
@@ -327,16 +320,18 @@ TEST_CASE(
   trickling.reset();
   trickling_bodies.reset();
   const std::string after = Get(port, "/metrics").body;
-  CHECK(Sample(after, "cityops_http_connections_closed_total{reason=\"request_timeout\"}") == 320);
-  CHECK(Sample(after, "cityops_http_connections{state=\"receiving\"}") == 0);
+  CHECK(testing::MetricSample(
+            after, "cityops_http_connections_closed_total{reason=\"request_timeout\"}") == 320);
+  CHECK(testing::MetricSample(after, "cityops_http_connections{state=\"receiving\"}") == 0);
   // Idle keep-alive connections wait on (http.idle_timeout, 30 s); the streams stream on.
-  CHECK(Sample(after, "cityops_http_connections{state=\"idle\"}") >= 200);
+  CHECK(testing::MetricSample(after, "cityops_http_connections{state=\"idle\"}") >= 200);
   CHECK(std::none_of(idle.begin(), idle.end(), [](const auto& s) { return s->ClosedByServer(); }));
-  CHECK(Sample(after, "cityops_http_event_streams") == 3);
+  CHECK(testing::MetricSample(after, "cityops_http_event_streams") == 3);
   // No slowly sent report was taken.
   const HttpReply cases = Get(port, "/api/v1/cases?page_size=1000", kViewerToken);
   CHECK(absl::StrContains(cases.body, "F-1"));
-  CHECK(Sample(after, "cityops_http_requests_total{route=\"/api/v1/reports\",code=\"201\"}") == 1);
+  CHECK(testing::MetricSample(
+            after, "cityops_http_requests_total{route=\"/api/v1/reports\",code=\"201\"}") == 1);
 }
 
 TEST_CASE(
@@ -383,8 +378,10 @@ TEST_CASE(
   CHECK(std::none_of(more.begin(), more.end(), [](const auto& s) { return s->ClosedByServer(); }));
   CHECK(Get(port, "/healthz").status == 200);  // At the cap, and answered.
   const std::string at_cap = Get(port, "/metrics").body;
-  CHECK(Sample(at_cap, "cityops_http_connections_closed_total{reason=\"evicted\"}") >= 10);
-  CHECK(Sample(at_cap, "cityops_http_connections_refused_total{reason=\"total\"}") == 0);
+  CHECK(testing::MetricSample(at_cap,
+                              "cityops_http_connections_closed_total{reason=\"evicted\"}") >= 10);
+  CHECK(testing::MetricSample(at_cap, "cityops_http_connections_refused_total{reason=\"total\"}") ==
+        0);
   more.clear();
   first.clear();
 

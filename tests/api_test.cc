@@ -40,6 +40,7 @@
 #include "tests/testing/change_stream.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
@@ -344,17 +345,6 @@ std::set<std::string> DocPaths(const std::string& yaml) {
     }
   }
   return out;
-}
-
-// The value of a sample of the Prometheus text `metrics`, e.g.
-// `cityops_cases_open{stage="dispatched"}`; -1 if absent.
-double Sample(const std::string& metrics, const std::string& series) {
-  for (absl::string_view line : absl::StrSplit(metrics, '\n')) {
-    if (absl::StartsWith(line, series + " ")) {
-      return std::stod(std::string(line.substr(series.size() + 1)));
-    }
-  }
-  return -1;
 }
 
 // --------------------------------------------------------------------------- tests
@@ -665,12 +655,12 @@ TEST_CASE(
   const HttpReply metrics = Get(port, "/metrics");
   CHECK(metrics.content_type == "text/plain; version=0.0.4; charset=utf-8");
   const std::string& m = metrics.body;
-  CHECK(Sample(m, "cityops_up") == 1);
-  CHECK(Sample(m, "cityops_ingest_records_total") >= 7);  // Ingest rate: a counter.
+  CHECK(testing::MetricSample(m, "cityops_up") == 1);
+  CHECK(testing::MetricSample(m, "cityops_ingest_records_total") >= 7);  // Ingest rate: a counter.
   CHECK_THAT(m, Contains("# TYPE cityops_ingest_records_total counter"));
   CHECK_THAT(m, Contains("cityops_consumer_lag{topic=\"cityops.readings\",partition=\"0\"}"));
   CHECK_THAT(m, Contains("cityops_consumer_lag{topic=\"cityops.readings\",partition=\"1\"}"));
-  CHECK(Sample(m, "cityops_ingest_deadlettered_total{code=\"ALL\"}") == 1);
+  CHECK(testing::MetricSample(m, "cityops_ingest_deadlettered_total{code=\"ALL\"}") == 1);
   {
     // ... and by its code, whatever the decoder called it.
     int coded = 0;
@@ -684,12 +674,12 @@ TEST_CASE(
   }
   CHECK_THAT(m, Contains("# TYPE cityops_log_append_seconds histogram"));
   CHECK_THAT(m, Contains("cityops_log_append_seconds_bucket{le=\"+Inf\"}"));
-  CHECK(Sample(m, "cityops_log_append_seconds_count") > 0);
-  CHECK(Sample(m, "cityops_views_lag{partition=\"0\"}") >= 0);
-  CHECK(Sample(m, "cityops_rules_lag{partition=\"0\"}") >= 0);
-  CHECK(Sample(m, "cityops_cases_open{stage=\"dispatched\"}") == 1);
-  CHECK(Sample(m, "cityops_cases_overdue{level=\"yellow\"}") == 0);
-  CHECK(Sample(m, "cityops_cases_overdue{level=\"red\"}") == 0);
+  CHECK(testing::MetricSample(m, "cityops_log_append_seconds_count") > 0);
+  CHECK(testing::MetricSample(m, "cityops_views_lag{partition=\"0\"}") >= 0);
+  CHECK(testing::MetricSample(m, "cityops_rules_lag{partition=\"0\"}") >= 0);
+  CHECK(testing::MetricSample(m, "cityops_cases_open{stage=\"dispatched\"}") == 1);
+  CHECK(testing::MetricSample(m, "cityops_cases_overdue{level=\"yellow\"}") == 0);
+  CHECK(testing::MetricSample(m, "cityops_cases_overdue{level=\"red\"}") == 0);
 
   // --- The IoT case through the API: people handle it, the rule verifies and closes it.
   CHECK_THAT(ErrorOf(Command(port, kViewerToken, case_id, "handle", R"({"result":"x"})"), 403,
@@ -1111,16 +1101,20 @@ TEST_CASE(
   CHECK(GetCase(port, "R-LATE").case_().overdue() == v1::OVERDUE_LEVEL_RED);
   {
     const std::string m = Get(port, "/metrics").body;
-    CHECK(Sample(m, "cityops_cases_overdue{level=\"red\"}") == 1);
-    CHECK(Sample(m, "cityops_cases_open{stage=\"discovered\"}") == 1);
-    CHECK(Sample(m, "cityops_cases_open{stage=\"dispatched\"}") == 1);
-    CHECK(Sample(m, "cityops_http_event_streams") == 1);
-    CHECK(Sample(m, "cityops_http_requests_total{route=\"/api/v1/reports\",code=\"201\"}") == 3);
-    CHECK(Sample(m, "cityops_http_requests_total{route=\"/api/v1/changes\",code=\"503\"}") == 1);
-    CHECK(Sample(m, "cityops_http_requests_total{route=\"(none)\",code=\"413\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_cases_overdue{level=\"red\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_cases_open{stage=\"discovered\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_cases_open{stage=\"dispatched\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_http_event_streams") == 1);
+    CHECK(testing::MetricSample(
+              m, "cityops_http_requests_total{route=\"/api/v1/reports\",code=\"201\"}") == 3);
+    CHECK(testing::MetricSample(
+              m, "cityops_http_requests_total{route=\"/api/v1/changes\",code=\"503\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_http_requests_total{route=\"(none)\",code=\"413\"}") ==
+          1);
     // The scrape above is counted with the status its client got.
     const std::string scraped = Get(port, "/metrics").body;
-    CHECK(Sample(scraped, "cityops_http_requests_total{route=\"/metrics\",code=\"200\"}") >= 1);
+    CHECK(testing::MetricSample(
+              scraped, "cityops_http_requests_total{route=\"/metrics\",code=\"200\"}") >= 1);
     CHECK(scraped.find("code=\"-1\"") == std::string::npos);
   }
   const v1::Statistics stats = Json<v1::Statistics>(Get(port, "/api/v1/statistics", kViewerToken));

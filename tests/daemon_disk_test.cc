@@ -4,7 +4,6 @@
 #include <catch2/catch.hpp>
 #include <map>
 #include <memory>
-#include <sstream>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -21,20 +20,12 @@
 #include "tests/testing/derived_events.h"
 #include "tests/testing/fault_fs.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
-
-double MetricSample(const std::string& metrics, const std::string& series) {
-  std::istringstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
-}
 
 v1::HealthResponse Readyz(int port, int* status) {
   const testing::HttpReply r = testing::Get(port, "/readyz");
@@ -85,7 +76,7 @@ TEST_CASE(
   const int port = d.http_port();
   auto metrics = [&] { return testing::Get(port, "/metrics").body; };
   auto readings_stored = [&] {
-    return MetricSample(metrics(), "cityops_ingest_events_total{kind=\"reading\"}");
+    return testing::MetricSample(metrics(), "cityops_ingest_events_total{kind=\"reading\"}");
   };
 
   testing::TestProducer producer((*kafka)->bootstrap_servers());
@@ -107,8 +98,8 @@ TEST_CASE(
   produce(200);
   REQUIRE(testing::WaitUntil([&] { return readings_stored() == 200; }, absl::Seconds(30),
                              absl::Milliseconds(100)));
-  CHECK(MetricSample(metrics(), "cityops_log_disk_full") == 0);
-  CHECK(MetricSample(metrics(), "cityops_log_disk_full_total") == 0);
+  CHECK(testing::MetricSample(metrics(), "cityops_log_disk_full") == 0);
+  CHECK(testing::MetricSample(metrics(), "cityops_log_disk_full_total") == 0);
 
   // The disk fills up; readings keep coming and wait in Kafka.
   fs->FillAfter(0);
@@ -133,9 +124,9 @@ TEST_CASE(
   CHECK(log_stage_full);
   CHECK(testing::Get(port, "/healthz").status == 200);  // Alive all the same.
   std::string during = metrics();
-  CHECK(MetricSample(during, "cityops_log_disk_full") == 1);
-  CHECK(MetricSample(during, "cityops_log_disk_full_total") == 1);
-  CHECK(MetricSample(during, "cityops_ready") == 0);
+  CHECK(testing::MetricSample(during, "cityops_log_disk_full") == 1);
+  CHECK(testing::MetricSample(during, "cityops_log_disk_full_total") == 1);
+  CHECK(testing::MetricSample(during, "cityops_ready") == 0);
   // Reads go on; a command that appends is refused with 503 and the reason.
   CHECK(testing::Get(port, "/api/v1/cases", testing::kViewerToken).status == 200);
   v1::ReportRequest report;
@@ -157,7 +148,7 @@ TEST_CASE(
   CHECK_THAT(refused.body, Catch::Contains("disk full: "));
   // Full for a while, as the metrics count it; nothing of the new readings is stored.
   REQUIRE(testing::WaitUntil(
-      [&] { return MetricSample(metrics(), "cityops_log_disk_full_seconds_total") >= 2; },
+      [&] { return testing::MetricSample(metrics(), "cityops_log_disk_full_seconds_total") >= 2; },
       absl::Seconds(10), absl::Milliseconds(100)));
   CHECK(readings_stored() == 200);
 
@@ -171,9 +162,9 @@ TEST_CASE(
                              absl::Milliseconds(100)));
   const absl::Duration stored_after = absl::Now() - freed_at;
   const std::string after = metrics();
-  CHECK(MetricSample(after, "cityops_log_disk_full") == 0);
-  CHECK(MetricSample(after, "cityops_log_disk_full_total") == 1);
-  CHECK(MetricSample(after, "cityops_log_disk_full_seconds_total") >= 2);
+  CHECK(testing::MetricSample(after, "cityops_log_disk_full") == 0);
+  CHECK(testing::MetricSample(after, "cityops_log_disk_full_total") == 1);
+  CHECK(testing::MetricSample(after, "cityops_log_disk_full_seconds_total") >= 2);
   const testing::HttpReply accepted =
       testing::Post(port, "/api/v1/reports", testing::kOperatorToken, report_json);
   INFO(accepted.body);

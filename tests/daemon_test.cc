@@ -30,6 +30,7 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/derived_events.h"
 #include "tests/testing/kafka_client.h"
+#include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
@@ -417,17 +418,6 @@ TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles
   }
 }
 
-// The value of the sample `series` (name and labels as written) in a /metrics text, or -1
-// if the text has no such sample.
-double MetricSample(const std::string& metrics, const std::string& series) {
-  std::istringstream in(metrics);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(series + " ", 0) == 0) return std::stod(line.substr(series.size() + 1));
-  }
-  return -1;
-}
-
 size_t Count(const std::string& text, const std::string& what) {
   size_t n = 0;
   for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
@@ -462,7 +452,7 @@ TEST_CASE(
   const int port = d.port();
   auto metrics = [&] { return testing::Get(port, "/metrics").body; };
   auto readings_stored = [&] {
-    return MetricSample(metrics(), "cityops_ingest_events_total{kind=\"reading\"}");
+    return testing::MetricSample(metrics(), "cityops_ingest_events_total{kind=\"reading\"}");
   };
 
   testing::TestProducer producer(kafka->bootstrap_servers());
@@ -484,9 +474,9 @@ TEST_CASE(
   producer.Flush();
   REQUIRE(testing::WaitUntil([&] { return readings_stored() == 400; }, absl::Seconds(30),
                              absl::Milliseconds(100)));
-  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 1);
-  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 0);
-  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") < 5);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_connected") == 1);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 0);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") < 5);
 
   // The broker goes away; readings keep coming (they wait in the producer meanwhile).
   const absl::Time down_at = absl::Now();
@@ -515,8 +505,8 @@ TEST_CASE(
   CHECK(testing::Get(port, "/healthz").status == 200);  // Alive all the same.
   const std::string during = metrics();
   INFO(during);
-  CHECK(MetricSample(during, "cityops_kafka_connected") == 0);
-  CHECK(MetricSample(during, "cityops_ready") == 0);
+  CHECK(testing::MetricSample(during, "cityops_kafka_connected") == 0);
+  CHECK(testing::MetricSample(during, "cityops_ready") == 0);
   CHECK(during.find("cityops_consumer_lag{") == std::string::npos);  // Unknown, not 0.
   CHECK(testing::WaitUntil([&] { return Count(d.log(), "ingest lost the cluster") == 1; },
                            absl::Seconds(5), absl::Milliseconds(100)));
@@ -532,8 +522,8 @@ TEST_CASE(
         return std::stoi(later.reason().substr(prefix.size())) >= 3;
       },
       absl::Seconds(15), absl::Milliseconds(100)));
-  CHECK(MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 3);
-  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 0);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_seconds_since_last_receive") >= 3);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_connected") == 0);
 
   // Back: ready again, every reading ingested.
   REQUIRE(kafka->SetBrokerUp(1).ok());
@@ -541,7 +531,7 @@ TEST_CASE(
   REQUIRE(testing::WaitUntil([&] { return testing::Get(port, "/readyz").status == 200; },
                              absl::Seconds(30), absl::Milliseconds(100)));
   const absl::Duration recovered = absl::Now() - up_at;
-  CHECK(MetricSample(metrics(), "cityops_kafka_connected") == 1);
+  CHECK(testing::MetricSample(metrics(), "cityops_kafka_connected") == 1);
   producer.Flush();
   CHECK(testing::WaitUntil([&] { return readings_stored() == 700; }, absl::Seconds(30),
                            absl::Milliseconds(100)));

@@ -24,6 +24,7 @@
 #include "tests/testing/change_stream.h"
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
@@ -69,18 +70,6 @@ std::string WhoAmI(int port, const std::string& token) {
   v1::WhoAmIResponse who;
   if (!google::protobuf::util::JsonStringToMessage(r.body, &who).ok()) return "";
   return who.actor().user();
-}
-
-// The value of the sample `series` (name and labels, as written) in a /metrics text; -1
-// when absent.
-double Sample(const std::string& metrics, const std::string& series) {
-  for (size_t at = metrics.find(series + " "); at != std::string::npos;
-       at = metrics.find(series + " ", at + 1)) {
-    if (at == 0 || metrics[at - 1] == '\n') {
-      return std::stod(metrics.substr(at + series.size() + 1));
-    }
-  }
-  return -1;
 }
 
 // SIGHUP to `d`, then waits until the daemon has logged one more line with `outcome`.
@@ -259,10 +248,12 @@ TEST_CASE(
     const std::string m = metrics();
     INFO(m);
     CHECK_THAT(m, Contains("# TYPE cityops_api_auth_failures_total counter\n"));
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"no_token\"}") == 0);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"malformed_header\"}") == 0);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") == 0);
-    CHECK(Sample(m, "cityops_api_auth_rate_limited_total") == 0);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_failures_total{reason=\"no_token\"}") == 0);
+    CHECK(testing::MetricSample(
+              m, "cityops_api_auth_failures_total{reason=\"malformed_header\"}") == 0);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") ==
+          0);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_rate_limited_total") == 0);
   }
 
   // --- Refused writes, each for its own reason. Two of them fail authentication.
@@ -285,10 +276,12 @@ TEST_CASE(
   {
     const std::string m = metrics();
     INFO(m);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"no_token\"}") == 1);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"malformed_header\"}") == 1);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") == 2);
-    CHECK(Sample(m, "cityops_api_auth_rate_limited_total") == 0);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_failures_total{reason=\"no_token\"}") == 1);
+    CHECK(testing::MetricSample(
+              m, "cityops_api_auth_failures_total{reason=\"malformed_header\"}") == 1);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") ==
+          2);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_rate_limited_total") == 0);
   }
 
   // --- The 5th failure within 5 s blocks the client: 429 with Retry-After, even for a
@@ -312,8 +305,9 @@ TEST_CASE(
   {
     const std::string m = metrics();
     INFO(m);
-    CHECK(Sample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") == 3);
-    CHECK(Sample(m, "cityops_api_auth_rate_limited_total") == 2);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_failures_total{reason=\"unknown_token\"}") ==
+          3);
+    CHECK(testing::MetricSample(m, "cityops_api_auth_rate_limited_total") == 2);
   }
   // Once the oldest failure is 5 s old, the client may try again.
   CHECK(testing::WaitUntil(
