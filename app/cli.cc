@@ -156,6 +156,16 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   verify->add_flag("--deep", verify_options.deep,
                    "Also parse every event (slower; see OPERATIONS.md for figures)");
 
+  UpgradeCommandOptions upgrade_options;
+  CLI::App* upgrade = log->add_subcommand(
+      "upgrade",
+      "Rewrite a log written by an older cityops into this version's format, in place, "
+      "keeping every event's bytes (format 1 -> 2: a column family per partition). Safe to "
+      "stop and run again; needs room for a second copy of the events while it runs. The "
+      "daemon must be stopped. A log already in this format is left as it is.");
+  upgrade->add_option("--data-dir", upgrade_options.data_dir, kDataDirHelp)->required();
+  upgrade->add_flag("--json", upgrade_options.json, "Print one JSON document instead of text");
+
   SetPositionOptions position_options;
   CLI::App* set_position = log->add_subcommand(
       "set-position",
@@ -647,6 +657,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       return kExitUsage;
     }
     return *whole ? kExitOk : kExitFailure;
+  } else if (*upgrade) {
+    status = UpgradeLogCommand(upgrade_options, out, err);
   } else if (*set_position) {
     status = SetPosition(position_options, out);
   } else if (*compare) {

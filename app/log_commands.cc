@@ -30,6 +30,7 @@
 #include "ingest/envelope.h"
 #include "ingest/partitioner.h"
 #include "kernel/event_log.h"
+#include "kernel/log_upgrade.h"
 #include "kernel/log_verify.h"
 #include "kernel/types.h"
 #include "nlohmann/json.hpp"
@@ -568,6 +569,47 @@ absl::StatusOr<bool> VerifyLogCommand(const VerifyCommandOptions& options, std::
     PrintVerifyTable(*report, out);
   }
   return report->whole();
+}
+
+absl::Status UpgradeLogCommand(const UpgradeCommandOptions& options, std::ostream& out,
+                               std::ostream& progress) {
+  std::unique_ptr<analysis::Progress> bar;
+  kernel::UpgradeOptions upgrade;
+  upgrade.path = options.data_dir;
+  upgrade.begin = [&](uint64_t total) {
+    bar = std::make_unique<analysis::Progress>(
+        progress, analysis::ProgressOptions{.what = "upgrade: copying events", .total = total});
+  };
+  upgrade.advance = [&](uint64_t n) {
+    if (bar != nullptr) bar->Advance(n);
+  };
+  absl::StatusOr<kernel::UpgradeReport> report = kernel::UpgradeLog(upgrade);
+  if (bar != nullptr) bar->Finish();
+  // A log in use is refused with the kernel's words ("stop the other one"): an upgrade
+  // works on the log itself, never on a copy.
+  if (!report.ok()) return report.status();
+  const kernel::UpgradeReport& r = *report;
+  if (options.json) {
+    nlohmann::ordered_json j;
+    j["data_dir"] = r.path;
+    j["from_version"] = r.from_version;
+    j["to_version"] = r.to_version;
+    j["already_current"] = r.already_current;
+    j["events"] = r.events;
+    j["partitions"] = r.partitions;
+    j["seconds"] = absl::ToDoubleSeconds(r.elapsed);
+    out << j.dump(2) << "\n";
+  } else if (r.already_current) {
+    out << absl::StrFormat("%s is already in format version %u: nothing to do\n", r.path,
+                           r.to_version);
+  } else {
+    out << absl::StrFormat(
+        "upgraded %s from format version %u to %u: %s events in %u partition%s, every byte "
+        "kept, in %.1f s\n",
+        r.path, r.from_version, r.to_version, analysis::WithThousands(r.events), r.partitions,
+        r.partitions == 1 ? "" : "s", absl::ToDoubleSeconds(r.elapsed));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace cityops::app

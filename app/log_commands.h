@@ -111,6 +111,16 @@ struct VerifyCommandOptions {
 absl::StatusOr<bool> VerifyLogCommand(const VerifyCommandOptions& options, std::ostream& out,
                                       std::ostream& progress);
 
+struct UpgradeCommandOptions {
+  std::string data_dir;
+  bool json = false;  // One JSON document on `out` instead of text.
+};
+
+// Upgrades the log at `data_dir` to this cityops' format version in place
+// (kernel/log_upgrade.h), with progress on `progress`, and says what it did on `out`.
+absl::Status UpgradeLogCommand(const UpgradeCommandOptions& options, std::ostream& out,
+                               std::ostream& progress);
+
 }  // namespace cityops::app
 
 #endif  // CITYOPS_APP_LOG_COMMANDS_H_

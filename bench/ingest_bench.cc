@@ -206,9 +206,9 @@ int Run(int argc, char** argv) {
         if (!reading.ParseFromArray(m->payload, static_cast<int>(m->len))) {
           throw std::runtime_error("bare pipeline: unparsable reading");
         }
-        kernel::format::EncodeEventKey(kernel::Partition(static_cast<uint32_t>(m->partition)),
-                                       kernel::Sequence(next[m->partition]++), key);
-        batch.Put(store.events(), rocksdb::Slice(key, sizeof(key)),
+        kernel::format::EncodeEventKey(kernel::Sequence(next[m->partition]++), key);
+        batch.Put(store.events(kernel::Partition(static_cast<uint32_t>(m->partition))),
+                  rocksdb::Slice(key, sizeof(key)),
                   rocksdb::Slice(static_cast<const char*>(m->payload), m->len));
         if (++in_batch == 1000) {
           kernel::format::PutBigEndian64(static_cast<uint64_t>(m->offset + 1), offset);

@@ -207,11 +207,11 @@ class BareLog {
 
   void Append(const BatchPlan& plan, const PackedValues& values) {
     rocksdb::WriteBatch batch;
+    rocksdb::ColumnFamilyHandle* events = store_.events(kernel::Partition(plan.partition));
     char key[kernel::format::kEventKeySize];
     for (size_t i = plan.begin; i < plan.end; ++i) {
-      kernel::format::EncodeEventKey(kernel::Partition(plan.partition),
-                                     kernel::Sequence(plan.first_sequence + i - plan.begin), key);
-      batch.Put(store_.events(), rocksdb::Slice(key, sizeof(key)), values[i]);
+      kernel::format::EncodeEventKey(kernel::Sequence(plan.first_sequence + i - plan.begin), key);
+      batch.Put(events, rocksdb::Slice(key, sizeof(key)), values[i]);
     }
     char offset[8];
     kernel::format::PutBigEndian64(static_cast<uint64_t>(plan.next_offset), offset);
@@ -220,29 +220,34 @@ class BareLog {
     store_.Write(&batch);
   }
 
-  // Calls `visit(value)` for every event in key order. Untimed checks only.
+  // Calls `visit(value)` for every event, partition by partition, in key order. Untimed
+  // checks only.
   template <typename Visit>
   void ForEach(Visit visit) const {
-    std::unique_ptr<rocksdb::Iterator> it(
-        store_.db()->NewIterator(rocksdb::ReadOptions(), store_.events()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) visit(it->value().ToStringView());
-    if (!it->status().ok()) {
-      throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+    for (rocksdb::ColumnFamilyHandle* events : store_.events_families()) {
+      std::unique_ptr<rocksdb::Iterator> it(
+          store_.db()->NewIterator(rocksdb::ReadOptions(), events));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) visit(it->value().ToStringView());
+      if (!it->status().ok()) {
+        throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+      }
     }
   }
 
-  // Reads every event in key order, as the log's Scan does (no block cache fill).
+  // Reads every event, partition by partition, as the log's Scan does (no block cache fill).
   uint64_t Scan(uint64_t* bytes) const {
     rocksdb::ReadOptions ro;
     ro.fill_cache = false;
-    std::unique_ptr<rocksdb::Iterator> it(store_.db()->NewIterator(ro, store_.events()));
     uint64_t n = 0;
-    for (it->SeekToFirst(); it->Valid(); it->Next()) {
-      *bytes += it->value().size();
-      ++n;
-    }
-    if (!it->status().ok()) {
-      throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+    for (rocksdb::ColumnFamilyHandle* events : store_.events_families()) {
+      std::unique_ptr<rocksdb::Iterator> it(store_.db()->NewIterator(ro, events));
+      for (it->SeekToFirst(); it->Valid(); it->Next()) {
+        *bytes += it->value().size();
+        ++n;
+      }
+      if (!it->status().ok()) {
+        throw std::runtime_error(absl::StrCat("bare RocksDB scan: ", it->status().ToString()));
+      }
     }
     return n;
   }

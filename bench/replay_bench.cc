@@ -125,8 +125,8 @@ int Run(int argc, char** argv) {
       for (kernel::Partition p : (*log)->Partitions()) {
         absl::Status s =
             (*log)->Scan(p, kernel::Sequence(0), [&](kernel::Sequence seq, std::string_view v) {
-              kernel::format::EncodeEventKey(p, seq, key);
-              batch.Put(bare.events(), rocksdb::Slice(key, sizeof(key)),
+              kernel::format::EncodeEventKey(seq, key);
+              batch.Put(bare.events(p), rocksdb::Slice(key, sizeof(key)),
                         rocksdb::Slice(v.data(), v.size()));
               if (++written % 4096 == 0) {
                 bare.Write(&batch);

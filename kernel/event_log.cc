@@ -25,6 +25,7 @@
 #include "kernel/log_lock.h"
 #include "kernel/log_verify.h"
 #include "kernel/proto_time.h"
+#include "kernel/rocks_status.h"
 #include "kernel/wire_reader.h"
 #include "rocksdb/db.h"
 #include "rocksdb/env.h"
@@ -37,41 +38,13 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Column family handles, in the order they are opened.
-enum CfIndex : size_t {
-  kMetaCf = 0,
-  kEventsCf,
-  kStreamsCf,
-  kIdempotencyCf,
-  kPositionsCf,
-  kCfCount
-};
+// The families every log has, in the order they are opened; each partition's events
+// family comes after them (format::EventsCfName).
+enum CfIndex : size_t { kMetaCf = 0, kStreamsCf, kIdempotencyCf, kPositionsCf, kCfCount };
 
 // "default" is rocksdb::kDefaultColumnFamilyName, which is not constexpr.
-constexpr std::string_view kCfNames[kCfCount] = {"default", format::kEventsCf, format::kStreamsCf,
+constexpr std::string_view kCfNames[kCfCount] = {"default", format::kStreamsCf,
                                                  format::kIdempotencyCf, format::kPositionsCf};
-
-// Maps a RocksDB failure onto a canonical code, naming what was being done.
-absl::Status FromRocks(const rocksdb::Status& s, std::string_view context) {
-  if (s.ok()) return absl::OkStatus();
-  std::string message = absl::StrFormat("%s: %s", context, s.ToString());
-  if (s.IsCorruption()) {
-    return absl::DataLossError(
-        absl::StrCat(message, " (the log is damaged; restore it from a backup)"));
-  }
-  if (s.IsNoSpace()) {
-    // UNAVAILABLE, not RESOURCE_EXHAUSTED: nothing the caller sent is too much, the disk
-    // is, and the write succeeds as it is once there is room (the API answers 503).
-    return absl::UnavailableError(
-        absl::StrCat("disk full: ", message,
-                     "; free space on the disk that holds the event log (or give it a larger one): "
-                     "writes resume by themselves once there is room"));
-  }
-  if (s.IsIOError()) return absl::UnavailableError(message);
-  if (s.IsNotFound()) return absl::NotFoundError(message);
-  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(message);
-  return absl::InternalError(message);
-}
 
 bool HasNul(std::string_view s) { return s.find('\0') != std::string_view::npos; }
 
@@ -193,6 +166,9 @@ class EventLog::Impl {
   struct PartitionState {
     absl::Mutex append_mu;          // Serializes appends to this partition.
     std::atomic<uint64_t> next{0};  // Next sequence; written under append_mu + wait_mu.
+    // The partition's events family: created by its first append (under append_mu), set
+    // once, destroyed with the log.
+    std::atomic<rocksdb::ColumnFamilyHandle*> cf{nullptr};
   };
 
   Impl(EventLogOptions opts, int fd) : options(std::move(opts)), lock_fd(fd) {}
@@ -274,7 +250,8 @@ class EventLog::Impl {
         // flushed and checked (EventLog::Flush); this is the last chance otherwise.
         (void)FlushAll();
       }
-      for (rocksdb::ColumnFamilyHandle* h : handles) db->DestroyColumnFamilyHandle(h);
+      for (rocksdb::ColumnFamilyHandle* h : AllHandles()) db->DestroyColumnFamilyHandle(h);
+      if (version1_events != nullptr) db->DestroyColumnFamilyHandle(version1_events);
       db->Close().PermitUncheckedError();
       db.reset();
     }
@@ -284,9 +261,41 @@ class EventLog::Impl {
   rocksdb::Status FlushAll() {
     rocksdb::FlushOptions flush;
     flush.wait = true;
-    rocksdb::Status s = db->Flush(flush, handles);
+    rocksdb::Status s = db->Flush(flush, AllHandles());
     if (s.ok()) s = KeepMemtableBusy();
     return s;
+  }
+
+  // The families every log has, then every partition's.
+  std::vector<rocksdb::ColumnFamilyHandle*> AllHandles() const {
+    std::vector<rocksdb::ColumnFamilyHandle*> all = handles;
+    absl::ReaderMutexLock lock(&partitions_mu);
+    for (const auto& [id, state] : partitions) {
+      if (rocksdb::ColumnFamilyHandle* h = state->cf.load(); h != nullptr) all.push_back(h);
+    }
+    return all;
+  }
+
+  // The events family of a partition, created if it has none yet. The caller holds the
+  // partition's append lock.
+  absl::StatusOr<rocksdb::ColumnFamilyHandle*> EventsFamily(Partition p, PartitionState* state) {
+    if (rocksdb::ColumnFamilyHandle* h = state->cf.load(std::memory_order_acquire); h != nullptr) {
+      return h;
+    }
+    rocksdb::ColumnFamilyHandle* h = nullptr;
+    rocksdb::Status s = db->CreateColumnFamily(events_options, format::EventsCfName(p), &h);
+    if (!s.ok()) {
+      if (s.IsNoSpace()) return DiskFullError(s.ToString());
+      return FromRocks(s, absl::StrFormat("creating partition %u of %s", p.value(), options.path));
+    }
+    state->cf.store(h, std::memory_order_release);
+    return h;
+  }
+
+  // The events family of a partition, or null if it has none (no event was ever appended).
+  rocksdb::ColumnFamilyHandle* FindEventsFamily(Partition p) const {
+    const PartitionState* state = Find(p);
+    return state == nullptr ? nullptr : state->cf.load(std::memory_order_acquire);
   }
 
   // RocksDB 7.8 resumes writes after a full disk (DB::Resume) by flushing the memtables,
@@ -303,7 +312,7 @@ class EventLog::Impl {
 
   // True if some memtable holds entries: DB::Resume then starts a new WAL file.
   bool MemtablesHoldEntries() const {
-    for (rocksdb::ColumnFamilyHandle* h : handles) {
+    for (rocksdb::ColumnFamilyHandle* h : AllHandles()) {
       uint64_t active = 0;
       uint64_t immutable = 0;
       if (!db->GetIntProperty(h, "rocksdb.num-entries-active-mem-table", &active) ||
@@ -348,15 +357,20 @@ class EventLog::Impl {
     return format::GetBigEndian64(it->key().data() + prefix.size());
   }
 
-  absl::Status LoadPartitions() {
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), cf(kEventsCf)));
-    for (it->SeekToFirst(); it->Valid();) {
-      Partition p;
+  // Takes over the events family of partition `p`, opened with the log, and finds where
+  // the partition ends: its first sequence must be 0, its last is the one before `next`.
+  absl::Status LoadPartition(Partition p, rocksdb::ColumnFamilyHandle* h) {
+    PartitionState* state = GetOrCreate(p);
+    state->cf.store(h);
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), h));
+    it->SeekToFirst();
+    if (it->Valid()) {
       Sequence first;
-      if (!format::DecodeEventKey(it->key().ToStringView(), &p, &first)) {
-        return absl::DataLossError(absl::StrCat("event log ", options.path,
-                                                " holds a malformed event key; restore it from "
-                                                "a backup"));
+      Sequence last;
+      if (!format::DecodeEventKey(it->key().ToStringView(), &first)) {
+        return absl::DataLossError(absl::StrFormat(
+            "event log %s holds a malformed event key in partition %u; restore it from a backup",
+            options.path, p.value()));
       }
       if (first.value() != 0) {
         return absl::DataLossError(absl::StrFormat(
@@ -364,17 +378,20 @@ class EventLog::Impl {
             "backup",
             options.path, p.value(), first.value()));
       }
-      it->SeekForPrev(format::EventKey(p, Sequence(UINT64_MAX)));
-      Partition same;
-      Sequence last;
-      if (!it->Valid() || !format::DecodeEventKey(it->key().ToStringView(), &same, &last)) {
-        break;
+      it->SeekToLast();
+      if (it->Valid()) {
+        if (!format::DecodeEventKey(it->key().ToStringView(), &last)) {
+          return absl::DataLossError(absl::StrFormat(
+              "event log %s holds a malformed event key in partition %u; restore it from a "
+              "backup",
+              options.path, p.value()));
+        }
+        state->next.store(last.value() + 1);
       }
-      GetOrCreate(p)->next.store(last.value() + 1);
-      if (p.value() == std::numeric_limits<uint32_t>::max()) break;
-      it->Seek(format::EventKey(Partition(p.value() + 1), Sequence(0)));
     }
-    if (!it->status().ok()) return FromRocks(it->status(), "loading the partitions of the log");
+    if (!it->status().ok()) {
+      return FromRocks(it->status(), absl::StrFormat("loading partition %u of the log", p.value()));
+    }
     return absl::OkStatus();
   }
 
@@ -385,7 +402,12 @@ class EventLog::Impl {
   std::unique_ptr<rocksdb::Env> env;
   std::shared_ptr<DiskListener> listener;
   std::unique_ptr<rocksdb::DB> db;
+  // The families every log has (CfIndex); partitions hold their own (PartitionState::cf).
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  // Options of every events family: one table factory, so one block cache for all.
+  rocksdb::ColumnFamilyOptions events_options = format::EventsCfOptions();
+  // Version 1's events family, while Open looks at a log that still has it.
+  rocksdb::ColumnFamilyHandle* version1_events = nullptr;
   rocksdb::WriteOptions write_options;
 
   mutable absl::Mutex disk_mu;
@@ -506,7 +528,16 @@ absl::Status EndCreation(const fs::path& dir) {
   return SyncDirectory(dir);
 }
 
-absl::Status CheckColumnFamilies(const fs::path& dir) {
+// The families of an existing log: every family a log has, then each partition's
+// events family (with its partition), then version 1's events family if it is there (a
+// log to upgrade, or one whose upgrade stopped before dropping it). Anything else is not
+// ours, and refused.
+struct ExistingFamilies {
+  std::vector<std::pair<Partition, std::string>> partitions;
+  bool version1_events = false;
+};
+
+absl::StatusOr<ExistingFamilies> ListExistingFamilies(const fs::path& dir) {
   std::vector<std::string> names;
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), dir.string(), &names);
   if (!s.ok()) return FromRocks(s, absl::StrCat("reading the column families of ", dir.string()));
@@ -518,7 +549,21 @@ absl::Status CheckColumnFamilies(const fs::path& dir) {
           dir.string(), kCfNames[i]));
     }
   }
-  return absl::OkStatus();
+  ExistingFamilies out;
+  for (const std::string& name : names) {
+    if (std::find(std::begin(kCfNames), std::end(kCfNames), name) != std::end(kCfNames)) continue;
+    if (name == format::kVersion1EventsCf) {
+      out.version1_events = true;
+    } else if (std::optional<Partition> p = format::PartitionOfEventsCf(name); p.has_value()) {
+      out.partitions.emplace_back(*p, name);
+    } else {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "%s is not a cityops event log, or not one this cityops knows: it has a column "
+          "family '%s'; point cityops at its own data directory, or upgrade cityops",
+          dir.string(), name));
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -568,8 +613,11 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   absl::StatusOr<DirectoryState> state = InspectDirectory(dir, options.create_if_missing);
   if (!state.ok()) return state.status();
   const bool exists = *state == DirectoryState::kExisting;
+  ExistingFamilies existing;
   if (exists) {
-    if (absl::Status s = CheckColumnFamilies(dir); !s.ok()) return s;
+    absl::StatusOr<ExistingFamilies> listed = ListExistingFamilies(dir);
+    if (!listed.ok()) return listed.status();
+    existing = std::move(*listed);
   } else {
     std::error_code ec;
     fs::create_directories(dir, ec);
@@ -611,8 +659,13 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   db_options.listeners.push_back(impl->listener);
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (size_t i = 0; i < kCfCount; ++i) {
-    families.emplace_back(std::string(kCfNames[i]),
-                          i == kEventsCf ? format::EventsCfOptions() : format::IndexCfOptions());
+    families.emplace_back(std::string(kCfNames[i]), format::IndexCfOptions());
+  }
+  for (const auto& [partition, name] : existing.partitions) {
+    families.emplace_back(name, impl->events_options);
+  }
+  if (existing.version1_events) {
+    families.emplace_back(std::string(format::kVersion1EventsCf), impl->events_options);
   }
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s = rocksdb::DB::Open(db_options, dir.string(), families, &impl->handles, &raw);
@@ -627,6 +680,13 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     return FromRocks(s, context);
   }
   impl->db.reset(raw);
+  // The families every log has stay in `handles`; each partition's goes to its state.
+  std::vector<rocksdb::ColumnFamilyHandle*> opened = std::move(impl->handles);
+  impl->handles.assign(opened.begin(), opened.begin() + kCfCount);
+  for (size_t i = 0; i < existing.partitions.size(); ++i) {
+    impl->GetOrCreate(existing.partitions[i].first)->cf.store(opened[kCfCount + i]);
+  }
+  impl->version1_events = existing.version1_events ? opened.back() : nullptr;
   impl->write_options.sync = options.durability == Durability::kSyncEachAppend;
   impl->write_options.disableWAL = options.durability == Durability::kUnlogged;
 
@@ -659,6 +719,25 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
           "backup",
           dir.string()));
     }
+    if (impl->version1_events != nullptr && version == format::kFormatVersion) {
+      // An upgrade from version 1 stopped after it had switched the version but before
+      // it dropped the old family: finish it.
+      s = impl->db->DropColumnFamily(impl->version1_events);
+      impl->db->DestroyColumnFamilyHandle(impl->version1_events);
+      impl->version1_events = nullptr;
+      if (!s.ok()) {
+        return FromRocks(s, absl::StrCat("dropping the version 1 events of ", dir.string()));
+      }
+    }
+    if (version == 1) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s was written in format version 1 (all partitions in one column "
+          "family), and this cityops reads format version %u; upgrade it with `cityops log "
+          "upgrade --data-dir %s` (it rewrites the events into a family per partition, keeping "
+          "every "
+          "byte of them; it needs room for a second copy of the events while it runs)",
+          dir.string(), format::kFormatVersion, dir.string()));
+    }
     if (version != format::kFormatVersion) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "event log %s was written in format version %u, but this cityops reads format "
@@ -668,7 +747,12 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
                                            : "no migration from that version exists"));
     }
   }
-  if (absl::Status st = impl->LoadPartitions(); !st.ok()) return st;
+  for (const auto& [partition, name] : existing.partitions) {
+    if (absl::Status st = impl->LoadPartition(partition, impl->FindEventsFamily(partition));
+        !st.ok()) {
+      return st;
+    }
+  }
   // Open flushed what it recovered from the WAL: the memtables are empty.
   s = impl->KeepMemtableBusy();
   if (!s.ok()) return FromRocks(s, absl::StrCat("opening event log ", dir.string()));
@@ -785,6 +869,7 @@ struct EventLog::Staging {
   std::string value;                                     // Reused serialization buffer.
   google::protobuf::Timestamp recorded;
   std::string recorded_field;  // `recorded` as a serialized Event field, for stored entries.
+  rocksdb::ColumnFamilyHandle* events = nullptr;  // The events family of the batch staged.
 };
 
 // Adds `batch` to `staging`, numbering its events from `*next`. The caller holds the
@@ -799,7 +884,7 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
     AppendBatch::Entry& entry = batch.entries_[i];
     v1::Event& e = entry.event;
     const EventPosition position{partition, Sequence(*next)};
-    format::EncodeEventKey(partition, Sequence(*next), key);
+    format::EncodeEventKey(Sequence(*next), key);
     if (entry.is_stored) {
       if (staging.recorded_field.empty()) {
         // Event.recorded_time (field 6, length-delimited), as SerializeToString writes it.
@@ -813,7 +898,7 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
       staging.value.assign(stored.substr(0, entry.recorded_at));
       staging.value += staging.recorded_field;
       staging.value.append(stored.substr(entry.recorded_at));
-      staging.write_batch.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), staging.value);
+      staging.write_batch.Put(staging.events, rocksdb::Slice(key, sizeof(key)), staging.value);
       result->outcomes.push_back({position, false});
       ++result->appended;
       ++*next;
@@ -876,7 +961,7 @@ absl::Status EventLog::Stage(AppendBatch& batch, uint64_t* next, Staging& stagin
     e.clear_sequence();
     *e.mutable_recorded_time() = staging.recorded;
     e.SerializeToString(&staging.value);
-    staging.write_batch.Put(d.cf(kEventsCf), rocksdb::Slice(key, sizeof(key)), staging.value);
+    staging.write_batch.Put(staging.events, rocksdb::Slice(key, sizeof(key)), staging.value);
     result->outcomes.push_back({position, false});
     ++result->appended;
     ++*next;
@@ -971,6 +1056,13 @@ absl::StatusOr<std::vector<AppendResult>> EventLog::AppendAll(std::span<AppendBa
   std::vector<uint64_t> nexts(batches.size());
   for (size_t i = 0; i < batches.size(); ++i) {
     nexts[i] = states[i]->next.load(std::memory_order_relaxed);
+    staging.events = nullptr;
+    if (!batches[i].empty()) {
+      absl::StatusOr<rocksdb::ColumnFamilyHandle*> events =
+          d.EventsFamily(batches[i].partition(), states[i]);
+      if (!events.ok()) return events.status();
+      staging.events = *events;
+    }
     if (absl::Status s = Stage(batches[i], &nexts[i], staging, &results[i]); !s.ok()) return s;
   }
   if (snapshot != nullptr) {
@@ -1004,19 +1096,24 @@ absl::Status EventLog::Scan(Partition partition, Sequence from,
   const Impl& d = *impl_;
   const uint64_t end = NextSequence(partition).value();
   if (from.value() >= end) return absl::OkStatus();
+  rocksdb::ColumnFamilyHandle* events = d.FindEventsFamily(partition);
+  if (events == nullptr) {
+    return absl::InternalError(absl::StrFormat("partition %u of %s has events but no family",
+                                               partition.value(), d.options.path));
+  }
   char lower[format::kEventKeySize];
   char upper[format::kEventKeySize];
-  format::EncodeEventKey(partition, from, lower);
-  format::EncodeEventKey(partition, Sequence(end), upper);
+  format::EncodeEventKey(from, lower);
+  format::EncodeEventKey(Sequence(end), upper);
   const rocksdb::Slice upper_bound(upper, sizeof(upper));
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &upper_bound;
   ro.fill_cache = false;  // A scan reads once; keep the cache for point lookups.
-  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, d.cf(kEventsCf)));
+  std::unique_ptr<rocksdb::Iterator> it(d.db->NewIterator(ro, events));
   uint64_t expected = from.value();
   for (it->Seek(rocksdb::Slice(lower, sizeof(lower))); it->Valid(); it->Next()) {
     const rocksdb::Slice k = it->key();
-    if (k.size() != format::kEventKeySize || format::GetBigEndian64(k.data() + 4) != expected) {
+    if (k.size() != format::kEventKeySize || format::GetBigEndian64(k.data()) != expected) {
       return absl::DataLossError(absl::StrFormat(
           "partition %u of %s has a gap or a malformed key at sequence %u; restore the log "
           "from a backup",
@@ -1084,11 +1181,21 @@ absl::StatusOr<std::vector<v1::Event>> EventLog::ReadStream(std::string_view str
     }
   }
   std::vector<std::string> keys;
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs;
   keys.reserve(positions.size());
-  for (const EventPosition& p : positions)
-    keys.push_back(format::EventKey(p.partition, p.sequence));
+  cfs.reserve(positions.size());
+  for (const EventPosition& p : positions) {
+    rocksdb::ColumnFamilyHandle* events = d.FindEventsFamily(p.partition);
+    if (events == nullptr) {
+      return absl::DataLossError(absl::StrFormat(
+          "stream %s in %s is indexed at event %u/%u, which the log does not hold; restore the "
+          "log from a backup",
+          stream_id, d.options.path, p.partition.value(), p.sequence.value()));
+    }
+    keys.push_back(format::EventKey(p.sequence));
+    cfs.push_back(events);
+  }
   std::vector<rocksdb::Slice> key_slices(keys.begin(), keys.end());
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(keys.size(), d.cf(kEventsCf));
   std::vector<std::string> values;
   std::vector<rocksdb::Status> statuses =
       d.db->MultiGet(rocksdb::ReadOptions(), cfs, key_slices, &values);

@@ -1,7 +1,9 @@
 #include "kernel/log_format.h"
 
+#include <algorithm>
 #include <cstring>
 
+#include "absl/strings/numbers.h"
 #include "rocksdb/filter_policy.h"
 #include "rocksdb/table.h"
 
@@ -33,19 +35,40 @@ uint64_t GetBigEndian64(const char* in) {
   return v;
 }
 
-void EncodeEventKey(Partition partition, Sequence sequence, char out[kEventKeySize]) {
-  PutBigEndian32(partition.value(), out);
-  PutBigEndian64(sequence.value(), out + 4);
+std::string EventsCfName(Partition partition) {
+  return std::string(kEventsCfPrefix) + std::to_string(partition.value());
 }
 
-std::string EventKey(Partition partition, Sequence sequence) {
+std::optional<Partition> PartitionOfEventsCf(std::string_view name) {
+  if (!name.starts_with(kEventsCfPrefix)) return std::nullopt;
+  const std::string_view digits = name.substr(kEventsCfPrefix.size());
+  uint32_t p = 0;
+  if (digits.empty() || (digits.size() > 1 && digits[0] == '0') ||
+      !std::all_of(digits.begin(), digits.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      !absl::SimpleAtoi(absl::string_view(digits.data(), digits.size()), &p)) {
+    return std::nullopt;
+  }
+  return Partition(p);
+}
+
+void EncodeEventKey(Sequence sequence, char out[kEventKeySize]) {
+  PutBigEndian64(sequence.value(), out);
+}
+
+std::string EventKey(Sequence sequence) {
   std::string key(kEventKeySize, '\0');
-  EncodeEventKey(partition, sequence, key.data());
+  EncodeEventKey(sequence, key.data());
   return key;
 }
 
-bool DecodeEventKey(std::string_view key, Partition* partition, Sequence* sequence) {
+bool DecodeEventKey(std::string_view key, Sequence* sequence) {
   if (key.size() != kEventKeySize) return false;
+  *sequence = Sequence(GetBigEndian64(key.data()));
+  return true;
+}
+
+bool DecodeVersion1EventKey(std::string_view key, Partition* partition, Sequence* sequence) {
+  if (key.size() != kVersion1EventKeySize) return false;
   *partition = Partition(GetBigEndian32(key.data()));
   *sequence = Sequence(GetBigEndian64(key.data() + 4));
   return true;
@@ -66,15 +89,16 @@ std::string StreamKey(std::string_view stream_id, StreamVersion version) {
 }
 
 std::string EncodePosition(EventPosition position) {
-  std::string value(kEventKeySize, '\0');
-  EncodeEventKey(position.partition, position.sequence, value.data());
+  std::string value(kPositionSize, '\0');
+  PutBigEndian32(position.partition.value(), value.data());
+  PutBigEndian64(position.sequence.value(), value.data() + 4);
   return value;
 }
 
 std::optional<EventPosition> DecodePosition(std::string_view value) {
-  EventPosition position;
-  if (!DecodeEventKey(value, &position.partition, &position.sequence)) return std::nullopt;
-  return position;
+  if (value.size() != kPositionSize) return std::nullopt;
+  return EventPosition{Partition(GetBigEndian32(value.data())),
+                       Sequence(GetBigEndian64(value.data() + 4))};
 }
 
 std::string SourcePositionKey(std::string_view topic, int32_t kafka_partition) {
@@ -113,6 +137,9 @@ rocksdb::DBOptions LogDbOptions() {
   // One WAL for all families keeps a cross-family WriteBatch atomic; cap it so a crash
   // never replays more than this.
   options.max_total_wal_size = 256ull << 20;
+  // Every partition's family has its own memtables; together they hold at most this
+  // (RocksDB flushes one when the total would pass it), however many partitions there are.
+  options.db_write_buffer_size = 256ull << 20;
   // What every Open checks (LOG_FORMAT.md, "Damage"): the manifest, the size of every
   // live SST file and the footer and index of each (all are opened: max_open_files is
   // -1), and every WAL record replayed. A record whose checksum fails in the middle of
@@ -127,8 +154,8 @@ rocksdb::DBOptions LogDbOptions() {
 
 rocksdb::ColumnFamilyOptions EventsCfOptions() {
   rocksdb::ColumnFamilyOptions options;
-  // Keys arrive in order per partition: large memtables flush into few, non-overlapping
-  // files, so compaction is mostly trivial moves.
+  // One family per partition, whose keys arrive in order: memtables flush into
+  // non-overlapping files, so compaction is mostly trivial moves.
   options.write_buffer_size = 64ull << 20;
   options.max_write_buffer_number = 3;
   options.target_file_size_base = 64ull << 20;

@@ -15,11 +15,14 @@
 
 namespace cityops::kernel::format {
 
-// Version 1: the layout below.
-inline constexpr uint32_t kFormatVersion = 1;
+// Version 2: the layout below, a column family per partition. Version 1 kept every
+// partition's events in one family (`kVersion1EventsCf`, keys partition + sequence);
+// `UpgradeLog` (kernel/log_upgrade.h) rewrites such a log into version 2.
+inline constexpr uint32_t kFormatVersion = 2;
+inline constexpr std::string_view kVersion1EventsCf = "events";
 
-// Column families. The default family holds the meta keys.
-inline constexpr std::string_view kEventsCf = "events";
+// Column families. The default family holds the meta keys; each partition's events are
+// in a family of their own, named by EventsCfName.
 inline constexpr std::string_view kStreamsCf = "streams";
 inline constexpr std::string_view kIdempotencyCf = "idempotency";
 inline constexpr std::string_view kPositionsCf = "positions";
@@ -40,18 +43,31 @@ inline constexpr char kSourcePositionPrefix = 's';
 inline constexpr char kCheckpointPrefix = 'c';
 inline constexpr char kSnapshotPrefix = 'n';
 
-// events: partition (4 bytes, big-endian) + sequence (8 bytes, big-endian) -> value.
-inline constexpr size_t kEventKeySize = 12;
-std::string EventKey(Partition partition, Sequence sequence);
-void EncodeEventKey(Partition partition, Sequence sequence, char out[kEventKeySize]);
+// The family of one partition's events: "events/" + the partition in decimal.
+inline constexpr std::string_view kEventsCfPrefix = "events/";
+std::string EventsCfName(Partition partition);
+// The partition whose events family `name` is, or nullopt if it is not one (the decimal
+// must be canonical: "events/7", not "events/07").
+std::optional<Partition> PartitionOfEventsCf(std::string_view name);
+
+// A partition's events: sequence (8 bytes, big-endian) -> value.
+inline constexpr size_t kEventKeySize = 8;
+std::string EventKey(Sequence sequence);
+void EncodeEventKey(Sequence sequence, char out[kEventKeySize]);
 // False if `key` is not an event key.
-bool DecodeEventKey(std::string_view key, Partition* partition, Sequence* sequence);
+bool DecodeEventKey(std::string_view key, Sequence* sequence);
+
+// Version 1's event keys: partition (4 bytes, big-endian) + sequence (8) in one family.
+// Read only by UpgradeLog.
+inline constexpr size_t kVersion1EventKeySize = 12;
+bool DecodeVersion1EventKey(std::string_view key, Partition* partition, Sequence* sequence);
 
 // streams: stream id + '\0' + version (8 bytes, big-endian) -> position.
 std::string StreamKey(std::string_view stream_id, StreamVersion version);
 std::string StreamKeyPrefix(std::string_view stream_id);  // stream id + '\0'
 
 // Position values (streams and idempotency families): partition (4) + sequence (8).
+inline constexpr size_t kPositionSize = 12;
 std::string EncodePosition(EventPosition position);
 std::optional<EventPosition> DecodePosition(std::string_view value);
 
@@ -70,8 +86,10 @@ uint64_t GetBigEndian64(const char* in);
 // RocksDB options of the log. Benchmarks of bare RocksDB use the same ones so that
 // the comparison measures cityops' code, not a tuning difference.
 rocksdb::DBOptions LogDbOptions();
-rocksdb::ColumnFamilyOptions EventsCfOptions();  // Sequential keys, scanned in order.
-rocksdb::ColumnFamilyOptions IndexCfOptions();   // Streams, idempotency, positions, meta.
+// Sequential keys, scanned in order. Each call makes its own block cache: use one
+// result for every partition's family so that they share it.
+rocksdb::ColumnFamilyOptions EventsCfOptions();
+rocksdb::ColumnFamilyOptions IndexCfOptions();  // Streams, idempotency, positions, meta.
 
 }  // namespace cityops::kernel::format
 

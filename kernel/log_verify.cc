@@ -164,8 +164,12 @@ struct ReadOnlyDb {
   }
 };
 
+bool IsEventsFamily(std::string_view name) {
+  return name == format::kVersion1EventsCf || format::PartitionOfEventsCf(name).has_value();
+}
+
 rocksdb::ColumnFamilyOptions CfOptionsFor(std::string_view name) {
-  return name == format::kEventsCf ? format::EventsCfOptions() : format::IndexCfOptions();
+  return IsEventsFamily(name) ? format::EventsCfOptions() : format::IndexCfOptions();
 }
 
 enum class OpenMode {
@@ -194,7 +198,10 @@ rocksdb::Status OpenReadOnly(const std::string& path, OpenMode mode,
   rocksdb::Status s = rocksdb::DB::ListColumnFamilies(options, path, &out->names);
   if (!s.ok()) return s;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
-  for (const std::string& name : out->names) families.emplace_back(name, CfOptionsFor(name));
+  const rocksdb::ColumnFamilyOptions events = format::EventsCfOptions();  // One block cache.
+  for (const std::string& name : out->names) {
+    families.emplace_back(name, IsEventsFamily(name) ? events : format::IndexCfOptions());
+  }
   rocksdb::DB* raw = nullptr;
   s = rocksdb::DB::OpenForReadOnly(options, path, families, &out->handles, &raw);
   if (s.ok()) out->db.reset(raw);
@@ -209,10 +216,11 @@ std::string Printable(std::string_view bytes) {
               : absl::StrCat("0x", absl::BytesToHexString(std::string(bytes)));
 }
 
-std::string DescribeEventKey(std::string_view key) {
-  Partition p;
+std::string DescribeEventKey(Partition p, std::string_view key) {
   Sequence s;
-  if (!format::DecodeEventKey(key, &p, &s)) return absl::StrCat("malformed key ", Printable(key));
+  if (!format::DecodeEventKey(key, &s)) {
+    return absl::StrFormat("partition %u, malformed key %s", p.value(), Printable(key));
+  }
   return absl::StrFormat("partition %u sequence %u", p.value(), s.value());
 }
 
@@ -248,7 +256,8 @@ std::string DescribePositionKey(std::string_view key) {
 }
 
 std::string DescribeKey(std::string_view cf, std::string_view key) {
-  if (cf == format::kEventsCf) return DescribeEventKey(key);
+  if (std::optional<Partition> p = format::PartitionOfEventsCf(cf))
+    return DescribeEventKey(*p, key);
   if (cf == format::kStreamsCf) return absl::StrCat("stream ", DescribeStreamKey(key));
   if (cf == format::kPositionsCf) return DescribePositionKey(key);
   return absl::StrCat("key ", Printable(key));
@@ -257,18 +266,12 @@ std::string DescribeKey(std::string_view cf, std::string_view key) {
 std::string DescribeRange(std::string_view cf, std::string_view smallest,
                           std::string_view largest) {
   if (smallest.empty() && largest.empty()) return "key range unknown";
-  if (cf == format::kEventsCf) {
-    Partition p1;
-    Partition p2;
+  if (std::optional<Partition> p = format::PartitionOfEventsCf(cf)) {
     Sequence s1;
     Sequence s2;
-    if (format::DecodeEventKey(smallest, &p1, &s1) && format::DecodeEventKey(largest, &p2, &s2)) {
-      if (p1 == p2) {
-        return absl::StrFormat("events of partition %u, sequences %u to %u", p1.value(), s1.value(),
-                               s2.value());
-      }
-      return absl::StrFormat("events from partition %u sequence %u to partition %u sequence %u",
-                             p1.value(), s1.value(), p2.value(), s2.value());
+    if (format::DecodeEventKey(smallest, &s1) && format::DecodeEventKey(largest, &s2)) {
+      return absl::StrFormat("events of partition %u, sequences %u to %u", p->value(), s1.value(),
+                             s2.value());
     }
   }
   if (cf == format::kStreamsCf) {
@@ -386,10 +389,18 @@ class Verifier {
     std::vector<std::string> names;
     rocksdb::Status s = rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path(), &names);
     if (!s.ok()) return absl::OkStatus();  // A damaged manifest: the checks below say so.
-    if (std::find(names.begin(), names.end(), format::kEventsCf) == names.end()) {
+    if (std::find(names.begin(), names.end(), format::kPositionsCf) == names.end()) {
       return absl::FailedPreconditionError(absl::StrFormat(
           "%s is a RocksDB database but not a cityops event log (it has no '%s' column family)",
-          path(), format::kEventsCf));
+          path(), format::kPositionsCf));
+    }
+    if (std::find(names.begin(), names.end(), format::kVersion1EventsCf) != names.end()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "event log %s is in format version 1 (all partitions in one column family), which "
+          "this cityops does not verify; upgrade it with `cityops log upgrade --data-dir %s`, "
+          "which reads "
+          "and checks every event as it rewrites them",
+          path(), path()));
     }
     return absl::OkStatus();
   }
@@ -526,69 +537,57 @@ class Verifier {
   // The log's own invariants: every partition's sequences dense from 0 and, deep, every
   // event parses.
   void CheckEvents(const ReadOnlyDb& db) {
-    rocksdb::ColumnFamilyHandle* events = db.Find(format::kEventsCf);
-    if (events == nullptr) return;
+    std::vector<std::pair<Partition, rocksdb::ColumnFamilyHandle*>> families;
+    for (size_t i = 0; i < db.names.size() && i < db.handles.size(); ++i) {
+      if (std::optional<Partition> p = format::PartitionOfEventsCf(db.names[i])) {
+        families.emplace_back(*p, db.handles[i]);
+      }
+    }
+    std::sort(families.begin(), families.end(),
+              [](const auto& a, const auto& b) { return a.first < b.first; });
     if (options_.phase) options_.phase("events", "events", 0);
+    int errors = 0;
+    for (const auto& [p, handle] : families) {
+      if (!CheckPartition(db, p, handle, &errors)) {
+        AddDamage("", "the events scan stopped: too many unreadable stretches",
+                  "the rest of the events");
+        break;
+      }
+    }
+    if (pending_ > 0 && options_.advance) options_.advance(pending_);
+    pending_ = 0;
+  }
+
+  // One partition's events family. False once `*errors` reaches the limit.
+  bool CheckPartition(const ReadOnlyDb& db, Partition p, rocksdb::ColumnFamilyHandle* handle,
+                      int* errors) {
     rocksdb::ReadOptions ro;
     ro.verify_checksums = true;
     ro.fill_cache = false;
     ro.readahead_size = 4 << 20;
-    std::unique_ptr<rocksdb::Iterator> it(db.db->NewIterator(ro, events));
-    bool have = false;         // Some event of `current` was read.
-    bool after_error = false;  // Reading resumed past an unreadable stretch.
-    Partition current;
+    std::unique_ptr<rocksdb::Iterator> it(db.db->NewIterator(ro, handle));
+    bool have = false;  // Some event of the partition was read.
     uint64_t expected = 0;
-    uint64_t resume = 0;  // The partition to seek to after an unreadable stretch.
-    int errors = 0;
     v1::Event event;
-    uint64_t pending = 0;
-    for (it->SeekToFirst();;) {
-      if (!it->Valid()) {
-        if (it->status().ok()) break;
-        const std::string message = it->status().ToString();
-        ReportUnreadable(
-            have ? absl::StrFormat("after partition %u sequence %u", current.value(), expected - 1)
-                 : std::string("before any event"),
-            message);
-        if (++errors >= 16) {
-          AddDamage("", "the events scan stopped: too many unreadable stretches",
-                    "the rest of the events family");
-          break;
-        }
-        // Go on with the next partition: what follows in this one cannot be reached.
-        resume = have ? static_cast<uint64_t>(current.value()) + 1 : resume + 1;
-        if (resume > UINT32_MAX) break;
-        have = false;
-        after_error = true;
-        it->Seek(format::EventKey(Partition(static_cast<uint32_t>(resume)), Sequence(0)));
-        continue;
-      }
-      Partition p;
+    it->SeekToFirst();
+    if (!it->Valid() && it->status().ok()) return true;  // Created, but no event stored.
+    ++report_.partitions;
+    for (; it->Valid(); it->Next()) {
       Sequence seq;
       const std::string_view key = it->key().ToStringView();
-      if (!format::DecodeEventKey(key, &p, &seq)) {
-        AddDamage(
-            "", absl::StrCat("a malformed event key: ", Printable(key)),
-            have ? absl::StrFormat("after partition %u sequence %u", current.value(), expected - 1)
-                 : std::string("before any event"));
-        it->Next();
+      const std::string where =
+          have ? absl::StrFormat("after partition %u sequence %u", p.value(), expected - 1)
+               : absl::StrFormat("before any event of partition %u", p.value());
+      if (!format::DecodeEventKey(key, &seq)) {
+        AddDamage("", absl::StrCat("a malformed event key: ", Printable(key)), where);
         continue;
       }
-      if (!have || p != current) {
-        ++report_.partitions;
-        have = true;
-        current = p;
-        expected = 0;
-        resume = p.value();
-      }
       if (seq.value() != expected) {
-        AddDamage("",
-                  after_error ? "events missing after an unreadable stretch (see above)"
-                              : "a gap in the sequences: events are missing",
+        AddDamage("", "a gap in the sequences: events are missing",
                   absl::StrFormat("partition %u, sequences %u to %u", p.value(), expected,
                                   seq.value() - 1));
       }
-      after_error = false;
+      have = true;
       expected = seq.value() + 1;
       if (ends_.empty() || ends_.back().first != p.value()) ends_.emplace_back(p.value(), 0);
       ends_.back().second = seq.value();
@@ -602,13 +601,20 @@ class Verifier {
           ++report_.parsed;
         }
       }
-      if (++pending == 65536 && options_.advance) {
-        options_.advance(pending);
-        pending = 0;
+      if (++pending_ == 65536 && options_.advance) {
+        options_.advance(pending_);
+        pending_ = 0;
       }
-      it->Next();
     }
-    if (pending > 0 && options_.advance) options_.advance(pending);
+    if (!it->status().ok()) {
+      // What follows in this partition cannot be reached; the next one is read on.
+      ReportUnreadable(
+          have ? absl::StrFormat("after partition %u sequence %u", p.value(), expected - 1)
+               : absl::StrFormat("before any event of partition %u", p.value()),
+          it->status().ToString());
+      return ++*errors < 16;
+    }
+    return true;
   }
 
   // Where each partition ends in what could be read: with damaged WAL records, what the
@@ -644,6 +650,7 @@ class Verifier {
   const fs::path dir_{options_.path};
   VerifyReport report_;
   std::vector<std::pair<uint32_t, uint64_t>> ends_;  // Partition, last sequence read.
+  uint64_t pending_ = 0;  // Events read and not yet reported to options_.advance.
 };
 
 }  // namespace

@@ -1308,7 +1308,7 @@ TEST_CASE("a plain RocksDB database is refused as not a cityops log", "[event_lo
   }
   SECTION("with cityops' column families but without its marker") {
     CreateBareRocksDb(path,
-                      {std::string(format::kEventsCf), std::string(format::kStreamsCf),
+                      {format::EventsCfName(Partition(0)), std::string(format::kStreamsCf),
                        std::string(format::kIdempotencyCf), std::string(format::kPositionsCf)});
     const absl::StatusOr<std::unique_ptr<EventLog>> refused = EventLog::Open(Options(path, &clock));
     CHECK(refused.status().code() == absl::StatusCode::kFailedPrecondition);
@@ -1362,9 +1362,13 @@ TEST_CASE("a log of another format version is refused", "[event_log][open]") {
     version = std::to_string(format::kFormatVersion + 1);
     advice = "upgrade";
   }
-  SECTION("an older one") {
-    version = std::to_string(format::kFormatVersion - 1);
-    advice = "migration";
+  SECTION("version 1, which has an upgrade") {
+    version = "1";
+    advice = "cityops log upgrade --data-dir " + path;
+  }
+  SECTION("an older one without a migration") {
+    version = "0";
+    advice = "no migration";
   }
   const std::string current = std::to_string(format::kFormatVersion);
   CHECK(OverwriteFormatVersion(path, version) == current);
@@ -1424,23 +1428,23 @@ TEST_CASE("the log is laid out on disk as LOG_FORMAT.md says", "[event_log][form
   REQUIRE(rocksdb::DB::ListColumnFamilies(rocksdb::DBOptions(), path, &names).ok());
   std::sort(names.begin(), names.end());
   CHECK(names ==
-        std::vector<std::string>{"default", "events", "idempotency", "positions", "streams"});
+        std::vector<std::string>{"default", "events/258", "idempotency", "positions", "streams"});
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const std::string& name : names) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
   std::vector<rocksdb::ColumnFamilyHandle*> h;
   rocksdb::DB* raw = nullptr;
   REQUIRE(rocksdb::DB::OpenForReadOnly(rocksdb::DBOptions(), path, families, &h, &raw).ok());
   std::unique_ptr<rocksdb::DB> db(raw);
-  // h[i] is names[i]: default, events, idempotency, positions, streams.
+  // h[i] is names[i]: default, events/258, idempotency, positions, streams.
   std::string value;
   REQUIRE(db->Get({}, h[0], format::kMagicKey, &value).ok());
   CHECK(value == format::kMagicValue);
   REQUIRE(db->Get({}, h[0], format::kFormatVersionKey, &value).ok());
   CHECK(value == std::to_string(format::kFormatVersion));
 
-  // events: partition u32 BE + sequence u64 BE; the value leaves those fields unset.
-  const std::string key1("\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x01", 12);
-  CHECK(format::EventKey(Partition(258), Sequence(1)) == key1);
+  // events/<partition>: sequence u64 BE; the value leaves partition and sequence unset.
+  const std::string key1("\x00\x00\x00\x00\x00\x00\x00\x01", 8);
+  CHECK(format::EventKey(Sequence(1)) == key1);
   REQUIRE(db->Get({}, h[1], key1, &value).ok());
   v1::Event raw_event;
   REQUIRE(raw_event.ParseFromString(value));
@@ -1450,9 +1454,11 @@ TEST_CASE("the log is laid out on disk as LOG_FORMAT.md says", "[event_log][form
   CHECK(raw_event.stream_version() == 1);
   CHECK(raw_event.recorded_time().seconds() == absl::ToUnixSeconds(kTestNow));
 
-  // idempotency: key -> position (12 bytes); readings have none.
+  // idempotency: key -> position: partition u32 BE + sequence u64 BE; readings have none.
+  const std::string position1("\x00\x00\x01\x02\x00\x00\x00\x00\x00\x00\x00\x01", 12);
+  CHECK(format::EncodePosition({Partition(258), Sequence(1)}) == position1);
   REQUIRE(db->Get({}, h[2], "req-1", &value).ok());
-  CHECK(value == key1);
+  CHECK(value == position1);
   CHECK(db->Get({}, h[2], "dev/r0", &value).IsNotFound());
 
   // positions: 's' + topic + '\0' + partition u32 BE -> next offset u64 BE.
@@ -1461,7 +1467,7 @@ TEST_CASE("the log is laid out on disk as LOG_FORMAT.md says", "[event_log][form
 
   // streams: stream id + '\0' + version u64 BE -> position; one entry for the case only.
   REQUIRE(db->Get({}, h[4], std::string("case/A\0\0\0\0\0\0\0\0\x01", 15), &value).ok());
-  CHECK(value == key1);
+  CHECK(value == position1);
   std::unique_ptr<rocksdb::Iterator> it(db->NewIterator({}, h[4]));
   int stream_entries = 0;
   for (it->SeekToFirst(); it->Valid(); it->Next()) ++stream_entries;

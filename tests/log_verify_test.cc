@@ -202,7 +202,7 @@ TEST_CASE(
   CHECK(table.exit_code == 1);
   CHECK_THAT(table.out, Catch::Contains(absl::StrCat("damage: ", damaged,
                                                      ": SST file of the "
-                                                     "'events' family")));
+                                                     "'events/")));
   CHECK_THAT(table.out, Catch::Contains("checksum mismatch"));
   CHECK_THAT(table.out, Catch::Contains("cityops log backup"));
 
@@ -213,8 +213,12 @@ TEST_CASE(
     if (f["whole"] == true) continue;
     ++damaged_files;
     CHECK(f["path"] == damaged);
-    CHECK(f["column_family"] == "events");
-    CHECK_THAT(f["range"].get<std::string>(), Catch::Contains("partition 0 sequence 0"));
+    // A partition's own family: the file holds that partition's events from its first.
+    const std::string family = f["column_family"].get<std::string>();
+    REQUIRE(family.starts_with("events/"));
+    CHECK_THAT(f["range"].get<std::string>(),
+               Catch::Contains(
+                   absl::StrCat("events of partition ", family.substr(7), ", sequences 0 to")));
   }
   CHECK(damaged_files == 1);
   CHECK(j["sst_files"].size() == ssts.size());  // The others were checked, and are whole.
@@ -238,7 +242,8 @@ TEST_CASE("log verify finds an SST file cut in half, and the log no longer opens
     if (d["file"] != damaged) continue;
     named = true;
     CHECK_THAT(d["what"].get<std::string>(), Catch::Contains("cut short"));
-    CHECK_THAT(d["range"].get<std::string>(), Catch::Contains("events from partition 0"));
+    CHECK_THAT(d["range"].get<std::string>(), Catch::Contains("events of partition "));
+    CHECK_THAT(d["range"].get<std::string>(), Catch::Contains(", sequences 0 to "));
   }
   CHECK(named);
 
@@ -359,7 +364,7 @@ TEST_CASE(
     REQUIRE(rocksdb::DB::ListColumnFamilies(options, data, &names).ok());
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     for (const std::string& name : names) {
-      families.emplace_back(name, name == kernel::format::kEventsCf
+      families.emplace_back(name, kernel::format::PartitionOfEventsCf(name).has_value()
                                       ? kernel::format::EventsCfOptions()
                                       : kernel::format::IndexCfOptions());
     }
@@ -367,17 +372,19 @@ TEST_CASE(
     rocksdb::DB* raw = nullptr;
     REQUIRE(rocksdb::DB::Open(options, data, families, &handles, &raw).ok());
     std::unique_ptr<rocksdb::DB> db(raw);
-    rocksdb::ColumnFamilyHandle* events = handles[static_cast<size_t>(
-        std::find(names.begin(), names.end(), kernel::format::kEventsCf) - names.begin())];
+    rocksdb::ColumnFamilyHandle* events = nullptr;
+    REQUIRE(db->CreateColumnFamily(kernel::format::EventsCfOptions(),
+                                   kernel::format::EventsCfName(Partition(7)), &events)
+                .ok());
+    handles.push_back(events);
     std::string value;
     testing::ReadingEvent("mc-7", 0, 7).SerializeToString(&value);
     for (uint64_t s = 0; s < 5; ++s) {
-      REQUIRE(db->Put(rocksdb::WriteOptions(), events,
-                      kernel::format::EventKey(Partition(7), Sequence(s)), value)
+      REQUIRE(db->Put(rocksdb::WriteOptions(), events, kernel::format::EventKey(Sequence(s)), value)
                   .ok());
     }
-    REQUIRE(db->Put(rocksdb::WriteOptions(), events,
-                    kernel::format::EventKey(Partition(7), Sequence(9)), "\xff\xff\xff")
+    REQUIRE(db->Put(rocksdb::WriteOptions(), events, kernel::format::EventKey(Sequence(9)),
+                    "\xff\xff\xff")
                 .ok());
     for (rocksdb::ColumnFamilyHandle* h : handles) REQUIRE(db->DestroyColumnFamilyHandle(h).ok());
     REQUIRE(db->Close().ok());
