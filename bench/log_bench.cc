@@ -398,16 +398,28 @@ void PrintRow(const char* what, double n, double mib, double seconds, double ref
   std::printf("%-36s %12.0f %9.1f %7s\n", what, n / seconds, mib / seconds, ratio.c_str());
 }
 
+// The figures of one run that the partition comparison needs.
+struct RunFigures {
+  uint32_t partitions = 0;
+  double bare_append_per_s = 0;
+  double cityops_append_per_s = 0;
+};
+
+RunFigures RunOne(const BenchOptions& o);
+
 int Run(int argc, char** argv) {
   CLI::App app{"Event log append and scan rates against bare RocksDB, in the same run"};
   BenchOptions o;
+  std::vector<uint32_t> partition_counts = {1};
   app.add_option("--events", o.events, "Events to append (default 5,000,000)")
       ->check(CLI::Range(uint64_t{1}, uint64_t{1'000'000'000}));
   app.add_option("--batch", o.batch, "Events per append (default 1000)")
       ->check(CLI::Range(size_t{1}, size_t{1'000'000}));
-  app.add_option("--partitions", o.partitions,
+  app.add_option("--partitions", partition_counts,
                  "Log partitions; readings are routed by device id like Kafka's default "
-                 "partitioner (default 1)")
+                 "partitioner (default 1). A list (1,64) runs once per count, one after "
+                 "another, and compares their append rates")
+      ->delimiter(',')
       ->check(CLI::Range(uint32_t{1}, uint32_t{1024}));
   app.add_option("--chunk", o.chunk,
                  "Events prepared (untimed) per round; the sides alternate per round "
@@ -424,6 +436,33 @@ int Run(int argc, char** argv) {
                "CPU cost of the log when the disk is not the limit");
   CLI11_PARSE(app, argc, argv);
 
+  std::vector<RunFigures> runs;
+  for (size_t i = 0; i < partition_counts.size(); ++i) {
+    BenchOptions one = o;
+    one.partitions = partition_counts[i];
+    if (!o.dir.empty() && partition_counts.size() > 1) {
+      one.dir = absl::StrCat(o.dir, "/partitions-", one.partitions);
+    }
+    if (i > 0) std::printf("\n");
+    runs.push_back(RunOne(one));
+    std::fflush(stdout);
+  }
+  if (runs.size() > 1) {
+    // The log's layout under many partitions (issue 13: a column family per partition):
+    // each count's append rate against the first count's, same machine, one run.
+    std::printf("\npartitions compared (cityops append, each against %u partition%s):\n",
+                runs[0].partitions, runs[0].partitions == 1 ? "" : "s");
+    std::printf("%12s %14s %14s %8s\n", "partitions", "bare events/s", "cityops ev/s", "ratio");
+    for (const RunFigures& r : runs) {
+      std::printf("%12u %14.0f %14.0f %8.2f\n", r.partitions, r.bare_append_per_s,
+                  r.cityops_append_per_s, r.cityops_append_per_s / runs[0].cityops_append_per_s);
+    }
+    std::printf("target: the largest count >= 0.80 of the first\n");
+  }
+  return 0;
+}
+
+RunFigures RunOne(const BenchOptions& o) {
   const ScratchDir dir(o.dir, "cityops-log-bench-XXXXXX");
   const std::string log_path = dir.path() + "/cityops";
   const std::string bare_path = dir.path() + "/bare";
@@ -593,7 +632,7 @@ int Run(int argc, char** argv) {
               static_cast<unsigned long long>(o.events));
   std::printf("peak RSS: %ld MiB\n", PeakRssMiB());
   if (!dir.owned()) std::printf("data kept in %s\n", dir.path().c_str());
-  return 0;
+  return RunFigures{o.partitions, n / bare_append_s, n / cityops_append_s};
 }
 
 }  // namespace
