@@ -4,8 +4,8 @@
 // consumes the whole topic three times:
 //   1. a bare librdkafka consumer that does nothing with the records (the Kafka limit);
 //   2. a bare pipeline: consume, parse each SensorReading, append to bare RocksDB in
-//      batches of 1000 with one WAL fsync each (the same key layout, options and
-//      durability as the log), no cityops code;
+//      batches of --batch records (10,000, the daemon's default) with one WAL fsync each
+//      (the same key layout, options and durability as the log), no cityops code;
 //   3. cityops' Ingester: consume, decode, validate, drop duplicates, wrap, append with
 //      the offsets, into an EventLog.
 // Each run is timed from its first record to its last, so the consumer-group join of the
@@ -123,11 +123,16 @@ int Run(int argc, char** argv) {
   int partitions = 64;
   size_t devices = 100'000;
   uint64_t seed = 1;
+  size_t batch_records = 10'000;
   app.add_option("--readings", readings, "Readings to pre-fill (default 5,000,000)");
   app.add_option("--partitions", partitions, "Topic partitions (default 64)")
       ->check(CLI::Range(1, 1024));
   app.add_option("--devices", devices, "Simulated devices (default 100,000)");
   app.add_option("--seed", seed, "Generator seed (default 1)");
+  app.add_option("--batch", batch_records,
+                 "Records per append (one WAL fsync each) on both pipelines; cityops ingest's "
+                 "max_batch_records (default 10,000, the daemon's default)")
+      ->check(CLI::Range(size_t{1}, size_t{10'000}));
   CLI11_PARSE(app, argc, argv);
 
   char pattern[] = "/tmp/cityops-ingest-bench-XXXXXX";
@@ -189,7 +194,7 @@ int Run(int argc, char** argv) {
     BareConsumer consumer(bootstrap, partitions);
     consumer_s = consumer.ConsumeAll(readings, [](rd_kafka_message_t**, size_t) {});
   }
-  // 2. Bare pipeline: consume, parse, append to RocksDB in batches of 1000, fsync each.
+  // 2. Bare pipeline: consume, parse, append to RocksDB in batches of --batch, fsync each.
   double pipeline_s = 0;
   {
     BareRocksDb store(dir + "/bare", kernel::Durability::kSyncEachAppend);
@@ -210,7 +215,7 @@ int Run(int argc, char** argv) {
         batch.Put(store.events(kernel::Partition(static_cast<uint32_t>(m->partition))),
                   rocksdb::Slice(key, sizeof(key)),
                   rocksdb::Slice(static_cast<const char*>(m->payload), m->len));
-        if (++in_batch == 1000) {
+        if (++in_batch == batch_records) {
           kernel::format::PutBigEndian64(static_cast<uint64_t>(m->offset + 1), offset);
           batch.Put(store.meta(), "position", rocksdb::Slice(offset, sizeof(offset)));
           store.Write(&batch);
@@ -233,7 +238,7 @@ int Run(int argc, char** argv) {
     options.topics.reports.clear();
     options.topics.devices.clear();
     options.clock_tick_interval = absl::ZeroDuration();
-    options.max_batch_records = 1000;
+    options.max_batch_records = batch_records;
     options.kafka_properties = {{"log_level", "3"}};
     absl::StatusOr<std::unique_ptr<ingest::Ingester>> ingester =
         ingest::Ingester::Create(log->get(), options);
@@ -269,8 +274,8 @@ int Run(int argc, char** argv) {
               "1.00");
   std::printf("%-44s %12.0f %16.2f\n", "cityops ingest (decode, validate, log)", n / cityops_s,
               pipeline_s / cityops_s);
-  std::printf("cityops appends: %llu (batches of up to 1000 records), duplicates dropped: %llu\n",
-              static_cast<unsigned long long>(stats.appends),
+  std::printf("cityops appends: %llu (batches of up to %zu records), duplicates dropped: %llu\n",
+              static_cast<unsigned long long>(stats.appends), batch_records,
               static_cast<unsigned long long>(stats.duplicates));
   std::printf("peak RSS: %ld MiB (includes the embedded cluster holding the topic)\n",
               usage.ru_maxrss / 1024);
