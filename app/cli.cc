@@ -496,8 +496,13 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   demo->add_option("--port", demo_options.demo.port, "HTTP port (0: any free port)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
-  demo->add_option("--listen", demo_options.demo.listen_address, "HTTP address")
+  demo->add_option("--listen", demo_options.demo.listen_address,
+                   "HTTP address. The demo serves plain HTTP: beyond loopback it refuses to "
+                   "start without --allow-plaintext")
       ->capture_default_str();
+  demo->add_flag("--allow-plaintext", demo_options.demo.allow_plaintext,
+                 "Listen beyond loopback (--listen 0.0.0.0) in plain HTTP all the same: the "
+                 "demo's tokens then cross the network unencrypted (a warning is logged)");
   demo->add_option("--devices", demo_options.demo.devices, "Devices in the city")
       ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
       ->capture_default_str();
