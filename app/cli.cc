@@ -35,6 +35,13 @@ void AddApiOptions(CLI::App* command, ApiClientOptions* api) {
       ->envname("CITYOPS_SERVER")
       ->capture_default_str();
   command
+      ->add_option("--ca", api->ca,
+                   "https:// only: the PEM certificate of the authority that signed the "
+                   "daemon's certificate (a self-signed one: the certificate itself); default: "
+                   "the system's authorities")
+      ->envname("CITYOPS_CA")
+      ->check(CLI::ExistingFile);
+  command
       ->add_option("--token", api->token,
                    "API token from the daemon's configuration; its role and unit decide what "
                    "you may do. Never printed")
