@@ -178,7 +178,7 @@ TEST_CASE("a certificate and key load into a TLS context that says what they are
 
 TEST_CASE(
     "over HTTPS the API answers /healthz, a report and a case command, the change stream, "
-    "the cityops client with --ca and the Python helper; plain HTTP to the HTTPS port gets no "
+    "the cityops client with --ca and the Python helper, and plain HTTP to the HTTPS port gets no "
     "HTTP answer and the server carries on",
     "[tls][slow]") {
   testing::TempDir dir;
@@ -459,7 +459,7 @@ TEST_CASE(
 
 TEST_CASE(
     "plain HTTP beyond loopback: refused at start with what to do, unless allow_plaintext, "
-    "which is warned about; a key that is not the certificate's is refused at its line",
+    "which is warned about, and a key that is not the certificate's is refused at its line",
     "[tls][slow]") {
   testing::TempDir dir;
   // Refused: the configuration's check names the line; nothing starts.
