@@ -3,6 +3,9 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -13,6 +16,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <climits>
 #include <list>
 #include <thread>
 #include <unordered_map>
@@ -87,6 +91,13 @@ struct Connection {
   enum class State { kReceiving, kIdle, kServing };
 
   int fd = -1;
+  // TLS: the connection's session (null in plain HTTP); whether its handshake has
+  // completed; and whether it failed fatally (then no close_notify may follow).
+  SSL* ssl = nullptr;
+  bool handshaken = false;
+  bool tls_broken = false;
+  // The epoll events the room watches it for; 0 while it is not in the epoll set.
+  uint32_t watching = 0;
   std::string client;  // The remote IP address.
   int port = 0;
   // Received and not yet read by a request: the one arriving, and any pipelined after it.
@@ -159,8 +170,67 @@ void ParseHead(Connection& c, size_t max_body) {
   if (lengths == 1 && !read_by_server && length <= max_body) c.body = static_cast<size_t>(length);
 }
 
+// The outcome of a read or write that does not block: bytes moved (> 0), or one of these.
+constexpr ssize_t kEnded = 0;    // The client closed the connection.
+constexpr ssize_t kLater = -1;   // Nothing now: wait for `*wait_for` on the socket.
+constexpr ssize_t kFailed = -2;  // The connection failed (reset, a TLS error).
+
+// TLS: what became of an SSL_read or SSL_write on c's session that returned `r` <= 0.
+ssize_t TlsOutcome(Connection& c, int r, short* wait_for) {
+  switch (SSL_get_error(c.ssl, r)) {
+    case SSL_ERROR_WANT_READ:
+      *wait_for = POLLIN;
+      return kLater;
+    case SSL_ERROR_WANT_WRITE:
+      *wait_for = POLLOUT;
+      return kLater;
+    case SSL_ERROR_ZERO_RETURN:  // The client's close_notify.
+      return kEnded;
+    default:
+      c.tls_broken = true;
+      ERR_clear_error();
+      return kFailed;
+  }
+}
+
+// Reads what has arrived, without blocking: from the socket, or through c's TLS session.
+ssize_t ReadNow(Connection& c, char* out, size_t size, short* wait_for) {
+  *wait_for = POLLIN;
+  if (c.ssl == nullptr) {
+    for (;;) {
+      const ssize_t n = recv(c.fd, out, size, MSG_DONTWAIT);
+      if (n >= 0) return n;
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? kLater : kFailed;
+    }
+  }
+  ERR_clear_error();
+  const int n = SSL_read(c.ssl, out, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+  return n > 0 ? n : TlsOutcome(c, n, wait_for);
+}
+
+// Writes what the socket takes now, without blocking: to it, or through c's TLS session.
+// (OpenSSL writes with write(2), which would raise SIGPIPE on a connection the client has
+// closed; httplib::Server's constructor ignores SIGPIPE for the whole process.)
+ssize_t WriteNow(Connection& c, const char* data, size_t size, short* wait_for) {
+  *wait_for = POLLOUT;
+  if (c.ssl == nullptr) {
+    for (;;) {
+      const ssize_t n = send(c.fd, data, size, MSG_DONTWAIT | MSG_NOSIGNAL);
+      if (n > 0) return n;
+      if (n == 0) return kFailed;
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK ? kLater : kFailed;
+    }
+  }
+  ERR_clear_error();
+  const int n = SSL_write(c.ssl, data, static_cast<int>(std::min<size_t>(size, INT_MAX)));
+  return n > 0 ? n : TlsOutcome(c, n, wait_for);
+}
+
 // httplib reads and writes a request through this: first what the room received, then
-// the socket, with poll() bounding every wait.
+// the socket (through the connection's TLS session, if it has one), with poll() bounding
+// every wait.
 class ConnectionStream final : public httplib::Stream {
  public:
   ConnectionStream(Connection& c, absl::Duration read_timeout, absl::Duration write_timeout)
@@ -175,7 +245,8 @@ class ConnectionStream final : public httplib::Stream {
   }
 
   bool is_readable() const override {
-    return offset_ < c_.buffer.size() || WaitFor(c_.fd, POLLIN, ReadTimeLeft());
+    return offset_ < c_.buffer.size() || (c_.ssl != nullptr && SSL_pending(c_.ssl) > 0) ||
+           WaitFor(c_.fd, POLLIN, ReadTimeLeft());
   }
 
   bool is_writable() const override { return WaitFor(c_.fd, POLLOUT, write_timeout_) && Alive(); }
@@ -184,16 +255,17 @@ class ConnectionStream final : public httplib::Stream {
     if (offset_ == c_.buffer.size()) {
       c_.buffer.clear();
       offset_ = 0;
+      // As large as a TLS record's payload: SSL_read never keeps part of one.
       char chunk[16 * 1024];
       for (;;) {
-        if (!WaitFor(c_.fd, POLLIN, ReadTimeLeft())) return -1;
-        const ssize_t n = recv(c_.fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-        if (n == 0) return 0;
+        short wait_for;
+        const ssize_t n = ReadNow(c_, chunk, sizeof(chunk), &wait_for);
         if (n > 0) {
           c_.buffer.append(chunk, static_cast<size_t>(n));
           break;
         }
-        if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+        if (n == kEnded) return 0;
+        if (n == kFailed || !WaitFor(c_.fd, wait_for, ReadTimeLeft())) return -1;
       }
     }
     const size_t n = std::min(size, c_.buffer.size() - offset_);
@@ -203,11 +275,12 @@ class ConnectionStream final : public httplib::Stream {
   }
 
   ssize_t write(const char* ptr, size_t size) override {
+    if (size == 0) return 0;
     for (;;) {
-      if (!WaitFor(c_.fd, POLLOUT, write_timeout_)) return -1;
-      const ssize_t n = send(c_.fd, ptr, size, MSG_DONTWAIT | MSG_NOSIGNAL);
-      if (n >= 0) return n;
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return -1;
+      short wait_for;
+      const ssize_t n = WriteNow(c_, ptr, size, &wait_for);
+      if (n > 0) return n;
+      if (n != kLater || !WaitFor(c_.fd, wait_for, write_timeout_)) return -1;
     }
   }
 
@@ -276,8 +349,28 @@ class FrontDoor::Room {
         static_cast<size_t>(std::max(1, limits_.max_event_streams)));
     requests_ =
         std::make_unique<httplib::ThreadPool>(static_cast<size_t>(std::max(1, limits_.workers)));
+    {
+      absl::MutexLock lock(&tls_mu_);
+      started_ = true;
+    }
     thread_ = std::thread([this] { Run(); });
     return absl::OkStatus();
+  }
+
+  absl::Status SetTls(std::shared_ptr<const TlsContext> context) {
+    absl::MutexLock lock(&tls_mu_);
+    if (started_ && (tls_ == nullptr) != (context == nullptr)) {
+      return absl::FailedPreconditionError(
+          tls_ == nullptr ? "this HTTP server serves plain HTTP: TLS takes a restart"
+                          : "this HTTP server serves TLS: plain HTTP takes a restart");
+    }
+    tls_ = std::move(context);
+    return absl::OkStatus();
+  }
+
+  std::shared_ptr<const TlsContext> tls() const {
+    absl::MutexLock lock(&tls_mu_);
+    return tls_;
   }
 
   void Stop() {
@@ -325,6 +418,8 @@ class FrontDoor::Room {
     s.request_timeouts = request_timeouts_.load();
     s.idle_timeouts = idle_timeouts_.load();
     s.headers_too_large = headers_too_large_.load();
+    s.tls_handshakes = tls_handshakes_.load();
+    s.tls_handshake_failures = tls_handshake_failures_.load();
     return s;
   }
 
@@ -354,7 +449,7 @@ class FrontDoor::Room {
           uint64_t count;
           [[maybe_unused]] const ssize_t r = ::read(wake_, &count, sizeof(count));
         } else {
-          OnReadable(static_cast<Connection*>(events[i].data.ptr));
+          OnEvent(static_cast<Connection*>(events[i].data.ptr));
         }
       }
       const bool stop = TakeInbox();
@@ -414,7 +509,9 @@ class FrontDoor::Room {
           continue;
         }
       }
-      Watch(c);
+      Watch(c, EPOLLIN);
+      // Bytes the serving thread's reads left in the TLS session are no news to epoll.
+      if (c->ssl != nullptr && SSL_has_pending(c->ssl) == 1) OnEvent(c);
     }
     for (int fd : admitted) Accept(fd);
     return stop;
@@ -431,27 +528,49 @@ class FrontDoor::Room {
     auto c = std::make_unique<Connection>();
     c->fd = fd;
     c->client = AddressText(a, &c->port);
+    const std::shared_ptr<const TlsContext> tls = this->tls();
+    const bool use_tls = tls != nullptr;
     const auto from_client = clients_.find(c->client);
     if (from_client != clients_.end() &&
         from_client->second >= limits_.max_connections_per_client) {
       refused_per_client_.fetch_add(1);
-      Refuse(fd, absl::StrFormat("%s has %d connections open, the limit of "
-                                 "http.max_connections_per_client; close one or raise the limit",
-                                 c->client, limits_.max_connections_per_client));
+      Refuse(fd, use_tls,
+             absl::StrFormat("%s has %d connections open, the limit of "
+                             "http.max_connections_per_client; close one or raise the limit",
+                             c->client, limits_.max_connections_per_client));
       return;
     }
     if (open_.load() >= limits_.max_connections) {
       Connection* oldest = OldestWaiting();
       if (oldest == nullptr) {
         refused_total_.fetch_add(1);
-        Refuse(fd, absl::StrFormat("%d connections are open and being served, the limit of "
-                                   "http.max_connections; try again shortly",
-                                   limits_.max_connections));
+        Refuse(fd, use_tls,
+               absl::StrFormat("%d connections are open and being served, the limit of "
+                               "http.max_connections; try again shortly",
+                               limits_.max_connections));
         return;
       }
       evicted_.fetch_add(1);
       Close(oldest);
     }
+    if (use_tls) {
+      // The session holds its own reference to the context: a SIGHUP that replaces the
+      // context leaves this connection's in place until it closes.
+      c->ssl = SSL_new(tls->ssl_ctx());
+      if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
+        spdlog::error("http: cannot make a TLS session for a connection from {}: {}", c->client,
+                      TlsError());
+        if (c->ssl != nullptr) SSL_free(c->ssl);
+        CloseSocket(fd);
+        return;
+      }
+      SSL_set_accept_state(c->ssl);
+    }
+    // An answer goes out in several writes (httplib writes the header, then the body; TLS
+    // a record each): with Nagle's algorithm, each after the first waited for the client's
+    // delayed ACK, 40 ms per request on a kept-alive connection.
+    const int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     ++clients_[c->client];
     open_.fetch_add(1);
     Connection* raw = c.release();
@@ -459,7 +578,7 @@ class FrontDoor::Room {
     raw->state = Connection::State::kServing;
     serving_.fetch_add(1);
     Enter(raw, Connection::State::kReceiving);
-    Watch(raw);
+    Watch(raw, EPOLLIN);
   }
 
   // The connection that has waited longest in the room (a request arriving, or idle).
@@ -471,15 +590,27 @@ class FrontDoor::Room {
     return a->since <= b->since ? a : b;
   }
 
-  void Refuse(int fd, const std::string& message) {
+  // Plain HTTP answers 503; a TLS connection is closed before its handshake, unanswered.
+  void Refuse(int fd, bool tls, const std::string& message) {
     spdlog::debug("http: connection refused: {}", message);
-    Answer(fd, 503, "Service Unavailable", "UNAVAILABLE", message);
+    if (!tls) {
+      const std::string out = AnswerText(503, "Service Unavailable", "UNAVAILABLE", message);
+      [[maybe_unused]] const ssize_t n =
+          send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
     CloseSocket(fd);
   }
 
-  // Writes a whole answer if the socket takes it at once; the connection closes after it.
-  void Answer(int fd, int status, const std::string& reason, const std::string& code,
+  // Writes a whole answer if the connection takes it at once; it closes after it.
+  void Answer(Connection* c, int status, const std::string& reason, const std::string& code,
               const std::string& message) {
+    const std::string out = AnswerText(status, reason, code, message);
+    short wait_for;
+    [[maybe_unused]] const ssize_t n = WriteNow(*c, out.data(), out.size(), &wait_for);
+  }
+
+  std::string AnswerText(int status, const std::string& reason, const std::string& code,
+                         const std::string& message) const {
     const std::string body = error_json_(status, code, message);
     std::string out = absl::StrCat("HTTP/1.1 ", status, " ", reason, "\r\n");
     for (const auto& [name, value] : headers_) absl::StrAppend(&out, name, ": ", value, "\r\n");
@@ -487,22 +618,57 @@ class FrontDoor::Room {
                     "Cache-Control: no-store\r\nConnection: close\r\nContent-Type: "
                     "application/json\r\nContent-Length: ",
                     body.size(), "\r\n\r\n", body);
-    [[maybe_unused]] const ssize_t n =
-        send(fd, out.data(), out.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    return out;
   }
 
-  void OnReadable(Connection* c) {
+  // The socket is readable (or writable, where TLS wanted that).
+  void OnEvent(Connection* c) {
+    if (c->ssl != nullptr && !c->handshaken && !Handshake(c)) return;
+    Receive(c);
+  }
+
+  // TLS: takes the handshake as far as it goes without blocking. True once it has
+  // completed; false while it waits for the client (watched for what OpenSSL wants) or
+  // after it failed (and `c` was closed).
+  bool Handshake(Connection* c) {
+    ERR_clear_error();
+    const int r = SSL_do_handshake(c->ssl);
+    if (r == 1) {
+      c->handshaken = true;
+      tls_handshakes_.fetch_add(1);
+      return true;
+    }
+    const int error = SSL_get_error(c->ssl, r);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+      Watch(c, error == SSL_ERROR_WANT_READ ? EPOLLIN : EPOLLOUT);
+      return false;
+    }
+    c->tls_broken = true;
+    // A client gone before sending a byte (a port probe) failed no handshake.
+    if (BIO_number_read(SSL_get_rbio(c->ssl)) > 0) {
+      tls_handshake_failures_.fetch_add(1);
+      spdlog::debug("http: TLS handshake with {} failed: {}", c->client,
+                    error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
+                        ? std::string("the client closed the connection")
+                        : TlsError());
+    }
+    ERR_clear_error();
+    Close(c);
+    return false;
+  }
+
+  void Receive(Connection* c) {
     char chunk[16 * 1024];
     size_t taken = 0;
-    while (taken < kReadSlice) {
-      const ssize_t n = recv(c->fd, chunk, sizeof(chunk), MSG_DONTWAIT);
-      if (n == 0) {  // The client closed it.
-        Close(c);
+    // Bytes already in a TLS session are read on: epoll would not report them again.
+    while (taken < kReadSlice || (c->ssl != nullptr && SSL_has_pending(c->ssl) == 1)) {
+      short wait_for;
+      const ssize_t n = ReadNow(*c, chunk, sizeof(chunk), &wait_for);
+      if (n == kLater) {
+        Watch(c, wait_for == POLLIN ? EPOLLIN : EPOLLOUT);
         return;
       }
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (n <= 0) {  // The client closed it, or it failed.
         Close(c);
         return;
       }
@@ -518,7 +684,7 @@ class FrontDoor::Room {
       }
       if (c->header_end == 0 && c->buffer.size() > kMaxHeaderBytes) {
         headers_too_large_.fetch_add(1);
-        Answer(c->fd, 431, "Request Header Fields Too Large", "RESOURCE_EXHAUSTED",
+        Answer(c, 431, "Request Header Fields Too Large", "RESOURCE_EXHAUSTED",
                absl::StrFormat("the request header is larger than %d bytes", kMaxHeaderBytes));
         Close(c);
         return;
@@ -612,14 +778,20 @@ class FrontDoor::Room {
     return serving_;
   }
 
-  void Watch(Connection* c) {
+  // Watches `c` for `events` (EPOLLIN or EPOLLOUT) only.
+  void Watch(Connection* c, uint32_t events) {
+    if (c->watching == events) return;
     epoll_event e{};
-    e.events = EPOLLIN;
+    e.events = events;
     e.data.ptr = c;
-    epoll_ctl(epoll_, EPOLL_CTL_ADD, c->fd, &e);
+    epoll_ctl(epoll_, c->watching == 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, c->fd, &e);
+    c->watching = events;
   }
 
-  void Unwatch(Connection* c) { epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr); }
+  void Unwatch(Connection* c) {
+    epoll_ctl(epoll_, EPOLL_CTL_DEL, c->fd, nullptr);
+    c->watching = 0;
+  }
 
   // Closes `c` (in the room, or back from its thread) and forgets it.
   void Close(Connection* c) {
@@ -628,8 +800,34 @@ class FrontDoor::Room {
     auto it = clients_.find(c->client);
     if (it != clients_.end() && --it->second <= 0) clients_.erase(it);
     open_.fetch_sub(1);
-    CloseSocket(c->fd);  // Also takes it out of the epoll set.
+    Discard(c);
+  }
+
+  // Ends the connection's TLS session (a close_notify, if the socket takes it at once),
+  // closes its socket (which also takes it out of the epoll set) and deletes it.
+  static void Discard(Connection* c) {
+    if (c->ssl != nullptr) {
+      if (c->handshaken && !c->tls_broken) {
+        ERR_clear_error();
+        SSL_shutdown(c->ssl);
+        ERR_clear_error();
+      }
+      SSL_free(c->ssl);
+    }
+    CloseSocket(c->fd);
     delete c;
+  }
+
+  // OpenSSL's reasons for the last failure on this thread, for the log.
+  static std::string TlsError() {
+    std::string out;
+    while (const unsigned long e = ERR_get_error()) {
+      char text[256];
+      ERR_error_string_n(e, text, sizeof(text));
+      if (!out.empty()) out += "; ";
+      out += text;
+    }
+    return out.empty() ? std::string("no reason given") : out;
   }
 
   // ---------------------------------------------------------------- serving threads
@@ -661,8 +859,7 @@ class FrontDoor::Room {
     // The room has closed: so does this connection.
     serving_.fetch_sub(1);
     open_.fetch_sub(1);
-    CloseSocket(c->fd);
-    delete c;
+    Discard(c);
   }
 
   FrontDoor& door_;
@@ -701,6 +898,13 @@ class FrontDoor::Room {
   std::atomic<uint64_t> request_timeouts_{0};
   std::atomic<uint64_t> idle_timeouts_{0};
   std::atomic<uint64_t> headers_too_large_{0};
+  std::atomic<uint64_t> tls_handshakes_{0};
+  std::atomic<uint64_t> tls_handshake_failures_{0};
+
+  // The context of new TLS connections (null: plain HTTP), and whether the room runs.
+  mutable absl::Mutex tls_mu_;
+  std::shared_ptr<const TlsContext> tls_ ABSL_GUARDED_BY(tls_mu_);
+  bool started_ ABSL_GUARDED_BY(tls_mu_) = false;
 };
 
 FrontDoor::FrontDoor(const ConnectionLimits& limits, httplib::Headers headers,
@@ -743,6 +947,12 @@ absl::Status FrontDoor::StartRoom() {
 }
 
 void FrontDoor::StopRoom() { room_->Stop(); }
+
+absl::Status FrontDoor::SetTls(std::shared_ptr<const TlsContext> context) {
+  return room_->SetTls(std::move(context));
+}
+
+std::shared_ptr<const TlsContext> FrontDoor::tls() const { return room_->tls(); }
 
 ConnectionStats FrontDoor::stats() const { return room_->stats(); }
 

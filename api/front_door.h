@@ -28,6 +28,19 @@
 // So a thread is only ever busy with a request that has arrived whole, and the three lanes
 // cannot starve one another. Event streams, the only long requests, never take a worker.
 //
+// TLS (SetTls before StartRoom; api/tls_context.h). The room makes each accepted socket a
+// TLS connection of the context in place and runs its handshake without blocking, in the
+// same epoll loop (waiting for whichever of reading or writing OpenSSL wants), then reads
+// the request through the connection's TLS session (SSL_read) into the same buffer as a
+// plain one; the serving thread's stream reads the rest and writes the answer through it.
+// A handshake that has not completed `request_timeout` after the connection opened is
+// closed like a request that has not arrived, so a connection that never says hello holds
+// no thread either. A connection refused by a limit is closed without an answer (the 503
+// of plain HTTP would need a handshake first). One connection, and so its TLS session, is
+// only ever in the hands of one thread at a time: the room's, or, from the hand-over of a
+// whole request until it is given back, its serving thread's. SetTls later replaces the
+// context for the connections accepted from then on (SIGHUP); open ones keep theirs.
+//
 // Thread-safe where said; the serving threads call httplib's handlers concurrently.
 #ifndef CITYOPS_API_FRONT_DOOR_H_
 #define CITYOPS_API_FRONT_DOOR_H_
@@ -43,6 +56,7 @@
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
+#include "api/tls_context.h"
 
 namespace cityops::api {
 
@@ -78,6 +92,12 @@ struct ConnectionStats {
   uint64_t request_timeouts = 0;    // Closed: the request did not arrive in time.
   uint64_t idle_timeouts = 0;       // Closed: idle keep-alive past idle_timeout.
   uint64_t headers_too_large = 0;   // Closed with 431.
+  // TLS only. Handshakes completed; handshakes that failed: the client spoke no TLS (plain
+  // HTTP, say), refused the certificate, or closed mid-handshake. A connection closed by
+  // request_timeout before its handshake completed counts as a request timeout, one closed
+  // before sending a byte (a port probe) as neither.
+  uint64_t tls_handshakes = 0;
+  uint64_t tls_handshake_failures = 0;
 };
 
 class FrontDoor : public httplib::Server {
@@ -94,6 +114,15 @@ class FrontDoor : public httplib::Server {
       std::function<std::string(int http_status, std::string_view code, std::string_view message)>
           error_json);
   ~FrontDoor() override;
+
+  // Before StartRoom: serve TLS with `context` (null, the default: plain HTTP). Once the
+  // room runs, a door that serves TLS takes another context for the connections it
+  // accepts from then on; open connections keep the one they began with.
+  // FAILED_PRECONDITION for switching a running door between plain HTTP and TLS.
+  // Thread-safe.
+  absl::Status SetTls(std::shared_ptr<const TlsContext> context);
+  // The context new connections get; null for plain HTTP. Thread-safe.
+  std::shared_ptr<const TlsContext> tls() const;
 
   // Starts the room and the lanes. Call after binding, before listen_after_bind().
   absl::Status StartRoom();

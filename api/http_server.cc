@@ -220,6 +220,9 @@ class HttpServer::Impl {
           "change http.port or http.listen_address",
           options_.listen_address, options_.port));
     }
+    if (options_.tls != nullptr) {
+      if (absl::Status s = server_.SetTls(options_.tls); !s.ok()) return s;
+    }
     if (absl::Status s = server_.StartRoom(); !s.ok()) return s;
     feed_thread_ = std::thread([this] {
       if (absl::Status s = feed_.Run(); !s.ok()) {
@@ -253,6 +256,14 @@ class HttpServer::Impl {
     auto policy = std::make_shared<const AccessPolicy>(tokens);
     absl::MutexLock lock(&access_mu_);
     access_ = std::move(policy);
+  }
+
+  absl::Status SetTls(std::shared_ptr<const TlsContext> tls) {
+    if (tls == nullptr || options_.tls == nullptr) {
+      return absl::FailedPreconditionError(
+          "this HTTP server serves plain HTTP: turning TLS on or off takes a restart");
+    }
+    return server_.SetTls(std::move(tls));
   }
 
  private:
@@ -853,6 +864,20 @@ class HttpServer::Impl {
         .Sample({{"reason", "idle_timeout"}}, static_cast<double>(c.idle_timeouts))
         .Sample({{"reason", "evicted"}}, static_cast<double>(c.evicted))
         .Sample({{"reason", "header_too_large"}}, static_cast<double>(c.headers_too_large));
+    if (const std::shared_ptr<const TlsContext> tls = server_.tls(); tls != nullptr) {
+      m.Add("cityops_http_tls_handshakes_total", "counter",
+            "TLS handshakes completed with HTTPS clients.")
+          .Sample({}, static_cast<double>(c.tls_handshakes));
+      m.Add("cityops_http_tls_handshake_failures_total", "counter",
+            "TLS handshakes that failed: the client spoke no TLS (plain HTTP to the HTTPS "
+            "port), refused the certificate, or closed mid-handshake. One that had not "
+            "completed within http.request_timeout counts as a request_timeout instead.")
+          .Sample({}, static_cast<double>(c.tls_handshake_failures));
+      m.Add("cityops_http_tls_certificate_expiry_seconds", "gauge",
+            "The end of the validity (notAfter) of the certificate new HTTPS connections "
+            "get, in Unix seconds: alert well before time() reaches it.")
+          .Sample({}, static_cast<double>(absl::ToUnixSeconds(tls->not_after())));
+    }
     MetricsText::Family& failures =
         m.Add("cityops_api_auth_failures_total", "counter",
               "Requests refused for failed authentication (401), by reason: no_token, "
@@ -919,6 +944,9 @@ HttpServer::HttpServer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 HttpServer::~HttpServer() = default;
 int HttpServer::port() const { return impl_->port(); }
 void HttpServer::SetTokens(const std::vector<v1::ApiToken>& tokens) { impl_->SetTokens(tokens); }
+absl::Status HttpServer::SetTls(std::shared_ptr<const TlsContext> tls) {
+  return impl_->SetTls(std::move(tls));
+}
 void HttpServer::Stop() { impl_->Stop(); }
 
 }  // namespace cityops::api

@@ -27,6 +27,7 @@
 #include "absl/status/statusor.h"
 #include "api/auth_limiter.h"
 #include "api/metrics_text.h"
+#include "api/tls_context.h"
 #include "cityops/v1/api.pb.h"
 #include "cityops/v1/config.pb.h"
 #include "kernel/clock.h"
@@ -65,6 +66,8 @@ struct ServerOptions {
   absl::Duration request_timeout = absl::Seconds(10);
   absl::Duration idle_timeout = absl::Seconds(30);
   int workers = 8;
+  // HTTPS with this certificate and key (api/tls_context.h); null: plain HTTP.
+  std::shared_ptr<const TlsContext> tls;
   bool dashboard = true;
   std::vector<v1::ApiToken> tokens;
   // Failed authentication per client (remote address): past the limit, 429 with
@@ -88,6 +91,10 @@ class HttpServer {
   // afterwards: requests in flight and open change streams keep the access they were
   // given. Thread-safe.
   void SetTokens(const std::vector<v1::ApiToken>& tokens);
+  // Replaces the certificate and key of a server started with options.tls (the daemon's
+  // SIGHUP) for the connections accepted from then on; open ones (event streams) keep the
+  // one they began with. FAILED_PRECONDITION on a server of plain HTTP. Thread-safe.
+  absl::Status SetTls(std::shared_ptr<const TlsContext> tls);
   // Stops accepting, ends the change streams, waits for requests in flight. Idempotent.
   void Stop();
 

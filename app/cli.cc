@@ -35,6 +35,13 @@ void AddApiOptions(CLI::App* command, ApiClientOptions* api) {
       ->envname("CITYOPS_SERVER")
       ->capture_default_str();
   command
+      ->add_option("--ca", api->ca,
+                   "https:// only: the PEM certificate of the authority that signed the "
+                   "daemon's certificate (a self-signed one: the certificate itself); default: "
+                   "the system's authorities")
+      ->envname("CITYOPS_CA")
+      ->check(CLI::ExistingFile);
+  command
       ->add_option("--token", api->token,
                    "API token from the daemon's configuration; its role and unit decide what "
                    "you may do. Never printed")
@@ -506,8 +513,13 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   demo->add_option("--port", demo_options.demo.port, "HTTP port (0: any free port)")
       ->check(CLI::Range(0, 65535))
       ->capture_default_str();
-  demo->add_option("--listen", demo_options.demo.listen_address, "HTTP address")
+  demo->add_option("--listen", demo_options.demo.listen_address,
+                   "HTTP address. The demo serves plain HTTP: beyond loopback it refuses to "
+                   "start without --allow-plaintext")
       ->capture_default_str();
+  demo->add_flag("--allow-plaintext", demo_options.demo.allow_plaintext,
+                 "Listen beyond loopback (--listen 0.0.0.0) in plain HTTP all the same: the "
+                 "demo's tokens then cross the network unencrypted (a warning is logged)");
   demo->add_option("--devices", demo_options.demo.devices, "Devices in the city")
       ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
       ->capture_default_str();

@@ -107,13 +107,20 @@ class ApiCall {
     while (absl::ConsumeSuffix(&server, "/")) {
     }
     absl::string_view rest = server;
-    if (!absl::ConsumePrefix(&rest, "http://") && !absl::ConsumePrefix(&rest, "https://")) {
+    const bool https = absl::ConsumePrefix(&rest, "https://");
+    if (!https && !absl::ConsumePrefix(&rest, "http://")) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "--server '%s' must be http://HOST[:PORT] or https://HOST[:PORT]", options_.server));
     }
     if (rest.empty() || absl::StrContains(rest, "/")) {
       return absl::InvalidArgumentError(absl::StrFormat(
           "--server '%s' must be http(s)://HOST[:PORT], without a path", options_.server));
+    }
+    if (!options_.ca.empty() && !https) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "--ca %s checks the certificate of an https:// server, but --server is %s; use "
+          "https://, or leave --ca out",
+          options_.ca, options_.server));
     }
     if (options_.token.empty()) {
       return absl::InvalidArgumentError(
@@ -125,6 +132,12 @@ class ApiCall {
       return absl::InvalidArgumentError(
           absl::StrFormat("--server '%s' is not a usable address", options_.server));
     }
+    if (https) {
+      // The daemon's certificate is checked, always: against --ca, or the system's
+      // authorities; and it must name the host of --server.
+      client.enable_server_certificate_verification(true);
+      if (!options_.ca.empty()) client.set_ca_cert_path(options_.ca);
+    }
     client.set_connection_timeout(kConnectTimeoutSeconds, 0);
     client.set_read_timeout(kReadTimeoutSeconds, 0);
     client.set_write_timeout(kReadTimeoutSeconds, 0);
@@ -133,12 +146,7 @@ class ApiCall {
     httplib::Result r = absl::string_view(method) == "GET"
                             ? client.Get(path, params, headers)
                             : client.Post(path, headers, body, "application/json");
-    if (!r) {
-      return absl::UnavailableError(absl::StrFormat(
-          "cannot reach the cityops API at %s (%s); is `cityops serve` running there? Pass "
-          "--server or set CITYOPS_SERVER",
-          server, httplib::to_string(r.error())));
-    }
+    if (!r) return absl::UnavailableError(TransportProblem(server, https, r.error()));
     if (r->status >= 200 && r->status < 300) return std::move(r->body);
     v1::ErrorResponse error;
     pb::util::JsonParseOptions lenient;
@@ -156,6 +164,41 @@ class ApiCall {
     return absl::Status(CodeOfHttpStatus(r->status),
                         absl::StrFormat("%s %s%s answered HTTP %d: %s", method, server, path,
                                         r->status, excerpt.empty() ? "(no body)" : excerpt));
+  }
+
+  // Why the request got no answer, and what to try.
+  std::string TransportProblem(absl::string_view server, bool https, httplib::Error error) const {
+    const std::string what = httplib::to_string(error);
+    switch (error) {
+      case httplib::Error::SSLServerVerification:
+        return absl::StrFormat(
+            "the certificate of %s did not check (%s): it is not signed by %s, or does not "
+            "name the host of --server. Pass --ca FILE (or set CITYOPS_CA) with the PEM "
+            "certificate of the authority that signed it (for a self-signed certificate, the "
+            "certificate itself), and give --server the name or address the certificate names",
+            server, what,
+            options_.ca.empty() ? "an authority this system trusts"
+                                : absl::StrCat("the authority in --ca ", options_.ca));
+      case httplib::Error::SSLLoadingCerts:
+        return absl::StrFormat(
+            "cannot load the certificate authority in --ca %s (%s): give a "
+            "readable PEM file",
+            options_.ca, what);
+      case httplib::Error::SSLConnection:
+        return absl::StrFormat(
+            "the TLS handshake with %s failed (%s); does the daemon serve HTTPS there (its "
+            "\"http:\" line says https://)? If it serves plain HTTP, use http://",
+            server, what);
+      default:
+        break;
+    }
+    return absl::StrFormat(
+        "cannot reach the cityops API at %s (%s); is `cityops serve` running there? Pass "
+        "--server or set CITYOPS_SERVER%s",
+        server, what,
+        https ? ""
+              : ". If the daemon serves HTTPS (its \"http:\" line says https://), use https:// "
+                "and --ca");
   }
 
   const ApiClientOptions& options_;

@@ -23,6 +23,11 @@ inline constexpr char kDefaultServer[] = "http://127.0.0.1:8080";
 
 struct ApiClientOptions {
   std::string server = kDefaultServer;  // http(s)://HOST[:PORT], no path.
+  // https:// only: the PEM file of the certificate authority (or, for a self-signed
+  // certificate, the certificate itself) the daemon's certificate is checked against.
+  // Empty: the system's authorities. The certificate must name the server's host (its
+  // subjectAltName, DNS name or IP address) either way.
+  std::string ca;
   std::string token;
   bool json = false;  // Print the API's JSON instead of a summary.
 };

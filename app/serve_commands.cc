@@ -15,6 +15,7 @@ namespace cityops::app {
 absl::Status ServeCommand(const ServeOptions& options, std::ostream& out) {
   // Before any thread exists, so that every thread inherits the mask.
   daemon::BlockDaemonSignals();
+  // The certificate and key it names are loaded, too: errors at their line.
   absl::StatusOr<v1::ServeConfig> config = options.config.empty()
                                                ? daemon::DefaultServeConfig()
                                                : daemon::LoadServeConfig(options.config);
@@ -50,6 +51,12 @@ absl::Status ServeCommand(const ServeOptions& options, std::ostream& out) {
                                     spdlog::error(
                                         "daemon: the tokens were not reloaded, the ones in "
                                         "use stay: {}",
+                                        s.ToString());
+                                  }
+                                  if (absl::Status s = (*d)->ReloadTls(); !s.ok()) {
+                                    spdlog::error(
+                                        "daemon: the TLS certificate was not reloaded, the "
+                                        "one in use stays: {}",
                                         s.ToString());
                                   }
                                   absl::StatusOr<v1::ReloadRulesResponse> r = (*d)->ReloadRules();

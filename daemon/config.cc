@@ -1,6 +1,7 @@
 #include "daemon/config.h"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -207,9 +209,40 @@ class Checker {
       return Error(a, "clients",
                    absl::StrFormat("clients %d is out of range; use 1 to 1000000", a.clients()));
     }
+    const v1::TlsConfig& t = h.tls();
+    if (t.cert().empty() != t.key().empty()) {
+      const bool has_cert = !t.cert().empty();
+      return Error(t, has_cert ? "cert" : "key",
+                   absl::StrFormat("tls has a %s but no %s: give both, the certificate and its "
+                                   "private key (PEM files), or neither for plain HTTP",
+                                   has_cert ? "cert" : "key", has_cert ? "key" : "cert"));
+    }
+    if (absl::Status s = CheckPlaintextExposure(h); !s.ok()) {
+      return Error(h, "listen_address", std::string(s.message()));
+    }
     return absl::OkStatus();
   }
 
+ public:
+  // The files the configuration names: http.tls's certificate and key load, the key file
+  // its owner's only. Errors at the line of the file's setting.
+  absl::Status CheckFiles(const v1::ServeConfig& c) {
+    const v1::TlsConfig& t = c.http().tls();
+    if (t.cert().empty()) return absl::OkStatus();
+    if (absl::Status s = CheckPrivateFile(t.key(), "the TLS private key"); !s.ok()) {
+      return absl::Status(s.code(), absl::StrFormat("%s: %s", map_.Where(t, "key"), s.message()));
+    }
+    api::TlsContext::Culprit culprit = api::TlsContext::Culprit::kCertificate;
+    absl::StatusOr<std::shared_ptr<const api::TlsContext>> loaded =
+        api::TlsContext::Load(t.cert(), t.key(), &culprit);
+    if (!loaded.ok()) {
+      return Error(t, culprit == api::TlsContext::Culprit::kKey ? "key" : "cert",
+                   std::string(loaded.status().message()));
+    }
+    return absl::OkStatus();
+  }
+
+ private:
   absl::Status CheckTokens(const v1::ServeConfig& c) {
     std::set<std::string> secrets;
     for (int i = 0; i < c.tokens_size(); ++i) {
@@ -326,8 +359,13 @@ v1::ServeConfig DefaultServeConfig() {
 namespace {
 
 // `map` refers to `*c` by address: check before anything moves or changes it.
-absl::StatusOr<v1::ServeConfig> CheckAndFill(v1::ServeConfig* c, const kernel::YamlSourceMap& map) {
-  if (absl::Status s = Checker(map).Check(*c); !s.ok()) return s;
+absl::StatusOr<v1::ServeConfig> CheckAndFill(v1::ServeConfig* c, const kernel::YamlSourceMap& map,
+                                             NamedFiles files = NamedFiles::kSkip) {
+  Checker checker(map);
+  if (absl::Status s = checker.Check(*c); !s.ok()) return s;
+  if (files == NamedFiles::kCheck) {
+    if (absl::Status s = checker.CheckFiles(*c); !s.ok()) return s;
+  }
   FillDefaults(c);
   return std::move(*c);
 }
@@ -341,11 +379,11 @@ absl::StatusOr<v1::ServeConfig> ParseServeConfig(std::string_view yaml, std::str
   return CheckAndFill(&c, map);
 }
 
-absl::StatusOr<v1::ServeConfig> LoadServeConfig(const std::string& path) {
+absl::StatusOr<v1::ServeConfig> LoadServeConfig(const std::string& path, NamedFiles files) {
   v1::ServeConfig c;
   kernel::YamlSourceMap map;
   if (absl::Status s = kernel::ParseYamlFileToProto(path, &c, &map); !s.ok()) return s;
-  return CheckAndFill(&c, map);
+  return CheckAndFill(&c, map, files);
 }
 
 std::string DescribeServeConfig(const v1::ServeConfig& config) {
@@ -359,8 +397,7 @@ std::string DescribeServeConfig(const v1::ServeConfig& config) {
   return kernel::ProtoToYaml(shown);
 }
 
-absl::Status CheckTokenFilePermissions(const std::string& path, const v1::ServeConfig& config) {
-  if (config.tokens_size() == 0) return absl::OkStatus();
+absl::Status CheckPrivateFile(const std::string& path, std::string_view holds) {
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) {
     return absl::NotFoundError(
@@ -368,10 +405,61 @@ absl::Status CheckTokenFilePermissions(const std::string& path, const v1::ServeC
   }
   const unsigned mode = st.st_mode & 07777;
   if ((mode & 077) == 0) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrFormat("%s holds %s but its mode is %04o: its group or others may read or write it; "
+                      "run `chmod 600 %s` (and keep it owned by the daemon's user)",
+                      path, holds, mode, path));
+}
+
+absl::Status CheckTokenFilePermissions(const std::string& path, const v1::ServeConfig& config) {
+  if (config.tokens_size() == 0) return absl::OkStatus();
+  return CheckPrivateFile(path, "API tokens");
+}
+
+bool IsLoopbackAddress(std::string_view address) {
+  const std::string text(address);
+  in_addr v4{};
+  if (inet_pton(AF_INET, text.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, text.c_str(), &v6) != 1) return false;
+  if (IN6_IS_ADDR_LOOPBACK(&v6)) return true;
+  return IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127;
+}
+
+absl::Status CheckPlaintextExposure(const v1::HttpConfig& http) {
+  const std::string& address =
+      http.listen_address().empty() ? std::string("127.0.0.1") : http.listen_address();
+  if (IsLoopbackAddress(address) || !http.tls().cert().empty() || http.allow_plaintext()) {
+    return absl::OkStatus();
+  }
   return absl::FailedPreconditionError(absl::StrFormat(
-      "%s holds API tokens but its mode is %04o: its group or others may read or write it; "
-      "run `chmod 600 %s` (and keep it owned by the daemon's user)",
-      path, mode, path));
+      "listen_address %s is not a loopback address and http.tls is not set: API tokens and "
+      "the city's data would cross the network in plain text. Set http.tls.cert and "
+      "http.tls.key (OPERATIONS.md, \"TLS\"); or listen on 127.0.0.1 behind a TLS-terminating "
+      "proxy; or, if something else encrypts the traffic, set http.allow_plaintext: true",
+      address));
+}
+
+absl::StatusOr<std::shared_ptr<const api::TlsContext>> LoadTls(const v1::HttpConfig& http) {
+  const v1::TlsConfig& t = http.tls();
+  if (t.cert().empty() && t.key().empty()) return std::shared_ptr<const api::TlsContext>();
+  if (t.cert().empty() || t.key().empty()) {
+    return absl::InvalidArgumentError(
+        "http.tls needs both cert and key (PEM files), or neither for plain HTTP");
+  }
+  if (absl::Status s = CheckPrivateFile(t.key(), "the TLS private key"); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("http.tls.key: ", s.message()));
+  }
+  api::TlsContext::Culprit culprit = api::TlsContext::Culprit::kCertificate;
+  absl::StatusOr<std::shared_ptr<const api::TlsContext>> loaded =
+      api::TlsContext::Load(t.cert(), t.key(), &culprit);
+  if (!loaded.ok()) {
+    return absl::Status(loaded.status().code(),
+                        absl::StrCat(culprit == api::TlsContext::Culprit::kKey ? "http.tls.key: "
+                                                                               : "http.tls.cert: ",
+                                     loaded.status().message()));
+  }
+  return loaded;
 }
 
 namespace {

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/synchronization/mutex.h"
@@ -77,6 +78,13 @@ class Daemon::Impl {
   }
 
   absl::Status Start() {
+    // The API's exposure first: nothing starts that a refusal would have to stop.
+    if (absl::Status s = CheckPlaintextExposure(config_.http()); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat("refusing to start: http.", s.message()));
+    }
+    absl::StatusOr<std::shared_ptr<const api::TlsContext>> tls = LoadTls(config_.http());
+    if (!tls.ok()) return tls.status();
+    tls_ = *std::move(tls);
     const v1::KafkaConfig& kafka = config_.kafka();
     kernel::EventLogOptions log_options;
     log_options.path = config_.data_dir();
@@ -175,6 +183,7 @@ class Daemon::Impl {
     http.request_timeout = kernel::FromDurationProto(config_.http().request_timeout());
     http.idle_timeout = kernel::FromDurationProto(config_.http().idle_timeout());
     http.workers = config_.http().workers();
+    http.tls = tls_;
     http.dashboard = config_.http().dashboard();
     http.tokens.assign(config_.tokens().begin(), config_.tokens().end());
     const v1::AuthFailureLimit& limit = config_.http().auth_failure_limit();
@@ -199,6 +208,18 @@ class Daemon::Impl {
           "daemon: no API tokens are configured: every API request but /healthz, "
           "/readyz, /metrics and the dashboard's files is refused (401)");
     }
+    if (tls_ != nullptr) {
+      spdlog::info("daemon: HTTPS with the certificate {} ({})", tls_->cert_path(),
+                   tls_->Describe());
+      WarnOfExpiry(*tls_);
+    } else if (!IsLoopbackAddress(config_.http().listen_address())) {
+      spdlog::warn(
+          "daemon: http.allow_plaintext: the API and the dashboard listen on {}:{} beyond "
+          "this machine in plain HTTP: API tokens and the city's data cross the network "
+          "unencrypted unless a TLS-terminating proxy in front sees to it. Set http.tls.cert "
+          "and http.tls.key to serve HTTPS (OPERATIONS.md, \"TLS\")",
+          config_.http().listen_address(), http_->port());
+    }
 
     threads_.emplace_back([this] { Track("ingest", ingester_->Run()); });
     threads_.emplace_back([this] { Track("views", views_->Run()); });
@@ -210,7 +231,8 @@ class Daemon::Impl {
     Announce(
         absl::StrFormat("kafka: %s%s", bootstrap_,
                         embedded_ ? " (embedded development cluster: topics live in memory)" : ""));
-    Announce(absl::StrFormat("http: http://%s:%d/", AddressForUrl(), http_->port()));
+    Announce(absl::StrFormat("http: %s://%s:%d/", tls_ != nullptr ? "https" : "http",
+                             AddressForUrl(), http_->port()));
     started_ = true;
     return absl::OkStatus();
   }
@@ -291,7 +313,9 @@ class Daemon::Impl {
       return absl::OkStatus();
     }
     if (http_ == nullptr) return absl::FailedPreconditionError("the daemon is stopping");
-    absl::StatusOr<v1::ServeConfig> reread = LoadServeConfig(path);
+    // Tokens only: the certificate and key have a reload of their own (ReloadTls), and a
+    // broken certificate must not keep a leaked token in place.
+    absl::StatusOr<v1::ServeConfig> reread = LoadServeConfig(path, NamedFiles::kSkip);
     if (!reread.ok()) return reread.status();
     if (absl::Status s = CheckTokenFilePermissions(path, *reread); !s.ok()) return s;
     std::map<std::string, const v1::ApiToken*> before;
@@ -333,9 +357,30 @@ class Daemon::Impl {
         !restart.empty()) {
       spdlog::warn(
           "daemon: {} changed {}, which needs a restart: until then the daemon keeps what it "
-          "started with (SIGHUP applies only tokens and the rule set's file contents)",
+          "started with (SIGHUP applies only tokens and the contents of the rule set's and "
+          "the TLS certificate's and key's files)",
           path, absl::StrJoin(restart, ", "));
     }
+    return absl::OkStatus();
+  }
+
+  absl::Status ReloadTls() {
+    absl::MutexLock reload(&tokens_mu_);           // Also keeps Wait() from taking http_ away.
+    if (tls_ == nullptr) return absl::OkStatus();  // Plain HTTP: nothing to reload.
+    if (http_ == nullptr) return absl::FailedPreconditionError("the daemon is stopping");
+    absl::StatusOr<std::shared_ptr<const api::TlsContext>> loaded = LoadTls(config_.http());
+    absl::Status set = loaded.ok() ? http_->SetTls(*loaded) : loaded.status();
+    if (!set.ok()) {
+      tls_reloads_failed_.fetch_add(1);
+      return set;
+    }
+    tls_reloads_ok_.fetch_add(1);
+    tls_ = *std::move(loaded);
+    spdlog::info(
+        "daemon: TLS certificate reloaded from {}: {}; new connections get it, open ones "
+        "(event streams) keep the one they began with",
+        tls_->cert_path(), tls_->Describe());
+    WarnOfExpiry(*tls_);
     return absl::OkStatus();
   }
 
@@ -464,6 +509,21 @@ class Daemon::Impl {
   int http_port() const { return http_ != nullptr ? http_->port() : -1; }
 
  private:
+  static void WarnOfExpiry(const api::TlsContext& tls) {
+    const absl::Duration left = tls.not_after() - absl::Now();
+    if (left < absl::ZeroDuration()) {
+      spdlog::error(
+          "daemon: the TLS certificate {} expired {} days ago ({}): clients refuse it; put a "
+          "renewed certificate and key in place and send SIGHUP (systemctl reload cityops)",
+          tls.cert_path(), absl::ToInt64Hours(-left) / 24, tls.Describe());
+    } else if (left < absl::Hours(24 * 14)) {
+      spdlog::warn(
+          "daemon: the TLS certificate {} expires in {} days ({}): renew it, then send SIGHUP "
+          "(systemctl reload cityops)",
+          tls.cert_path(), absl::ToInt64Hours(left) / 24, tls.Describe());
+    }
+  }
+
   void Announce(const std::string& line) {
     spdlog::info("daemon: {}", line);
     if (options_.announce != nullptr) *options_.announce << line << std::endl;
@@ -713,6 +773,14 @@ class Daemon::Impl {
             .Sample({}, static_cast<double>(s.derived));
       }
     }
+    if (!config_.http().tls().cert().empty()) {
+      m.Add("cityops_http_tls_reloads_total", "counter",
+            "Reloads of the TLS certificate and key (SIGHUP) since the daemon started, by "
+            "result: ok (new connections get the new certificate), failed (the one in use "
+            "stays; the log says why).")
+          .Sample({{"result", "ok"}}, static_cast<double>(tls_reloads_ok_.load()))
+          .Sample({{"result", "failed"}}, static_cast<double>(tls_reloads_failed_.load()));
+    }
     if (outbox_ != nullptr) {
       m.Add("cityops_tickets_published_total", "counter",
             "Dispatch tickets Kafka acknowledged on the tickets topic since the daemon started.")
@@ -731,6 +799,11 @@ class Daemon::Impl {
   std::unique_ptr<projections::TicketOutbox> outbox_;
   std::unique_ptr<ingest::Ingester> ingester_;
   std::unique_ptr<api::HttpServer> http_;
+  // The certificate and key new HTTPS connections get (null: plain HTTP); replaced by
+  // ReloadTls, under tokens_mu_.
+  std::shared_ptr<const api::TlsContext> tls_;
+  std::atomic<uint64_t> tls_reloads_ok_{0};
+  std::atomic<uint64_t> tls_reloads_failed_{0};
   std::vector<std::thread> threads_;
   std::atomic<bool> ready_{false};
   absl::Duration full_before_;  // WatchDisk's: time full before the current outage.
@@ -764,6 +837,7 @@ absl::Status Daemon::Wait() { return impl_->Wait(); }
 void Daemon::RequestStop() { impl_->RequestStop(); }
 absl::StatusOr<v1::ReloadRulesResponse> Daemon::ReloadRules() { return impl_->ReloadRules(); }
 absl::Status Daemon::ReloadTokens() { return impl_->ReloadTokens(); }
+absl::Status Daemon::ReloadTls() { return impl_->ReloadTls(); }
 v1::HealthResponse Daemon::Health(bool ready) const { return impl_->Health(ready); }
 bool Daemon::Ready() const { return impl_->Ready(); }
 bool Daemon::Stopping() const { return impl_->Stopping(); }

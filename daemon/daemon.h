@@ -24,8 +24,8 @@
 // stage resumes from its checkpoint in the log. A stage that fails stops the daemon the
 // same way, and Wait() returns its error (systemd then restarts it).
 //
-// Thread safety: RequestStop, ReloadRules, ReloadTokens, Health and the accessors from any
-// thread;
+// Thread safety: RequestStop, ReloadRules, ReloadTokens, ReloadTls, Health and the
+// accessors from any thread;
 // Wait from one.
 #ifndef CITYOPS_DAEMON_DAEMON_H_
 #define CITYOPS_DAEMON_DAEMON_H_
@@ -52,7 +52,7 @@ struct DaemonOptions {
   // accelerated one. Must outlive the daemon.
   const kernel::Clock* clock = kernel::Clock::Real();
   // Where the daemon announces its addresses for people and scripts: "kafka: HOST:PORT",
-  // "http: http://HOST:PORT/", then "ready". May be null.
+  // "http: http://HOST:PORT/" (https:// with http.tls), then "ready". May be null.
   std::ostream* announce = nullptr;
   // Tests only: passed to the event log (kernel/event_log_testing.h), e.g. a file system
   // that runs out of space. Null in production.
@@ -84,6 +84,14 @@ class Daemon {
   // others may read (daemon/config.h), keeps the tokens in use and returns why. Without a
   // configuration file there is nothing to re-read: OK.
   absl::Status ReloadTokens();
+
+  // Loads the certificate and key of http.tls again, from the paths the daemon started
+  // with (SIGHUP), and puts them in place for new connections; connections already open
+  // (event streams) keep the certificate they began with and stay open. Logs the new
+  // certificate's subject, serial and end of validity. A pair that does not load (the
+  // key not the certificate's, a key file others may read, ...) keeps the one in use and
+  // returns why. Counted in cityops_http_tls_reloads_total{result}. OK without TLS.
+  absl::Status ReloadTls();
 
   // Liveness (`ready` false) or readiness (`ready` true). Kafka out of reach and a full
   // disk are not liveness problems (the process is alive and recovers by itself): /healthz

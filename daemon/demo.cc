@@ -138,11 +138,20 @@ class Demo::Impl {
       : options_(options), clock_(absl::Now(), options.acceleration) {}
 
   absl::Status Start(std::ostream* announce) {
+    if (!IsLoopbackAddress(options_.listen_address) && !options_.allow_plaintext) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "refusing to start: the demo serves plain HTTP, and --listen %s is not a loopback "
+          "address: its tokens would cross the network unencrypted. Use --listen 127.0.0.1 "
+          "(the default), or pass --allow-plaintext to accept that; `cityops serve` with "
+          "http.tls serves HTTPS",
+          options_.listen_address));
+    }
     v1::ServeConfig config = DefaultServeConfig();
     config.set_data_dir(options_.data_dir);
     config.mutable_kafka()->set_embedded_partitions(static_cast<int32_t>(options_.partitions));
     config.mutable_http()->set_listen_address(options_.listen_address);
     config.mutable_http()->set_port(options_.port);
+    config.mutable_http()->set_allow_plaintext(options_.allow_plaintext);
     *config.mutable_logging() = options_.logging;
     if (config.logging().level().empty()) config.mutable_logging()->set_level("info");
     if (config.logging().format().empty()) config.mutable_logging()->set_format("text");

@@ -32,6 +32,8 @@ namespace cityops::daemon {
 struct DemoOptions {
   std::string data_dir = "cityops-data";
   std::string listen_address = "127.0.0.1";
+  // Plain HTTP beyond loopback (http.allow_plaintext): refused without it.
+  bool allow_plaintext = false;
   int port = 8080;  // 0: any free port.
   uint32_t devices = 10'000;
   std::string scenario = "typhoon";  // normal, typhoon or elevator-wave.

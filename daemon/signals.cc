@@ -37,7 +37,9 @@ SignalWatcher::SignalWatcher(std::function<void()> stop, std::function<void()> r
             spdlog::info("daemon: {}: stopping", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             stop();
           } else if (sig == SIGHUP) {
-            spdlog::info("daemon: SIGHUP: re-reading the tokens and reloading the rule set");
+            spdlog::info(
+                "daemon: SIGHUP: re-reading the tokens and the TLS certificate, reloading the "
+                "rule set");
             reload();
           }
         }

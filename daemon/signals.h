@@ -1,5 +1,5 @@
-// Signals of a daemon run: SIGTERM and SIGINT stop it cleanly, SIGHUP reloads its tokens
-// and rules.
+// Signals of a daemon run: SIGTERM and SIGINT stop it cleanly, SIGHUP reloads its tokens,
+// its TLS certificate and its rules.
 //
 // Signals are taken synchronously on a thread of their own (sigtimedwait), never in an
 // async handler. For that, every thread must block them: call BlockDaemonSignals() first

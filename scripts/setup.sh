@@ -33,7 +33,7 @@ PACKAGES=(
   libcpp-httplib-dev
   # JSON reports of the analysts' tools (ordered keys, so that a report is reproducible).
   nlohmann-json3-dev
-  # SHA-256 of rule sets (the digest RulesetActivated records).
+  # SHA-256 of rule sets (the digest RulesetActivated records); TLS for the HTTP API.
   libssl-dev
   # Integrator examples (proto/README.md), run by the ingest tests; python3 also checks
   # JSON in app/cli_smoke_test.sh.

@@ -39,6 +39,7 @@
 #include "google/protobuf/util/json_util.h"
 #include "tests/testing/change_stream.h"
 #include "tests/testing/daemon_process.h"
+#include "tests/testing/loopback_socket.h"
 #include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
@@ -55,6 +56,7 @@ using testing::HttpReply;
 using testing::kOperatorToken;
 using testing::kStreetOperatorToken;
 using testing::kViewerToken;
+using testing::LoopbackSocket;
 using testing::Post;
 
 constexpr char kGrid[] = "310104001001001";  // In stan.street's street.
@@ -66,80 +68,6 @@ void RaiseOpenFileLimit() {
   files.rlim_cur = files.rlim_max;
   setrlimit(RLIMIT_NOFILE, &files);
 }
-
-// A raw TCP connection to the daemon from a loopback address of its own choosing.
-class Socket {
- public:
-  Socket(const std::string& source, int port) {
-    fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd_ < 0) return;
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    inet_pton(AF_INET, source.c_str(), &from.sin_addr);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(static_cast<uint16_t>(port));
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    connected_ = bind(fd_, reinterpret_cast<sockaddr*>(&from), sizeof(from)) == 0 &&
-                 connect(fd_, reinterpret_cast<sockaddr*>(&to), sizeof(to)) == 0;
-  }
-  ~Socket() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Socket(const Socket&) = delete;
-  Socket& operator=(const Socket&) = delete;
-
-  bool connected() const { return connected_; }
-
-  bool Send(const std::string& data) {
-    return send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
-  }
-
-  // The next whole response (header and Content-Length body), or what had arrived when
-  // the connection closed or `timeout` passed. Bytes after it stay for the next call.
-  std::string ReadResponse(absl::Duration timeout = absl::Seconds(10)) {
-    const absl::Time deadline = absl::Now() + timeout;
-    for (;;) {
-      const size_t end = buffer_.find("\r\n\r\n");
-      if (end != std::string::npos) {
-        size_t length = 0;
-        for (absl::string_view line : absl::StrSplit(buffer_.substr(0, end), "\r\n")) {
-          if (absl::StartsWithIgnoreCase(line, "content-length:")) {
-            REQUIRE(absl::SimpleAtoi(absl::StripAsciiWhitespace(line.substr(15)), &length));
-          }
-        }
-        if (buffer_.size() >= end + 4 + length) {
-          std::string response = buffer_.substr(0, end + 4 + length);
-          buffer_.erase(0, end + 4 + length);
-          return response;
-        }
-      }
-      const int64_t left = absl::ToInt64Milliseconds(deadline - absl::Now());
-      pollfd p{fd_, POLLIN, 0};
-      if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) break;
-      char chunk[4096];
-      const ssize_t n = recv(fd_, chunk, sizeof(chunk), 0);
-      if (n <= 0) break;
-      buffer_.append(chunk, static_cast<size_t>(n));
-    }
-    return std::exchange(buffer_, "");
-  }
-
-  // True once the daemon has closed the connection (end of stream or reset), having sent
-  // nothing first.
-  bool ClosedByServer() const {
-    pollfd p{fd_, POLLIN, 0};
-    if (poll(&p, 1, 0) <= 0) return false;
-    char byte;
-    const ssize_t n = recv(fd_, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-    return n == 0 || (n < 0 && errno == ECONNRESET);
-  }
-
- private:
-  int fd_ = -1;
-  bool connected_ = false;
-  std::string buffer_;
-};
 
 int StatusOf(const std::string& response) {
   int status = 0;
@@ -193,7 +121,7 @@ std::string Config(const std::string& data, const std::string& http) {
 // wait for a condition (those go through testing::WaitUntil).
 class Trickler {
  public:
-  Trickler(std::vector<std::unique_ptr<Socket>>* sockets, absl::Duration interval)
+  Trickler(std::vector<std::unique_ptr<LoopbackSocket>>* sockets, absl::Duration interval)
       : thread_([this, sockets, interval] {
           while (!stop_.load()) {
             for (auto& s : *sockets) s->Send("a");
@@ -211,10 +139,11 @@ class Trickler {
 };
 
 // Each of `n` sockets from the `hosts` addresses 127.0.0.<first>.. in turn.
-std::vector<std::unique_ptr<Socket>> Open(int n, int first, int hosts, int port) {
-  std::vector<std::unique_ptr<Socket>> out;
+std::vector<std::unique_ptr<LoopbackSocket>> Open(int n, int first, int hosts, int port) {
+  std::vector<std::unique_ptr<LoopbackSocket>> out;
   for (int i = 0; i < n; ++i) {
-    out.push_back(std::make_unique<Socket>(absl::StrCat("127.0.0.", first + i % hosts), port));
+    out.push_back(
+        std::make_unique<LoopbackSocket>(absl::StrCat("127.0.0.", first + i % hosts), port));
     REQUIRE(out.back()->connected());
   }
   return out;
@@ -234,7 +163,7 @@ TEST_CASE(
   ReportAndWaitOpened(port, "F-1");
 
   // 200 idle keep-alive connections (one request answered, then nothing), from 5 clients.
-  std::vector<std::unique_ptr<Socket>> idle = Open(200, 10, 5, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> idle = Open(200, 10, 5, port);
   for (auto& s : idle) {
     REQUIRE(s->Send("GET /healthz HTTP/1.1\r\nHost: cityops\r\n\r\n"));
     REQUIRE(StatusOf(s->ReadResponse()) == 200);
@@ -247,9 +176,9 @@ TEST_CASE(
   }
   // 200 silent connections, 100 sending a header a byte every 100 ms, 20 sending a body
   // so, each from 5 clients.
-  std::vector<std::unique_ptr<Socket>> silent = Open(200, 20, 5, port);
-  std::vector<std::unique_ptr<Socket>> slow = Open(100, 30, 5, port);
-  std::vector<std::unique_ptr<Socket>> slow_body = Open(20, 40, 5, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> silent = Open(200, 20, 5, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> slow = Open(100, 30, 5, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> slow_body = Open(20, 40, 5, port);
   for (auto& s : slow_body) {
     REQUIRE(s->Send(absl::StrCat("POST /api/v1/reports HTTP/1.1\r\nHost: cityops\r\n",
                                  "Authorization: Bearer ", kOperatorToken,
@@ -310,7 +239,7 @@ TEST_CASE(
   }
 
   // The request timeout (5 s here) closes the silent and the slow ones, bodies included.
-  auto all_closed = [](const std::vector<std::unique_ptr<Socket>>& sockets) {
+  auto all_closed = [](const std::vector<std::unique_ptr<LoopbackSocket>>& sockets) {
     return std::all_of(sockets.begin(), sockets.end(),
                        [](const auto& s) { return s->ClosedByServer(); });
   };
@@ -349,12 +278,12 @@ TEST_CASE(
   const int port = d.port();
 
   // --- Per client: the 11th connection from 127.0.0.50 is refused; others are served.
-  std::vector<std::unique_ptr<Socket>> first = Open(10, 50, 1, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> first = Open(10, 50, 1, port);
   REQUIRE(testing::WaitUntil(
       [&] { return Metric(port, "cityops_http_connections{state=\"receiving\"}") >= 10; },
       absl::Seconds(10)));
   {
-    Socket eleventh("127.0.0.50", port);
+    LoopbackSocket eleventh("127.0.0.50", port);
     REQUIRE(eleventh.connected());
     const std::string refused = eleventh.ReadResponse();
     CHECK(StatusOf(refused) == 503);
@@ -368,7 +297,7 @@ TEST_CASE(
 
   // --- In all: 40 more from 4 other clients. Past 40 open, each new one closes the one that
   // has waited longest: the first ten.
-  std::vector<std::unique_ptr<Socket>> more = Open(40, 51, 4, port);
+  std::vector<std::unique_ptr<LoopbackSocket>> more = Open(40, 51, 4, port);
   CHECK(testing::WaitUntil(
       [&] {
         return std::all_of(first.begin(), first.end(),
@@ -387,7 +316,7 @@ TEST_CASE(
 
   // --- A header that exceeds the limit without ending.
   {
-    Socket big("127.0.0.60", port);
+    LoopbackSocket big("127.0.0.60", port);
     REQUIRE(big.connected());
     // 33 KiB in one write: the room reads it all before answering, so closing resets
     // nothing that the answer needs.
@@ -401,7 +330,7 @@ TEST_CASE(
   // --- Keep-alive and pipelining: three requests in one write, a body among them, and a
   // fourth later, all on one connection; then the idle timeout (2 s) closes it.
   const double accepted = Metric(port, "cityops_http_connections_accepted_total");
-  Socket keep("127.0.0.70", port);
+  LoopbackSocket keep("127.0.0.70", port);
   REQUIRE(keep.connected());
   const std::string report = ReportJson("K-1");
   REQUIRE(keep.Send(absl::StrCat(

@@ -11,6 +11,7 @@
 #include "kernel/proto_time.h"
 #include "kernel/yaml_proto.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/tls_files.h"
 
 namespace cityops {
 namespace {
@@ -64,7 +65,8 @@ TEST_CASE("configuration errors name the file, line and column and say what to d
   CHECK(ErrorOf("data_dir: x\nhttp:\n  prot: 80\n") ==
         "cityops.yaml:3:3: unknown key 'prot' in cityops.v1.HttpConfig; expected one of: "
         "listen_address, port, max_body_bytes, max_event_streams, dashboard, auth_failure_limit, "
-        "max_connections, max_connections_per_client, request_timeout, idle_timeout, workers");
+        "max_connections, max_connections_per_client, request_timeout, idle_timeout, workers, "
+        "tls, allow_plaintext");
   CHECK(ErrorOf("http:\n  port: 70000\n") ==
         "cityops.yaml:2:3: port 70000 is out of range; use 1 to 65535, or 0 for any free port");
   CHECK(ErrorOf("http: {listen_address: localhost}") ==
@@ -313,6 +315,141 @@ TEST_CASE("port 0 is printed and reads back as 0, no port as 8080", "[config]") 
   REQUIRE(none.ok());
   CHECK(none->http().port() == 8080);
   CHECK(daemon::DefaultServeConfig().http().port() == 8080);
+}
+
+TEST_CASE("http.tls takes a certificate and a key, both or neither", "[config][tls]") {
+  CHECK(ErrorOf("http:\n  tls: {cert: /etc/cityops/cert.pem}\n") ==
+        "cityops.yaml:2:9: tls has a cert but no key: give both, the certificate and its "
+        "private key (PEM files), or neither for plain HTTP");
+  CHECK(ErrorOf("http:\n  tls:\n    key: /etc/cityops/key.pem\n") ==
+        "cityops.yaml:3:5: tls has a key but no cert: give both, the certificate and its "
+        "private key (PEM files), or neither for plain HTTP");
+  // Both: parsed without reading them (ParseServeConfig has no file to be relative to).
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(
+      "http: {listen_address: 0.0.0.0, tls: {cert: /nonexistent/c.pem, key: /nonexistent/k.pem}}",
+      "cityops.yaml");
+  REQUIRE(c.ok());
+  CHECK(c->http().tls().cert() == "/nonexistent/c.pem");
+  CHECK_FALSE(c->http().allow_plaintext());
+}
+
+TEST_CASE("listening beyond loopback in plain HTTP is refused unless http.allow_plaintext says so",
+          "[config][tls]") {
+  const std::string refusal =
+      " is not a loopback address and http.tls is not set: API tokens and the city's data "
+      "would cross the network in plain text. Set http.tls.cert and http.tls.key "
+      "(OPERATIONS.md, \"TLS\"); or listen on 127.0.0.1 behind a TLS-terminating proxy; or, "
+      "if something else encrypts the traffic, set http.allow_plaintext: true";
+  CHECK(ErrorOf("http:\n  listen_address: 0.0.0.0\n") ==
+        "cityops.yaml:2:3: listen_address 0.0.0.0" + refusal);
+  CHECK(ErrorOf("http: {listen_address: \"::\"}") ==
+        "cityops.yaml:1:8: listen_address ::" + refusal);
+  CHECK(ErrorOf("http: {listen_address: 10.1.2.3, allow_plaintext: false}") ==
+        "cityops.yaml:1:8: listen_address 10.1.2.3" + refusal);
+  for (const char* loopback :
+       {"127.0.0.1", "127.0.0.2", "127.255.0.9", "::1", "::ffff:127.0.0.1"}) {
+    INFO(loopback);
+    CHECK(ParseServeConfig(absl::StrCat("http: {listen_address: \"", loopback, "\"}"), "c.yaml")
+              .ok());
+  }
+  absl::StatusOr<v1::ServeConfig> allowed =
+      ParseServeConfig("http: {listen_address: 0.0.0.0, allow_plaintext: true}", "c.yaml");
+  REQUIRE(allowed.ok());
+  CHECK(allowed->http().allow_plaintext());
+  CHECK(daemon::CheckPlaintextExposure(allowed->http()).ok());
+  // The daemon's own check, for configurations made in code (cityops demo --listen).
+  v1::HttpConfig exposed;
+  exposed.set_listen_address("192.0.2.7");
+  CHECK(daemon::CheckPlaintextExposure(exposed).code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_FALSE(daemon::IsLoopbackAddress("128.0.0.1"));
+  CHECK_FALSE(daemon::IsLoopbackAddress("::ffff:10.0.0.1"));
+  CHECK_FALSE(daemon::IsLoopbackAddress("localhost"));
+  CHECK(daemon::DefaultServeConfig().http().listen_address() == "127.0.0.1");
+}
+
+TEST_CASE(
+    "a configuration file's certificate and key are loaded: unreadable, not a certificate, a "
+    "key that is not the certificate's, and a key file others may read are errors at their "
+    "line",
+    "[config][tls]") {
+  using std::filesystem::perms;
+  testing::TempDir dir;
+  const testing::TestCertificate one =
+      testing::WriteSelfSignedCertificate(dir.Sub("one.pem"), dir.Sub("one.key"), 1);
+  const testing::TestCertificate two =
+      testing::WriteSelfSignedCertificate(dir.Sub("two.pem"), dir.Sub("two.key"), 2);
+  const std::string path = dir.Sub("cityops.yaml");
+  auto load = [&](const std::string& cert, const std::string& key) {
+    {
+      std::ofstream(path, std::ios::trunc)
+          << "http:\n  tls:\n    cert: " << cert << "\n    key: " << key << "\n";
+    }
+    return daemon::LoadServeConfig(path);
+  };
+  // The pair as it should be: loaded, and in effect.
+  absl::StatusOr<v1::ServeConfig> good = load(one.cert_path, one.key_path);
+  INFO(good.status().ToString());
+  REQUIRE(good.ok());
+  absl::StatusOr<std::shared_ptr<const api::TlsContext>> tls = daemon::LoadTls(good->http());
+  REQUIRE(tls.ok());
+  REQUIRE(*tls != nullptr);
+  CHECK((*tls)->serial() == one.serial);
+  CHECK((*tls)->subject() == "CN=cityops-test");
+  CHECK((*tls)->not_after() == one.not_after);
+  // No TLS: nothing to load.
+  absl::StatusOr<std::shared_ptr<const api::TlsContext>> none =
+      daemon::LoadTls(daemon::DefaultServeConfig().http());
+  REQUIRE(none.ok());
+  CHECK(*none == nullptr);
+
+  // Unreadable.
+  absl::StatusOr<v1::ServeConfig> missing = load(dir.Sub("gone.pem"), one.key_path);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(std::string(missing.status().message()) == path + ":3:5: cannot read the certificate " +
+                                                       dir.Sub("gone.pem") +
+                                                       ": No such file or directory");
+  // Not a certificate: the key where the certificate goes.
+  absl::StatusOr<v1::ServeConfig> not_cert = load(one.key_path, one.key_path);
+  REQUIRE_FALSE(not_cert.ok());
+  CHECK(std::string(not_cert.status().message()) ==
+        path + ":3:5: the certificate " + one.key_path +
+            " holds no PEM certificate (a \"-----BEGIN CERTIFICATE-----\" block that parses); "
+            "give the server's certificate there, then its chain");
+  // Not a key: the certificate where the key goes (a certificate is no secret: mode 0644,
+  // so made the owner's only first).
+  std::filesystem::copy_file(one.cert_path, dir.Sub("cert-as-key.pem"));
+  std::filesystem::permissions(dir.Sub("cert-as-key.pem"), perms::owner_read,
+                               std::filesystem::perm_options::replace);
+  absl::StatusOr<v1::ServeConfig> not_key = load(one.cert_path, dir.Sub("cert-as-key.pem"));
+  REQUIRE_FALSE(not_key.ok());
+  CHECK_THAT(std::string(not_key.status().message()),
+             Catch::StartsWith(path + ":4:5: the private key " + dir.Sub("cert-as-key.pem") +
+                               " holds no PEM private key the daemon can read"));
+  // A key that is not the certificate's.
+  absl::StatusOr<v1::ServeConfig> mismatch = load(one.cert_path, two.key_path);
+  REQUIRE_FALSE(mismatch.ok());
+  CHECK(mismatch.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(mismatch.status().message()),
+             Catch::StartsWith(path + ":4:5: the private key " + two.key_path +
+                               " does not match the certificate " + one.cert_path +
+                               ": give the key the certificate was issued for"));
+  // A key file its group or others may read: refused as the token file is.
+  std::filesystem::permissions(one.key_path, perms::group_read | perms::others_read,
+                               std::filesystem::perm_options::add);
+  absl::StatusOr<v1::ServeConfig> open_key = load(one.cert_path, one.key_path);
+  REQUIRE_FALSE(open_key.ok());
+  CHECK(open_key.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK(std::string(open_key.status().message()) ==
+        path + ":4:5: " + one.key_path +
+            " holds the TLS private key but its mode is 0644: its group or others may read or "
+            "write it; run `chmod 600 " +
+            one.key_path + "` (and keep it owned by the daemon's user)");
+  absl::StatusOr<std::shared_ptr<const api::TlsContext>> open_tls = daemon::LoadTls(good->http());
+  CHECK(open_tls.status().code() == absl::StatusCode::kFailedPrecondition);
+  CHECK_THAT(std::string(open_tls.status().message()),
+             Catch::StartsWith("http.tls.key: " + one.key_path + " holds the TLS private key"));
+  // A SIGHUP re-reads the tokens without them: the certificate has its own reload.
+  CHECK(daemon::LoadServeConfig(path, daemon::NamedFiles::kSkip).ok());
 }
 
 }  // namespace

@@ -22,15 +22,13 @@ Then it stops the demo with SIGINT and expects exit code 0. Screenshots go to
 demo's log to dashboard-demo.log.
 """
 import argparse
-import json
 import os
 import re
 import shutil
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 
 
 def ensure_selenium():
@@ -48,6 +46,7 @@ def ensure_selenium():
 
 ensure_selenium()
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'testing'))
+import api_client  # noqa: E402
 from demo_process import DemoProcess, Failure, poll  # noqa: E402
 from selenium import webdriver  # noqa: E402
 from selenium.common.exceptions import WebDriverException  # noqa: E402
@@ -111,13 +110,7 @@ def check_security_headers(base, token):
                               ('/style.css', False, 'no-cache'), ('/healthz', False, 'no-store'),
                               ('/api/v1/whoami', True, 'no-store'),
                               ('/api/v1/whoami', False, 'no-store'), ('/no-such-page', False, None)]:
-        req = urllib.request.Request(base.rstrip('/') + path,
-                                     headers={'Authorization': f'Bearer {token}'} if auth else {})
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                headers, status = res.headers, res.status
-        except urllib.error.HTTPError as e:
-            headers, status = e.headers, e.code
+        status, headers, _ = api_client.request(base, path, token=token if auth else None)
         problems = [f'{name}: {headers.get(name)!r}, expected {want!r}'
                     for name, want in SECURITY_HEADERS.items() if headers.get(name) != want]
         csp = headers.get('Content-Security-Policy') or ''
@@ -297,9 +290,7 @@ def check_league(driver, base, token):
 
 
 def api_get(base, token, path):
-    req = urllib.request.Request(base.rstrip('/') + path, headers={'Authorization': f'Bearer {token}'})
-    with urllib.request.urlopen(req, timeout=10) as res:
-        return json.load(res)
+    return api_client.get_json(base, token, path)
 
 
 def open_yellow_case(driver):
@@ -338,7 +329,7 @@ def check_timeline(driver, base, token, case_id):
             stages: document.querySelectorAll('#detail-stages .stage-seg').length,
             handling: document.getElementById('detail-handling').textContent,
           };""")
-        detail = api_get(base, token, '/api/v1/cases/' + urllib.request.quote(case_id, safe=''))
+        detail = api_get(base, token, '/api/v1/cases/' + urllib.parse.quote(case_id, safe=''))
         expected = last['expected'] = len(detail.get('timeline', []))
         return (state['visible'] and case_id in state['sub'] and len(state['rows']) == expected
                 and 'caseOverdue' in state['rows'] and state['stages'] == 5 and state['handling'])

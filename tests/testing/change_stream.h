@@ -4,6 +4,8 @@
 //   ChangeStream changes(d.port(), kViewerToken);
 //   REQUIRE(changes.WaitFor("retry: 2000"));
 //
+// With `ca` (a PEM file), over HTTPS, the daemon's certificate checked against it.
+//
 // Header-only and free of Catch2.
 #ifndef CITYOPS_TESTS_TESTING_CHANGE_STREAM_H_
 #define CITYOPS_TESTS_TESTING_CHANGE_STREAM_H_
@@ -15,6 +17,7 @@
 #include <thread>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "tests/testing/wait.h"
@@ -23,9 +26,13 @@ namespace cityops::testing {
 
 class ChangeStream {
  public:
-  ChangeStream(int port, const std::string& token) {
-    thread_ = std::thread([this, port, token] {
-      httplib::Client client("127.0.0.1", port);
+  ChangeStream(int port, const std::string& token, const std::string& ca = "") {
+    thread_ = std::thread([this, port, token, ca] {
+      httplib::Client client(absl::StrCat(ca.empty() ? "http" : "https", "://127.0.0.1:", port));
+      if (!ca.empty()) {
+        client.enable_server_certificate_verification(true);
+        client.set_ca_cert_path(ca);
+      }
       client.set_read_timeout(30, 0);
       const httplib::Headers headers = {{"Authorization", "Bearer " + token}};
       client.Get(

@@ -5,6 +5,10 @@
 //   REQUIRE(d.WaitReady());
 //   HttpReply r = Get(d.port(), "/api/v1/statistics", kViewerToken);
 //
+// A daemon serving HTTPS (http.tls) announces "http: https://..."; `https()` says so, and
+// HttpsGet / HttpsPost / HttpsRequest talk to it, checking its certificate against a CA
+// file (tests/testing/tls_files.h makes certificates).
+//
 // The daemon gets its own configuration file (embedded Kafka, HTTP on a free loopback
 // port, 200 ms clock ticks; mode 0600, as a file holding tokens must be), logs to `<data
 // dir>/../daemon-<n>.log` (shown by log()), and is killed if the test leaves it running.
@@ -117,9 +121,10 @@ class DaemonProcess {
     if (!child_->WaitForLine("ready", timeout)) return false;
     for (const std::string& line :
          std::vector<std::string>(absl::StrSplit(child_->output(), '\n'))) {
-      if (line.rfind("http: http://", 0) == 0) {
+      if (line.rfind("http: http://", 0) == 0 || line.rfind("http: https://", 0) == 0) {
         const std::string rest = line.substr(line.rfind(':') + 1);
         port_ = std::stoi(rest);
+        https_ = line.rfind("http: https://", 0) == 0;
       } else if (line.rfind("kafka: ", 0) == 0) {
         kafka_ = line.substr(7, line.find(' ', 7) - 7);
       }
@@ -145,6 +150,8 @@ class DaemonProcess {
   }
 
   int port() const { return port_; }
+  // True when it announced an https:// address (http.tls).
+  bool https() const { return https_; }
   const std::string& kafka() const { return kafka_; }
   const std::string& data_dir() const { return data_dir_; }
   const std::string& config_path() const { return config_path_; }
@@ -162,6 +169,7 @@ class DaemonProcess {
   std::string log_path_;
   std::unique_ptr<ChildProcess> child_;
   int port_ = -1;
+  bool https_ = false;
   std::string kafka_;
 };
 
@@ -172,10 +180,11 @@ struct HttpReply {
   httplib::Headers headers;  // Names compare case-insensitively.
 };
 
-inline HttpReply Request(int port, const std::string& method, const std::string& path,
-                         const std::string& token = "", const std::string& body = "",
-                         const std::string& content_type = "application/json") {
-  httplib::Client client("127.0.0.1", port);
+namespace daemon_process_internal {
+
+inline HttpReply Send(httplib::Client& client, const std::string& method, const std::string& path,
+                      const std::string& token, const std::string& body,
+                      const std::string& content_type) {
   client.set_read_timeout(30, 0);
   httplib::Headers headers;
   if (!token.empty()) headers.emplace("Authorization", absl::StrCat("Bearer ", token));
@@ -189,6 +198,37 @@ inline HttpReply Request(int port, const std::string& method, const std::string&
   out.content_type = r->get_header_value("Content-Type");
   out.headers = r->headers;
   return out;
+}
+
+}  // namespace daemon_process_internal
+
+inline HttpReply Request(int port, const std::string& method, const std::string& path,
+                         const std::string& token = "", const std::string& body = "",
+                         const std::string& content_type = "application/json") {
+  httplib::Client client("127.0.0.1", port);
+  return daemon_process_internal::Send(client, method, path, token, body, content_type);
+}
+
+// Over HTTPS to https://127.0.0.1:`port`, its certificate checked against the PEM file
+// `ca` (and for naming 127.0.0.1). A new connection, and so a new handshake, each time.
+inline HttpReply HttpsRequest(int port, const std::string& ca, const std::string& method,
+                              const std::string& path, const std::string& token = "",
+                              const std::string& body = "",
+                              const std::string& content_type = "application/json") {
+  httplib::Client client(absl::StrCat("https://127.0.0.1:", port));
+  client.enable_server_certificate_verification(true);
+  client.set_ca_cert_path(ca);
+  return daemon_process_internal::Send(client, method, path, token, body, content_type);
+}
+
+inline HttpReply HttpsGet(int port, const std::string& ca, const std::string& path,
+                          const std::string& token = "") {
+  return HttpsRequest(port, ca, "GET", path, token);
+}
+
+inline HttpReply HttpsPost(int port, const std::string& ca, const std::string& path,
+                           const std::string& token, const std::string& body) {
+  return HttpsRequest(port, ca, "POST", path, token, body);
 }
 
 inline HttpReply Get(int port, const std::string& path, const std::string& token = "") {
