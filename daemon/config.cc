@@ -46,6 +46,12 @@ class Checker {
           c, "durability",
           absl::StrFormat("durability '%s' is not known; use sync or buffered", c.durability()));
     }
+    if (c.log_memtable_mib() != 0 && (c.log_memtable_mib() < 16 || c.log_memtable_mib() > 65536)) {
+      return Error(c, "log_memtable_mib",
+                   absl::StrFormat("log_memtable_mib %u is out of range; use 16 to 65536 (MiB "
+                                   "of memtables for the whole log; 256 by default)",
+                                   c.log_memtable_mib()));
+    }
     if (!c.backups().dir().empty()) {
       const std::filesystem::path data =
           std::filesystem::absolute(c.data_dir().empty() ? "cityops-data" : c.data_dir())
@@ -309,6 +315,7 @@ class Checker {
 void FillDefaults(v1::ServeConfig* c) {
   Default("cityops-data", c->mutable_data_dir());
   Default("sync", c->mutable_durability());
+  if (c->log_memtable_mib() == 0) c->set_log_memtable_mib(256);
   v1::KafkaConfig* k = c->mutable_kafka();
   if (k->bootstrap_servers().empty() && k->embedded_partitions() == 0) {
     k->set_embedded_partitions(4);

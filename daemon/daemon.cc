@@ -89,6 +89,7 @@ class Daemon::Impl {
     kernel::EventLogOptions log_options;
     log_options.path = config_.data_dir();
     log_options.clock = kernel::Clock::Real();
+    log_options.memtable_budget_bytes = size_t{config_.log_memtable_mib()} << 20;
     log_options.durability = config_.durability() == "buffered"
                                  ? kernel::Durability::kBuffered
                                  : kernel::Durability::kSyncEachAppend;

@@ -606,6 +606,11 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
   if (options.clock == nullptr) {
     return absl::InvalidArgumentError("event log clock is null; leave it at Clock::Real()");
   }
+  if (options.memtable_budget_bytes < (size_t{16} << 20)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "event log memtable budget %u bytes is below the least, 16 MiB; leave it at 256 MiB",
+        options.memtable_budget_bytes));
+  }
   if (options.disk_full_retry < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("event log disk_full_retry is negative; leave it at 1 s");
   }
@@ -646,6 +651,9 @@ absl::StatusOr<std::unique_ptr<EventLog>> EventLog::Open(const EventLogOptions& 
     // acknowledged events, and Open refuses (LogDbOptions, LOG_FORMAT.md "Damage").
     db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kPointInTimeRecovery;
   }
+  db_options.db_write_buffer_size = options.memtable_budget_bytes;
+  impl->events_options.write_buffer_size =
+      std::min(options.memtable_budget_bytes / 4, impl->events_options.write_buffer_size);
   db_options.create_if_missing = !exists;
   db_options.create_missing_column_families = !exists;
   if (options.testing != nullptr && options.testing->file_system != nullptr) {

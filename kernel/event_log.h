@@ -95,6 +95,11 @@ struct EventLogOptions {
   Durability durability = Durability::kSyncEachAppend;
   // Stamps each event's `recorded_time`. Must outlive the log. Never null.
   const Clock* clock = Clock::Real();
+  // Memory for appends not yet written to the log's files: the memtables of every
+  // partition together (RocksDB's db_write_buffer_size). When they would hold more, one
+  // partition's is flushed. A partition's memtable is at most a quarter of it, and at most
+  // 64 MiB. At least 16 MiB.
+  size_t memtable_budget_bytes = size_t{256} << 20;
   // While the disk is full, how often an append tries to resume writes before it fails.
   absl::Duration disk_full_retry = absl::Seconds(1);
   // Tests only (kernel/event_log_testing.h); null in production.

@@ -139,6 +139,7 @@ rocksdb::DBOptions LogDbOptions() {
   options.max_total_wal_size = 256ull << 20;
   // Every partition's family has its own memtables; together they hold at most this
   // (RocksDB flushes one when the total would pass it), however many partitions there are.
+  // The default of EventLogOptions::memtable_budget_bytes, which sets it.
   options.db_write_buffer_size = 256ull << 20;
   // What every Open checks (LOG_FORMAT.md, "Damage"): the manifest, the size of every
   // live SST file and the footer and index of each (all are opened: max_open_files is

@@ -30,6 +30,7 @@ TEST_CASE("an empty mapping gives every default of config.proto", "[config]") {
   REQUIRE(c.ok());
   CHECK(c->data_dir() == "cityops-data");
   CHECK(c->durability() == "sync");
+  CHECK(c->log_memtable_mib() == 256);
   CHECK(c->kafka().bootstrap_servers().empty());
   CHECK(c->kafka().embedded_partitions() == 4);
   CHECK(c->kafka().group_id() == "cityops");
@@ -93,6 +94,8 @@ TEST_CASE("configuration errors name the file, line and column and say what to d
   CHECK_THAT(ErrorOf("http: {workers: 300}"),
              Catch::Contains("workers 300 is out of range; use 1 to 256"));
   CHECK(ErrorOf("durability: fast").find("use sync or buffered") != std::string::npos);
+  CHECK_THAT(ErrorOf("log_memtable_mib: 8"),
+             Catch::Contains("log_memtable_mib 8 is out of range; use 16 to 65536"));
   CHECK(ErrorOf("logging: {level: loud}").find("use debug, info, warn or error") !=
         std::string::npos);
   CHECK(ErrorOf("ingest: {clock_tick_interval: 5ms}").find("use 100ms to 1m") != std::string::npos);
@@ -174,6 +177,7 @@ TEST_CASE("the example configuration in the repository is valid and says what it
   CHECK(c->kafka().topics().SerializeAsString() == defaults.kafka().topics().SerializeAsString());
   CHECK(c->ingest().SerializeAsString() == defaults.ingest().SerializeAsString());
   CHECK(c->durability() == defaults.durability());
+  CHECK(c->log_memtable_mib() == defaults.log_memtable_mib());
 }
 
 // A file with `yaml` at `path` with `mode`, and its configuration.

@@ -1409,6 +1409,39 @@ TEST_CASE("bad options are INVALID_ARGUMENT", "[event_log][open]") {
   CHECK(EventLog::Open(no_clock).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE("the memtable budget is the log's, and a budget below 16 MiB is refused",
+          "[event_log][open]") {
+  TempDir dir;
+  ManualClock clock(kTestNow);
+  EventLogOptions options = Options(dir.Sub("log"), &clock);
+  options.memtable_budget_bytes = size_t{1} << 20;
+  const absl::StatusOr<std::unique_ptr<EventLog>> refused = EventLog::Open(options);
+  CHECK(refused.status().code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(Message(refused.status()), Catch::Contains("16 MiB"));
+
+  options.memtable_budget_bytes = size_t{32} << 20;
+  {
+    auto log = OpenLog(options);
+    for (uint32_t p = 0; p < 3; ++p) {
+      AppendBatch b{Partition(p)};
+      b.Add(ReadingEvent("dev", p));
+      AppendOk(*log, std::move(b));
+    }
+  }
+  // RocksDB records what the log gave it: the whole budget, a quarter of it per partition.
+  std::string latest;  // OPTIONS-<number>, the same width: the last name is the newest.
+  for (const fs::directory_entry& e : fs::directory_iterator(options.path)) {
+    const std::string name = e.path().filename().string();
+    if (name.starts_with("OPTIONS-") && name > latest) latest = name;
+  }
+  std::ifstream in(fs::path(options.path) / latest);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK_THAT(text, Catch::Contains("db_write_buffer_size=33554432"));
+  CHECK_THAT(text, Catch::Contains("[CFOptions \"events/2\"]"));
+  const size_t events = text.find("[CFOptions \"events/2\"]");
+  CHECK(text.find("write_buffer_size=8388608", events) != std::string::npos);
+}
+
 // ---------------------------------------------------------------------------------------
 // The on-disk format
 
