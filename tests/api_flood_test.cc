@@ -41,11 +41,14 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/loopback_socket.h"
 #include "tests/testing/metric_sample.h"
+#include "tests/testing/report_request.h"
 #include "tests/testing/temp_dir.h"
 #include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
+
+using testing::ReportJson;
 
 namespace pb = google::protobuf;
 using Catch::Matchers::Contains;
@@ -81,24 +84,10 @@ double Metric(int port, const std::string& series) {
   return testing::MetricSample(r.body, series);
 }
 
-std::string ReportJson(const std::string& case_id) {
-  v1::ReportRequest r;
-  r.set_case_id(case_id);
-  r.set_source(v1::CASE_SOURCE_HOTLINE_12345);
-  r.mutable_grid()->set_grid_code(kGrid);
-  r.mutable_location()->set_latitude_deg(31.2);
-  r.mutable_location()->set_longitude_deg(121.44);
-  r.mutable_category()->set_code("E0111");
-  r.set_description("reported during a connection flood");
-  r.set_reporter("caller-0001");
-  std::string out;
-  REQUIRE(pb::util::MessageToJsonString(r, &out).ok());
-  return out;
-}
-
 // Reports `case_id` and waits until the rules stage has opened it.
 void ReportAndWaitOpened(int port, const std::string& case_id) {
-  REQUIRE(Post(port, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id)).status == 201);
+  REQUIRE(Post(port, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id, kGrid)).status ==
+          201);
   REQUIRE(testing::WaitUntil(
       [&] {
         const HttpReply r = Get(port, "/api/v1/cases/" + case_id, kViewerToken);
@@ -332,7 +321,7 @@ TEST_CASE(
   const double accepted = Metric(port, "cityops_http_connections_accepted_total");
   LoopbackSocket keep("127.0.0.70", port);
   REQUIRE(keep.connected());
-  const std::string report = ReportJson("K-1");
+  const std::string report = ReportJson("K-1", kGrid);
   REQUIRE(keep.Send(absl::StrCat(
       "GET /healthz HTTP/1.1\r\nHost: cityops\r\n\r\n",
       "POST /api/v1/reports HTTP/1.1\r\nHost: cityops\r\n", "Authorization: Bearer ",

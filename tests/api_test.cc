@@ -41,7 +41,9 @@
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/metric_sample.h"
+#include "tests/testing/report_request.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 #include "tests/testing/wait.h"
 
 #ifndef CITYOPS_SOURCE_DIR
@@ -50,6 +52,9 @@
 
 namespace cityops {
 namespace {
+
+using testing::ReadFile;
+using testing::ReportJson;
 
 namespace pb = google::protobuf;
 using Catch::Matchers::Contains;
@@ -69,13 +74,6 @@ using testing::Post;
 constexpr char kGrid[] = "310104001001001";       // Street 310104001 (stan.street's).
 constexpr char kOtherGrid[] = "310104002001001";  // Street 310104002 (olga.other's).
 constexpr size_t kMaxBodyBytes = 2048;
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
 
 // The test daemon's configuration with a small body limit and `http_extra` settings of
 // `http:`, plus `extra` YAML. These tests probe every route without a token, many more
@@ -150,12 +148,6 @@ std::string ErrorOf(const HttpReply& r, int status, const std::string& code) {
 std::string Plain(std::string message) {
   for (char& c : message) c = c == '_' ? ' ' : static_cast<char>(std::tolower(c));
   return message;
-}
-
-std::string ToJson(const pb::Message& m) {
-  std::string out;
-  REQUIRE(pb::util::MessageToJsonString(m, &out).ok());
-  return out;
 }
 
 // --------------------------------------------------------------------------- Kafka
@@ -267,21 +259,6 @@ std::vector<std::string> EventData(const std::string& text, const std::string& e
 HttpReply Command(int port, const std::string& token, const std::string& case_id,
                   const std::string& command, const std::string& body) {
   return Post(port, absl::StrCat("/api/v1/cases/", case_id, "/", command), token, body);
-}
-
-std::string ReportJson(const std::string& case_id, const std::string& grid,
-                       const std::string& category, const std::string& request_id = "") {
-  v1::ReportRequest r;
-  r.set_request_id(request_id);
-  r.set_case_id(case_id);
-  r.set_source(v1::CASE_SOURCE_HOTLINE_12345);
-  r.mutable_grid()->set_grid_code(grid);
-  r.mutable_location()->set_latitude_deg(31.2);
-  r.mutable_location()->set_longitude_deg(121.44);
-  r.mutable_category()->set_code(category);
-  r.set_description("reported by the api test");
-  r.set_reporter("caller-0001");
-  return ToJson(r);
 }
 
 v1::CaseDetail GetCase(int port, const std::string& case_id) {

@@ -32,10 +32,14 @@
 #include "tests/testing/kafka_client.h"
 #include "tests/testing/metric_sample.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 #include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
+
+using testing::Count;
+using testing::ReadFile;
 
 using testing::DaemonProcess;
 
@@ -56,13 +60,6 @@ TEST_CASE("a second daemon on the same data directory refuses to start and says 
   INFO(first.log());
   CHECK(WIFEXITED(first_status));
   CHECK(WEXITSTATUS(first_status) == 0);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // The digest of the active rule set as the API shows it, once the read models have it.
@@ -416,12 +413,6 @@ TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles
     INFO("case " << case_id);
     CHECK(std::is_sorted(ids.begin(), ids.end()));
   }
-}
-
-size_t Count(const std::string& text, const std::string& what) {
-  size_t n = 0;
-  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
-  return n;
 }
 
 TEST_CASE(

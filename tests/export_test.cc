@@ -32,10 +32,13 @@
 #include "projections/rules/default_rules.h"
 #include "tests/testing/derived_events.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 #include "tests/testing/typhoon_log.h"
 
 namespace cityops::analysis {
 namespace {
+
+using testing::ReadFile;
 
 namespace fs = std::filesystem;
 using google::protobuf::util::TimeUtil;
@@ -134,13 +137,6 @@ std::vector<std::vector<std::string>> ParseCsv(const std::string& text) {
   REQUIRE(field.empty());
   REQUIRE(row.empty());
   return rows;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
 }
 
 TEST_CASE("a JSON-lines export holds every event, each line exactly the event stored", "[export]") {

@@ -9,16 +9,12 @@
 #include "catch2/catch.hpp"
 #include "kernel/clock.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 
 namespace cityops::analysis {
 namespace {
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  return text.str();
-}
+using testing::ReadFile;
 
 TEST_CASE("numbers and durations are written for people") {
   CHECK(WithThousands(0) == "0");

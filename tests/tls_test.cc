@@ -32,12 +32,18 @@
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/loopback_socket.h"
 #include "tests/testing/metric_sample.h"
+#include "tests/testing/report_request.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 #include "tests/testing/tls_files.h"
 #include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
+
+using testing::Count;
+using testing::ReadFile;
+using testing::ReportJson;
 
 namespace pb = google::protobuf;
 using Catch::Matchers::Contains;
@@ -52,21 +58,6 @@ using testing::LoopbackSocket;
 
 constexpr char kGrid[] = "310104001001001";  // In stan.street's street.
 
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++n;
-  }
-  return n;
-}
-
 // The test daemon's configuration with `http` added to its http: settings.
 std::string Config(const std::string& data, const std::string& http) {
   std::string config = DaemonProcess::Config(data);
@@ -79,21 +70,6 @@ std::string TlsSettings(const testing::TestCertificate& c) {
   return absl::StrCat("tls: {cert: ", c.cert_path, ", key: ", c.key_path, "}");
 }
 
-std::string ReportJson(const std::string& case_id) {
-  v1::ReportRequest r;
-  r.set_case_id(case_id);
-  r.set_source(v1::CASE_SOURCE_HOTLINE_12345);
-  r.mutable_grid()->set_grid_code(kGrid);
-  r.mutable_location()->set_latitude_deg(31.2);
-  r.mutable_location()->set_longitude_deg(121.44);
-  r.mutable_category()->set_code("E0111");
-  r.set_description("reported over HTTPS");
-  r.set_reporter("caller-0001");
-  std::string out;
-  REQUIRE(pb::util::MessageToJsonString(r, &out).ok());
-  return out;
-}
-
 double Metric(int port, const std::string& ca, const std::string& series) {
   const HttpReply r = HttpsGet(port, ca, "/metrics");
   REQUIRE(r.status == 200);
@@ -101,16 +77,14 @@ double Metric(int port, const std::string& ca, const std::string& series) {
 }
 
 void Report(int port, const std::string& ca, const std::string& case_id) {
-  REQUIRE(
-      HttpsPost(port, ca, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id)).status ==
-      201);
+  REQUIRE(HttpsPost(port, ca, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id, kGrid))
+              .status == 201);
 }
 
 // Reports `case_id` over HTTPS and waits until the rules stage has opened it.
 void ReportAndWaitOpened(int port, const std::string& ca, const std::string& case_id) {
-  REQUIRE(
-      HttpsPost(port, ca, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id)).status ==
-      201);
+  REQUIRE(HttpsPost(port, ca, "/api/v1/reports", kStreetOperatorToken, ReportJson(case_id, kGrid))
+              .status == 201);
   REQUIRE(testing::WaitUntil(
       [&] {
         const HttpReply r = HttpsGet(port, ca, "/api/v1/cases/" + case_id, kViewerToken);

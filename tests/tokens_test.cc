@@ -25,11 +25,17 @@
 #include "tests/testing/child_process.h"
 #include "tests/testing/daemon_process.h"
 #include "tests/testing/metric_sample.h"
+#include "tests/testing/report_request.h"
 #include "tests/testing/temp_dir.h"
+#include "tests/testing/text_file.h"
 #include "tests/testing/wait.h"
 
 namespace cityops {
 namespace {
+
+using testing::Count;
+using testing::ReadFile;
+using testing::ReportJson;
 
 using Catch::Matchers::Contains;
 using testing::DaemonProcess;
@@ -40,21 +46,6 @@ using testing::Post;
 constexpr char kRotatedViewerToken[] = "rotated-viewer-token-0123456789";
 constexpr char kUnknownToken[] = "not-a-configured-token-0123456789";
 constexpr char kOtherGrid[] = "310104002001001";  // Street 310104002, not stan.street's.
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-size_t Count(const std::string& text, const std::string& needle) {
-  size_t n = 0;
-  for (size_t at = text.find(needle); at != std::string::npos; at = text.find(needle, at + 1)) {
-    ++n;
-  }
-  return n;
-}
 
 // `yaml` with `from` replaced by `to`, which must occur exactly once.
 std::string Edit(std::string yaml, const std::string& from, const std::string& to) {
@@ -215,21 +206,6 @@ TEST_CASE(
   p.ReadToEnd();
   CHECK(WEXITSTATUS(p.Wait()) == 0);
   CHECK_THAT(p.output(), Contains(path + ": valid"));
-}
-
-std::string ReportJson(const std::string& case_id, const std::string& grid) {
-  v1::ReportRequest r;
-  r.set_case_id(case_id);
-  r.set_source(v1::CASE_SOURCE_HOTLINE_12345);
-  r.mutable_grid()->set_grid_code(grid);
-  r.mutable_location()->set_latitude_deg(31.2);
-  r.mutable_location()->set_longitude_deg(121.44);
-  r.mutable_category()->set_code("E0111");
-  r.set_description("reported by the tokens test");
-  r.set_reporter("caller-0001");
-  std::string out;
-  REQUIRE(google::protobuf::util::MessageToJsonString(r, &out).ok());
-  return out;
 }
 
 TEST_CASE(
