@@ -559,7 +559,7 @@ class FrontDoor::Room {
       c->ssl = SSL_new(tls->ssl_ctx());
       if (c->ssl == nullptr || SSL_set_fd(c->ssl, fd) != 1) {
         spdlog::error("http: cannot make a TLS session for a connection from {}: {}", c->client,
-                      TlsError());
+                      OpenSslReason());
         if (c->ssl != nullptr) SSL_free(c->ssl);
         CloseSocket(fd);
         return;
@@ -650,7 +650,7 @@ class FrontDoor::Room {
       spdlog::debug("http: TLS handshake with {} failed: {}", c->client,
                     error == SSL_ERROR_SYSCALL && ERR_peek_error() == 0
                         ? std::string("the client closed the connection")
-                        : TlsError());
+                        : OpenSslReason());
     }
     ERR_clear_error();
     Close(c);
@@ -816,18 +816,6 @@ class FrontDoor::Room {
     }
     CloseSocket(c->fd);
     delete c;
-  }
-
-  // OpenSSL's reasons for the last failure on this thread, for the log.
-  static std::string TlsError() {
-    std::string out;
-    while (const unsigned long e = ERR_get_error()) {
-      char text[256];
-      ERR_error_string_n(e, text, sizeof(text));
-      if (!out.empty()) out += "; ";
-      out += text;
-    }
-    return out.empty() ? std::string("no reason given") : out;
   }
 
   // ---------------------------------------------------------------- serving threads

@@ -19,9 +19,6 @@
 
 namespace cityops::api {
 
-namespace {
-
-// The reason OpenSSL gave last (and an empty queue afterwards).
 std::string OpenSslReason() {
   std::string out;
   while (const unsigned long e = ERR_get_error()) {
@@ -32,6 +29,8 @@ std::string OpenSslReason() {
   }
   return out.empty() ? "no reason given" : out;
 }
+
+namespace {
 
 // The whole file, or why it cannot be read ("No such file or directory", ...).
 absl::StatusOr<std::string> ReadWhole(const std::string& path, const char* what) {

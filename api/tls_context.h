@@ -66,6 +66,10 @@ class TlsContext {
   absl::Time not_after_;
 };
 
+// OpenSSL's reasons for the last failures on this thread, joined with "; " ("no reason
+// given" if there are none), for errors and the log. Empties the thread's error queue.
+std::string OpenSslReason();
+
 }  // namespace cityops::api
 
 #endif  // CITYOPS_API_TLS_CONTEXT_H_

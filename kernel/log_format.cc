@@ -51,6 +51,10 @@ std::optional<Partition> PartitionOfEventsCf(std::string_view name) {
   return Partition(p);
 }
 
+bool IsEventsCf(std::string_view name) {
+  return name == kVersion1EventsCf || PartitionOfEventsCf(name).has_value();
+}
+
 void EncodeEventKey(Sequence sequence, char out[kEventKeySize]) {
   PutBigEndian64(sequence.value(), out);
 }

@@ -49,6 +49,9 @@ std::string EventsCfName(Partition partition);
 // The partition whose events family `name` is, or nullopt if it is not one (the decimal
 // must be canonical: "events/7", not "events/07").
 std::optional<Partition> PartitionOfEventsCf(std::string_view name);
+// True for a partition's events family and for version 1's one events family: the
+// families opened with EventsCfOptions.
+bool IsEventsCf(std::string_view name);
 
 // A partition's events: sequence (8 bytes, big-endian) -> value.
 inline constexpr size_t kEventKeySize = 8;

@@ -1,7 +1,5 @@
 #include "kernel/log_upgrade.h"
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <map>
@@ -65,10 +63,6 @@ struct OpenDb {
   }
 };
 
-bool IsEventsFamily(std::string_view name) {
-  return name == format::kVersion1EventsCf || format::PartitionOfEventsCf(name).has_value();
-}
-
 class Upgrader {
  public:
   explicit Upgrader(const UpgradeOptions& options) : options_(options), dir_(options.path) {
@@ -86,10 +80,7 @@ class Upgrader {
     }
     absl::StatusOr<int> lock = LockLogDirectory(dir_);
     if (!lock.ok()) return lock.status();
-    struct Unlock {
-      int fd;
-      ~Unlock() { ::close(fd); }
-    } unlock{*lock};
+    const ScopedLogLock unlock(*lock);
 
     if (absl::Status s = Open(); !s.ok()) return s;
     absl::StatusOr<uint32_t> version = Version();
@@ -131,7 +122,7 @@ class Upgrader {
     std::vector<rocksdb::ColumnFamilyDescriptor> families;
     for (const std::string& name : db_.names) {
       families.emplace_back(name,
-                            IsEventsFamily(name) ? events_options_ : format::IndexCfOptions());
+                            format::IsEventsCf(name) ? events_options_ : format::IndexCfOptions());
     }
     rocksdb::DB* raw = nullptr;
     s = rocksdb::DB::Open(options, path(), families, &db_.handles, &raw);

@@ -164,12 +164,8 @@ struct ReadOnlyDb {
   }
 };
 
-bool IsEventsFamily(std::string_view name) {
-  return name == format::kVersion1EventsCf || format::PartitionOfEventsCf(name).has_value();
-}
-
 rocksdb::ColumnFamilyOptions CfOptionsFor(std::string_view name) {
-  return IsEventsFamily(name) ? format::EventsCfOptions() : format::IndexCfOptions();
+  return format::IsEventsCf(name) ? format::EventsCfOptions() : format::IndexCfOptions();
 }
 
 enum class OpenMode {
@@ -200,7 +196,7 @@ rocksdb::Status OpenReadOnly(const std::string& path, OpenMode mode,
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   const rocksdb::ColumnFamilyOptions events = format::EventsCfOptions();  // One block cache.
   for (const std::string& name : out->names) {
-    families.emplace_back(name, IsEventsFamily(name) ? events : format::IndexCfOptions());
+    families.emplace_back(name, format::IsEventsCf(name) ? events : format::IndexCfOptions());
   }
   rocksdb::DB* raw = nullptr;
   s = rocksdb::DB::OpenForReadOnly(options, path, families, &out->handles, &raw);
@@ -315,10 +311,7 @@ class Verifier {
     if (absl::Status s = CheckDirectory(); !s.ok()) return s;
     absl::StatusOr<int> lock = LockLogDirectory(dir_);
     if (!lock.ok()) return lock.status();
-    struct Unlock {
-      int fd;
-      ~Unlock() { ::close(fd); }
-    } unlock{*lock};
+    const ScopedLogLock unlock(*lock);
 
     ListWalFiles();
     CheckOpenAsAtStart();
