@@ -362,6 +362,82 @@ TEST_CASE("a failed append stops the stage until it is reopened, the reopened on
   }
 }
 
+// A round of clock ticks at `t`, one per partition in one write, as ingest appends them.
+void TickAll(EventLog& log, absl::Time t, int partitions) {
+  std::vector<kernel::AppendBatch> round;
+  for (int p = 0; p < partitions; ++p) {
+    v1::Event e;
+    e.set_stream_id("clock");
+    kernel::SetTimestamp(t, e.mutable_event_time());
+    e.mutable_provenance()->set_stage("ingest.clock");
+    e.mutable_clock_tick();
+    round.emplace_back(Partition(p)).Add(std::move(e));
+  }
+  REQUIRE(log.AppendAll(round).ok());
+}
+
+uint64_t TotalLag(const RulesStage& stage) {
+  uint64_t lag = 0;
+  for (const PartitionLag& l : stage.Lag()) lag += l.lag;
+  return lag;
+}
+
+TEST_CASE(
+    "live, an idle stage takes up each round of clock ticks whole (lag 0), and an event "
+    "still waits for every quiet partition to pass its time",
+    "[rules]") {
+  testing::TempDir dir;
+  std::unique_ptr<EventLog> log = OpenLog(dir.Sub("log"));
+  constexpr int kQuiet = 3;
+  ActivateDefaultRules(*log);
+  const absl::Time t0 = absl::FromUnixSeconds(1'780'000'000);
+  TickAll(*log, t0, kQuiet);
+  RulesStageOptions options;
+  options.log = log.get();
+  options.partitions = kQuiet;
+  absl::StatusOr<std::unique_ptr<RulesStage>> stage = RulesStage::Open(options);
+  REQUIRE(stage.ok());
+  const auto step_until_idle = [&] {
+    for (;;) {
+      absl::StatusOr<size_t> n = (*stage)->Step(/*drain=*/false);
+      REQUIRE(n.ok());
+      if (*n == 0) return;
+    }
+  };
+  for (int round = 1; round <= 5; ++round) {
+    step_until_idle();
+    INFO("round " << round);
+    CHECK(TotalLag(**stage) == 0);
+    TickAll(*log, t0 + absl::Seconds(round), kQuiet);
+  }
+  step_until_idle();
+  CHECK(TotalLag(**stage) == 0);
+  const uint64_t processed = (*stage)->Stats().processed;
+  CHECK(processed == 1 + 6 * kQuiet);  // The rule set and every tick.
+
+  // A report on the last partition, a second after the last round: the others have not
+  // reached its time, so it waits; their next round passes it, and it is taken up.
+  const absl::Time reported = t0 + absl::Seconds(6);
+  v1::Event report;
+  report.set_stream_id("case/R-1");
+  kernel::SetTimestamp(reported, report.mutable_event_time());
+  report.mutable_provenance()->set_stage("api");
+  v1::CaseReported* r = report.mutable_case_reported();
+  r->set_case_id("R-1");
+  r->mutable_grid()->set_grid_code("310104001001001");
+  r->mutable_category()->set_code("E0111");
+  kernel::AppendBatch batch{Partition(kQuiet - 1)};
+  batch.Add(std::move(report));
+  REQUIRE(log->Append(std::move(batch)).ok());
+  step_until_idle();
+  CHECK(TotalLag(**stage) == 1);
+  CHECK((*stage)->Stats().processed == processed);
+  TickAll(*log, reported + absl::Milliseconds(500), kQuiet);
+  step_until_idle();
+  CHECK(TotalLag(**stage) == 0);
+  CHECK((*stage)->Stats().processed == processed + 1 + kQuiet);
+}
+
 TEST_CASE("the stage's counters cover its own run: replay excluded, and they match the log",
           "[rules]") {
   testing::TempDir dir;

@@ -85,6 +85,9 @@ class RulesEngine {
   void ProcessReading(const Reading& reading, kernel::EventPosition position, absl::Time now,
                       std::vector<Derived>* out);
 
+  // The latest stage time fed in so far (InfinitePast before the first event). An event
+  // fed at or before it fires no timer; a clock tick fed so changes nothing at all.
+  absl::Time now() const { return now_; }
   // True once a rule set is active.
   bool has_rules() const { return rules_ != nullptr; }
   const CompiledRuleSet* rules() const { return rules_.get(); }

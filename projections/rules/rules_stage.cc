@@ -31,6 +31,7 @@ struct RulesStage::Cursor {
     uint32_t payload_offset = 0;  // Readings: of the SensorReading, within `records`.
     uint32_t payload_size = 0;
     bool reading = false;
+    bool tick = false;
     bool moves_time = false;
     absl::Time event_time;
   };
@@ -288,8 +289,9 @@ absl::Status RulesStage::Refill(Cursor& c, bool replay) {
           }
           // Readings, clock ticks and reports move a partition's time; other events
           // (commands, registrations, rule sets) happen at the partition's current time.
-          item.moves_time = item.reading || envelope.payload == v1::Event::kClockTick ||
-                            envelope.payload == v1::Event::kCaseReported;
+          item.tick = envelope.payload == v1::Event::kClockTick;
+          item.moves_time =
+              item.reading || item.tick || envelope.payload == v1::Event::kCaseReported;
           item.event_time = envelope.event_time;
           c.records.append(value);
           return true;
@@ -324,6 +326,15 @@ absl::Status RulesStage::ProcessFront(const Cursor& c, absl::Time now,
   return absl::OkStatus();
 }
 
+RulesStage::Cursor* RulesStage::NoOpTick() const {
+  for (const auto& c : cursors_) {
+    if (c->empty()) continue;
+    const Cursor::Item& head = c->front();
+    if (head.tick && std::max(c->time, head.event_time) <= engine_.now()) return c.get();
+  }
+  return nullptr;
+}
+
 absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
                                          std::vector<Derived>* derived) {
   size_t n = 0;
@@ -353,7 +364,11 @@ absl::StatusOr<size_t> RulesStage::Merge(bool drain, bool replay, size_t limit,
     if (!drain && !replay && horizon != nullptr) {
       const bool before = best_key < horizon->time ||
                           (best_key == horizon->time && best->partition < horizon->partition);
-      if (!before) break;
+      if (!before) {
+        best = NoOpTick();
+        if (best == nullptr) break;
+        best_key = std::max(best->time, best->front().event_time);
+      }
     }
     const Cursor::Item& head = best->front();
     best->time = best_key;

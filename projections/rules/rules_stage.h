@@ -16,7 +16,13 @@
 // `Step(/*drain=*/true)` treats the log as final instead (replays, tests, benchmarks).
 //
 // What the live stage processes is always a prefix of the order a replay of the finished
-// log follows, so both derive the same events (docs/determinism.md).
+// log follows, so both derive the same events (docs/determinism.md). One exception
+// changes nothing: a clock tick no later than the engine's time is processed at once, out
+// of its place. Ingest ticks every quiet partition at the same time, and the last of
+// them in partition order would otherwise wait a whole tick interval for the first to
+// move on; idle, the stage's lag would never reach zero. Such a tick fires no timer and
+// derives nothing wherever it falls (RulesEngine::now), and the partition's time it sets
+// is its own running maximum either way.
 //
 // Atomicity. Each step appends the derived events of every partition together with the
 // stage's checkpoint of every partition it advanced, in one `EventLog::AppendAll`.
@@ -163,6 +169,9 @@ class RulesStage {
   absl::Status Refill(Cursor& c, bool replay);
   // Processes the event at the front of `c` (not yet popped) at stage time `now`.
   absl::Status ProcessFront(const Cursor& c, absl::Time now, std::vector<Derived>* derived);
+  // A cursor whose next event is a clock tick at or before the engine's time: processing
+  // it changes nothing, so it need not wait for its place in the order. Null if none.
+  Cursor* NoOpTick() const;
   // Merges and processes up to `limit` inputs; derived events go to `derived`.
   absl::StatusOr<size_t> Merge(bool drain, bool replay, size_t limit,
                                std::vector<Derived>* derived);
