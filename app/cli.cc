@@ -15,6 +15,7 @@
 #include "analysis/state_at.h"
 #include "analysis/stats.h"
 #include "api/openapi.h"
+#include "app/catalogue_commands.h"
 #include "app/client_commands.h"
 #include "app/ingest_commands.h"
 #include "app/log_commands.h"
@@ -317,6 +318,23 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       "Load and check a rule set (YAML onto cityops.v1.RuleSet) without running anything. "
       "Errors name the file, line and column. Without FILE, checks the built-in default.");
   check->add_option("file", check_options.file, "Rule set file (YAML)");
+  CLI::App* catalogue = app.add_subcommand(
+      "catalogue", "The catalogue of device kinds and case categories: check it.");
+  catalogue->require_subcommand(1);
+  CatalogueCheckOptions catalogue_check_options;
+  CLI::App* catalogue_check = catalogue->add_subcommand(
+      "check",
+      "Load and check a catalogue (YAML onto cityops.v1.Catalogue) without running anything. "
+      "Errors name the file, line and column. Without FILE, checks the built-in catalogue "
+      "(catalogue/city.yaml). With --rules (or --default-rules), also checks that the rule "
+      "set fits it: every kind, metric, fault code and category it names is in the catalogue.");
+  catalogue_check->add_option("file", catalogue_check_options.file, "Catalogue file (YAML)");
+  auto* catalogue_rules = catalogue_check->add_option("--rules", catalogue_check_options.rules,
+                                                      "A rule set file (YAML) to check against it");
+  catalogue_check
+      ->add_flag("--default-rules", catalogue_check_options.with_default_rules,
+                 "Check the built-in rule set against it")
+      ->excludes(catalogue_rules);
   RulesActivateOptions activate_options;
   CLI::App* activate = rules->add_subcommand(
       "activate",
@@ -685,6 +703,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
     status = SimCommand(sim_options, out);
   } else if (*check) {
     status = RulesCheckCommand(check_options, out);
+  } else if (*catalogue_check) {
+    status = CatalogueCheckCommand(catalogue_check_options, out);
   } else if (*activate) {
     status = RulesActivateCommand(activate_options, out);
   } else if (*replay) {

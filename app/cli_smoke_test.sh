@@ -271,4 +271,14 @@ grep -q "before the log's first event" "$work/err" || { cat "$work/err" >&2; fai
 expect_exit 1 state --data-dir derive --at "$(date -u -d '-5 min' +%Y-%m-%dT%H:%M:%SZ)" --case nope
 grep -q "holds no case 'nope'" "$work/err" || { cat "$work/err" >&2; fail "unclear --case error"; }
 
+step "catalogue check: the built-in catalogue and rule set fit; a broken copy names its line"
+expect_exit 0 catalogue check --default-rules
+grep -q "catalogue 'city' is valid: 10 device kinds" "$work/out" &&
+  grep -q "rule set 'default' fits the catalogue" "$work/out" ||
+  { cat "$work/out" "$work/err" >&2; fail "catalogue check printed no verdict"; }
+printf 'name: broken\nkinds:\n  - id: gas_detector\n    colour: red\n' >broken.yaml
+expect_exit 1 catalogue check broken.yaml
+grep -q "^cityops: broken.yaml:4:5: unknown key 'colour'" "$work/err" ||
+  { cat "$work/err" >&2; fail "catalogue check error without its line"; }
+
 echo "PASS: cli_smoke"

@@ -10,7 +10,7 @@
 #   fuzz/run_fuzz.sh 3600                          # every target, an hour each (a campaign)
 #   CITYOPS_FUZZ_BUILD_DIR=/tmp/fuzz fuzz/run_fuzz.sh --target api_body 600
 #
-# NAME is a target without its _fuzz suffix: record_decoder, serve_config, rule_set,
+# NAME is a target without its _fuzz suffix: record_decoder, serve_config, rule_set, catalogue,
 # device_import, api_body, api_query (or all, the default). --no-build skips the build (the
 # suite builds once, in its `fuzz_build` test). --seed N gives libFuzzer its random seed
 # (-seed=N; the suite's runs use one, so that they mutate the same way each time); without
@@ -24,7 +24,7 @@
 # Inputs in fuzz/regressions/<name>/ are replayed before fuzzing and also seed it.
 set -euo pipefail
 
-all_targets=(record_decoder serve_config rule_set device_import api_body api_query)
+all_targets=(record_decoder serve_config rule_set catalogue device_import api_body api_query)
 usage() {
   echo "usage: $0 [--target NAME|all] [--no-build] [--seed N] SECONDS | --target NAME|all --build-only" >&2
   echo "  NAME: ${all_targets[*]}" >&2
@@ -121,6 +121,7 @@ check_record_decoder() {
 # The other targets' seeds: the repository's real files, and fuzz/corpus/<name>/ as is.
 seeds_serve_config() { cp "$root/daemon/cityops.example.yaml" "$1/cityops.example.yaml"; }
 seeds_rule_set() { cp "$root/rules/default.yaml" "$1/default.yaml"; }
+seeds_catalogue() { cp "$root/catalogue/city.yaml" "$1/city.yaml"; }
 seeds_device_import() { :; }
 seeds_api_body() { :; }
 seeds_api_query() { :; }
