@@ -4,16 +4,13 @@
 #include "catalogue/catalogue.h"
 #include "daemon/rule_activation.h"
 #include "kernel/proto_time.h"
-#include "kernel/yaml_proto.h"
 #include "projections/rules/compile.h"
 
 namespace cityops::app {
 
 absl::Status CatalogueCheckCommand(const CatalogueCheckOptions& options, std::ostream& out) {
   absl::StatusOr<catalogue::LoadedCatalogue> loaded =
-      options.file.empty() ? catalogue::LoadCatalogueText(catalogue::DefaultCatalogueYaml(),
-                                                          catalogue::kDefaultCatalogueFile)
-                           : catalogue::LoadCatalogueFile(options.file);
+      catalogue::LoadConfiguredCatalogue(options.file);
   if (!loaded.ok()) return loaded.status();
   const v1::Catalogue& c = loaded->catalogue;
   out << absl::StrFormat("%s: catalogue '%s' is valid: %d device kinds, %d case categories\n",
@@ -28,30 +25,17 @@ absl::Status CatalogueCheckCommand(const CatalogueCheckOptions& options, std::os
   if (options.rules.empty() && !options.with_default_rules) return absl::OkStatus();
 
   absl::StatusOr<rules::LoadedRuleSet> rule_set =
-      daemon::LoadConfiguredRuleSet(options.with_default_rules ? "" : options.rules);
+      daemon::LoadConfiguredRuleSet(options.with_default_rules ? "" : options.rules, options.file);
   if (!rule_set.ok()) return rule_set.status();
-  // Parsed again, with the maps that place an error in either file.
-  v1::RuleSet parsed_rules;
-  kernel::YamlSourceMap rules_map;
-  v1::Catalogue parsed_catalogue;
-  kernel::YamlSourceMap catalogue_map;
-  if (absl::Status s = kernel::ParseYamlToProto(rule_set->source_yaml, rule_set->source_path,
-                                                &parsed_rules, &rules_map);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = kernel::ParseYamlToProto(loaded->source_yaml, loaded->source_path,
-                                                &parsed_catalogue, &catalogue_map);
-      !s.ok()) {
-    return s;
-  }
-  if (absl::Status s = catalogue::CheckRulesAgainstCatalogue(parsed_catalogue, parsed_rules,
-                                                             &rules_map, &catalogue_map);
+  // The daemon checks the devices only; this checks the categories too.
+  if (absl::Status s = catalogue::CheckRuleTextAgainstCatalogue(
+          *loaded, rule_set->source_yaml, rule_set->source_path,
+          catalogue::RuleCheck::kDevicesAndCategories);
       !s.ok()) {
     return s;
   }
   out << absl::StrFormat("%s: rule set '%s' fits the catalogue: %d rules\n", rule_set->source_path,
-                         parsed_rules.name(), parsed_rules.rules_size());
+                         rule_set->rule_set.name(), rule_set->rule_set.rules_size());
   return absl::OkStatus();
 }
 

@@ -316,8 +316,12 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   CLI::App* check = rules->add_subcommand(
       "check",
       "Load and check a rule set (YAML onto cityops.v1.RuleSet) without running anything. "
-      "Errors name the file, line and column. Without FILE, checks the built-in default.");
+      "Errors name the file, line and column. Without FILE, checks the built-in default. The "
+      "rules must fit the catalogue (--catalogue, default the built-in one).");
   check->add_option("file", check_options.file, "Rule set file (YAML)");
+  check->add_option("--catalogue", check_options.catalogue,
+                    "The catalogue the rules must fit (default: the built-in one): every device "
+                    "kind, metric and fault code a rule tests must be in it");
   CLI::App* catalogue = app.add_subcommand(
       "catalogue", "The catalogue of device kinds and case categories: check it.");
   catalogue->require_subcommand(1);
@@ -342,6 +346,8 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       "if missing), so that replays evaluate exactly these rules from here on. Does nothing "
       "if the same rule set is already active. Without FILE, activates the built-in default.");
   activate->add_option("file", activate_options.file, "Rule set file (YAML)");
+  activate->add_option("--catalogue", activate_options.catalogue,
+                       "The catalogue the rules must fit (default: the built-in one)");
   activate->add_option("--data-dir", activate_options.data_dir, kDataDirHelp)->required();
 
   ReplayOptions replay_options;

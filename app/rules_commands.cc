@@ -18,7 +18,8 @@
 namespace cityops::app {
 
 absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& out) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded = daemon::LoadConfiguredRuleSet(options.file);
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      daemon::LoadConfiguredRuleSet(options.file, options.catalogue);
   if (!loaded.ok()) return loaded.status();
   std::map<std::string, int> by_kind;
   int cases = 0;
@@ -37,7 +38,8 @@ absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& o
 }
 
 absl::Status RulesActivateCommand(const RulesActivateOptions& options, std::ostream& out) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded = daemon::LoadConfiguredRuleSet(options.file);
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      daemon::LoadConfiguredRuleSet(options.file, options.catalogue);
   if (!loaded.ok()) return loaded.status();
   kernel::EventLogOptions log_options;
   log_options.path = options.data_dir;

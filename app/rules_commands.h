@@ -14,7 +14,8 @@
 namespace cityops::app {
 
 struct RulesCheckOptions {
-  std::string file;  // Empty: the built-in default rule set.
+  std::string file;       // Empty: the built-in default rule set.
+  std::string catalogue;  // The catalogue it must fit; empty: the built-in one.
 };
 
 // Loads and checks a rule set without running anything; prints what it holds.
@@ -22,7 +23,8 @@ absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& o
 
 struct RulesActivateOptions {
   std::string data_dir;
-  std::string file;  // Empty: the built-in default rule set.
+  std::string file;       // Empty: the built-in default rule set.
+  std::string catalogue;  // The catalogue it must fit; empty: the built-in one.
 };
 
 // Appends a `RulesetActivated` for the rule set to the log at `data_dir` (created if

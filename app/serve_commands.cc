@@ -3,6 +3,7 @@
 #include <memory>
 
 #include "absl/strings/str_format.h"
+#include "catalogue/catalogue.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
@@ -29,13 +30,22 @@ absl::Status ServeCommand(const ServeOptions& options, std::ostream& out) {
   }
   if (options.validate) {
     absl::StatusOr<rules::LoadedRuleSet> rules =
-        daemon::LoadConfiguredRuleSet(config->rules().file());
+        daemon::LoadConfiguredRuleSet(config->rules().file(), config->catalogue().file());
     if (!rules.ok()) return rules.status();
     out << "# " << (options.config.empty() ? std::string("defaults") : options.config)
         << ": valid. The configuration in effect, every default filled in:\n"
         << daemon::DescribeServeConfig(*config)
         << absl::StrFormat("# rule set '%s' from %s: %d rules, sha256 %s\n", rules->rule_set.name(),
                            rules->source_path, rules->rule_set.rules_size(), rules->sha256);
+    // Loaded and checked with the rule set already.
+    absl::StatusOr<catalogue::LoadedCatalogue> c =
+        catalogue::LoadConfiguredCatalogue(config->catalogue().file());
+    if (!c.ok()) return c.status();
+    out << absl::StrFormat(
+        "# catalogue '%s' from %s: %d device kinds, %d case categories; the "
+        "rule set fits it\n",
+        c->catalogue.name(), c->source_path, c->catalogue.kinds_size(),
+        c->catalogue.categories_size());
     return absl::OkStatus();
   }
   daemon::ConfigureLogging(config->logging());

@@ -557,7 +557,7 @@ absl::Status CheckCatalogue(const v1::Catalogue& catalogue, const kernel::YamlSo
 }
 
 absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1::RuleSet& rule_set,
-                                        const kernel::YamlSourceMap* rules_map,
+                                        RuleCheck scope, const kernel::YamlSourceMap* rules_map,
                                         const kernel::YamlSourceMap* catalogue_map) {
   const Checker rules(rules_map, "rule set");
   const Checker cat(catalogue_map, "catalogue");
@@ -603,6 +603,7 @@ absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1
         }
       }
     }
+    if (scope == RuleCheck::kDevices) continue;
     if (rule.case_().open_case() &&
         FindCategory(catalogue, rule.case_().category().code()) == nullptr) {
       return rules.Error(
@@ -612,6 +613,7 @@ absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1
                           rule.id(), rule.case_().category().code(), catalogue_name));
     }
   }
+  if (scope == RuleCheck::kDevices) return absl::OkStatus();
   for (const v1::CategoryPolicy& policy : rule_set.categories()) {
     const v1::CategorySpec* c = FindCategory(catalogue, policy.category().code());
     if (c == nullptr) {
@@ -633,6 +635,30 @@ absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckRuleTextAgainstCatalogue(const LoadedCatalogue& catalogue,
+                                           std::string_view rules_yaml, std::string_view rules_file,
+                                           RuleCheck scope) {
+  v1::RuleSet rules;
+  kernel::YamlSourceMap rules_map;
+  if (absl::Status s = kernel::ParseYamlToProto(rules_yaml, rules_file, &rules, &rules_map);
+      !s.ok()) {
+    return s;
+  }
+  v1::Catalogue parsed;
+  kernel::YamlSourceMap catalogue_map;
+  if (absl::Status s = kernel::ParseYamlToProto(catalogue.source_yaml, catalogue.source_path,
+                                                &parsed, &catalogue_map);
+      !s.ok()) {
+    return s;
+  }
+  return CheckRulesAgainstCatalogue(parsed, rules, scope, &rules_map, &catalogue_map);
+}
+
+absl::StatusOr<LoadedCatalogue> LoadConfiguredCatalogue(const std::string& file) {
+  if (file.empty()) return LoadCatalogueText(DefaultCatalogueYaml(), kDefaultCatalogueFile);
+  return LoadCatalogueFile(file);
 }
 
 absl::StatusOr<LoadedCatalogue> LoadCatalogueText(std::string_view yaml, std::string_view file) {

@@ -53,11 +53,31 @@ absl::StatusOr<LoadedCatalogue> LoadCatalogueText(std::string_view yaml, std::st
 absl::Status CheckCatalogue(const v1::Catalogue& catalogue,
                             const kernel::YamlSourceMap* map = nullptr);
 
+// What of a rule set is checked against a catalogue.
+enum class RuleCheck {
+  // Every device kind, metric and fault code a rule tests is in the catalogue.
+  kDevices,
+  // Also every category a rule opens cases of, and every category of the rule set's own
+  // table with the catalogue's department and deadlines. The daemon checks only devices
+  // until the rules engine takes categories from the catalogue (README.md).
+  kDevicesAndCategories,
+};
+
 // Checks `rule_set` against `catalogue` (both already checked on their own). The maps,
 // when given, place errors in the rule set's and the catalogue's files.
 absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1::RuleSet& rule_set,
+                                        RuleCheck scope,
                                         const kernel::YamlSourceMap* rules_map = nullptr,
                                         const kernel::YamlSourceMap* catalogue_map = nullptr);
+
+// The same for a rule set's text (already loaded and checked as such), both texts parsed
+// again so that an error names the line in whichever file it is.
+absl::Status CheckRuleTextAgainstCatalogue(const LoadedCatalogue& catalogue,
+                                           std::string_view rules_yaml, std::string_view rules_file,
+                                           RuleCheck scope);
+
+// The catalogue file named by configuration, or the built-in one when `file` is empty.
+absl::StatusOr<LoadedCatalogue> LoadConfiguredCatalogue(const std::string& file);
 
 // The kind with `id`, or null.
 const v1::DeviceKindSpec* FindKind(const v1::Catalogue& catalogue, std::string_view id);

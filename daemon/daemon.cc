@@ -284,7 +284,8 @@ class Daemon::Impl {
 
   absl::StatusOr<v1::ReloadRulesResponse> ReloadRules() {
     absl::MutexLock reload(&reload_mu_);
-    absl::StatusOr<rules::LoadedRuleSet> loaded = LoadConfiguredRuleSet(config_.rules().file());
+    absl::StatusOr<rules::LoadedRuleSet> loaded =
+        LoadConfiguredRuleSet(config_.rules().file(), config_.catalogue().file());
     if (!loaded.ok()) return loaded.status();
     absl::StatusOr<Activation> a = ActivateRuleSet(*log_, *loaded, options_.clock->Now());
     if (!a.ok()) return a.status();

@@ -3,16 +3,27 @@
 #include <utility>
 #include <vector>
 
+#include "catalogue/catalogue.h"
 #include "kernel/proto_time.h"
 #include "projections/rules/default_rules.h"
 
 namespace cityops::daemon {
 
-absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file) {
-  if (file.empty()) {
-    return rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile);
+absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file,
+                                                           const std::string& catalogue_file) {
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      file.empty() ? rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile)
+                   : rules::LoadRuleSetFile(file);
+  if (!loaded.ok()) return loaded;
+  absl::StatusOr<catalogue::LoadedCatalogue> catalogue =
+      catalogue::LoadConfiguredCatalogue(catalogue_file);
+  if (!catalogue.ok()) return catalogue.status();
+  if (absl::Status s = catalogue::CheckRuleTextAgainstCatalogue(
+          *catalogue, loaded->source_yaml, loaded->source_path, catalogue::RuleCheck::kDevices);
+      !s.ok()) {
+    return s;
   }
-  return rules::LoadRuleSetFile(file);
+  return loaded;
 }
 
 absl::StatusOr<std::optional<v1::RulesetActivated>> ActiveRuleSetInLog(

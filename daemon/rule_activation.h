@@ -15,8 +15,12 @@
 
 namespace cityops::daemon {
 
-// The rule set file named by configuration, or the built-in default when `file` is empty.
-absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file);
+// The rule set file named by configuration, or the built-in default when `file` is empty,
+// checked against the catalogue file named by configuration (the built-in one when
+// `catalogue_file` is empty): every device kind, metric and fault code a rule tests must
+// be in it (catalogue::RuleCheck::kDevices). Errors name the file and line.
+absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file,
+                                                           const std::string& catalogue_file);
 
 // The RulesetActivated most recently appended to the log, if any.
 absl::StatusOr<std::optional<v1::RulesetActivated>> ActiveRuleSetInLog(const kernel::EventLog& log);

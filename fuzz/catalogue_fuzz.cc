@@ -9,7 +9,6 @@
 #include <string>
 #include <string_view>
 
-#include "absl/strings/match.h"
 #include "catalogue/catalogue.h"
 #include "fuzz/fuzz_check.h"
 #include "google/protobuf/stubs/logging.h"
@@ -29,15 +28,13 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using cityops::fuzz::Require;
-  using cityops::fuzz::RequireRefusal;
+  using cityops::fuzz::RequireFileRefusal;
   namespace catalogue = cityops::catalogue;
   namespace v1 = cityops::v1;
   const std::string_view yaml(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<catalogue::LoadedCatalogue> loaded = catalogue::LoadCatalogueText(yaml, kFile);
   if (!loaded.ok()) {
-    RequireRefusal(loaded.status(), absl::StatusCode::kInvalidArgument);
-    Require(absl::StartsWith(loaded.status().message(), kFile),
-            "an error without the file name:", std::string(loaded.status().message()));
+    RequireFileRefusal(loaded.status(), kFile);
     return 0;
   }
   const std::string again_yaml = cityops::kernel::ProtoToYaml(loaded->catalogue);
@@ -66,7 +63,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       rule->mutable_case_()->mutable_category()->set_code(category);
     }
   }
-  const absl::Status fits = catalogue::CheckRulesAgainstCatalogue(loaded->catalogue, rules);
+  const absl::Status fits = catalogue::CheckRulesAgainstCatalogue(
+      loaded->catalogue, rules, catalogue::RuleCheck::kDevicesAndCategories);
   Require(fits.ok(), "a rule set of the catalogue's own kinds does not fit it:", fits.ToString());
   return 0;
 }

@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/strings/match.h"
 
 namespace cityops::fuzz {
 
@@ -21,6 +23,14 @@ inline void Require(bool ok, const char* what, const std::string& detail = "") {
 inline void RequireRefusal(const absl::Status& s, absl::StatusCode code) {
   Require(s.code() == code, "refused with an unexpected code:", s.ToString());
   Require(!s.message().empty(), "refused without a message");
+}
+
+// A file the loader refused: INVALID_ARGUMENT with a message that starts with the
+// file's name (and, from there, its line and column).
+inline void RequireFileRefusal(const absl::Status& s, std::string_view file) {
+  RequireRefusal(s, absl::StatusCode::kInvalidArgument);
+  Require(absl::StartsWith(s.message(), file), "an error without the file name:",
+          std::string(s.message()));
 }
 
 }  // namespace cityops::fuzz

@@ -8,7 +8,6 @@
 #include <string>
 #include <string_view>
 
-#include "absl/strings/match.h"
 #include "fuzz/fuzz_check.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/util/message_differencer.h"
@@ -28,14 +27,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using cityops::fuzz::Require;
-  using cityops::fuzz::RequireRefusal;
+  using cityops::fuzz::RequireFileRefusal;
   namespace rules = cityops::rules;
   const std::string_view yaml(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<rules::LoadedRuleSet> loaded = rules::LoadRuleSetText(yaml, kFile);
   if (!loaded.ok()) {
-    RequireRefusal(loaded.status(), absl::StatusCode::kInvalidArgument);
-    Require(absl::StartsWith(loaded.status().message(), kFile),
-            "an error without the file name:", std::string(loaded.status().message()));
+    RequireFileRefusal(loaded.status(), kFile);
     return 0;
   }
   Require(loaded->sha256.size() == 64, "a digest that is not SHA-256 hex");

@@ -9,7 +9,6 @@
 #include <string>
 #include <string_view>
 
-#include "absl/strings/match.h"
 #include "daemon/config.h"
 #include "fuzz/fuzz_check.h"
 #include "google/protobuf/stubs/logging.h"
@@ -29,13 +28,11 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using cityops::fuzz::Require;
-  using cityops::fuzz::RequireRefusal;
+  using cityops::fuzz::RequireFileRefusal;
   const std::string_view yaml(reinterpret_cast<const char*>(data), size);
   absl::StatusOr<cityops::v1::ServeConfig> config = cityops::daemon::ParseServeConfig(yaml, kFile);
   if (!config.ok()) {
-    RequireRefusal(config.status(), absl::StatusCode::kInvalidArgument);
-    Require(absl::StartsWith(config.status().message(), kFile),
-            "an error without the file name:", std::string(config.status().message()));
+    RequireFileRefusal(config.status(), kFile);
     return 0;
   }
   Require(!config->data_dir().empty(), "a configuration without data_dir");

@@ -6,17 +6,20 @@
 
 #include <catch2/catch.hpp>
 #include <cmath>
+#include <fstream>
 #include <limits>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "daemon/rule_activation.h"
 #include "ingest/record_decoder.h"
 #include "kernel/device_kinds.h"
 #include "kernel/proto_time.h"
 #include "kernel/yaml_proto.h"
 #include "projections/rules/compile.h"
 #include "projections/rules/default_rules.h"
+#include "tests/testing/temp_dir.h"
 
 namespace cityops::catalogue {
 namespace {
@@ -130,7 +133,8 @@ TEST_CASE("the default rule set fits the shipped catalogue", "[catalogue]") {
   absl::StatusOr<rules::LoadedRuleSet> rules =
       rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile);
   REQUIRE(rules.ok());
-  const absl::Status fits = CheckRulesAgainstCatalogue(c.catalogue, rules->rule_set);
+  const absl::Status fits =
+      CheckRulesAgainstCatalogue(c.catalogue, rules->rule_set, RuleCheck::kDevicesAndCategories);
   INFO(fits.ToString());
   CHECK(fits.ok());
 }
@@ -218,7 +222,8 @@ TEST_CASE("a broken catalogue is refused with the file, line and column and what
 }
 
 // The default rule set, parsed with its source map, checked against `catalogue_yaml`.
-std::string RulesRefusal(const std::string& catalogue_yaml) {
+std::string RulesRefusal(const std::string& catalogue_yaml,
+                         RuleCheck scope = RuleCheck::kDevicesAndCategories) {
   absl::StatusOr<LoadedCatalogue> c = LoadCatalogueText(catalogue_yaml, "edited.yaml");
   REQUIRE(c.ok());
   v1::RuleSet rules;
@@ -226,7 +231,7 @@ std::string RulesRefusal(const std::string& catalogue_yaml) {
   REQUIRE(kernel::ParseYamlToProto(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile, &rules,
                                    &map)
               .ok());
-  const absl::Status s = CheckRulesAgainstCatalogue(c->catalogue, rules, &map);
+  const absl::Status s = CheckRulesAgainstCatalogue(c->catalogue, rules, scope, &map);
   REQUIRE_FALSE(s.ok());
   CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   CHECK_THAT(std::string(s.message()), StartsWith("rules/default.yaml:"));
@@ -266,6 +271,40 @@ TEST_CASE(
                                  "handle_within: 3d, verify_within: 1d, close_within: 1d}\n  # "
                                  "Fire")),
              Contains("category 0501: deadlines differ"));
+}
+
+TEST_CASE(
+    "the daemon's check of a rule set against its catalogue: devices only, with the "
+    "line in either file",
+    "[catalogue]") {
+  testing::TempDir dir;
+  // Categories are still the rule set's own: one the catalogue lacks passes.
+  const std::string rules_path = dir.Sub("rules.yaml");
+  {
+    std::ofstream out(rules_path);
+    std::string text(rules::DefaultRuleSetYaml());
+    REQUIRE(absl::StrReplaceAll({{"category: {code: \"0111\", name: \"Gas manhole\"}",
+                                  "category: {code: \"X111\", name: \"Gas manhole\"}"}},
+                                &text) == 1);
+    out << text;
+  }
+  const std::string no_elevators_path = dir.Sub("no-elevators.yaml");
+  {
+    std::ofstream out(no_elevators_path);
+    out << Edited("  - id: elevator\n    name: {zh: 电梯, en: Elevator}\n    typed: elevator\n",
+                  "  - id: lift\n    name: {zh: 电梯, en: Elevator}\n");
+  }
+  absl::StatusOr<rules::LoadedRuleSet> fits = daemon::LoadConfiguredRuleSet(rules_path, "");
+  INFO(fits.status().ToString());
+  CHECK(fits.ok());
+  absl::StatusOr<rules::LoadedRuleSet> refused =
+      daemon::LoadConfiguredRuleSet(rules_path, no_elevators_path);
+  REQUIRE_FALSE(refused.ok());
+  CHECK_THAT(std::string(refused.status().message()),
+             StartsWith(rules_path + ":") && Contains("rule elevator.") &&
+                 Contains("which catalogue 'city' does not have"));
+  CHECK(daemon::LoadConfiguredRuleSet("", dir.Sub("missing.yaml")).status().code() ==
+        absl::StatusCode::kNotFound);
 }
 
 }  // namespace
