@@ -6,10 +6,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
-#include <string_view>
 
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
+#include "absl/strings/string_view.h"
 
 namespace cityops::fuzz {
 
@@ -27,7 +27,7 @@ inline void RequireRefusal(const absl::Status& s, absl::StatusCode code) {
 
 // A file the loader refused: INVALID_ARGUMENT with a message that starts with the
 // file's name (and, from there, its line and column).
-inline void RequireFileRefusal(const absl::Status& s, std::string_view file) {
+inline void RequireFileRefusal(const absl::Status& s, absl::string_view file) {
   RequireRefusal(s, absl::StatusCode::kInvalidArgument);
   Require(absl::StartsWith(s.message(), file), "an error without the file name:",
           std::string(s.message()));
