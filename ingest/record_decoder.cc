@@ -31,6 +31,8 @@
 #include <charconv>
 #include <climits>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -41,6 +43,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "catalogue/catalogue.h"
 #include "google/protobuf/util/json_util.h"
 
 namespace cityops::ingest {
@@ -343,6 +346,8 @@ using OneofOfGetter = OneofOf<typename ClassOf<decltype(kGet)>::Type>;
 // One bounded number of a record of type Root, inside the oneof member `kind`.
 // `value(root, i)` is the i-th value of the field (always i = 0 for a singular field),
 // nullopt when the field is absent or i is past its end.
+// `range` is the schema's own (enum numbers, fault codes); a row without one (`measured`)
+// takes its bounds from the catalogue (PhysicalBounds), by its position in the table.
 template <typename Root, typename Case>
 struct Bound {
   Case kind;
@@ -350,6 +355,7 @@ struct Bound {
   Field field;
   bool repeated;
   Range range;
+  bool measured = false;
 };
 using ReadingBound = Bound<SensorReading, SensorReading::MetricsCase>;
 using ArchiveBound = Bound<DeviceRegistered, DeviceRegistered::ArchiveCase>;
@@ -373,6 +379,14 @@ constexpr auto Bounded(Field field, Range range) {
       O::kCase, &Singular<kHas, kGet>, field, false, range};
 }
 
+// A measured number, bounded by the catalogue.
+template <auto kHas, auto kGet>
+constexpr auto Measured(Field field) {
+  using O = OneofOfGetter<kGet>;
+  return Bound<typename O::Root, std::remove_const_t<decltype(O::kCase)>>{
+      O::kCase, &Singular<kHas, kGet>, field, false, Range{0, 0, ""}, true};
+}
+
 std::optional<double> FaultCode(const SensorReading& r, int i) {
   if (i >= r.elevator().fault_codes_size()) return std::nullopt;
   return r.elevator().fault_codes(i);
@@ -383,41 +397,30 @@ using Elevator = v1::ElevatorMetrics;
 using CurtainWall = v1::CurtainWallMetrics;
 using FloodGauge = v1::FloodGaugeMetrics;
 
-// The metrics of readings, grouped by kind. Enum fields are bounded by their enum's
+// The numbers of readings, grouped by kind. Measured ones are bounded by the catalogue
+// (catalogue/city.yaml says why each bound is what it is); enum fields by their enum's
 // numbers (contiguous in reading.proto), which rejects numbers from an unknown schema.
 constexpr ReadingBound kReadingBounds[] = {
-    // Manhole covers. Tilt is an angle against the installed baseline: a cover lying
-    // upside down reads 180.
-    Bounded<&Manhole::has_tilt_deg, &Manhole::tilt_deg>(
-        {"manhole_cover.tilt_deg", "manholeCover.tiltDeg"}, {0, 180, "deg"}),
-    // The distance from the cover down to the water: 0..5 m in wells up to 5 m deep
-    // (±0.5 %); 10 m leaves room for deeper shafts. Negative is water standing above the
-    // cover (over 10 cm is a red alarm in Shanghai's practice), bounded like the flood
-    // gauges' 10 m.
-    Bounded<&Manhole::has_well_water_level_m, &Manhole::well_water_level_m>(
-        {"manhole_cover.well_water_level_m", "manholeCover.wellWaterLevelM"}, {-10, 10, "m"}),
-    // 1e6 ppm is pure gas.
-    Bounded<&Manhole::has_gas_ppm, &Manhole::gas_ppm>(
-        {"manhole_cover.gas_ppm", "manholeCover.gasPpm"}, {0, 1e6, "ppm"}),
-    Bounded<&Manhole::has_battery_pct, &Manhole::battery_pct>(
-        {"manhole_cover.battery_pct", "manholeCover.batteryPct"}, {0, 100, "%"}),
+    Measured<&Manhole::has_tilt_deg, &Manhole::tilt_deg>(
+        {"manhole_cover.tilt_deg", "manholeCover.tiltDeg"}),
+    Measured<&Manhole::has_well_water_level_m, &Manhole::well_water_level_m>(
+        {"manhole_cover.well_water_level_m", "manholeCover.wellWaterLevelM"}),
+    Measured<&Manhole::has_gas_ppm, &Manhole::gas_ppm>(
+        {"manhole_cover.gas_ppm", "manholeCover.gasPpm"}),
+    Measured<&Manhole::has_battery_pct, &Manhole::battery_pct>(
+        {"manhole_cover.battery_pct", "manholeCover.batteryPct"}),
 
-    // Elevators. Floors: deepest basements are about 10 levels down, the tallest
-    // buildings have about 160 floors above ground.
-    Bounded<&Elevator::has_floor, &Elevator::floor>({"elevator.floor", "elevator.floor"},
-                                                    {-20, 300, "floor"}),
+    Measured<&Elevator::has_floor, &Elevator::floor>({"elevator.floor", "elevator.floor"}),
     Bounded<&Elevator::has_direction, &Elevator::direction>(
         {"elevator.direction", "elevator.direction"},
         {v1::Direction_MIN, v1::Direction_MAX, "(a cityops.v1.Direction number)"}),
-    // The fastest elevators in service run at about 21 m/s.
-    Bounded<&Elevator::has_speed_m_per_s, &Elevator::speed_m_per_s>(
-        {"elevator.speed_m_per_s", "elevator.speedMPerS"}, {0, 25, "m/s"}),
+    Measured<&Elevator::has_speed_m_per_s, &Elevator::speed_m_per_s>(
+        {"elevator.speed_m_per_s", "elevator.speedMPerS"}),
     Bounded<&Elevator::has_door_state, &Elevator::door_state>(
         {"elevator.door_state", "elevator.doorState"},
         {v1::DoorState_MIN, v1::DoorState_MAX, "(a cityops.v1.DoorState number)"}),
-    // Outdoor extremes plus a machine room on fire still reporting.
-    Bounded<&Elevator::has_machine_room_temp_c, &Elevator::machine_room_temp_c>(
-        {"elevator.machine_room_temp_c", "elevator.machineRoomTempC"}, {-50, 120, "C"}),
+    Measured<&Elevator::has_machine_room_temp_c, &Elevator::machine_room_temp_c>(
+        {"elevator.machine_room_temp_c", "elevator.machineRoomTempC"}),
     // Government reporting codes are small positive numbers (1..38 today); a controller
     // register is a byte.
     {SensorReading::kElevator,
@@ -426,54 +429,43 @@ constexpr ReadingBound kReadingBounds[] = {
      true,
      {1, 255, "(a fault code)"}},
 
-    // Curtain walls. Inclination is the change against the baseline: beyond ±90 deg the
-    // building lies on its side.
-    Bounded<&CurtainWall::has_inclination_deg, &CurtainWall::inclination_deg>(
-        {"curtain_wall.inclination_deg", "curtainWall.inclinationDeg"}, {-90, 90, "deg"}),
-    // A panel moved 2 m has fallen off.
-    Bounded<&CurtainWall::has_displacement_mm, &CurtainWall::displacement_mm>(
-        {"curtain_wall.displacement_mm", "curtainWall.displacementMm"}, {-2000, 2000, "mm"}),
-    // 1e5 mm/s2 is 10 g, far beyond any building that still stands.
-    Bounded<&CurtainWall::has_vibration_mm_per_s2, &CurtainWall::vibration_mm_per_s2>(
-        {"curtain_wall.vibration_mm_per_s2", "curtainWall.vibrationMmPerS2"}, {0, 1e5, "mm/s2"}),
-    // Buildings sway at 0.1..10 Hz; panels ring higher.
-    Bounded<&CurtainWall::has_natural_frequency_hz, &CurtainWall::natural_frequency_hz>(
-        {"curtain_wall.natural_frequency_hz", "curtainWall.naturalFrequencyHz"}, {0, 100, "Hz"}),
-    // The strongest gust ever measured was about 113 m/s.
-    Bounded<&CurtainWall::has_wind_speed_m_per_s, &CurtainWall::wind_speed_m_per_s>(
-        {"curtain_wall.wind_speed_m_per_s", "curtainWall.windSpeedMPerS"}, {0, 120, "m/s"}),
-    // Air and sun-heated glass.
-    Bounded<&CurtainWall::has_temperature_inside_c, &CurtainWall::temperature_inside_c>(
-        {"curtain_wall.temperature_inside_c", "curtainWall.temperatureInsideC"}, {-60, 90, "C"}),
-    Bounded<&CurtainWall::has_temperature_outside_c, &CurtainWall::temperature_outside_c>(
-        {"curtain_wall.temperature_outside_c", "curtainWall.temperatureOutsideC"}, {-60, 90, "C"}),
+    Measured<&CurtainWall::has_inclination_deg, &CurtainWall::inclination_deg>(
+        {"curtain_wall.inclination_deg", "curtainWall.inclinationDeg"}),
+    Measured<&CurtainWall::has_displacement_mm, &CurtainWall::displacement_mm>(
+        {"curtain_wall.displacement_mm", "curtainWall.displacementMm"}),
+    Measured<&CurtainWall::has_vibration_mm_per_s2, &CurtainWall::vibration_mm_per_s2>(
+        {"curtain_wall.vibration_mm_per_s2", "curtainWall.vibrationMmPerS2"}),
+    Measured<&CurtainWall::has_natural_frequency_hz, &CurtainWall::natural_frequency_hz>(
+        {"curtain_wall.natural_frequency_hz", "curtainWall.naturalFrequencyHz"}),
+    Measured<&CurtainWall::has_wind_speed_m_per_s, &CurtainWall::wind_speed_m_per_s>(
+        {"curtain_wall.wind_speed_m_per_s", "curtainWall.windSpeedMPerS"}),
+    Measured<&CurtainWall::has_temperature_inside_c, &CurtainWall::temperature_inside_c>(
+        {"curtain_wall.temperature_inside_c", "curtainWall.temperatureInsideC"}),
+    Measured<&CurtainWall::has_temperature_outside_c, &CurtainWall::temperature_outside_c>(
+        {"curtain_wall.temperature_outside_c", "curtainWall.temperatureOutsideC"}),
 
-    // Flood gauges. Ultrasonic gauges read slightly below zero on a dry road (±3 mm plus
-    // drift of about +2 cm a day); 10 m of water covers any underpass.
-    Bounded<&FloodGauge::has_water_depth_cm, &FloodGauge::water_depth_cm>(
-        {"flood_gauge.water_depth_cm", "floodGauge.waterDepthCm"}, {-10, 1000, "cm"}),
-    // World records are about 300 mm in an hour.
-    Bounded<&FloodGauge::has_rainfall_mm_per_h, &FloodGauge::rainfall_mm_per_h>(
-        {"flood_gauge.rainfall_mm_per_h", "floodGauge.rainfallMmPerH"}, {0, 500, "mm/h"}),
-    Bounded<&FloodGauge::has_battery_pct, &FloodGauge::battery_pct>(
-        {"flood_gauge.battery_pct", "floodGauge.batteryPct"}, {0, 100, "%"}),
+    Measured<&FloodGauge::has_water_depth_cm, &FloodGauge::water_depth_cm>(
+        {"flood_gauge.water_depth_cm", "floodGauge.waterDepthCm"}),
+    Measured<&FloodGauge::has_rainfall_mm_per_h, &FloodGauge::rainfall_mm_per_h>(
+        {"flood_gauge.rainfall_mm_per_h", "floodGauge.rainfallMmPerH"}),
+    Measured<&FloodGauge::has_battery_pct, &FloodGauge::battery_pct>(
+        {"flood_gauge.battery_pct", "floodGauge.batteryPct"}),
 };
 
-// The numbers of device archives (fields without presence: 0 means unknown).
+// The numbers of device archives (fields without presence: 0 means unknown), bounded by
+// the catalogue.
 constexpr ArchiveBound kArchiveBounds[] = {
-    Bounded<nullptr, &v1::ElevatorArchive::installed_year>(
-        {"elevator.installed_year", "elevator.installedYear"}, {0, 2200, "(a year)"}),
-    Bounded<nullptr, &v1::ElevatorArchive::rated_speed_m_per_s>(
-        {"elevator.rated_speed_m_per_s", "elevator.ratedSpeedMPerS"}, {0, 25, "m/s"}),
-    Bounded<nullptr, &v1::ElevatorArchive::floors>({"elevator.floors", "elevator.floors"},
-                                                   {0, 300, "floors"}),
-    Bounded<nullptr, &v1::CurtainWallArchive::built_year>(
-        {"curtain_wall.built_year", "curtainWall.builtYear"}, {0, 2200, "(a year)"}),
-    // The tallest building is 828 m.
-    Bounded<nullptr, &v1::CurtainWallArchive::height_m>(
-        {"curtain_wall.height_m", "curtainWall.heightM"}, {0, 1000, "m"}),
-    Bounded<nullptr, &v1::CurtainWallArchive::floors>({"curtain_wall.floors", "curtainWall.floors"},
-                                                      {0, 300, "floors"}),
+    Measured<nullptr, &v1::ElevatorArchive::installed_year>(
+        {"elevator.installed_year", "elevator.installedYear"}),
+    Measured<nullptr, &v1::ElevatorArchive::rated_speed_m_per_s>(
+        {"elevator.rated_speed_m_per_s", "elevator.ratedSpeedMPerS"}),
+    Measured<nullptr, &v1::ElevatorArchive::floors>({"elevator.floors", "elevator.floors"}),
+    Measured<nullptr, &v1::CurtainWallArchive::built_year>(
+        {"curtain_wall.built_year", "curtainWall.builtYear"}),
+    Measured<nullptr, &v1::CurtainWallArchive::height_m>(
+        {"curtain_wall.height_m", "curtainWall.heightM"}),
+    Measured<nullptr, &v1::CurtainWallArchive::floors>(
+        {"curtain_wall.floors", "curtainWall.floors"}),
 };
 
 // WGS-84 coordinates.
@@ -506,20 +498,60 @@ inline std::optional<Rejection> CheckRange(double v, const Field& f, int index, 
   return OutOfRange(v, f, index, repeated, range);
 }
 
+// `measured` holds the bounds of the table's measured rows, by row.
 template <typename Root, typename Case, size_t kRows>
 std::optional<Rejection> CheckBounds(const Root& root, Case kind,
-                                     const Bound<Root, Case> (&table)[kRows]) {
-  for (const Bound<Root, Case>& b : table) {
+                                     const Bound<Root, Case> (&table)[kRows],
+                                     const std::vector<PhysicalBounds::Bounds>& measured) {
+  for (size_t row = 0; row < kRows; ++row) {
+    const Bound<Root, Case>& b = table[row];
     if (b.kind != kind) continue;
+    const Range range =
+        b.measured ? Range{measured[row].min, measured[row].max, measured[row].unit} : b.range;
     for (int i = 0;; ++i) {
       const std::optional<double> v = b.value(root, i);
       if (!v.has_value()) break;
-      if (std::optional<Rejection> why = CheckRange(*v, b.field, i, b.repeated, b.range)) {
+      if (std::optional<Rejection> why = CheckRange(*v, b.field, i, b.repeated, range)) {
         return why;
       }
     }
   }
   return std::nullopt;
+}
+
+// The catalogue's bounds of each measured row of `table` ("kind.field": a metric of a
+// reading or an archive field of a registration, found among `specs` of the kind); the
+// other rows get none.
+template <typename Spec, typename Root, typename Case, size_t kRows, typename Specs>
+absl::StatusOr<std::vector<PhysicalBounds::Bounds>> MeasuredBounds(
+    const v1::Catalogue& catalogue, const Bound<Root, Case> (&table)[kRows],
+    const Specs& (v1::DeviceKindSpec::*specs)() const, std::string_view what) {
+  std::vector<PhysicalBounds::Bounds> out(kRows);
+  for (size_t row = 0; row < kRows; ++row) {
+    const Bound<Root, Case>& b = table[row];
+    if (!b.measured) continue;
+    const std::string_view name = b.field.name;
+    const size_t dot = name.find('.');
+    const std::string_view kind_id = name.substr(0, dot);
+    const std::string_view field = name.substr(dot + 1);
+    const Spec* spec = nullptr;
+    for (const v1::DeviceKindSpec& k : catalogue.kinds()) {
+      if (k.id() != kind_id || k.typed() == v1::DEVICE_KIND_UNSPECIFIED) continue;
+      for (const Spec& f : (k.*specs)()) {
+        if (f.name() == field) spec = &f;
+      }
+    }
+    if (spec == nullptr || !spec->has_min() || !spec->has_max()) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "catalogue '%s' gives no bounds for %s %s; the decoder checks every number of the "
+          "typed kinds: keep the typed kind '%s' with its %s '%s', its min and its max",
+          catalogue.name(), what, name, kind_id, what, field));
+    }
+    std::string unit = spec->unit();
+    if (unit.empty()) unit = "(a whole number)";
+    out[row] = {spec->min(), spec->max(), std::move(unit)};
+  }
+  return out;
 }
 
 std::optional<Rejection> CheckLocation(const v1::GeoPoint& p) {
@@ -639,6 +671,36 @@ constexpr Field kCategoryCodeField = {"category.code", "category.code"};
 
 }  // namespace
 
+absl::StatusOr<PhysicalBounds> PhysicalBounds::FromCatalogue(const v1::Catalogue& catalogue) {
+  absl::StatusOr<std::vector<Bounds>> readings = MeasuredBounds<v1::MetricSpec>(
+      catalogue, kReadingBounds, &v1::DeviceKindSpec::metrics, "metric");
+  if (!readings.ok()) return readings.status();
+  absl::StatusOr<std::vector<Bounds>> archives = MeasuredBounds<v1::ArchiveFieldSpec>(
+      catalogue, kArchiveBounds, &v1::DeviceKindSpec::archive, "archive field");
+  if (!archives.ok()) return archives.status();
+  PhysicalBounds out;
+  out.readings_ = *std::move(readings);
+  out.archives_ = *std::move(archives);
+  return out;
+}
+
+const PhysicalBounds& PhysicalBounds::BuiltIn() {
+  static const PhysicalBounds* const kBuiltIn = [] {
+    absl::StatusOr<catalogue::LoadedCatalogue> loaded = catalogue::LoadCatalogueText(
+        catalogue::DefaultCatalogueYaml(), catalogue::kDefaultCatalogueFile);
+    absl::StatusOr<PhysicalBounds> bounds =
+        loaded.ok() ? FromCatalogue(loaded->catalogue) : loaded.status();
+    if (!bounds.ok()) {
+      // The built-in catalogue is checked by the build's tests (tests/catalogue_test.cc).
+      std::fprintf(stderr, "cityops: the built-in catalogue is unusable: %s\n",
+                   std::string(bounds.status().message()).c_str());
+      std::abort();
+    }
+    return new PhysicalBounds(*std::move(bounds));
+  }();
+  return *kBuiltIn;
+}
+
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out) {
   if (std::optional<Rejection> why = Parse(record, policy, out)) return why;
@@ -656,7 +718,9 @@ std::optional<Rejection> DecodeReading(const KafkaRecord& record, const Validati
   if (KindOfMember(r.metrics_case()) != r.kind()) {
     return KindMismatch(r.kind(), r.metrics_case(), "metrics");
   }
-  if (auto why = CheckBounds(r, r.metrics_case(), kReadingBounds)) return why;
+  const PhysicalBounds& bounds =
+      policy.bounds != nullptr ? *policy.bounds : PhysicalBounds::BuiltIn();
+  if (auto why = CheckBounds(r, r.metrics_case(), kReadingBounds, bounds.readings())) return why;
   return CheckEventTime(r.has_event_time(), r.event_time(), policy, record, now);
 }
 
@@ -713,7 +777,11 @@ std::optional<Rejection> DecodeDevice(const KafkaRecord& record, const Validatio
     if (KindOfMember(d.archive_case()) != d.kind()) {
       return KindMismatch(d.kind(), d.archive_case(), "archive data");
     }
-    if (auto why = CheckBounds(d, d.archive_case(), kArchiveBounds)) return why;
+    const PhysicalBounds& bounds =
+        policy.bounds != nullptr ? *policy.bounds : PhysicalBounds::BuiltIn();
+    if (auto why = CheckBounds(d, d.archive_case(), kArchiveBounds, bounds.archives())) {
+      return why;
+    }
   }
   if (d.has_location()) {
     if (auto why = CheckLocation(d.location())) return why;

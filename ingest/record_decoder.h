@@ -17,8 +17,11 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "cityops/v1/catalogue.pb.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/ingest.pb.h"
 
@@ -38,6 +41,33 @@ struct KafkaRecord {
   absl::Time timestamp = absl::InfinitePast();
 };
 
+// The physical bounds of the numbers that readings and registrations carry, taken from
+// a catalogue (catalogue/catalogue.h): every number metric of a typed kind
+// ("flood_gauge.water_depth_cm") and every number and year of its archive. They reject
+// garbage (a unit mix-up, an uninitialised register), never alarms. Enum fields and an
+// elevator's fault codes are bounded by the schema instead.
+class PhysicalBounds {
+ public:
+  struct Bounds {
+    double min = 0;
+    double max = 0;
+    std::string unit;
+  };
+  // INVALID_ARGUMENT naming what is missing when the catalogue lacks one of the four
+  // typed kinds or a bounded number of one that the decoder checks.
+  static absl::StatusOr<PhysicalBounds> FromCatalogue(const v1::Catalogue& catalogue);
+  // Those of the built-in catalogue (catalogue/city.yaml), loaded on first use.
+  static const PhysicalBounds& BuiltIn();
+
+  // By row of the decoder's tables of readings' and archives' numbers.
+  const std::vector<Bounds>& readings() const { return readings_; }
+  const std::vector<Bounds>& archives() const { return archives_; }
+
+ private:
+  std::vector<Bounds> readings_;
+  std::vector<Bounds> archives_;
+};
+
 struct ValidationPolicy {
   // Event times are checked against a reference time: the record's Kafka timestamp, or
   // ingest's clock (`now`) for a record without one.
@@ -47,6 +77,8 @@ struct ValidationPolicy {
   absl::Duration max_age = absl::Hours(24 * 30);
   // Larger record values are rejected unread.
   size_t max_record_bytes = 64 * 1024;
+  // The bounds of numbers; null: PhysicalBounds::BuiltIn(). Must outlive the policy's use.
+  const PhysicalBounds* bounds = nullptr;
 };
 
 // Why a record was refused: a stable code and a message that names the field and, where

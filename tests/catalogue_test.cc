@@ -1,6 +1,6 @@
-// The catalogue (catalogue/catalogue.h): the shipped one loads and agrees with what the
-// code does for the four typed kinds (the decoder's bounds, the default reporting
-// intervals) and with the default rule set; broken catalogues and rule sets that do not
+// The catalogue (catalogue/catalogue.h): the shipped one loads, its bounds are what the
+// decoder enforces, its reporting intervals agree with the code's for the four typed
+// kinds, and the default rule set fits it; broken catalogues and rule sets that do not
 // fit are refused with the file, line and what to do.
 #include "catalogue/catalogue.h"
 
@@ -78,8 +78,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "the typed kinds of the shipped catalogue have the reporting intervals the code "
-    "assumes and the bounds the decoder enforces",
+    "the typed kinds of the shipped catalogue have the reporting intervals the code assumes, "
+    "and the decoder takes a number at its bounds and refuses it just beyond",
     "[catalogue]") {
   const LoadedCatalogue c = Shipped();
   const absl::Time now = absl::FromUnixSeconds(1'790'000'000);
@@ -305,6 +305,51 @@ TEST_CASE(
                  Contains("which catalogue 'city' does not have"));
   CHECK(daemon::LoadConfiguredRuleSet("", dir.Sub("missing.yaml")).status().code() ==
         absl::StatusCode::kNotFound);
+}
+
+TEST_CASE(
+    "ingest checks numbers against the bounds of the catalogue it is given, and a "
+    "catalogue without a typed kind's bounds is refused for it",
+    "[catalogue]") {
+  const absl::Time now = absl::FromUnixSeconds(1'790'000'000);
+  // A gauge that reads at most 2 m.
+  absl::StatusOr<LoadedCatalogue> shallow = LoadCatalogueText(
+      Edited("unit: cm, min: -10, max: 1000}", "unit: cm, min: -10, max: 200}"), "shallow.yaml");
+  REQUIRE(shallow.ok());
+  absl::StatusOr<ingest::PhysicalBounds> bounds =
+      ingest::PhysicalBounds::FromCatalogue(shallow->catalogue);
+  REQUIRE(bounds.ok());
+  v1::SensorReading r;
+  r.set_device_id("gauge-1");
+  r.set_kind(v1::DEVICE_KIND_FLOOD_GAUGE);
+  r.set_reading_id("gauge-1:1");
+  kernel::SetTimestamp(now - absl::Minutes(1), r.mutable_event_time());
+  r.mutable_flood_gauge()->set_water_depth_cm(300);
+  const std::string bytes = r.SerializeAsString();
+  ingest::KafkaRecord record;
+  record.key = r.device_id();
+  record.value = bytes;
+  v1::SensorReading out;
+  CHECK_FALSE(ingest::DecodeReading(record, ingest::ValidationPolicy(), now, &out).has_value());
+  ingest::ValidationPolicy policy;
+  policy.bounds = &*bounds;
+  const std::optional<ingest::Rejection> why = ingest::DecodeReading(record, policy, now, &out);
+  REQUIRE(why.has_value());
+  CHECK(why->code == v1::REJECT_CODE_INVALID_METRIC);
+  CHECK_THAT(why->message, Contains("flood_gauge.water_depth_cm") && Contains("-10..200 cm"));
+
+  // The flood gauge turned into a catalogue-only kind: its numbers have no bounds left.
+  absl::StatusOr<LoadedCatalogue> untyped = LoadCatalogueText(
+      Edited("  - id: flood_gauge\n    name: {zh: 道路积水监测, en: Road flood gauge}\n    typed: "
+             "flood_gauge\n",
+             "  - id: road_gauge\n    name: {zh: 道路积水监测, en: Road flood gauge}\n"),
+      "untyped.yaml");
+  REQUIRE(untyped.ok());
+  const absl::Status refused = ingest::PhysicalBounds::FromCatalogue(untyped->catalogue).status();
+  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
+  CHECK_THAT(std::string(refused.message()),
+             Contains("gives no bounds for metric flood_gauge.water_depth_cm") &&
+                 Contains("keep the typed kind 'flood_gauge'"));
 }
 
 }  // namespace
