@@ -57,11 +57,15 @@ from demo_process import DemoProcess, Failure  # noqa: E402
 
 COLUMNS = ['minute', 'elapsed_s', 'rss_mib', 'threads', 'open_files', 'sst_files', 'readings_total',
            'readings_per_s', 'consumer_lag', 'log_events', 'commands', 'command_refused', 'command_errors',
-           'command_p50_ms', 'command_p99_ms', 'command_max_ms', 'read_p99_ms']
+           'command_p50_ms', 'command_p99_ms', 'command_max_ms', 'read_p99_ms',
+           # Where memory goes in the event log's RocksDB (cityops_log_memory_bytes).
+           'log_memtables_mib', 'log_table_readers_mib', 'log_block_cache_mib']
 # What the judgement covers, with the tolerance of each: (column, absolute, percent).
 JUDGED = [('rss_mib', None, 'rss'), ('threads', 2, None), ('open_files', 4, None)]
 CHARTED = [('rss_mib', 'resident memory (MiB)'), ('threads', 'threads'),
            ('open_files', 'open files, without SST'), ('sst_files', 'open SST files'),
+           ('log_table_readers_mib', "the log's table readers (MiB)"),
+           ('log_block_cache_mib', "the log's block cache (MiB)"),
            ('readings_per_s', 'readings/s'), ('command_p99_ms', 'command p99 (ms)')]
 
 START = time.monotonic()
@@ -109,6 +113,18 @@ def metric_sum(text, name):
         if line.startswith(name) and (line[len(name)] in ' {'):
             total += float(line.rsplit(' ', 1)[1])
     return total
+
+
+MIB = 1024 * 1024
+
+
+def log_memory(text, part):
+    """The sample of cityops_log_memory_bytes{part="<part>"} in a scrape; 0 if absent."""
+    prefix = f'cityops_log_memory_bytes{{part="{part}"}} '
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            return float(line[len(prefix):])
+    return 0.0
 
 
 def process_sample(pid):
@@ -230,6 +246,8 @@ def run(args):
                     'command_p99_ms': round(percentile(command_s, 0.99) * 1000, 1),
                     'command_max_ms': round(max(command_s, default=0) * 1000, 1),
                     'read_p99_ms': round(percentile(read_s, 0.99) * 1000, 1),
+                    **{f'log_{part}_mib': round(log_memory(scrape, part) / MIB, 1)
+                       for part in ('memtables', 'table_readers', 'block_cache')},
                 }
                 last_readings, last_t = readings, now
                 out.writerow([row[c] for c in COLUMNS])
@@ -301,7 +319,7 @@ def svg_chart(rows, path, settle_minutes):
              f'{x_max:g} min (dashed: end of settling, minute {settle_minutes:g})</text>']
     for i, (column, title) in enumerate(CHARTED):
         y0 = top + i * (panel_h + 30) + 20
-        ys = [float(r[column]) for r in rows]
+        ys = [float(r.get(column, 0)) for r in rows]  # 0: a CSV from before the column.
         y_max = max(ys + [1e-9]) * 1.1
         sx = lambda x: left + (width - left - right) * x / x_max  # noqa: E731
         sy = lambda y: y0 + panel_h - panel_h * y / y_max  # noqa: E731

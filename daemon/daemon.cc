@@ -759,6 +759,15 @@ class Daemon::Impl {
       m.Add("cityops_log_append_seconds", "histogram",
             "Time of each write to the event log, fsync included.")
           .Histogram({}, log_->append_latency().Read());
+      const kernel::LogMemory memory = log_->Memory();
+      m.Add("cityops_log_memory_bytes", "gauge",
+            "Memory the event log's RocksDB holds, as it estimates it: memtables (appends not "
+            "yet in files), table_readers (index and filter blocks of open files), block_cache "
+            "(of which block_cache_pinned is pinned).")
+          .Sample({{"part", "memtables"}}, static_cast<double>(memory.memtables))
+          .Sample({{"part", "table_readers"}}, static_cast<double>(memory.table_readers))
+          .Sample({{"part", "block_cache"}}, static_cast<double>(memory.block_cache))
+          .Sample({{"part", "block_cache_pinned"}}, static_cast<double>(memory.block_cache_pinned));
       api::MetricsText::Family& next =
           m.Add("cityops_log_events", "gauge", "Events in the log, per partition.");
       for (kernel::Partition p : log_->Partitions()) {

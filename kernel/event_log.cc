@@ -781,6 +781,26 @@ const LatencyHistogram& EventLog::append_latency() const { return impl_->append_
 
 DiskFullState EventLog::disk_full() const { return impl_->Disk(); }
 
+LogMemory EventLog::Memory() const {
+  const Impl& d = *impl_;
+  LogMemory out;
+  const auto add = [&](rocksdb::ColumnFamilyHandle* h, const char* property, uint64_t* sum) {
+    uint64_t v = 0;
+    if (d.db->GetIntProperty(h, property, &v)) *sum += v;
+  };
+  const std::vector<rocksdb::ColumnFamilyHandle*> handles = d.AllHandles();
+  for (rocksdb::ColumnFamilyHandle* h : handles) {
+    add(h, "rocksdb.cur-size-all-mem-tables", &out.memtables);
+    add(h, "rocksdb.estimate-table-readers-mem", &out.table_readers);
+  }
+  // One cache for every family: read it once.
+  if (!handles.empty()) {
+    add(handles.front(), "rocksdb.block-cache-usage", &out.block_cache);
+    add(handles.front(), "rocksdb.block-cache-pinned-usage", &out.block_cache_pinned);
+  }
+  return out;
+}
+
 absl::Status EventLog::Resume() {
   Impl& d = *impl_;
   if (!d.Disk().full) return absl::OkStatus();

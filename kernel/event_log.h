@@ -115,6 +115,15 @@ struct DiskFullState {
   absl::Duration total = absl::ZeroDuration();  // Time spent full, the current outage included.
 };
 
+// What the log's RocksDB holds in memory, in bytes, as RocksDB estimates it: where a
+// daemon's resident memory goes besides the read models.
+struct LogMemory {
+  uint64_t memtables = 0;           // Appends not yet in the files, every family's memtables.
+  uint64_t table_readers = 0;       // Index and filter blocks of the open table files.
+  uint64_t block_cache = 0;         // The shared block cache's contents.
+  uint64_t block_cache_pinned = 0;  // The part of it pinned by iterators and readers.
+};
+
 // A Kafka source position: the next offset to consume from `topic`/`kafka_partition`.
 struct SourcePosition {
   std::string topic;
@@ -319,6 +328,9 @@ class EventLog {
 
   // Whether the disk is full, and the outages so far. From any thread.
   DiskFullState disk_full() const;
+
+  // What RocksDB holds in memory for the log now. From any thread.
+  LogMemory Memory() const;
 
   // Tries to take appends again after the disk ran full: RocksDB's DB::Resume, which
   // writes the memtables into new files. OK if the log takes appends (also when it was

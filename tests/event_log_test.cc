@@ -1409,6 +1409,37 @@ TEST_CASE("bad options are INVALID_ARGUMENT", "[event_log][open]") {
   CHECK(EventLog::Open(no_clock).status().code() == absl::StatusCode::kInvalidArgument);
 }
 
+TEST_CASE(
+    "Memory says what RocksDB holds: appends in memtables until a flush, then table "
+    "readers and cached blocks once read",
+    "[event_log]") {
+  TempDir dir;
+  ManualClock clock(kTestNow);
+  auto log = OpenLog(Options(dir.Sub("log"), &clock));
+  const uint64_t empty = log->Memory().memtables;
+  for (int i = 0; i < 20; ++i) {
+    AppendBatch b{Partition(static_cast<uint32_t>(i % 2))};
+    for (int j = 0; j < 100; ++j) b.Add(ReadingEvent(absl::StrCat("dev-", j), i * 100 + j));
+    AppendOk(*log, std::move(b));
+  }
+  const kernel::LogMemory appended = log->Memory();
+  CHECK(appended.memtables > empty);
+  REQUIRE(log->Flush().ok());
+  const kernel::LogMemory flushed = log->Memory();
+  CHECK(flushed.memtables < appended.memtables);
+  CHECK(flushed.table_readers > 0);
+  // Reading the events back through the cache fills it.
+  size_t read = 0;
+  REQUIRE(log->Scan(Partition(0), Sequence(0),
+                    [&](Sequence, std::string_view) {
+                      ++read;
+                      return true;
+                    })
+              .ok());
+  CHECK(read == 1000);
+  CHECK(log->Memory().block_cache >= flushed.block_cache);
+}
+
 TEST_CASE("the memtable budget is the log's, and a budget below 16 MiB is refused",
           "[event_log][open]") {
   TempDir dir;
