@@ -206,6 +206,7 @@ void PrintCase(const v1::CaseDetail& detail, std::ostream& out) {
   if (c.has_deadline()) {
     rows.push_back({"  deadline", NextStep(c.deadline())});
   }
+  if (c.has_handled_by()) rows.push_back({"  handled by", projections::UnitName(c.handled_by())});
   if (!c.handling_result().empty()) rows.push_back({"  result", c.handling_result()});
   rows.push_back({"  urges", absl::StrCat(c.urges())});
   rows.push_back({"  escalations", absl::StrCat(c.escalations_size())});

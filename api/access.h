@@ -5,8 +5,12 @@
 //     supervisor (催办 is a supervisor's lever); reloading rules needs admin.
 //   * A case command or report is allowed only inside the user's unit: the unit's code
 //     must be a prefix of the case's grid code (the city center covers everything).
-//   * The workflow adds what follows from the case itself: only the level that dispatches
-//     a case dispatches or escalates it, and only its originator verifies and closes it.
+//     Handle is the exception: who handles is wholly the workflow's rule (below).
+//   * The workflow adds what follows from the case itself (projections/workflow.h): only
+//     the level that dispatches a case dispatches or escalates it; only a crew of the
+//     department it is dispatched to (a unit with a department) serving its grid handles
+//     it; only its originator verifies and closes it, never a unit that handled it (when
+//     the originator handled it, the grid unit above the originator does).
 //
 // Tokens are compared by their SHA-256, so the time a lookup takes says nothing about the
 // secret. Thread-safe after construction; the HTTP server swaps a whole new policy in when

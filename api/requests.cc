@@ -239,7 +239,7 @@ const std::map<std::string, CaseCommandSpec, std::less<>>& CaseCommandSpecs() {
   static const auto* specs = new std::map<std::string, CaseCommandSpec, std::less<>>{
       {"register", {CommandKind::kRegister, v1::ROLE_OPERATOR, {}}},
       {"dispatch", {CommandKind::kDispatch, v1::ROLE_OPERATOR, {"department", "level"}}},
-      {"handle", {CommandKind::kHandle, v1::ROLE_OPERATOR, {"result"}}},
+      {"handle", {CommandKind::kHandle, v1::ROLE_OPERATOR, {"result"}, false}},
       {"verify", {CommandKind::kVerify, v1::ROLE_OPERATOR, {"passed", "note"}}},
       {"close", {CommandKind::kClose, v1::ROLE_OPERATOR, {}}},
       {"urge", {CommandKind::kUrge, v1::ROLE_SUPERVISOR, {"note"}}},

@@ -110,6 +110,11 @@ struct CaseCommandSpec {
   v1::Role role;
   // Request fields (proto names) the command reads, besides request_id.
   std::set<std::string> fields;
+  // Whether the API refuses a user whose unit does not serve the case's grid (403,
+  // outside_unit) before the workflow sees the command. False for handle: who handles
+  // (a crew of the department the case is dispatched to, serving its grid) is one rule,
+  // the workflow's (projections::Decide), for the API and everyone else alike.
+  bool unit_must_cover = true;
 };
 
 // The case command of a path segment ("dispatch"); NOT_FOUND listing the commands.

@@ -123,9 +123,12 @@ std::vector<Route> MakeRoutes() {
   Route command = Make(
       RouteId::kCaseCommand, "POST", "/api/v1/cases/{case_id}/{command}",
       "A command of the case workflow. Operators register, dispatch, handle, verify, close and "
-      "escalate; urging needs a supervisor. Only the originator's unit verifies and closes; only "
-      "the level that dispatches a case dispatches or escalates it. The command is validated "
-      "against the case's events and appended with the expected stream version",
+      "escalate; urging needs a supervisor. Only the level that dispatches a case dispatches or "
+      "escalates it; only a crew of the department it is dispatched to (a token whose unit has "
+      "that department) serving its grid handles it; only the originator's unit verifies and "
+      "closes it, never a unit that handled it (when the originator did, the grid unit above it "
+      "does). The command is validated against the case's events and appended with the "
+      "expected stream version",
       ROLE_OPERATOR, v1::CaseCommandRequest::descriptor(), v1::CommandResponse::descriptor());
   command.path_values = {{"command", "string", "The command", CaseCommandNames()}};
   r.push_back(command);

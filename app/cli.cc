@@ -63,12 +63,16 @@ constexpr CaseCommandHelp kCaseCommands[] = {
     {"dispatch",
      "Dispatch (派遣) a registered case to a department. Needs an operator at the level that "
      "dispatches the case (or above) whose unit serves its grid; dispatch runs downward."},
-    {"handle", "Record that a dispatched case was handled (处置), and what was done."},
+    {"handle",
+     "Record that a dispatched case was handled (处置), and what was done. Needs an operator "
+     "of a crew of the department the case is dispatched to (a unit with that department) "
+     "whose area covers its grid; the crew is recorded as the handler."},
     {"verify",
      "Verify (核查) a handled case: --pass, or --fail with a --note (back to dispatched with "
-     "a re-work ticket). Only the originator's unit verifies; IoT cases verify themselves."},
+     "a re-work ticket). Only the originator's unit verifies, never a unit that handled the "
+     "case (if the originator did, the grid unit above it does); IoT cases verify themselves."},
     {"close",
-     "Close (结案) a verified case. Only the originator's unit closes; IoT cases close "
+     "Close (结案) a verified case. Only the unit that verifies it closes it; IoT cases close "
      "themselves."},
     {"urge", "Urge (催办) an open case. Needs a supervisor."},
     {"escalate",

@@ -17,6 +17,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "kernel/department.h"
 #include "kernel/proto_time.h"
 #include "kernel/yaml_proto.h"
 
@@ -299,6 +300,14 @@ class Checker {
       if (!ok) {
         return Error(u, "code",
                      absl::StrFormat("unit code '%s' does not fit its level; give %s", code, want));
+      }
+      // A department's crew (issue 15): level and code say the area it serves.
+      if (!u.department().empty() && !kernel::IsDepartmentName(u.department())) {
+        return Error(u, "department",
+                     absl::StrFormat("department '%s' is not a department's name: give it as "
+                                     "cases carry it when dispatched, lowercase words joined by "
+                                     "'-' (e.g. water-authority), or leave it out for a grid unit",
+                                     u.department()));
       }
     }
     return absl::OkStatus();

@@ -105,6 +105,43 @@ v1::Actor StreetCenter(const v1::GridRef& grid) {
   return OperatorAt(v1::GRID_LEVEL_STREET_CENTER, grid);
 }
 
+// The operator of a grid unit (the one that verifies and closes a case).
+v1::Actor OperatorOf(const v1::OrgUnit& unit) {
+  v1::Actor a;
+  a.set_role(v1::ROLE_OPERATOR);
+  *a.mutable_unit() = unit;
+  switch (unit.level()) {
+    case v1::GRID_LEVEL_CITY_CENTER:
+      a.set_user("city.center");
+      break;
+    case v1::GRID_LEVEL_DISTRICT_CENTER:
+      a.set_user("district." + unit.code());
+      break;
+    case v1::GRID_LEVEL_RESIDENTIAL_STATION:
+      a.set_user("station." + unit.code());
+      break;
+    default:
+      a.set_user("street." + unit.code());
+      break;
+  }
+  return a;
+}
+
+// The crew of `department`, which handles that department's cases (处置). One crew per
+// department for the whole city, a city-center crew unit: the departments come from the
+// rule set (plus city-management for reports), not from a roster, and a city-level crew
+// serves every grid of whatever city the simulator made, whose districts a per-district
+// roster would have to follow. The handling is attributed to the department all the same.
+v1::Actor CrewOf(const std::string& department) {
+  v1::Actor a;
+  a.set_user("crew." + department);
+  a.set_role(v1::ROLE_OPERATOR);
+  a.mutable_unit()->set_level(v1::GRID_LEVEL_CITY_CENTER);
+  a.mutable_unit()->set_code("city");
+  a.mutable_unit()->set_department(department);
+  return a;
+}
+
 // What the demo's crew does with one case: a fixed plan from the case id, so that a run
 // is reproducible from its log.
 struct Plan {
@@ -393,20 +430,20 @@ class Demo::Impl {
         case v1::CASE_STAGE_DISPATCHED:
           if (plan.handle_after == 0 || now < entered + allowance * plan.handle_after) continue;
           command.kind = projections::CommandKind::kHandle;
-          command.actor.set_user("crew." + c.dispatched_department());
+          command.actor = CrewOf(c.dispatched_department());
           command.result = "fixed on site; photos attached to the ticket";
           break;
         case v1::CASE_STAGE_HANDLED:
           if (iot || now < entered + allowance * plan.act_after) continue;
           command.kind = projections::CommandKind::kVerify;
-          command.actor.mutable_unit()->CopyFrom(c.originator());
+          command.actor = OperatorOf(projections::VerifyingUnit(c));
           command.passed = plan.verification_passes || c.failed_verifications() > 0;
           if (!command.passed) command.note = "still not right on re-inspection";
           break;
         case v1::CASE_STAGE_VERIFIED:
           if (iot || now < entered + allowance * plan.act_after) continue;
           command.kind = projections::CommandKind::kClose;
-          command.actor.mutable_unit()->CopyFrom(c.originator());
+          command.actor = OperatorOf(projections::VerifyingUnit(c));
           break;
         default:
           continue;

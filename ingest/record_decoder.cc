@@ -21,7 +21,8 @@
 //
 // Codes:
 //   * an id that breaks the identifier rule, a report source that is set but not a human
-//     one: INVALID_FIELD; an originator without level or code: MISSING_FIELD;
+//     one, an originator's department that is not a department's name: INVALID_FIELD;
+//     an originator without level or code: MISSING_FIELD;
 //   * an event time that is not a valid google.protobuf.Timestamp (nanos outside
 //     0..999999999, seconds outside years 1..9999): UNDECODABLE, which is what the JSON
 //     mapping answers for the same value;
@@ -45,6 +46,7 @@
 #include "absl/strings/str_join.h"
 #include "catalogue/catalogue.h"
 #include "google/protobuf/util/json_util.h"
+#include "kernel/department.h"
 
 namespace cityops::ingest {
 namespace {
@@ -760,6 +762,13 @@ std::optional<Rejection> DecodeReport(const KafkaRecord& record, const Validatio
     }
     if (auto why = CheckId(o.code(), {"originator.code", "originator.code"}, Slash::kAllowed)) {
       return why;
+    }
+    if (!o.department().empty() && !kernel::IsDepartmentName(o.department())) {
+      return Reject(v1::REJECT_CODE_INVALID_FIELD,
+                    absl::StrFormat("field originator.department '%s' is not a department's "
+                                    "name: lowercase words joined by '-', e.g. water-authority, "
+                                    "or empty for a grid unit",
+                                    absl::CHexEscape(o.department())));
     }
   }
   return CheckEventTime(r.has_event_time(), r.event_time(), policy, record, now);

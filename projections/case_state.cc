@@ -39,6 +39,10 @@ std::string TicketId(std::string_view case_id, int n) {
   return absl::StrFormat("%s-T%d", case_id, n);
 }
 
+bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b) {
+  return a.level() == b.level() && a.code() == b.code() && a.department() == b.department();
+}
+
 std::optional<absl::Duration> StageAllowance(const v1::StageDeadlines& d, v1::CaseStage stage) {
   const google::protobuf::Duration* allowance = nullptr;
   switch (stage) {
@@ -174,10 +178,21 @@ absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view) {
       EnterStage(event, v1::CASE_STAGE_DISPATCHED, view);
       break;
     }
-    case v1::Event::kCaseHandled:
-      view->set_handling_result(event.case_handled().result());
+    case v1::Event::kCaseHandled: {
+      const v1::CaseHandled& h = event.case_handled();
+      view->set_handling_result(h.result());
+      if (h.has_handler()) {
+        *view->mutable_handled_by() = h.handler();
+        const bool known =
+            std::any_of(view->handlers().begin(), view->handlers().end(),
+                        [&](const v1::OrgUnit& u) { return SameUnit(u, h.handler()); });
+        if (!known) *view->add_handlers() = h.handler();
+      } else {
+        view->clear_handled_by();  // Logged before handlers were recorded: no one known.
+      }
       EnterStage(event, v1::CASE_STAGE_HANDLED, view);
       break;
+    }
     case v1::Event::kCaseVerified: {
       const v1::CaseVerified& v = event.case_verified();
       if (v.passed()) {

@@ -39,7 +39,8 @@ std::string TicketId(std::string_view case_id, int n);
 //   CaseOpened              -> DISCOVERED (for reports: fills in the policy fields)
 //   CaseRegistered          -> REGISTERED
 //   CaseDispatched          -> DISPATCHED
-//   CaseHandled             -> HANDLED
+//   CaseHandled             -> HANDLED (handled_by: its handler, or unset for an event
+//                              logged before handlers were recorded; handlers: + it)
 //   CaseVerified passed     -> VERIFIED; failed -> DISPATCHED again
 //   CaseClosed              -> CLOSED
 //   CaseEscalated           -> REGISTERED at the upper level (which then dispatches)
@@ -49,6 +50,9 @@ std::string TicketId(std::string_view case_id, int n);
 //   CaseRelocated replaces the grid and location.
 // Every stage entry resets `overdue` and sets `deadline` from `deadlines`.
 absl::Status ApplyCaseEvent(const v1::Event& event, v1::CaseView* view);
+
+// True if `a` and `b` are the same unit: level, code and department.
+bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b);
 
 // Time spent in each stage DISCOVERED..VERIFIED (summed over re-entries) if the case
 // closes at `close_time`, from its history.

@@ -45,10 +45,6 @@ v1::Event::PayloadCase PayloadOf(CommandKind kind) {
   return v1::Event::PAYLOAD_NOT_SET;
 }
 
-bool SameUnit(const v1::OrgUnit& a, const v1::OrgUnit& b) {
-  return a.level() == b.level() && a.code() == b.code();
-}
-
 bool ValidCaseId(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   for (char c : id) {
@@ -68,8 +64,11 @@ std::string LevelName(v1::GridLevel level) {
 }
 
 std::string UnitName(const v1::OrgUnit& unit) {
-  if (unit.level() == v1::GRID_LEVEL_CITY_CENTER) return LevelName(unit.level());
-  return absl::StrFormat("%s %s", LevelName(unit.level()), unit.code());
+  const std::string area = unit.level() == v1::GRID_LEVEL_CITY_CENTER
+                               ? LevelName(unit.level())
+                               : absl::StrFormat("%s %s", LevelName(unit.level()), unit.code());
+  if (unit.department().empty()) return area;
+  return absl::StrFormat("%s crew, %s", unit.department(), area);
 }
 
 std::string CommandIdempotencyKey(std::string_view case_id, std::string_view request_id) {
@@ -117,6 +116,40 @@ bool UnitCovers(const v1::OrgUnit& unit, const v1::GridRef& grid) {
   return !unit.code().empty() && grid.grid_code().rfind(unit.code(), 0) == 0;
 }
 
+v1::OrgUnit GridUnitAbove(const v1::OrgUnit& unit, const v1::GridRef& grid) {
+  v1::OrgUnit above;
+  const std::string& code = grid.grid_code();
+  switch (unit.level()) {
+    case v1::GRID_LEVEL_RESIDENTIAL_STATION:
+      above.set_level(v1::GRID_LEVEL_STREET_CENTER);
+      above.set_code(code.substr(0, std::min<size_t>(code.size(), 9)));
+      break;
+    case v1::GRID_LEVEL_STREET_CENTER:
+      above.set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
+      above.set_code(code.substr(0, std::min<size_t>(code.size(), 6)));
+      break;
+    default:  // A district, the city (nothing is above it) or no level: the city center.
+      above.set_level(v1::GRID_LEVEL_CITY_CENTER);
+      above.set_code("city");
+      break;
+  }
+  return above;
+}
+
+namespace {
+
+bool HasHandled(const v1::CaseView& view, const v1::OrgUnit& unit) {
+  return std::any_of(view.handlers().begin(), view.handlers().end(),
+                     [&](const v1::OrgUnit& h) { return SameUnit(h, unit); });
+}
+
+}  // namespace
+
+v1::OrgUnit VerifyingUnit(const v1::CaseView& view) {
+  if (!HasHandled(view, view.originator())) return view.originator();
+  return GridUnitAbove(view.originator(), view.grid());
+}
+
 absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const CaseCommand& command,
                                               absl::Time now) {
   const std::string& id =
@@ -135,11 +168,24 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
                                                          CommandName(command.kind), id,
                                                          StageName(view.stage()), why));
   };
-  auto not_originator = [&](std::string_view what) {
+  // Verify and close: the originator's, or the grid unit above it if it handled the case.
+  auto not_verifier = [&](std::string_view what) {
+    const v1::OrgUnit verifier = VerifyingUnit(view);
+    const std::string who =
+        absl::StrFormat("%s is %s", command.actor.user(), UnitName(command.actor.unit()));
+    if (!SameUnit(verifier, view.originator())) {
+      return absl::PermissionDeniedError(absl::StrFormat(
+          "cannot %s case %s (%s): its originator, %s, handled it, and a unit that handled a "
+          "case never verifies or closes it: the grid unit above, %s, %s it instead; %s",
+          CommandName(command.kind), id, StageName(view.stage()), UnitName(view.originator()),
+          UnitName(verifier), what, who));
+    }
     return absl::PermissionDeniedError(absl::StrFormat(
-        "cannot %s case %s (%s): only its originator, %s, %s it; %s is %s",
-        CommandName(command.kind), id, StageName(view.stage()), UnitName(view.originator()), what,
-        command.actor.user(), UnitName(command.actor.unit())));
+        "cannot %s case %s (%s): only its originator, %s, %s it; %s%s", CommandName(command.kind),
+        id, StageName(view.stage()), UnitName(view.originator()), what, who,
+        HasHandled(view, command.actor.unit())
+            ? ", which handled it: a unit that handled a case never verifies or closes it"
+            : ""));
   };
 
   if (command.kind == CommandKind::kReport) {
@@ -225,6 +271,12 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
         return absl::InvalidArgumentError(
             absl::StrFormat("dispatch case %s: name the department to dispatch it to", id));
       }
+      if (!kernel::IsDepartmentName(command.department)) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "dispatch case %s: department '%s' must be lowercase words joined by '-', e.g. "
+            "water-authority (as its crews' units name it)",
+            id, command.department));
+      }
       if (actor_level < view.level()) {
         return absl::PermissionDeniedError(
             absl::StrFormat("cannot dispatch case %s (%s): the %s dispatches it; %s is at the %s",
@@ -257,9 +309,29 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
     }
     case CommandKind::kHandle: {
       if (view.stage() < v1::CASE_STAGE_DISPATCHED) {
-        return refuse("it must be dispatched before it can be handled");
+        return refuse(
+            "it must be dispatched before it can be handled, by a crew of the department it is "
+            "dispatched to");
       }
       if (view.stage() != v1::CASE_STAGE_DISPATCHED) return refuse("it is handled already");
+      const v1::OrgUnit& unit = command.actor.unit();
+      const std::string& department = view.dispatched_department();
+      const std::string named = department.empty() ? "(no department)" : department;
+      std::string_view why;
+      if (unit.department().empty()) {
+        why = ", not a department's crew";
+      } else if (unit.department() != department) {
+        why = ", another department's";
+      } else if (!UnitCovers(unit, view.grid())) {
+        why = ", which does not serve it";
+      }
+      if (!why.empty()) {
+        return absl::PermissionDeniedError(absl::StrFormat(
+            "cannot handle case %s (%s): only a crew of the department it is dispatched to, "
+            "%s, serving grid %s handles it; %s is %s%s",
+            id, StageName(view.stage()), named, view.grid().grid_code(), command.actor.user(),
+            UnitName(unit), why));
+      }
       if (command.result.empty()) {
         return absl::InvalidArgumentError(
             absl::StrFormat("handle case %s: say what was done (the result)", id));
@@ -267,6 +339,7 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       v1::CaseHandled* h = e.mutable_case_handled();
       h->set_case_id(id);
       h->set_result(command.result);
+      *h->mutable_handler() = unit;
       break;
     }
     case CommandKind::kVerify: {
@@ -279,7 +352,7 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
             "it is verified automatically by rule %s once the device has stayed normal for %ds",
             view.rule_id(), view.verification_window().seconds()));
       }
-      if (!SameUnit(command.actor.unit(), view.originator())) return not_originator("verifies");
+      if (!SameUnit(command.actor.unit(), VerifyingUnit(view))) return not_verifier("verifies");
       if (!command.passed && command.note.empty()) {
         return absl::InvalidArgumentError(absl::StrFormat(
             "verify case %s: a failed verification needs a note saying what is still wrong", id));
@@ -300,7 +373,7 @@ absl::StatusOr<std::vector<v1::Event>> Decide(const v1::CaseView& view, const Ca
       if (iot) {
         return refuse(absl::StrFormat("it is closed automatically by rule %s", view.rule_id()));
       }
-      if (!SameUnit(command.actor.unit(), view.originator())) return not_originator("closes");
+      if (!SameUnit(command.actor.unit(), VerifyingUnit(view))) return not_verifier("closes");
       v1::CaseClosed* c = e.mutable_case_closed();
       c->set_case_id(id);
       kernel::ToDurationProto(TotalHandlingTime(view, now), c->mutable_total_handling_time());

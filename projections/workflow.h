@@ -2,15 +2,29 @@
 // own events and appended with the expected stream version.
 //
 // Stages follow each other without skipping: discovered -> registered -> dispatched ->
-// handled -> verified -> closed. Only the originator verifies and closes ("谁发单、谁验收、
-// 谁结案"); for IoT cases the raising rule is the originator and does both itself (see
-// rules/engine.h). A failed verification sends the case back to dispatched. A level that
-// cannot solve a case escalates it to the level above, which then dispatches it. Every
-// refused command is an error naming the case, its stage and the reason; every
-// appended event records who acted.
+// handled -> verified -> closed. A failed verification sends the case back to
+// dispatched. A level that cannot solve a case escalates it to the level above, which
+// then dispatches it. Every refused command is an error naming the case, its stage and
+// the reason; every appended event records who acted.
+//
+// Accountability ("谁发单、谁验收、谁结案", issue 15):
+//   * Handle (处置): only a crew of the department the case is dispatched to
+//     (OrgUnit.department equal to dispatched_department) whose area covers the case's
+//     grid (UnitCovers). CaseHandled records that crew as its handler. A grid unit,
+//     another department's crew and a crew of another area are refused
+//     (PERMISSION_DENIED); a case that is not dispatched is not handled by anyone
+//     (FAILED_PRECONDITION, as every command out of its stage).
+//   * Verify (核查) and close (结案): the originator, unless the originator has itself
+//     handled the case (a crew that reported it): then the grid unit one level above the
+//     originator that serves the grid (VerifyingUnit). A unit that handled a case never
+//     verifies or closes it. For IoT cases the raising rule is the originator and does
+//     both itself (see rules/engine.h); no person does.
+//   * Handlings logged before handlers were recorded name no handler: they restrict no
+//     one.
 //
 // Roles (viewer, operator ...) are the HTTP layer's business; the workflow checks what
-// follows from the case itself: its stage, its originator and the level that dispatches it.
+// follows from the case itself: its stage, its originator, its department and handlers,
+// and the level that dispatches it.
 #ifndef CITYOPS_PROJECTIONS_WORKFLOW_H_
 #define CITYOPS_PROJECTIONS_WORKFLOW_H_
 
@@ -25,6 +39,7 @@
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/views.pb.h"
 #include "kernel/clock.h"
+#include "kernel/department.h"
 #include "kernel/event_log.h"
 
 namespace cityops::projections {
@@ -43,7 +58,8 @@ enum class CommandKind {
 // "register", "dispatch", ...
 const char* CommandName(CommandKind kind);
 
-// Names for people: "dispatched", "street center", "street center 310104001", "city center".
+// Names for people: "dispatched", "street center", "street center 310104001", "city center",
+// and for a department's crew "water-authority crew, district center 310104".
 std::string StageName(v1::CaseStage stage);
 std::string LevelName(v1::GridLevel level);
 std::string UnitName(const v1::OrgUnit& unit);
@@ -83,8 +99,18 @@ struct CommandResult {
 v1::GridLevel LevelAbove(v1::GridLevel level);
 
 // True if `unit` serves the place `grid` (its code is a prefix of the grid code, or it
-// is the city).
+// is the city). For a department's crew: its area.
 bool UnitCovers(const v1::OrgUnit& unit, const v1::GridRef& grid);
+
+// The grid unit (no department) one level above `unit` that serves `grid`: a station's
+// street center, a street's district center, a district's city center. Nothing is above
+// the city: for a city-level unit, the city center itself.
+v1::OrgUnit GridUnitAbove(const v1::OrgUnit& unit, const v1::GridRef& grid);
+
+// The unit that verifies and closes the case of `view` (not an IoT case): its
+// originator, or, if the originator is among the units that handled it (a department's
+// crew that reported the case and then handled it), GridUnitAbove(originator, grid).
+v1::OrgUnit VerifyingUnit(const v1::CaseView& view);
 
 // Pure: the events `command` appends to the case folded into `view` at time `now`, or
 // why not. For kReport, `view` is the empty view of a case that does not exist yet.

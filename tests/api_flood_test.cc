@@ -199,17 +199,18 @@ TEST_CASE(
     steps.push_back({what, std::move(r), absl::Now() - start});
     return steps.back().reply;
   };
-  auto command = [&](const std::string& name, const std::string& body) {
-    return timed("POST /api/v1/cases/F-1/" + name, [&] {
-      return Post(port, "/api/v1/cases/F-1/" + name, kStreetOperatorToken, body);
-    });
+  // The street's operator works the case; the water authority's crew handles it.
+  auto command = [&](const std::string& name, const std::string& body,
+                     const char* token = kStreetOperatorToken) {
+    return timed("POST /api/v1/cases/F-1/" + name,
+                 [&] { return Post(port, "/api/v1/cases/F-1/" + name, token, body); });
   };
   CHECK(timed("GET /healthz", [&] { return Get(port, "/healthz"); }).status == 200);
   CHECK(timed("GET /readyz", [&] { return Get(port, "/readyz"); }).status == 200);
   CHECK(timed("GET /metrics", [&] { return Get(port, "/metrics"); }).status == 200);
   CHECK(command("register", "{}").status == 200);
   CHECK(command("dispatch", R"({"department":"water-authority"})").status == 200);
-  CHECK(command("handle", R"({"result":"pumped out"})").status == 200);
+  CHECK(command("handle", R"({"result":"pumped out"})", testing::kWaterCrewToken).status == 200);
   CHECK(command("verify", R"({"passed":true,"note":"dry"})").status == 200);
   const HttpReply closed = command("close", "{}");
   CHECK(closed.status == 200);

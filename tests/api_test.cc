@@ -658,19 +658,37 @@ TEST_CASE(
   CHECK(testing::MetricSample(m, "cityops_cases_overdue{level=\"yellow\"}") == 0);
   CHECK(testing::MetricSample(m, "cityops_cases_overdue{level=\"red\"}") == 0);
 
-  // --- The IoT case through the API: people handle it, the rule verifies and closes it.
+  // --- The IoT case through the API: the elevator crew handles it, the rule verifies and
+  // closes it. Who handles is the workflow's one rule: a crew of the department the case
+  // is dispatched to, serving its grid; grid units are refused whatever their area.
   CHECK_THAT(ErrorOf(Command(port, kViewerToken, case_id, "handle", R"({"result":"x"})"), 403,
                      "PERMISSION_DENIED"),
              Contains("needs the operator role"));
-  CHECK_THAT(ErrorOf(Command(port, kOtherStreetOperatorToken, case_id, "handle",
-                             R"({"result":"rescued"})"),
-                     403, "PERMISSION_DENIED"),
-             Contains("grid 310104001001001 is outside olga.other's unit (street center "
-                      "310104002)"));
+  const std::string other_street = Plain(ErrorOf(
+      Command(port, kOtherStreetOperatorToken, case_id, "handle", R"({"result":"rescued"})"), 403,
+      "PERMISSION_DENIED"));
+  CHECK_THAT(other_street, Contains("only a crew of the department it is dispatched to, "
+                                    "elevator-maintenance, serving grid 310104001001001 handles "
+                                    "it; olga.other is street center 310104002, not a "
+                                    "department's crew"));
+  const std::string street = Plain(
+      ErrorOf(Command(port, kStreetOperatorToken, case_id, "handle", R"({"result":"rescued"})"),
+              403, "PERMISSION_DENIED"));
+  CHECK_THAT(street, Contains("only a crew of the department it is dispatched to, "
+                              "elevator-maintenance, serving grid 310104001001001 handles it; "
+                              "stan.street is street center 310104001, not a department's "
+                              "crew"));
+  CHECK_THAT(Plain(ErrorOf(Command(port, testing::kWaterCrewToken, case_id, "handle",
+                                   R"({"result":"rescued"})"),
+                           403, "PERMISSION_DENIED")),
+             Contains("wen.water is water-authority crew, district center 310104, another "
+                      "department's"));
   const HttpReply handled =
-      Command(port, kStreetOperatorToken, case_id, "handle", R"({"result":"rescued"})");
+      Command(port, testing::kElevatorCrewToken, case_id, "handle", R"({"result":"rescued"})");
   REQUIRE(handled.status == 200);
   CHECK(Json<v1::CommandResponse>(handled).case_().stage() == v1::CASE_STAGE_HANDLED);
+  CHECK(Json<v1::CommandResponse>(handled).case_().handled_by().department() ==
+        "elevator-maintenance");
   const std::string verify_refusal =
       ErrorOf(Command(port, kStreetOperatorToken, case_id, "verify", R"({"passed":true})"), 409,
               "FAILED_PRECONDITION");
@@ -695,9 +713,11 @@ TEST_CASE(
   for (const v1::Event& e : iot.timeline()) {
     if (!e.has_case_handled()) continue;
     saw_handled = true;
-    CHECK(e.provenance().actor().user() == "stan.street");
+    CHECK(e.provenance().actor().user() == "eli.elevator");
     CHECK(e.provenance().actor().role() == v1::ROLE_OPERATOR);
-    CHECK(e.provenance().actor().unit().code() == testing::kStreetCode);
+    CHECK(e.provenance().actor().unit().department() == "elevator-maintenance");
+    CHECK(e.case_handled().handler().level() == v1::GRID_LEVEL_CITY_CENTER);
+    CHECK(e.case_handled().handler().department() == "elevator-maintenance");
   }
   CHECK(saw_handled);
   CHECK_FALSE(iot.has_as_of());  // Closed: final figures.
@@ -967,9 +987,18 @@ TEST_CASE(
   CHECK(Json<v1::CommandResponse>(dispatched_again).duplicate());
   CHECK(Json<v1::CommandResponse>(dispatched_again).case_().version() ==
         dispatch.case_().version());
-  REQUIRE(
-      Command(port, kStreetOperatorToken, "R-1", "handle", R"({"result":"pumped out"})").status ==
-      200);
+  // The street registered and dispatched it; the street may not handle it, the water
+  // authority's crew does.
+  CHECK_THAT(
+      Plain(ErrorOf(Command(port, kStreetOperatorToken, "R-1", "handle", R"({"result":"x"})"), 403,
+                    "PERMISSION_DENIED")),
+      Contains("cannot handle case r-1 (dispatched): only a crew of the department it is "
+               "dispatched to, water-authority, serving grid 310104001001001 handles it; "
+               "stan.street is street center 310104001, not a department's crew"));
+  const HttpReply crew_handled =
+      Command(port, testing::kWaterCrewToken, "R-1", "handle", R"({"result":"pumped out"})");
+  REQUIRE(crew_handled.status == 200);
+  CHECK(Json<v1::CommandResponse>(crew_handled).case_().handled_by().code() == "310104");
   // The city center covers the grid, but only the originator (the street) verifies.
   const std::string not_originator =
       Plain(ErrorOf(Command(port, kOperatorToken, "R-1", "verify", R"({"passed":true})"), 403,
@@ -986,8 +1015,14 @@ TEST_CASE(
   CHECK(rework.case_().stage() == v1::CASE_STAGE_DISPATCHED);
   CHECK(rework.case_().failed_verifications() == 1);
   CHECK(rework.case_().ticket_ids_size() == 2);  // The re-work ticket.
-  REQUIRE(Command(port, kStreetOperatorToken, "R-1", "handle", R"({"result":"drain cleared"})")
+  REQUIRE(Command(port, testing::kWaterCrewToken, "R-1", "handle", R"({"result":"drain cleared"})")
               .status == 200);
+  // The crew that handled it does not verify it.
+  CHECK_THAT(
+      Plain(ErrorOf(Command(port, testing::kWaterCrewToken, "R-1", "verify", R"({"passed":true})"),
+                    403, "PERMISSION_DENIED")),
+      Contains("only its originator, street center 310104001, verifies it; wen.water is "
+               "water-authority crew, district center 310104, which handled it"));
   REQUIRE(Command(port, kStreetOperatorToken, "R-1", "verify", R"({"passed":true,"note":"dry"})")
               .status == 200);
   CHECK_THAT(
@@ -1031,7 +1066,8 @@ TEST_CASE(
   const std::map<std::string, std::pair<v1::Role, std::string>> people = {
       {"stan.street", {v1::ROLE_OPERATOR, testing::kStreetCode}},
       {"otto.operator", {v1::ROLE_OPERATOR, "city"}},
-      {"sue.supervisor", {v1::ROLE_SUPERVISOR, "city"}}};
+      {"sue.supervisor", {v1::ROLE_SUPERVISOR, "city"}},
+      {"wen.water", {v1::ROLE_OPERATOR, "310104"}}};
   std::map<std::string, std::vector<std::string>> by_type;
   for (const std::string id : {"R-1", "R-2"}) {
     const v1::CaseDetail detail = GetCase(port, id);
@@ -1055,6 +1091,7 @@ TEST_CASE(
   CHECK(by_type["case_reported"] == std::vector<std::string>{"stan.street", "stan.street"});
   CHECK(by_type["case_registered"] == std::vector<std::string>{"stan.street", "stan.street"});
   CHECK(by_type["case_dispatched"] == std::vector<std::string>{"stan.street", "otto.operator"});
+  CHECK(by_type["case_handled"] == std::vector<std::string>{"wen.water", "wen.water"});
   CHECK(by_type["case_verified"] == std::vector<std::string>{"stan.street", "stan.street"});
   CHECK(by_type["case_closed"] == std::vector<std::string>{"stan.street"});
   CHECK(by_type["case_urged"] == std::vector<std::string>{"sue.supervisor"});
@@ -1331,16 +1368,22 @@ TEST_CASE(
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("cityops: urge case C-1 needs the supervisor role or higher"));
   CHECK(cli(kSupervisorToken, {"cases", "urge", "C-1", "--note", "hurry"}).exit_code == 0);
-  REQUIRE(cli(kStreetOperatorToken, {"cases", "handle", "C-1", "--result", "pumped"}).exit_code ==
-          0);
+  r = cli(kStreetOperatorToken, {"cases", "handle", "C-1", "--result", "pumped"});
+  CHECK(r.exit_code == 1);
+  CHECK_THAT(Plain(r.err), Contains("only a crew of the department it is dispatched to, "
+                                    "water-authority, serving grid 310104001001001"));
+  REQUIRE(
+      cli(testing::kWaterCrewToken, {"cases", "handle", "C-1", "--result", "pumped"}).exit_code ==
+      0);
   r = cli(kStreetOperatorToken, {"cases", "verify", "C-1", "--fail"});
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.err, Contains("needs a note"));
   r = cli(kStreetOperatorToken, {"cases", "verify", "C-1", "--fail", "--note", "still wet"});
   REQUIRE(r.exit_code == 0);
   CHECK_THAT(r.out, Contains("it is now dispatched (verification failed; re-work ticket"));
-  REQUIRE(cli(kStreetOperatorToken, {"cases", "handle", "C-1", "--result", "drained"}).exit_code ==
-          0);
+  REQUIRE(
+      cli(testing::kWaterCrewToken, {"cases", "handle", "C-1", "--result", "drained"}).exit_code ==
+      0);
   r = cli(kOperatorToken, {"cases", "verify", "C-1", "--pass"});
   CHECK(r.exit_code == 1);
   CHECK_THAT(Plain(r.err), Contains("only its originator, street center 310104001, verifies it"));
@@ -1360,6 +1403,8 @@ TEST_CASE(
   CHECK_THAT(r.out, Contains("case_reported"));
   CHECK_THAT(r.out, Contains("case_opened"));
   CHECK_THAT(r.out, Contains("stan.street (operator, street center 310104001)"));
+  CHECK_THAT(r.out, Contains("wen.water (operator, water-authority crew, district center 310104)"));
+  CHECK_THAT(r.out, Contains("handled by      water-authority crew, district center 310104"));
   CHECK_THAT(r.out, Contains("sue.supervisor (supervisor, city center)"));
   CHECK_THAT(r.out, Contains("failed: still wet"));
   CHECK_THAT(r.out, Contains("time in stage:"));

@@ -144,6 +144,29 @@ TEST_CASE("a unit acts inside its own grid codes only, and the city center cover
   nowhere.set_user("nobody");
   nowhere.mutable_unit()->set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
   CHECK_FALSE(api::AccessPolicy::RequireUnitCovers(nowhere, Grid("310104001001001"), "x").ok());
+
+  // A department's crew serves its area as a grid unit does, and is named as a crew.
+  v1::Actor crew = street;
+  crew.set_user("wen");
+  crew.mutable_unit()->set_department("water-authority");
+  CHECK(api::AccessPolicy::RequireUnitCovers(crew, Grid("310104001001001"), "x").ok());
+  CHECK(std::string(
+            api::AccessPolicy::RequireUnitCovers(crew, Grid("310104002001001"), "verify case C-1")
+                .message()) ==
+        "verify case C-1: grid 310104002001001 is outside wen's unit (water-authority crew, "
+        "street center 310104001); ask a unit that serves it");
+}
+
+TEST_CASE("who handles is the workflow's rule alone, every other command is checked for the unit",
+          "[api]") {
+  for (const std::string& name : api::CaseCommandNames()) {
+    absl::StatusOr<const api::CaseCommandSpec*> spec = api::FindCaseCommand(name);
+    REQUIRE(spec.ok());
+    INFO(name);
+    // Handle: a crew of the dispatched department serving the grid (projections::Decide),
+    // checked whole by the workflow, with one message for the API, the CLI and the demo.
+    CHECK((*spec)->unit_must_cover == (name != "handle"));
+  }
 }
 
 TEST_CASE("every refusal of the access policy says why, for the log and the metrics", "[api]") {

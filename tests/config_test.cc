@@ -132,6 +132,33 @@ TEST_CASE("tokens are checked: length, uniqueness, user, role, and a unit that f
             .find("use one of: viewer, operator, supervisor, admin") != std::string::npos);
 }
 
+TEST_CASE("a token's unit may be a department's crew, its department named as cases carry it",
+          "[config]") {
+  auto crew = [](const std::string& department) {
+    return "tokens:\n"
+           "  - token: aaaaaaaaaaaaaaaa\n"
+           "    user: crew.water\n"
+           "    role: operator\n"
+           "    unit: {level: district_center, code: \"310104\", department: " +
+           department + "}\n";
+  };
+  absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(crew("water-authority"), "cityops.yaml");
+  INFO(c.status().ToString());
+  REQUIRE(c.ok());
+  CHECK(c->tokens(0).unit().department() == "water-authority");
+  for (const char* bad : {"Water", "\"water authority\"", "water_authority", "water-"}) {
+    INFO(bad);
+    CHECK_THAT(ErrorOf(crew(bad)),
+               Catch::StartsWith("cityops.yaml:5:") &&
+                   Catch::Contains("is not a department's name: give it as cases carry it when "
+                                   "dispatched, lowercase words joined by '-'"));
+  }
+  // Its area is checked as a grid unit's.
+  CHECK_THAT(ErrorOf("tokens:\n  - {token: aaaaaaaaaaaaaaaa, user: a, role: operator, unit: "
+                     "{level: district_center, code: \"3101\", department: water-authority}}\n"),
+             Catch::Contains("the 6 digits of its district"));
+}
+
 TEST_CASE("the configuration as printed by --validate reads back the same, secrets hidden",
           "[config]") {
   absl::StatusOr<v1::ServeConfig> c = ParseServeConfig(
@@ -169,7 +196,8 @@ TEST_CASE("the example configuration in the repository is valid and says what it
   CHECK(c->data_dir() == "/var/lib/cityops");
   CHECK_FALSE(daemon::UsesEmbeddedKafka(*c));
   CHECK(c->kafka().properties_size() == 5);
-  CHECK(c->tokens_size() == 3);
+  CHECK(c->tokens_size() == 4);
+  CHECK(c->tokens(3).unit().department() == "water-authority");  // A department's crew.
   CHECK(c->logging().format() == "json");
   // Every default the comments claim is the default.
   const v1::ServeConfig defaults = daemon::DefaultServeConfig();

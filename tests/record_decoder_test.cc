@@ -654,6 +654,12 @@ TEST_CASE("a report without its required fields or with a bad one is refused wit
            "field originator.level is required"},
           {[](auto& r) { r.mutable_originator()->set_level(v1::GRID_LEVEL_STREET_CENTER); },
            "MISSING_FIELD", "field originator.code is required"},
+          {[](auto& r) {
+             r.mutable_originator()->set_level(v1::GRID_LEVEL_STREET_CENTER);
+             r.mutable_originator()->set_code("310104010");
+             r.mutable_originator()->set_department("Water Authority");
+           },
+           "INVALID_FIELD", "field originator.department 'Water Authority' is not a department's"},
           {[](auto& r) { SetTime(r.mutable_event_time(), kNow + absl::Minutes(6)); },
            "EVENT_TIME_IN_FUTURE", "event_time"},
           {[](auto& r) { SetTime(r.mutable_event_time(), kNow - absl::Hours(24 * 31)); },
@@ -672,6 +678,9 @@ TEST_CASE("a report without its required fields or with a bad one is refused wit
   v1::CitizenReport with_originator = Report();
   with_originator.mutable_originator()->set_level(v1::GRID_LEVEL_STREET_CENTER);
   with_originator.mutable_originator()->set_code("310104010");
+  CHECK(CodeOf(DecodeReport(Binary(with_originator))) == "OK");
+  // A department's crew reports what it found: it is the originator.
+  with_originator.mutable_originator()->set_department("water-authority");
   CHECK(CodeOf(DecodeReport(Binary(with_originator))) == "OK");
 }
 

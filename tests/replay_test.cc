@@ -464,6 +464,7 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
   }
   uint64_t commands = 0;
   uint64_t handled_by_people = 0;
+  uint64_t handled_by_crews = 0;
   uint64_t recorded_derived = 0;
   {
     // What the live stage had not yet derived when the daemon stopped, as the next start
@@ -480,6 +481,11 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
                           REQUIRE(EventLog::ParseEvent({p, seq}, value, &e).ok());
                           commands += e.provenance().has_actor();
                           handled_by_people += e.provenance().has_actor() && e.has_case_handled();
+                          // The demo's crews: one per department, for the whole city.
+                          handled_by_crews += e.has_case_handled() &&
+                                              !e.case_handled().handler().department().empty() &&
+                                              e.provenance().actor().unit().department() ==
+                                                  e.case_handled().handler().department();
                           recorded_derived += projections::IsDerivedEvent(e);
                           return true;
                         })
@@ -489,6 +495,7 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
   // Reports, registrations, dispatches and handling by the crew.
   CHECK(commands >= 5);
   CHECK(handled_by_people >= 1);
+  CHECK(handled_by_crews == handled_by_people);
   absl::StatusOr<ReplayResult> result = Replay(Opts(data, dir.Sub("replay"), true));
   REQUIRE(result.ok());
   INFO(result->comparison->difference.value_or(""));

@@ -175,9 +175,10 @@ class LiveCity {
     REQUIRE(views_->CatchUp().ok());
   }
 
-  // People at work between batches: of the first two open cases, one is urged and the
-  // other (if dispatched) handled, by a city-center supervisor, a second after the log's current
-  // time (so that nothing they do is dated at a moment already captured).
+  // People at work between batches: of the first two open cases, one is urged by a
+  // city-center supervisor and the other (if dispatched) handled by its department's
+  // city-wide crew, a second after the log's current time (so that nothing they do is
+  // dated at a moment already captured).
   void PeopleAct() {
     clock_.Set(now_ + absl::Seconds(1));
     projections::CaseWorkflow workflow(
@@ -196,6 +197,10 @@ class LiveCity {
       command.request_id = absl::StrFormat("test-%d-%s", ++requests_, c.case_id());
       if (c.stage() == v1::CASE_STAGE_DISPATCHED && acted == 1) {
         command.kind = projections::CommandKind::kHandle;
+        command.actor.set_user("crew." + c.dispatched_department());
+        command.actor.set_role(v1::ROLE_OPERATOR);
+        command.actor.mutable_unit()->set_code("city");
+        command.actor.mutable_unit()->set_department(c.dispatched_department());
         command.result = "pumped out, road reopened";
       } else {
         command.kind = projections::CommandKind::kUrge;

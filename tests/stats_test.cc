@@ -1,8 +1,9 @@
 // `cityops stats` and GET /api/v1/statistics?from=&to=&by=&scope= (projections/evaluation.h,
 // analysis/stats.h): on a log made in process by the real rules stage and case workflow —
 // three days of hotline and patrol reports and flood-gauge cases in two districts, worked
-// by street and district operators (register, dispatch, escalate, handle, verify with
-// failures, close, urge) while deadlines pass and light cases — the figures of several
+// by street and district operators (register, dispatch, escalate, verify with failures,
+// close, urge) and the departments' district crews (handle) while deadlines pass and
+// light cases — the figures of several
 // periods equal the ones this test counts itself from the log's raw events (a plain
 // EventLog::Scan); breakdowns partition the totals; the API answers what the library
 // does; and every bad argument gets an error that says what to do.
@@ -106,6 +107,14 @@ v1::Actor StreetOperator(const std::string& grid) {
 v1::Actor DistrictOperator(const std::string& grid) {
   return Operator(v1::GRID_LEVEL_DISTRICT_CENTER, grid.substr(0, 6),
                   "district." + grid.substr(0, 6));
+}
+// The crew of `department` for the grid's district: it handles (处置) the department's
+// cases there.
+v1::Actor Crew(const std::string& department, const std::string& grid) {
+  v1::Actor a = Operator(v1::GRID_LEVEL_DISTRICT_CENTER, grid.substr(0, 6),
+                         "crew." + department + "." + grid.substr(0, 6));
+  a.mutable_unit()->set_department(department);
+  return a;
 }
 
 // A log like a live one: readings, ticks and reports in, the rules stage deriving, people
@@ -293,7 +302,7 @@ class City {
       });
     }
     At(clock_.Now() + after, [this, id] {
-      Must(CommandKind::kHandle, id, StreetOperator(grid_[id]));
+      Must(CommandKind::kHandle, id, Crew(department_[id], grid_[id]));
       At(clock_.Now() + Minutes(10, 80), [this, id] { Verify(id); });
     });
   }
@@ -314,8 +323,9 @@ class City {
        [this, id] { Must(CommandKind::kClose, id, StreetOperator(grid_[id])); });
   }
 
-  // A flood at a gauge: the rule opens and registers the case; the street dispatches and
-  // handles it; the water goes down and the rule verifies and closes it.
+  // A flood at a gauge: the rule opens and registers the case; the street dispatches it
+  // and the water authority's crew handles it; the water goes down and the rule verifies
+  // and closes it.
   void Flood(int gauge, absl::Time t, bool linked_report) {
     const std::string device = absl::StrFormat("gauge-%d", gauge);
     const uint32_t p = gauge % kPartitions;
@@ -340,7 +350,7 @@ class City {
       });
     }
     At(t + absl::Minutes(40), [this, device] {
-      Must(CommandKind::kHandle, FindCase(device), StreetOperator(kGaugeGrid));
+      Must(CommandKind::kHandle, FindCase(device), Crew("water-authority", kGaugeGrid));
     });
     At(t + absl::Minutes(45), [this, device, p] { Depth(device, p, 4); });
     At(t + absl::Minutes(60), [this, device, p] { Depth(device, p, 3); });

@@ -95,7 +95,7 @@ TEST_CASE(
   Reload(d, "tokens reloaded:");
   {
     INFO(d.log());
-    CHECK_THAT(d.log(), Contains("daemon: tokens reloaded: 6 tokens (added 1, removed 1) from " +
+    CHECK_THAT(d.log(), Contains("daemon: tokens reloaded: 8 tokens (added 1, removed 1) from " +
                                  d.config_path() +
                                  "; added for vera.viewer; removed from "
                                  "vera.viewer"));

@@ -126,6 +126,12 @@ class World {
     c.actor.set_user("wang.street");
     c.actor.mutable_unit()->set_level(v1::GRID_LEVEL_STREET_CENTER);
     c.actor.mutable_unit()->set_code("310104001");
+    if (kind == projections::CommandKind::kHandle) {  // The water authority's district crew.
+      c.actor.set_user("crew.water");
+      c.actor.mutable_unit()->set_level(v1::GRID_LEVEL_DISTRICT_CENTER);
+      c.actor.mutable_unit()->set_code("310104");
+      c.actor.mutable_unit()->set_department("water-authority");
+    }
     c.department = "water-authority";
     c.result = "pumped";
     c.note = "hurry";

@@ -121,7 +121,11 @@ function unitText(u) {
   if (!u) return '';
   const level = LEVEL_LABEL[short(u.level, 'GRID_LEVEL_')];
   const code = u.code && (!level || u.code !== level[1]) ? u.code : '';  // not "city city"
-  return `${level ? both(level) : ''} ${code}`.trim();
+  const area = `${level ? both(level) : ''} ${code}`.trim();
+  if (!u.department) return area;
+  // A department's crew (处置 unit) for that area: "water-authority crew, city center".
+  const dept = `${u.department}${CJK && DEPARTMENT_LABEL[u.department] ? ` ${DEPARTMENT_LABEL[u.department]}` : ''}`;
+  return `${dept} ${L('处置队', 'crew')}, ${area}`;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -39,13 +39,17 @@
 namespace cityops::testing {
 
 // Tokens every test configuration can use: one per role, at the city center and at one
-// street (310104001, Xuhui district 310104).
+// street (310104001, Xuhui district 310104), and two department crews, who handle
+// (处置) the cases dispatched to their department: the water authority's crew for
+// district 310104 and the elevator maintenance crew for the whole city.
 inline constexpr char kViewerToken[] = "viewer-token-0123456789";
 inline constexpr char kOperatorToken[] = "operator-token-0123456789";
 inline constexpr char kSupervisorToken[] = "supervisor-token-0123456789";
 inline constexpr char kAdminToken[] = "admin-token-0123456789";
 inline constexpr char kStreetOperatorToken[] = "street-operator-token-0123456789";
 inline constexpr char kOtherStreetOperatorToken[] = "other-street-token-0123456789";
+inline constexpr char kWaterCrewToken[] = "water-crew-token-0123456789";
+inline constexpr char kElevatorCrewToken[] = "elevator-crew-token-0123456789";
 inline constexpr char kStreetCode[] = "310104001";
 inline constexpr char kOtherStreetCode[] = "310104002";
 
@@ -72,7 +76,15 @@ inline std::string TestTokensYaml() {
       "  - {token: ",
       kOtherStreetOperatorToken,
       ", user: olga.other, role: operator, unit: {level: street_center, code: \"", kOtherStreetCode,
-      "\"}}\n");
+      "\"}}\n"
+      "  - {token: ",
+      kWaterCrewToken,
+      ", user: wen.water, role: operator, unit: {level: district_center, code: \"310104\", "
+      "department: water-authority}}\n"
+      "  - {token: ",
+      kElevatorCrewToken,
+      ", user: eli.elevator, role: operator, unit: {level: city_center, code: city, department: "
+      "elevator-maintenance}}\n");
 }
 
 // Writes `text` to `path` (replacing it) readable and writable by its owner only: a
