@@ -6,17 +6,20 @@
 #include <algorithm>
 #include <atomic>
 #include <random>
+#include <set>
 #include <thread>
 #include <utility>
 #include <vector>
 
 #include "absl/hash/hash.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
+#include "daemon/rule_activation.h"
 #include "ingest/record_producer.h"
 #include "kernel/clock.h"
 #include "kernel/proto_time.h"
@@ -51,14 +54,28 @@ std::string NewToken() {
 }
 
 v1::ApiToken Token(const std::string& user, v1::Role role, v1::GridLevel level,
-                   const std::string& code) {
+                   const std::string& code, const std::string& department = "") {
   v1::ApiToken t;
   t.set_token(NewToken());
   t.set_user(user);
   t.set_role(role);
   t.mutable_unit()->set_level(level);
   t.mutable_unit()->set_code(code);
+  t.mutable_unit()->set_department(department);
   return t;
+}
+
+// The departments cases go to under `rule_set`: its rules' and categories', and
+// city-management, which the simulated crew dispatches reports of no category to. Sorted.
+std::vector<std::string> Departments(const v1::RuleSet& rule_set) {
+  std::set<std::string> out = {"city-management"};
+  for (const v1::Rule& r : rule_set.rules()) {
+    if (!r.case_().department().empty()) out.insert(r.case_().department());
+  }
+  for (const v1::CategoryPolicy& c : rule_set.categories()) {
+    if (!c.department().empty()) out.insert(c.department());
+  }
+  return {out.begin(), out.end()};
 }
 
 // The latest event time in the log: a new run's simulated time starts after it.
@@ -207,6 +224,16 @@ class Demo::Impl {
     *config.add_tokens() = viewer;
     *config.add_tokens() = supervisor;
     *config.add_tokens() = admin;
+    // A city-wide crew token per department, to handle (处置) cases by hand (--no-crew):
+    // grid units' tokens do not (projections/workflow.h).
+    absl::StatusOr<rules::LoadedRuleSet> rule_set = LoadConfiguredRuleSet(config.rules().file());
+    if (!rule_set.ok()) return rule_set.status();
+    std::vector<v1::ApiToken> crews;
+    for (const std::string& department : Departments(rule_set->rule_set)) {
+      crews.push_back(Token("crew." + department, v1::ROLE_OPERATOR, v1::GRID_LEVEL_CITY_CENTER,
+                            "city", department));
+      *config.add_tokens() = crews.back();
+    }
 
     sim::CityOptions city;
     city.seed = options_.seed;
@@ -234,9 +261,15 @@ class Demo::Impl {
           "http://%s:%d/",
           options_.listen_address == "0.0.0.0" ? "127.0.0.1" : options_.listen_address,
           daemon_->http_port());
+      std::string crew_tokens;
+      for (const v1::ApiToken& t : crews) {
+        absl::StrAppend(&crew_tokens, crew_tokens.empty() ? "" : ", ", t.unit().department(), " ",
+                        t.token());
+      }
       *announce << "dashboard: " << base << "#token=" << viewer.token() << "\n"
                 << "tokens: viewer " << viewer.token() << ", supervisor " << supervisor.token()
                 << ", admin " << admin.token() << "\n"
+                << "crew tokens (handle the department's cases): " << crew_tokens << "\n"
                 << absl::StrFormat(
                        "demo: %s scenario, %d devices, simulated time from %s at %gx; Ctrl-C "
                        "stops it",

@@ -450,6 +450,15 @@ TEST_CASE("replay equals a live demo run with people's commands, byte for byte",
     const std::string output = demo.output();
     REQUIRE(std::regex_search(output, token, std::regex("tokens: viewer ([0-9a-f]+)")));
     const std::string viewer = token[1];
+    // A city-wide crew token per department, for handling by hand.
+    REQUIRE(std::regex_search(
+        output, token,
+        std::regex("crew tokens \\(handle the department's cases\\): .*water-authority "
+                   "([0-9a-f]+)")));
+    const testing::HttpReply crew = testing::Get(port, "/api/v1/whoami", std::string(token[1]));
+    CHECK(crew.status == 200);
+    CHECK_THAT(crew.body, Catch::Contains("crew.water-authority"));
+    CHECK(std::regex_search(crew.body, std::regex("\"department\":\\s*\"water-authority\"")));
     // Until the crew has taken a case through registration, dispatch and handling.
     const std::regex handled("\"handledAtStreetLevel\":\\s*\"?(\\d+)");
     REQUIRE(testing::WaitUntil(
