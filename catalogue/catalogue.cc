@@ -13,6 +13,7 @@
 #include "absl/time/time.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "kernel/department.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::catalogue {
@@ -52,15 +53,6 @@ bool SnakeCase(std::string_view s) {
     }
   }
   return true;
-}
-
-// A department: lowercase words joined by '-', as the rule sets write them.
-bool DepartmentName(std::string_view s) {
-  if (s.empty() || s.size() > 64 || !absl::ascii_islower(s[0])) return false;
-  for (char c : s) {
-    if (!absl::ascii_islower(c) && !absl::ascii_isdigit(c) && c != '-') return false;
-  }
-  return s.back() != '-';
 }
 
 bool CategoryCode(std::string_view s) {
@@ -398,7 +390,7 @@ absl::Status CheckKind(const v1::DeviceKindSpec& kind, const Checker& check) {
   }
   const std::string what = absl::StrFormat("kind '%s'", kind.id());
   if (absl::Status s = CheckNames(kind.name(), kind, "name", what, check); !s.ok()) return s;
-  if (!DepartmentName(kind.department())) {
+  if (!kernel::IsDepartmentName(kind.department())) {
     return check.Error(kind, "department",
                        absl::StrFormat("%s needs the 'department' that owns such devices, in "
                                        "lowercase words joined by '-', e.g. fire-rescue",
@@ -449,7 +441,7 @@ absl::Status CheckCategory(const v1::CategorySpec& c, const Checker& check) {
   }
   const std::string what = absl::StrFormat("category %s", c.code());
   if (absl::Status s = CheckNames(c.name(), c, "name", what, check); !s.ok()) return s;
-  if (!DepartmentName(c.department())) {
+  if (!kernel::IsDepartmentName(c.department())) {
     return check.Error(c, "department",
                        absl::StrFormat("%s needs the 'department' that handles it, in lowercase "
                                        "words joined by '-', e.g. water-authority",

@@ -226,7 +226,8 @@ class Demo::Impl {
     *config.add_tokens() = admin;
     // A city-wide crew token per department, to handle (处置) cases by hand (--no-crew):
     // grid units' tokens do not (projections/workflow.h).
-    absl::StatusOr<rules::LoadedRuleSet> rule_set = LoadConfiguredRuleSet(config.rules().file());
+    absl::StatusOr<rules::LoadedRuleSet> rule_set =
+        LoadConfiguredRuleSet(config.rules().file(), config.catalogue().file());
     if (!rule_set.ok()) return rule_set.status();
     std::vector<v1::ApiToken> crews;
     for (const std::string& department : Departments(rule_set->rule_set)) {
