@@ -294,25 +294,30 @@ def api_get(base, token, path):
 
 
 def open_yellow_case(driver):
-    """Clicks a yellow-lit case row. The live board re-renders its rows as changes arrive;
-    on a loaded machine it did so between WebDriver's find, scroll and click (a stale
-    element each time), so the row is found, scrolled to and clicked in one script."""
+    """Clicks an overdue case's row, yellow-lit if there is one, else red. The live board
+    re-renders its rows as changes arrive; on a loaded machine it did so between
+    WebDriver's find, scroll and click (a stale element each time), so the row is found,
+    scrolled to and clicked in one script. Overdue cases come and go as the demo's crews
+    handle them (a small city may have a single yellow one at a time), so this waits up to
+    a minute for one to be shown."""
     last = {}
 
     def click():
         case_id = last['id'] = driver.execute_script("""
-          const row = [...document.querySelectorAll('tr.case-row')]
-              .find(r => r.querySelector('.light-yellow'));
+          const rows = [...document.querySelectorAll('tr.case-row')];
+          const row = rows.find(r => r.querySelector('.light-yellow')) ||
+                      rows.find(r => r.querySelector('.light-red'));
           if (!row) return null;
           row.scrollIntoView({block: 'center'});
           row.click();
           return row.getAttribute('data-case-id');""")
         return case_id
 
-    case_id = poll(click, 10, 0.5)
+    case_id = poll(click, 60, 0.5)
     if case_id:
         return case_id
-    raise Failure('found no yellow-lit case row to click:\n' + describe(driver.execute_script(SNAPSHOT_JS)))
+    raise Failure('found no yellow- or red-lit case row to click within a minute:\n' +
+                  describe(driver.execute_script(SNAPSHOT_JS)))
 
 
 def check_timeline(driver, base, token, case_id):
@@ -381,7 +386,7 @@ def run(args, workdir):
         log('saved dashboard.png')
 
         case_id = open_yellow_case(driver)
-        log(f'clicked yellow-lit case {case_id}')
+        log(f'clicked overdue case {case_id}')
         check_timeline(driver, base, token, case_id)
         driver.save_screenshot(os.path.join(args.artifacts, 'dashboard-case.png'))
 
