@@ -29,8 +29,8 @@ inline void RequireRefusal(const absl::Status& s, absl::StatusCode code) {
 // file's name (and, from there, its line and column).
 inline void RequireFileRefusal(const absl::Status& s, absl::string_view file) {
   RequireRefusal(s, absl::StatusCode::kInvalidArgument);
-  Require(absl::StartsWith(s.message(), file), "an error without the file name:",
-          std::string(s.message()));
+  Require(absl::StartsWith(s.message(), file),
+          "an error without the file name:", std::string(s.message()));
 }
 
 }  // namespace cityops::fuzz
