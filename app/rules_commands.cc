@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "analysis/backtest.h"
 #include "analysis/replay.h"
+#include "catalogue/catalogue.h"
 #include "daemon/rule_activation.h"
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
@@ -25,7 +26,7 @@ absl::Status RulesCheckCommand(const RulesCheckOptions& options, std::ostream& o
   int cases = 0;
   for (const v1::Rule& r : loaded->rule_set.rules()) {
     ++by_kind[r.kind_case() == v1::Rule::kGridCompound ? "grid compound"
-                                                       : v1::DeviceKind_Name(r.device_kind())];
+                                                       : catalogue::RuleKindId(r)];
     cases += r.case_().open_case() ? 1 : 0;
   }
   out << absl::StrFormat("%s: rule set '%s' is valid: %d rules, %d of them open cases\n",

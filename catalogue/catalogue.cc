@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/time.h"
+#include "catalogue/kinds.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/util/message_differencer.h"
 #include "kernel/department.h"
@@ -63,18 +64,10 @@ bool CategoryCode(std::string_view s) {
   return true;
 }
 
-// "DEVICE_KIND_MANHOLE_COVER" -> "manhole_cover".
-std::string TypedKindName(v1::DeviceKind kind) {
-  std::string name = v1::DeviceKind_Name(kind);
-  constexpr std::string_view kPrefix = "DEVICE_KIND_";
-  if (name.rfind(kPrefix, 0) == 0) name.erase(0, kPrefix.size());
-  return absl::AsciiStrToLower(name);
-}
-
 // The member of SensorReading.metrics for `kind`'s readings, or null.
 const pb::Descriptor* TypedMetrics(v1::DeviceKind kind) {
   const pb::FieldDescriptor* member =
-      v1::SensorReading::descriptor()->FindFieldByName(TypedKindName(kind));
+      v1::SensorReading::descriptor()->FindFieldByName(TypedKindId(kind));
   if (member == nullptr || member->containing_oneof() == nullptr) return nullptr;
   return member->message_type();
 }
@@ -202,7 +195,7 @@ absl::Status CheckMetric(const v1::DeviceKindSpec& kind, const v1::MetricSpec& m
 
 // A kind mapped onto a typed reading message has exactly its fields, as the same types.
 absl::Status CheckTyped(const v1::DeviceKindSpec& kind, const Checker& check) {
-  const std::string expected = TypedKindName(kind.typed());
+  const std::string expected = TypedKindId(kind.typed());
   const pb::Descriptor* typed = TypedMetrics(kind.typed());
   if (typed == nullptr) {
     return check.Error(kind, "typed",
@@ -406,6 +399,11 @@ absl::Status CheckKind(const v1::DeviceKindSpec& kind, const Checker& check) {
   if (kind.metrics().empty()) {
     return check.Error(kind, "metrics", absl::StrFormat("%s needs at least one metric", what));
   }
+  if (kind.metrics_size() >= kMaxMetricSlots) {
+    return check.Error(kind, "metrics",
+                       absl::StrFormat("%s has %d metrics; a kind may have at most %d", what,
+                                       kind.metrics_size(), kMaxMetricSlots - 1));
+  }
   absl::flat_hash_set<std::string> names;
   for (const v1::MetricSpec& m : kind.metrics()) {
     if (absl::Status s = CheckMetric(kind, m, check); !s.ok()) return s;
@@ -420,7 +418,7 @@ absl::Status CheckKind(const v1::DeviceKindSpec& kind, const Checker& check) {
     for (int i = 1; i < v1::DeviceKind_descriptor()->value_count(); ++i) {
       const auto typed =
           static_cast<v1::DeviceKind>(v1::DeviceKind_descriptor()->value(i)->number());
-      if (kind.id() == TypedKindName(typed)) {
+      if (kind.id() == TypedKindId(typed)) {
         return check.Error(kind, "id",
                            absl::StrFormat("kind '%s' is the name of a typed kind: add "
                                            "'typed: %s' or choose another id",
@@ -501,6 +499,11 @@ const v1::MetricSpec* FindMetric(const v1::DeviceKindSpec& kind, std::string_vie
   return nullptr;
 }
 
+std::string RuleKindId(const v1::Rule& rule) {
+  if (!rule.device_kind().empty()) return rule.device_kind();
+  return TypedKindId(rule.typed_device_kind());
+}
+
 const v1::CategorySpec* FindCategory(const v1::Catalogue& catalogue, std::string_view code) {
   for (const v1::CategorySpec& c : catalogue.categories()) {
     if (c.code() == code) return &c;
@@ -526,8 +529,7 @@ absl::Status CheckCatalogue(const v1::Catalogue& catalogue, const kernel::YamlSo
     }
     if (k.typed() != v1::DEVICE_KIND_UNSPECIFIED && !typed.insert(k.typed()).second) {
       return check.Error(
-          k, "typed",
-          absl::StrFormat("two kinds map onto typed kind %s", TypedKindName(k.typed())));
+          k, "typed", absl::StrFormat("two kinds map onto typed kind %s", TypedKindId(k.typed())));
     }
     shares += k.simulation().share();
   }
@@ -555,14 +557,14 @@ absl::Status CheckRulesAgainstCatalogue(const v1::Catalogue& catalogue, const v1
   const Checker cat(catalogue_map, "catalogue");
   const std::string catalogue_name = absl::StrFormat("catalogue '%s'", catalogue.name());
   for (const v1::Rule& rule : rule_set.rules()) {
-    if (rule.device_kind() != v1::DEVICE_KIND_UNSPECIFIED) {
-      const v1::DeviceKindSpec* kind = FindTypedKind(catalogue, rule.device_kind());
+    const std::string kind_id = RuleKindId(rule);
+    if (!kind_id.empty()) {
+      const v1::DeviceKindSpec* kind = FindKind(catalogue, kind_id);
       if (kind == nullptr) {
-        return rules.Error(
-            rule, "device_kind",
-            absl::StrFormat("rule %s tests device kind %s, which %s does not "
-                            "have; keep the kind in the catalogue or drop the rule",
-                            rule.id(), TypedKindName(rule.device_kind()), catalogue_name));
+        return rules.Error(rule, "device_kind",
+                           absl::StrFormat("rule %s tests device kind %s, which %s does not "
+                                           "have; keep the kind in the catalogue or drop the rule",
+                                           rule.id(), kind_id, catalogue_name));
       }
       std::vector<std::pair<const pb::Message*, std::string>> metrics;
       CollectMetrics(rule, &metrics);

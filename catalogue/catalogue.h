@@ -85,6 +85,9 @@ const v1::DeviceKindSpec* FindKind(const v1::Catalogue& catalogue, std::string_v
 const v1::DeviceKindSpec* FindTypedKind(const v1::Catalogue& catalogue, v1::DeviceKind kind);
 // The metric `name` of `kind`, or null.
 const v1::MetricSpec* FindMetric(const v1::DeviceKindSpec& kind, std::string_view name);
+// The kind a rule watches: `device_kind`, or for a rule set written into a log before
+// the catalogue, its typed kind's id. Empty for a rule without one (grid compounds).
+std::string RuleKindId(const v1::Rule& rule);
 // The category with `code`, or null.
 const v1::CategorySpec* FindCategory(const v1::Catalogue& catalogue, std::string_view code);
 

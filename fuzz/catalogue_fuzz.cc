@@ -54,7 +54,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (kind.typed() == v1::DEVICE_KIND_UNSPECIFIED) continue;
     v1::Rule* rule = rules.add_rules();
     rule->set_id(kind.id());
-    rule->set_device_kind(kind.typed());
+    rule->set_device_kind(kind.id());
     for (const v1::MetricSpec& m : kind.metrics()) {
       rule->mutable_threshold()->mutable_raise()->add_any()->set_metric(m.name());
     }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "catalogue/kinds.h"
 #include "kernel/clock.h"
 #include "kernel/device_kinds.h"
 #include "kernel/event_log.h"
@@ -538,7 +539,7 @@ TEST_CASE("the default reporting intervals agree with the default rule set's", "
   for (const v1::Rule& r : loaded->rule_set.rules()) {
     if (!r.has_absence()) continue;
     INFO(r.id());
-    CHECK(kernel::DefaultReportingInterval(r.device_kind()) ==
+    CHECK(catalogue::KindTable::BuiltIn()->Find(r.device_kind())->reporting_interval ==
           kernel::FromDurationProto(r.absence().default_interval()));
     ++checked;
   }

@@ -13,6 +13,8 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "catalogue/catalogue.h"
+#include "catalogue/kinds.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::rules {
@@ -265,7 +267,9 @@ std::optional<std::string> Overlap(const CompiledConditionSet& raise,
 }
 
 absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* out) {
-  const v1::DeviceKind kind = r.device_kind();
+  const catalogue::Kind* kind_of =
+      catalogue::KindTable::TypedOnly()->Find(catalogue::RuleKindId(r));
+  const v1::DeviceKind kind = kind_of == nullptr ? v1::DEVICE_KIND_UNSPECIFIED : kind_of->typed;
   if (r.kind_case() != v1::Rule::kGridCompound && kind == v1::DEVICE_KIND_UNSPECIFIED) {
     return check.Error(r, "id", absl::StrFormat("rule '%s' needs a 'device_kind'", r.id()));
   }
@@ -555,7 +559,8 @@ absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
     if (cr.type == RuleType::kGridCompound) {
       for (int src : cr.source_rules) out->compounds_counting_[src].push_back(cr.index);
     } else {
-      out->by_kind_[cr.rule->device_kind()].push_back(cr.index);
+      out->by_kind_[catalogue::KindTable::TypedOnly()->Find(catalogue::RuleKindId(*cr.rule))->typed]
+          .push_back(cr.index);
     }
   }
   for (int i = 0; i < out->rule_set_.categories_size(); ++i) {
