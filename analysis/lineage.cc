@@ -382,7 +382,7 @@ class Tracer {
       for (v1::Event& e : *events) {
         if (!e.has_ruleset_activated()) continue;
         Activation& a = activations_.emplace_back();
-        a.compiles = rules::CompiledRuleSet::Compile(e.ruleset_activated().rule_set()).ok();
+        a.compiles = rules::CompiledRuleSet::Compile(e.ruleset_activated()).ok();
         a.event = std::move(e);
       }
     }

@@ -1,6 +1,7 @@
 #include "catalogue/catalogue.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -648,6 +649,21 @@ absl::Status CheckRuleTextAgainstCatalogue(const LoadedCatalogue& catalogue,
     return s;
   }
   return CheckRulesAgainstCatalogue(parsed, rules, scope, &rules_map, &catalogue_map);
+}
+
+const LoadedCatalogue& BuiltInCatalogue() {
+  static const LoadedCatalogue* const catalogue = [] {
+    absl::StatusOr<LoadedCatalogue> loaded =
+        LoadCatalogueText(DefaultCatalogueYaml(), kDefaultCatalogueFile);
+    // tests/catalogue_test.cc checks the shipped catalogue; this only trips on a broken build.
+    if (!loaded.ok()) {
+      absl::FPrintF(stderr, "cityops: the built-in catalogue does not load: %s\n",
+                    loaded.status().message());
+      std::abort();
+    }
+    return new LoadedCatalogue(*std::move(loaded));
+  }();
+  return *catalogue;
 }
 
 absl::StatusOr<LoadedCatalogue> LoadConfiguredCatalogue(const std::string& file) {

@@ -79,6 +79,10 @@ absl::Status CheckRuleTextAgainstCatalogue(const LoadedCatalogue& catalogue,
 // The catalogue file named by configuration, or the built-in one when `file` is empty.
 absl::StatusOr<LoadedCatalogue> LoadConfiguredCatalogue(const std::string& file);
 
+// The built-in catalogue (catalogue/city.yaml as it was at build time), loaded on first
+// use. A binary whose own catalogue does not load stops with the reason.
+const LoadedCatalogue& BuiltInCatalogue();
+
 // The kind with `id`, or null.
 const v1::DeviceKindSpec* FindKind(const v1::Catalogue& catalogue, std::string_view id);
 // The kind whose readings may arrive as the typed message of `kind`, or null.

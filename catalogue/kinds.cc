@@ -169,18 +169,7 @@ std::shared_ptr<const KindTable> KindTable::TypedOnly() {
 }
 
 std::shared_ptr<const KindTable> KindTable::BuiltIn() {
-  static const std::shared_ptr<const KindTable> table = [] {
-    absl::StatusOr<LoadedCatalogue> loaded =
-        LoadCatalogueText(DefaultCatalogueYaml(), kDefaultCatalogueFile);
-    // The build checks the shipped catalogue (tests/catalogue_test.cc); a binary whose
-    // own catalogue does not load cannot run.
-    if (!loaded.ok()) {
-      absl::FPrintF(stderr, "cityops: the built-in catalogue does not load: %s\n",
-                    loaded.status().message());
-      std::abort();
-    }
-    return FromCatalogue(loaded->catalogue);
-  }();
+  static const std::shared_ptr<const KindTable> table = FromCatalogue(BuiltInCatalogue().catalogue);
   return table;
 }
 

@@ -11,13 +11,14 @@ namespace cityops::daemon {
 
 absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file,
                                                            const std::string& catalogue_file) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded =
-      file.empty() ? rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile)
-                   : rules::LoadRuleSetFile(file);
-  if (!loaded.ok()) return loaded;
   absl::StatusOr<catalogue::LoadedCatalogue> catalogue =
       catalogue::LoadConfiguredCatalogue(catalogue_file);
   if (!catalogue.ok()) return catalogue.status();
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      file.empty() ? rules::LoadRuleSetText(rules::DefaultRuleSetYaml(), rules::kDefaultRuleSetFile,
+                                            &*catalogue)
+                   : rules::LoadRuleSetFile(file, &*catalogue);
+  if (!loaded.ok()) return loaded;
   if (absl::Status s = catalogue::CheckRuleTextAgainstCatalogue(
           *catalogue, loaded->source_yaml, loaded->source_path, catalogue::RuleCheck::kDevices);
       !s.ok()) {
@@ -58,7 +59,8 @@ absl::StatusOr<Activation> ActivateRuleSet(kernel::EventLog& log,
   absl::StatusOr<std::optional<v1::RulesetActivated>> active = ActiveRuleSetInLog(log);
   if (!active.ok()) return active.status();
   if (active->has_value() && (*active)->sha256() == loaded.sha256 &&
-      (*active)->name() == loaded.rule_set.name()) {
+      (*active)->name() == loaded.rule_set.name() &&
+      (*active)->catalogue().sha256() == loaded.catalogue.sha256()) {
     return Activation{};
   }
   kernel::AppendBatch batch{kernel::Partition(0)};

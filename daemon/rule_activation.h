@@ -16,9 +16,10 @@
 namespace cityops::daemon {
 
 // The rule set file named by configuration, or the built-in default when `file` is empty,
-// checked against the catalogue file named by configuration (the built-in one when
-// `catalogue_file` is empty): every device kind, metric and fault code a rule tests must
-// be in it (catalogue::RuleCheck::kDevices). Errors name the file and line.
+// checked and compiled against the catalogue file named by configuration (the built-in
+// one when `catalogue_file` is empty), which it carries: every device kind, metric and
+// fault code a rule tests must be in it (catalogue::RuleCheck::kDevices). Errors name the
+// file and line.
 absl::StatusOr<rules::LoadedRuleSet> LoadConfiguredRuleSet(const std::string& file,
                                                            const std::string& catalogue_file);
 
@@ -30,8 +31,8 @@ struct Activation {
   kernel::EventPosition position;  // Of the RulesetActivated, when activated.
 };
 
-// Appends a RulesetActivated for `loaded` (stamped `now`, on partition 0) unless the same
-// rule set is the active one.
+// Appends a RulesetActivated for `loaded` and its catalogue (stamped `now`, on partition
+// 0) unless the same rule set with the same catalogue is the active one.
 absl::StatusOr<Activation> ActivateRuleSet(kernel::EventLog& log,
                                            const rules::LoadedRuleSet& loaded, absl::Time now);
 

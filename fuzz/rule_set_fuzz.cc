@@ -37,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   Require(loaded->sha256.size() == 64, "a digest that is not SHA-256 hex");
   absl::StatusOr<std::unique_ptr<rules::CompiledRuleSet>> compiled =
-      rules::CompiledRuleSet::Compile(loaded->rule_set);
+      rules::CompiledRuleSet::Compile(loaded->rule_set, cityops::catalogue::KindTable::BuiltIn());
   Require(compiled.ok(), "a checked rule set does not compile:",
           compiled.ok() ? "" : compiled.status().ToString());
   const std::string again_yaml = cityops::kernel::ProtoToYaml(loaded->rule_set);

@@ -1,5 +1,6 @@
 // The rules: loading and checking rule sets (errors name file:line:column), and the
 // engine's behaviour per rule kind and per case stage, fed with hand-made events.
+#include <algorithm>
 #include <catch2/catch.hpp>
 #include <map>
 #include <random>
@@ -38,16 +39,18 @@ absl::Status LoadError(std::string_view rules_yaml) {
   return LoadRuleSetText(RuleSetYaml(rules_yaml), "test.yaml").status();
 }
 
-TEST_CASE("the default rule set loads and covers every device kind", "[rules]") {
+TEST_CASE("the default rule set loads and covers every device kind of the shipped catalogue",
+          "[rules]") {
   absl::StatusOr<LoadedRuleSet> loaded = LoadRuleSetText(DefaultRuleSetYaml(), "default.yaml");
   REQUIRE(loaded.ok());
   absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
-      CompiledRuleSet::Compile(loaded->rule_set);
+      CompiledRuleSet::Compile(loaded->rule_set, catalogue::KindTable::BuiltIn());
   REQUIRE(compiled.ok());
-  for (v1::DeviceKind kind : {v1::DEVICE_KIND_MANHOLE_COVER, v1::DEVICE_KIND_ELEVATOR,
-                              v1::DEVICE_KIND_CURTAIN_WALL, v1::DEVICE_KIND_FLOOD_GAUGE}) {
-    INFO(v1::DeviceKind_Name(kind));
-    CHECK((*compiled)->RulesFor(kind).size() >= 3);
+  REQUIRE((*compiled)->kinds().kinds().size() == 10);
+  for (const catalogue::Kind& kind : (*compiled)->kinds().kinds()) {
+    INFO(kind.id);
+    // At least one rule on its readings and one on its silence.
+    CHECK((*compiled)->RulesFor(kind.index).size() >= 2);
   }
   CHECK(loaded->sha256.size() == 64);
   // The domain's figures: entrapment rescue within 30 minutes; covers fixed within 2 h
@@ -194,6 +197,30 @@ TEST_CASE("a missing rule file is named", "[rules]") {
   CHECK_THAT(std::string(s.message()), Catch::Contains("/nonexistent/rules.yaml"));
 }
 
+// The test's oracle: `field` of `kind`'s typed message in `r` by protobuf reflection, as
+// the rules read it (absent unless `r` carries that kind's message and the field).
+std::optional<double> ReflectedMetric(const v1::SensorReading& r, const catalogue::Kind& kind,
+                                      const google::protobuf::FieldDescriptor& field) {
+  namespace pb = google::protobuf;
+  const pb::Reflection* rr = r.GetReflection();
+  if (!rr->HasField(r, kind.member)) return std::nullopt;
+  const pb::Message& m = rr->GetMessage(r, kind.member);
+  const pb::Reflection* mr = m.GetReflection();
+  if (!mr->HasField(m, &field)) return std::nullopt;
+  switch (field.cpp_type()) {
+    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      return mr->GetDouble(m, &field);
+    case pb::FieldDescriptor::CPPTYPE_INT32:
+      return mr->GetInt32(m, &field);
+    case pb::FieldDescriptor::CPPTYPE_BOOL:
+      return mr->GetBool(m, &field) ? 1.0 : 0.0;
+    case pb::FieldDescriptor::CPPTYPE_ENUM:
+      return mr->GetEnumValue(m, &field);
+    default:
+      return std::nullopt;
+  }
+}
+
 TEST_CASE("a reading decoded from its bytes reads every metric as protobuf reflection does",
           "[rules]") {
   namespace pb = google::protobuf;
@@ -205,7 +232,8 @@ TEST_CASE("a reading decoded from its bytes reads every metric as protobuf refle
     r.set_device_id(absl::StrFormat("dev-%d", round));
     const v1::DeviceKind kind = static_cast<v1::DeviceKind>(1 + round % 4);
     r.set_kind(kind);
-    const pb::FieldDescriptor* member = MetricsMember(kind);
+    const catalogue::KindTable& table = *catalogue::KindTable::TypedOnly();
+    const pb::FieldDescriptor* member = table.FindTyped(kind)->member;
     pb::Message* m = r.GetReflection()->MutableMessage(&r, member);
     const pb::Reflection* mr = m->GetReflection();
     for (int i = 0; i < m->GetDescriptor()->field_count(); ++i) {
@@ -238,25 +266,27 @@ TEST_CASE("a reading decoded from its bytes reads every metric as protobuf refle
     std::string bytes = r.SerializeAsString();
     if (round % 7 == 0) bytes += std::string("\xa0\x06\x05", 3);  // Unknown field 100.
     Reading decoded;
-    REQUIRE(decoded.Decode(bytes));
+    REQUIRE(decoded.Decode(bytes, table));
     Reading set;
-    set.Set(r);
+    set.Set(r, table);
     CHECK(decoded.device_id() == r.device_id());
-    CHECK(decoded.kind() == r.kind());
-    CHECK(std::vector<int32_t>(decoded.fault_codes().begin(), decoded.fault_codes().end()) ==
-          std::vector<int32_t>(set.fault_codes().begin(), set.fault_codes().end()));
+    REQUIRE(decoded.kind() != nullptr);
+    CHECK(decoded.kind()->typed == r.kind());
+    CHECK(std::vector<int32_t>(decoded.codes().begin(), decoded.codes().end()) ==
+          std::vector<int32_t>(set.codes().begin(), set.codes().end()));
+    CHECK(decoded.has_codes() == (kind == v1::DEVICE_KIND_ELEVATOR));
     if (kind == v1::DEVICE_KIND_ELEVATOR) {
-      CHECK(static_cast<int>(decoded.fault_codes().size()) == r.elevator().fault_codes_size());
+      CHECK(static_cast<int>(decoded.codes().size()) == r.elevator().fault_codes_size());
     }
     // Every metric of every kind: the other kinds' read as absent.
     for (int k = 1; k <= 4; ++k) {
-      const pb::Descriptor* d = MetricsMember(static_cast<v1::DeviceKind>(k))->message_type();
+      const catalogue::Kind& other = *table.FindTyped(static_cast<v1::DeviceKind>(k));
+      const pb::Descriptor* d = other.member->message_type();
       for (int i = 0; i < d->field_count(); ++i) {
-        absl::StatusOr<MetricRef> ref =
-            ResolveMetric(static_cast<v1::DeviceKind>(k), d->field(i)->name());
+        absl::StatusOr<MetricRef> ref = ResolveMetric(other, d->field(i)->name());
         if (!ref.ok()) continue;  // Not a metric (repeated).
         INFO(d->field(i)->full_name() << " in " << r.ShortDebugString());
-        const std::optional<double> want = ReadMetric(r, *ref);
+        const std::optional<double> want = ReflectedMetric(r, other, *d->field(i));
         CHECK(decoded.Get(*ref) == want);
         CHECK(set.Get(*ref) == want);
         ++compared;
@@ -265,19 +295,31 @@ TEST_CASE("a reading decoded from its bytes reads every metric as protobuf refle
   }
   CHECK(compared > 400 * 20);
   Reading bad;
-  CHECK_FALSE(
-      bad.Decode(std::string("\x0a\x10"
-                             "short",
-                             7)));
+  CHECK_FALSE(bad.Decode(std::string("\x0a\x10"
+                                     "short",
+                                     7),
+                         *catalogue::KindTable::TypedOnly()));
 }
 
 // Feeds hand-made events to an engine and keeps what it derives.
 class Harness {
  public:
-  explicit Harness(std::string_view rules_yaml) {
-    absl::StatusOr<LoadedRuleSet> loaded = LoadRuleSetText(RuleSetYaml(rules_yaml), "t.yaml");
+  // Rules around `rules_yaml`, checked against `catalogue` (null: the built-in one).
+  explicit Harness(std::string_view rules_yaml,
+                   const catalogue::LoadedCatalogue* catalogue = nullptr) {
+    absl::StatusOr<LoadedRuleSet> loaded =
+        LoadRuleSetText(RuleSetYaml(rules_yaml), "t.yaml", catalogue);
     if (!loaded.ok()) FAIL(loaded.status().ToString());
     Feed(RulesetActivatedEvent(*loaded, kT0), kT0, /*moves_time=*/false);
+  }
+
+  // A reading of kind `kind_id` by metric names, as integrators send any kind.
+  void Values(std::string id, std::string kind_id, absl::Duration at,
+              std::vector<v1::MetricValue> values) {
+    v1::Event e = Reading(id, v1::DEVICE_KIND_UNSPECIFIED, at);
+    e.mutable_reading()->set_kind_id(kind_id);
+    for (v1::MetricValue& v : values) *e.mutable_reading()->mutable_values()->add_values() = v;
+    Feed(e, kT0 + at, true);
   }
 
   // Registers a device in `grid`.
@@ -1021,6 +1063,195 @@ TEST_CASE("malformed YAML that hangs yaml-cpp's LoadAll is refused at once", "[r
   CHECK_THAT(
       std::string(LoadRuleSetText("name: a\n---\nname: b\n", "test.yaml").status().message()),
       Catch::Contains("test.yaml:2: holds more than one YAML document"));
+}
+
+v1::MetricValue Number(std::string name, double x) {
+  v1::MetricValue v;
+  v.set_name(std::move(name));
+  v.set_number(x);
+  return v;
+}
+
+v1::MetricValue Flag(std::string name, bool x) {
+  v1::MetricValue v;
+  v.set_name(std::move(name));
+  v.set_flag(x);
+  return v;
+}
+
+// The shipped catalogue with one more kind that no code mentions.
+catalogue::LoadedCatalogue CatalogueWithWaterTanks() {
+  std::string yaml(catalogue::DefaultCatalogueYaml());
+  const size_t at = yaml.find("\ncategories:");
+  REQUIRE(at != std::string::npos);
+  yaml.insert(at + 1,
+              "  - id: water_tank\n"
+              "    name: {zh: 二次供水水箱, en: Rooftop water tank}\n"
+              "    department: water-authority\n"
+              "    reporting_interval: 15m\n"
+              "    metrics:\n"
+              "      - {name: level_pct, label: {zh: 水位, en: Level}, type: number, unit: \"%\", "
+              "min: 0, max: 100}\n"
+              "      - {name: overflow, label: {zh: 溢流, en: Overflowing}, type: flag}\n"
+              "\n");
+  absl::StatusOr<catalogue::LoadedCatalogue> loaded =
+      catalogue::LoadCatalogueText(yaml, "tanks.yaml");
+  if (!loaded.ok()) FAIL(loaded.status().ToString());
+  return *std::move(loaded);
+}
+
+constexpr char kTankRule[] =
+    "  - id: tank.overflow\n"
+    "    description: Water tank overflowing\n"
+    "    device_kind: water_tank\n"
+    "    severity: major\n"
+    "    threshold:\n"
+    "      raise: {any: [{metric: level_pct, at_least: 98}, {metric: overflow, equals: "
+    "\"true\"}]}\n"
+    "      hold_for: 2m\n"
+    "      clear: {all: [{metric: level_pct, below: 90}, {metric: overflow, equals: \"false\"}]}\n"
+    "    case:\n"
+    "      open_case: true\n"
+    "      category: {code: \"E0111\", name: \"Road waterlogging\"}\n"
+    "      department: water-authority\n"
+    "      dispatch_level: street_center\n"
+    "      deadlines: {register_within: 30m, dispatch_within: 30m, handle_within: 4h}\n"
+    "      verification_window: 10m\n";
+
+TEST_CASE(
+    "a kind that no code mentions: a catalogue entry and a rule make its readings raise "
+    "an alert and open a case",
+    "[rules][catalogue]") {
+  const catalogue::LoadedCatalogue tanks = CatalogueWithWaterTanks();
+  Harness h(kTankRule, &tanks);
+  h.Values("tank-1", "water_tank", absl::Minutes(1),
+           {Number("level_pct", 80), Flag("overflow", false)});
+  h.Values("tank-1", "water_tank", absl::Minutes(2),
+           {Number("level_pct", 99), Flag("overflow", false)});
+  h.Values("tank-1", "water_tank", absl::Minutes(5), {Number("level_pct", 99.5)});
+  std::vector<v1::Event> alerts = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(alerts.size() == 1);
+  CHECK(alerts[0].alert_raised().device_id() == "tank-1");
+  CHECK(alerts[0].alert_raised().rule_id() == "tank.overflow");
+  CHECK(h.Of(v1::Event::kCaseOpened).size() == 1);
+  // A reading of another tank by the flag alone raises too; one without the kind's
+  // metrics cannot decide and raises nothing.
+  h.Values("tank-2", "water_tank", absl::Minutes(6), {Flag("overflow", true)});
+  h.Values("tank-2", "water_tank", absl::Minutes(9), {Flag("overflow", true)});
+  h.Values("tank-3", "water_tank", absl::Minutes(6), {Number("not_a_metric", 100)});
+  h.Values("tank-3", "water_tank", absl::Minutes(9), {Number("not_a_metric", 100)});
+  alerts = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(alerts.size() == 2);
+  CHECK(alerts[1].alert_raised().device_id() == "tank-2");
+  // Back to normal: the alert clears.
+  h.Values("tank-1", "water_tank", absl::Minutes(10),
+           {Number("level_pct", 50), Flag("overflow", false)});
+  REQUIRE(h.Of(v1::Event::kAlertCleared).size() == 1);
+  h.CheckKeysUnique();
+}
+
+TEST_CASE("a typed kind's reading sent by metric names meets the same rules as its typed message",
+          "[rules][catalogue]") {
+  Harness h(kFloodRule);
+  h.Depth("typed", absl::Minutes(1), 20);
+  h.Values("named", "flood_gauge", absl::Minutes(1), {Number("water_depth_cm", 20)});
+  h.Depth("typed", absl::Minutes(8), 21);
+  h.Values("named", "flood_gauge", absl::Minutes(8), {Number("water_depth_cm", 21)});
+  const std::vector<v1::Event> alerts = h.Of(v1::Event::kAlertRaised);
+  REQUIRE(alerts.size() == 2);
+  // Both raise at the end of the hold, in the order of their device ids.
+  CHECK(alerts[0].alert_raised().device_id() == "named");
+  CHECK(alerts[1].alert_raised().device_id() == "typed");
+  CHECK(alerts[0].event_time().seconds() == alerts[1].event_time().seconds());
+  CHECK(alerts[0].alert_raised().value() == alerts[1].alert_raised().value());
+}
+
+TEST_CASE("rules name kinds and metrics by the catalogue, and a rule on one it lacks is refused",
+          "[rules][catalogue]") {
+  // Not in the built-in catalogue.
+  absl::Status s = LoadError(kTankRule);
+  CHECK_THAT(
+      std::string(s.message()),
+      Catch::Contains("tests device kind water_tank, which catalogue 'city' does not have") &&
+          Catch::Contains("gas_detector"));
+  // A catalogue-only kind's metric it does not have: the error lists those it has.
+  s = LoadError(
+      "  - id: gas\n"
+      "    description: Gas\n"
+      "    device_kind: gas_detector\n"
+      "    severity: critical\n"
+      "    threshold:\n"
+      "      raise: {all: [{metric: gas_ppm, at_least: 25}]}\n");
+  CHECK_THAT(std::string(s.message()), Catch::StartsWith("test.yaml:"));
+  CHECK_THAT(std::string(s.message()),
+             Catch::Contains("device kind 'gas_detector' has no metric 'gas_ppm'") &&
+                 Catch::Contains("gas_lel_pct"));
+  // A flag is tested with equals, and a code by a name the catalogue gives it.
+  s = LoadError(
+      "  - id: smoke\n"
+      "    description: Smoke\n"
+      "    device_kind: smoke_detector\n"
+      "    severity: critical\n"
+      "    threshold:\n"
+      "      raise: {all: [{metric: alarm, at_least: 1}]}\n");
+  CHECK_THAT(std::string(s.message()), Catch::Contains("'alarm' is not numeric"));
+  // fault_code rules need a kind with a list of active codes.
+  s = LoadError(
+      "  - id: faults\n"
+      "    description: Faults\n"
+      "    device_kind: gas_detector\n"
+      "    severity: major\n"
+      "    fault_code: {codes: [1]}\n");
+  CHECK_THAT(std::string(s.message()), Catch::Contains("kind 'gas_detector' has none"));
+}
+
+TEST_CASE(
+    "a rule set written into a log before the catalogue compiles as it did, and the same "
+    "rules activated with the catalogue carry its alerts on",
+    "[rules][catalogue]") {
+  absl::StatusOr<LoadedRuleSet> loaded = LoadRuleSetText(RuleSetYaml(kFloodRule), "t.yaml");
+  REQUIRE(loaded.ok());
+  // As an older release wrote it: the kind as the typed enum, no catalogue.
+  v1::Event old = RulesetActivatedEvent(*loaded, kT0);
+  v1::RulesetActivated* a = old.mutable_ruleset_activated();
+  a->clear_catalogue();
+  for (v1::Rule& r : *a->mutable_rule_set()->mutable_rules()) {
+    r.clear_device_kind();
+    r.set_typed_device_kind(v1::DEVICE_KIND_FLOOD_GAUGE);
+  }
+  absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled = CompiledRuleSet::Compile(*a);
+  REQUIRE(compiled.ok());
+  CHECK((*compiled)->kinds().catalogue().kinds().empty());  // The typed kinds alone.
+  CHECK((*compiled)->rules()[0].rule->device_kind() == "flood_gauge");
+
+  RulesEngine engine;
+  std::vector<Derived> derived;
+  uint64_t seq = 0;
+  auto feed = [&](v1::Event e, absl::Time at) {
+    e.set_partition(0);
+    e.set_sequence(seq++);
+    engine.Process(e, at, &derived);
+  };
+  feed(old, kT0);
+  for (int minute : {1, 8}) {
+    v1::Event e;
+    e.set_stream_id("device/g");
+    SetTimestamp(kT0 + absl::Minutes(minute), e.mutable_event_time());
+    e.mutable_reading()->set_device_id("g");
+    e.mutable_reading()->set_kind(v1::DEVICE_KIND_FLOOD_GAUGE);
+    e.mutable_reading()->mutable_flood_gauge()->set_water_depth_cm(30);
+    feed(e, kT0 + absl::Minutes(minute));
+  }
+  auto count = [&](v1::Event::PayloadCase type) {
+    return std::count_if(derived.begin(), derived.end(),
+                         [&](const Derived& d) { return d.event.payload_case() == type; });
+  };
+  REQUIRE(count(v1::Event::kAlertRaised) == 1);
+  // The upgrade activates the same rules with the catalogue: nothing changed, so the
+  // alert stays active and the rule is not started afresh.
+  feed(RulesetActivatedEvent(*loaded, kT0 + absl::Minutes(9)), kT0 + absl::Minutes(9));
+  CHECK(engine.rules()->kinds().catalogue().kinds_size() == 10);
+  CHECK(count(v1::Event::kAlertCleared) == 0);
 }
 
 }  // namespace

@@ -47,15 +47,18 @@ bool ValidRuleId(std::string_view id) {
   return true;
 }
 
-absl::Status CompileCondition(const v1::Condition& c, v1::DeviceKind kind, const Checker& check,
-                              CompiledCondition* out) {
+absl::Status CompileCondition(const v1::Condition& c, const catalogue::Kind& kind,
+                              const Checker& check, CompiledCondition* out) {
   if (c.metric().empty()) return check.Error(c, "metric", "a condition needs a 'metric'");
   absl::StatusOr<MetricRef> metric = ResolveMetric(kind, c.metric());
   if (!metric.ok()) return check.Error(c, "metric", metric.status().message());
   out->metric = *metric;
+  const catalogue::KindMetric& m = *metric->metric;
   const bool numeric =
-      metric->field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_BOOL &&
-      metric->field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_ENUM;
+      m.field != nullptr
+          ? m.field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_BOOL &&
+                m.field->cpp_type() != google::protobuf::FieldDescriptor::CPPTYPE_ENUM
+          : m.type == v1::METRIC_TYPE_NUMBER || m.type == v1::METRIC_TYPE_COUNTER;
   auto number = [&](std::string_view key, double v, Op op) -> absl::Status {
     if (!numeric) {
       return check.Error(c, key,
@@ -91,7 +94,7 @@ absl::Status CompileCondition(const v1::Condition& c, v1::DeviceKind kind, const
 }
 
 absl::Status CompileSet(const v1::ConditionSet& s, const google::protobuf::Message& parent,
-                        std::string_view key, v1::DeviceKind kind, bool required,
+                        std::string_view key, const catalogue::Kind& kind, bool required,
                         const Checker& check, CompiledConditionSet* out) {
   if (s.all_size() > 0 && s.any_size() > 0) {
     return check.Error(s, "any", "a condition set has either 'all' or 'any', not both");
@@ -210,7 +213,8 @@ struct Interval {
 
 bool IntegralMetric(const MetricRef& m) {
   using FD = google::protobuf::FieldDescriptor;
-  switch (m.field->cpp_type()) {
+  if (m.metric->field == nullptr) return m.metric->type != v1::METRIC_TYPE_NUMBER;
+  switch (m.metric->field->cpp_type()) {
     case FD::CPPTYPE_DOUBLE:
     case FD::CPPTYPE_FLOAT:
       return false;
@@ -241,7 +245,7 @@ std::optional<std::string> Overlap(const CompiledConditionSet& raise,
       std::vector<std::pair<const MetricRef*, Interval>> by_metric;
       auto add = [&](const CompiledCondition* cond) {
         for (auto& [m, interval] : by_metric) {
-          if (m->field == cond->metric.field) return interval.Apply(*cond);
+          if (m->metric == cond->metric.metric) return interval.Apply(*cond);
         }
         Interval interval;
         interval.integral = IntegralMetric(cond->metric);
@@ -266,20 +270,36 @@ std::optional<std::string> Overlap(const CompiledConditionSet& raise,
   return std::nullopt;
 }
 
-absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* out) {
-  const catalogue::Kind* kind_of =
-      catalogue::KindTable::TypedOnly()->Find(catalogue::RuleKindId(r));
-  const v1::DeviceKind kind = kind_of == nullptr ? v1::DEVICE_KIND_UNSPECIFIED : kind_of->typed;
-  if (r.kind_case() != v1::Rule::kGridCompound && kind == v1::DEVICE_KIND_UNSPECIFIED) {
+absl::Status CompileRule(const v1::Rule& r, const catalogue::KindTable& kinds, const Checker& check,
+                         CompiledRule* out) {
+  const std::string kind_id = catalogue::RuleKindId(r);
+  if (r.kind_case() == v1::Rule::kGridCompound && !kind_id.empty()) {
+    return check.Error(r, "device_kind",
+                       "a grid_compound rule counts other rules' alerts; drop 'device_kind'");
+  }
+  if (r.kind_case() != v1::Rule::kGridCompound && kind_id.empty()) {
     return check.Error(r, "id", absl::StrFormat("rule '%s' needs a 'device_kind'", r.id()));
   }
+  const catalogue::Kind* kind_of = kind_id.empty() ? nullptr : kinds.Find(kind_id);
+  if (!kind_id.empty() && kind_of == nullptr) {
+    return check.Error(r, "device_kind",
+                       absl::StrFormat("rule %s tests device kind %s, which catalogue '%s' does "
+                                       "not have; use one of: %s, or add the kind to the "
+                                       "catalogue",
+                                       r.id(), kind_id, kinds.catalogue().name(), kinds.KindIds()));
+  }
+  // Grid compounds have no kind and compile no conditions.
+  static const catalogue::Kind kNoKind;
+  const catalogue::Kind& kind = kind_of != nullptr ? *kind_of : kNoKind;
+  out->kind = kind_of != nullptr ? kind_of->index : -1;
+  const v1::DeviceKind typed = kind.typed;
   if (r.severity() == v1::SEVERITY_UNSPECIFIED) {
     return check.Error(r, "id", absl::StrFormat("rule '%s' needs a 'severity'", r.id()));
   }
   if (r.has_applies_to()) {
     const v1::DeviceFilter& f = r.applies_to();
-    const bool gauge = kind == v1::DEVICE_KIND_FLOOD_GAUGE;
-    const bool cover = kind == v1::DEVICE_KIND_MANHOLE_COVER;
+    const bool gauge = typed == v1::DEVICE_KIND_FLOOD_GAUGE;
+    const bool cover = typed == v1::DEVICE_KIND_MANHOLE_COVER;
     if ((f.has_underpass() || f.has_low_lying()) && !gauge) {
       return check.Error(f, f.has_underpass() ? "underpass" : "low_lying",
                          "underpass/low_lying filter flood gauges only");
@@ -288,11 +308,11 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
       return check.Error(f, f.has_urban() ? "urban" : "owners",
                          "urban/owners filter manhole covers only");
     }
-    if (f.has_min_height_m() && kind != v1::DEVICE_KIND_CURTAIN_WALL) {
+    if (f.has_min_height_m() && typed != v1::DEVICE_KIND_CURTAIN_WALL) {
       return check.Error(f, "min_height_m", "min_height_m filters curtain walls only");
     }
-    if (f.has_min_age_years() && kind != v1::DEVICE_KIND_ELEVATOR &&
-        kind != v1::DEVICE_KIND_CURTAIN_WALL) {
+    if (f.has_min_age_years() && typed != v1::DEVICE_KIND_ELEVATOR &&
+        typed != v1::DEVICE_KIND_CURTAIN_WALL) {
       return check.Error(f, "min_age_years", "min_age_years filters elevators and curtain walls");
     }
   }
@@ -350,9 +370,17 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
     case v1::Rule::kFaultCode: {
       out->type = RuleType::kFaultCode;
       const v1::FaultCodeRule& t = r.fault_code();
-      if (kind != v1::DEVICE_KIND_ELEVATOR) {
-        return check.Error(r, "fault_code", "fault_code rules apply to elevators only");
+      const catalogue::KindMetric* codes = nullptr;
+      for (const catalogue::KindMetric& m : kind.metrics) {
+        if (m.repeated) codes = &m;
       }
+      if (codes == nullptr) {
+        return check.Error(r, "fault_code",
+                           absl::StrFormat("fault_code rules test a kind's list of active codes "
+                                           "(an elevator's fault_codes); kind '%s' has none",
+                                           kind.id));
+      }
+      out->codes_metric = codes->name;
       if (t.codes_size() == 0) return check.Error(t, "codes", "fault_code needs 'codes'");
       for (int i = 0; i < t.codes_size(); ++i) {
         if (t.codes(i) < 1 || t.codes(i) > 99) {
@@ -406,10 +434,6 @@ absl::Status CompileRule(const v1::Rule& r, const Checker& check, CompiledRule* 
     case v1::Rule::kGridCompound: {
       out->type = RuleType::kGridCompound;
       const v1::GridCompoundRule& t = r.grid_compound();
-      if (kind != v1::DEVICE_KIND_UNSPECIFIED) {
-        return check.Error(r, "device_kind",
-                           "a grid_compound rule counts other rules' alerts; drop 'device_kind'");
-      }
       if (t.min_devices() < 2) return check.Error(t, "min_devices", "'min_devices' must be >= 2");
       if (t.rules_size() == 0) return check.Error(t, "rules", "grid_compound needs 'rules'");
       if (absl::Status s = CheckDuration(t.window(), t, "window", true, check); !s.ok()) return s;
@@ -481,7 +505,8 @@ Truth CompiledConditionSet::Evaluate(const Reading& reading) const {
 }
 
 absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
-    const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map) {
+    const v1::RuleSet& rule_set, std::shared_ptr<const catalogue::KindTable> kinds,
+    const kernel::YamlSourceMap* map) {
   Checker check(map);
   if (rule_set.name().empty()) return check.Error(rule_set, "name", "the rule set needs a 'name'");
   if (!ValidRuleId(rule_set.name())) {
@@ -505,7 +530,7 @@ absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
     }
     CompiledRule cr;
     cr.index = i;
-    if (absl::Status s = CompileRule(r, check, &cr); !s.ok()) return s;
+    if (absl::Status s = CompileRule(r, *kinds, check, &cr); !s.ok()) return s;
     rules.push_back(std::move(cr));
   }
   for (int i = 0; i < rule_set.rules_size(); ++i) {
@@ -551,16 +576,22 @@ absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
 
   // Everything checked: copy, and point the compiled rules at the copy.
   out->rule_set_ = rule_set;
+  for (v1::Rule& r : *out->rule_set_.mutable_rules()) {
+    if (r.device_kind().empty() && r.typed_device_kind() != v1::DEVICE_KIND_UNSPECIFIED) {
+      r.set_device_kind(catalogue::TypedKindId(r.typed_device_kind()));
+    }
+    r.clear_typed_device_kind();
+  }
   out->rules_ = std::move(rules);
-  out->by_kind_.resize(v1::DeviceKind_ARRAYSIZE);
+  out->kinds_ = std::move(kinds);
+  out->by_kind_.resize(out->kinds_->kinds().size());
   out->compounds_counting_.resize(out->rules_.size());
   for (CompiledRule& cr : out->rules_) {
     cr.rule = &out->rule_set_.rules(cr.index);
     if (cr.type == RuleType::kGridCompound) {
       for (int src : cr.source_rules) out->compounds_counting_[src].push_back(cr.index);
     } else {
-      out->by_kind_[catalogue::KindTable::TypedOnly()->Find(catalogue::RuleKindId(*cr.rule))->typed]
-          .push_back(cr.index);
+      out->by_kind_[cr.kind].push_back(cr.index);
     }
   }
   for (int i = 0; i < out->rule_set_.categories_size(); ++i) {
@@ -570,7 +601,7 @@ absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
   return out;
 }
 
-const std::vector<int>& CompiledRuleSet::RulesFor(v1::DeviceKind kind) const {
+const std::vector<int>& CompiledRuleSet::RulesFor(int kind) const {
   static const std::vector<int> kNone;
   if (kind < 0 || static_cast<size_t>(kind) >= by_kind_.size()) return kNone;
   return by_kind_[kind];
@@ -591,8 +622,32 @@ const v1::CategoryPolicy* CompiledRuleSet::Category(std::string_view category_co
   return it == categories_.end() ? nullptr : &rule_set_.categories(it->second);
 }
 
-absl::Status CheckRuleSet(const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map) {
-  return CompiledRuleSet::Compile(rule_set, map).status();
+absl::Status CheckRuleSet(const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map,
+                          std::shared_ptr<const catalogue::KindTable> kinds) {
+  if (kinds == nullptr) kinds = catalogue::KindTable::BuiltIn();
+  return CompiledRuleSet::Compile(rule_set, std::move(kinds), map).status();
+}
+
+absl::StatusOr<std::unique_ptr<CompiledRuleSet>> CompiledRuleSet::Compile(
+    const v1::RulesetActivated& activated) {
+  if (!activated.has_catalogue()) {
+    return Compile(activated.rule_set(), catalogue::KindTable::TypedOnly());
+  }
+  const v1::Catalogue& c = activated.catalogue().catalogue();
+  if (absl::Status s = catalogue::CheckCatalogue(c); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("its catalogue '%s' does not check: %s", c.name(), s.message()));
+  }
+  return Compile(activated.rule_set(), catalogue::KindTable::FromCatalogue(c));
+}
+
+v1::ActivatedCatalogue ActivatedCatalogueOf(const catalogue::LoadedCatalogue& loaded) {
+  v1::ActivatedCatalogue a;
+  a.set_sha256(Sha256Hex(loaded.source_yaml));
+  a.set_source_yaml(loaded.source_yaml);
+  a.set_source_path(loaded.source_path);
+  *a.mutable_catalogue() = loaded.catalogue;
+  return a;
 }
 
 std::string Sha256Hex(std::string_view data) {
@@ -605,20 +660,28 @@ std::string Sha256Hex(std::string_view data) {
   return hex;
 }
 
-absl::StatusOr<LoadedRuleSet> LoadRuleSetText(std::string_view yaml, std::string_view file) {
+absl::StatusOr<LoadedRuleSet> LoadRuleSetText(std::string_view yaml, std::string_view file,
+                                              const catalogue::LoadedCatalogue* catalogue) {
+  if (catalogue == nullptr) catalogue = &catalogue::BuiltInCatalogue();
   LoadedRuleSet loaded;
   kernel::YamlSourceMap map;
   if (absl::Status s = kernel::ParseYamlToProto(yaml, file, &loaded.rule_set, &map); !s.ok()) {
     return s;
   }
-  if (absl::Status s = CheckRuleSet(loaded.rule_set, &map); !s.ok()) return s;
+  if (absl::Status s = CheckRuleSet(loaded.rule_set, &map,
+                                    catalogue::KindTable::FromCatalogue(catalogue->catalogue));
+      !s.ok()) {
+    return s;
+  }
+  loaded.catalogue = ActivatedCatalogueOf(*catalogue);
   loaded.source_yaml = std::string(yaml);
   loaded.source_path = std::string(file);
   loaded.sha256 = Sha256Hex(yaml);
   return loaded;
 }
 
-absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(const std::string& path) {
+absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(const std::string& path,
+                                              const catalogue::LoadedCatalogue* catalogue) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     return absl::NotFoundError(
@@ -626,7 +689,7 @@ absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(const std::string& path) {
   }
   std::stringstream text;
   text << in.rdbuf();
-  return LoadRuleSetText(text.str(), path);
+  return LoadRuleSetText(text.str(), path, catalogue);
 }
 
 v1::Event RulesetActivatedEvent(const LoadedRuleSet& loaded, absl::Time event_time) {
@@ -634,14 +697,16 @@ v1::Event RulesetActivatedEvent(const LoadedRuleSet& loaded, absl::Time event_ti
   e.set_stream_id(absl::StrFormat("ruleset/%s", loaded.rule_set.name()));
   kernel::SetTimestamp(event_time, e.mutable_event_time());
   e.mutable_provenance()->set_stage("rules.activate");
-  e.mutable_provenance()->set_idempotency_key(absl::StrFormat(
-      "ruleset/%s/%s/%d", loaded.rule_set.name(), loaded.sha256, absl::ToUnixNanos(event_time)));
+  e.mutable_provenance()->set_idempotency_key(
+      absl::StrFormat("ruleset/%s/%s/%s/%d", loaded.rule_set.name(), loaded.sha256,
+                      loaded.catalogue.sha256(), absl::ToUnixNanos(event_time)));
   v1::RulesetActivated* a = e.mutable_ruleset_activated();
   a->set_name(loaded.rule_set.name());
   a->set_sha256(loaded.sha256);
   a->set_source_yaml(loaded.source_yaml);
   a->set_source_path(loaded.source_path);
   *a->mutable_rule_set() = loaded.rule_set;
+  *a->mutable_catalogue() = loaded.catalogue;
   return e;
 }
 

@@ -21,6 +21,8 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "catalogue/catalogue.h"
+#include "catalogue/kinds.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/rules.pb.h"
 #include "kernel/yaml_proto.h"
@@ -28,24 +30,34 @@
 
 namespace cityops::rules {
 
-// A rule set as loaded from a file: checked, with its text and digest.
+// A rule set as loaded from a file: checked against a catalogue, with its text and
+// digest, and that catalogue.
 struct LoadedRuleSet {
   v1::RuleSet rule_set;
   std::string source_yaml;
   std::string source_path;
   std::string sha256;  // Of source_yaml, lowercase hex.
+  v1::ActivatedCatalogue catalogue;
 };
 
-// Reads, parses and checks a rule set file.
-absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(const std::string& path);
+// Reads, parses and checks a rule set file against `catalogue` (null: the built-in one).
+absl::StatusOr<LoadedRuleSet> LoadRuleSetFile(
+    const std::string& path, const catalogue::LoadedCatalogue* catalogue = nullptr);
 // The same for text; `file` names it in errors.
-absl::StatusOr<LoadedRuleSet> LoadRuleSetText(std::string_view yaml, std::string_view file);
+absl::StatusOr<LoadedRuleSet> LoadRuleSetText(
+    std::string_view yaml, std::string_view file,
+    const catalogue::LoadedCatalogue* catalogue = nullptr);
 
-// Checks a parsed rule set. With `map`, errors name the file, line and column.
-absl::Status CheckRuleSet(const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map = nullptr);
+// Checks a parsed rule set against the kinds of a catalogue (null: the built-in one).
+// With `map`, errors name the file, line and column.
+absl::Status CheckRuleSet(const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map = nullptr,
+                          std::shared_ptr<const catalogue::KindTable> kinds = nullptr);
 
-// The `RulesetActivated` event that makes `loaded` the active rule set (stream
-// `ruleset/<name>`), stamped with `event_time`.
+// `loaded` as the log records it beside a rule set: text, digest and the parsed catalogue.
+v1::ActivatedCatalogue ActivatedCatalogueOf(const catalogue::LoadedCatalogue& loaded);
+
+// The `RulesetActivated` event that makes `loaded` the active rule set with its catalogue
+// (stream `ruleset/<name>`), stamped with `event_time`.
 v1::Event RulesetActivatedEvent(const LoadedRuleSet& loaded, absl::Time event_time);
 
 // Lowercase hex SHA-256 of `data`.
@@ -75,6 +87,7 @@ enum class RuleType { kThreshold, kRateOfChange, kFaultCode, kAbsence, kStuck, k
 struct CompiledRule {
   const v1::Rule* rule = nullptr;  // Into CompiledRuleSet::rule_set.
   int index = 0;                   // Position in the rule set.
+  int kind = -1;                   // The kind it watches, in kinds(); -1 for grid compounds.
   RuleType type = RuleType::kThreshold;
   // Threshold and fault code.
   CompiledConditionSet raise;
@@ -84,8 +97,9 @@ struct CompiledRule {
   // Rate of change and stuck.
   MetricRef metric;
   absl::Duration window = absl::ZeroDuration();
-  // Fault codes.
+  // Fault codes, and the name of the kind's list of active codes.
   std::vector<int32_t> codes;
+  std::string codes_metric;
   // Grid compound: indexes of the rules it counts.
   std::vector<int> source_rules;
   // Absence.
@@ -100,13 +114,23 @@ struct CompiledRule {
 // A checked rule set in the form the engine evaluates. Owns its RuleSet.
 class CompiledRuleSet {
  public:
+  // Against the kinds of `kinds`. A rule set written into a log before the catalogue
+  // names its kinds by the typed enum; the compiled copy names them by id, as one written
+  // now would, so that the two compare equal.
   static absl::StatusOr<std::unique_ptr<CompiledRuleSet>> Compile(
-      const v1::RuleSet& rule_set, const kernel::YamlSourceMap* map = nullptr);
+      const v1::RuleSet& rule_set, std::shared_ptr<const catalogue::KindTable> kinds,
+      const kernel::YamlSourceMap* map = nullptr);
+  // The rule set of an activation, against its catalogue (the typed kinds alone for an
+  // activation written before the catalogue).
+  static absl::StatusOr<std::unique_ptr<CompiledRuleSet>> Compile(
+      const v1::RulesetActivated& activated);
 
   const v1::RuleSet& rule_set() const { return rule_set_; }
   const std::vector<CompiledRule>& rules() const { return rules_; }
-  // Indexes of the device rules for `kind` (not grid compounds), in rule-set order.
-  const std::vector<int>& RulesFor(v1::DeviceKind kind) const;
+  const catalogue::KindTable& kinds() const { return *kinds_; }
+  // Indexes of the device rules for kind `kind` (its index in kinds(); not grid
+  // compounds), in rule-set order.
+  const std::vector<int>& RulesFor(int kind) const;
   // Indexes of the grid compounds that count alerts of rule `index`.
   const std::vector<int>& CompoundsCounting(int index) const;
   // The position of rule `id`, or nullopt.
@@ -117,6 +141,7 @@ class CompiledRuleSet {
  private:
   CompiledRuleSet() = default;
   v1::RuleSet rule_set_;
+  std::shared_ptr<const catalogue::KindTable> kinds_;
   std::vector<CompiledRule> rules_;
   std::vector<std::vector<int>> by_kind_;
   std::vector<std::vector<int>> compounds_counting_;

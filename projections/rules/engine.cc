@@ -82,7 +82,7 @@ Truth Not(Truth t) {
 
 // True if the elevator reading reports one of `codes`.
 bool AnyCode(const Reading& reading, const std::vector<int32_t>& codes) {
-  for (int32_t code : reading.fault_codes()) {
+  for (int32_t code : reading.codes()) {
     if (std::find(codes.begin(), codes.end(), code) != codes.end()) return true;
   }
   return false;
@@ -157,7 +157,7 @@ struct RulesEngine::RuleState {
 // the key (a few cache lines per device, a few MB for tens of thousands of devices);
 // everything else is one pointer away.
 struct RulesEngine::DeviceState {
-  v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
+  int kind = -1;  // Its kind's index in the rules' kind table; -1: none known there.
   bool registered = false;
   kernel::Partition partition;
   absl::Time last_seen = absl::InfinitePast();
@@ -175,7 +175,8 @@ struct RulesEngine::DeviceState {
     // By rule id, for every rule that has had a state here (states point into it).
     std::list<RuleMemory> memory;
     v1::DeviceRegistered registration;
-    v1::GridRef grid;  // From the registration (grids: the grid itself).
+    v1::GridRef grid;     // From the registration (grids: the grid itself).
+    std::string kind_id;  // The catalogue's id of its kind; empty for grids.
   };
   std::unique_ptr<Cold> cold = std::make_unique<Cold>();
 };
@@ -215,6 +216,19 @@ EngineCounters EngineCounters::Since(const EngineCounters& base) const {
 
 RulesEngine::RulesEngine() = default;
 RulesEngine::~RulesEngine() = default;
+
+namespace {
+
+int KindIndexIn(const CompiledRuleSet& rules, std::string_view kind_id) {
+  const catalogue::Kind* k = kind_id.empty() ? nullptr : rules.kinds().Find(kind_id);
+  return k == nullptr ? -1 : k->index;
+}
+
+}  // namespace
+
+int RulesEngine::KindIndex(std::string_view kind_id) const {
+  return rules_ == nullptr ? -1 : KindIndexIn(*rules_, kind_id);
+}
 
 RulesEngine::DeviceState& RulesEngine::Device(std::string_view key) {
   auto it = devices_.find(key);
@@ -287,7 +301,7 @@ void RulesEngine::Process(const v1::Event& event, absl::Time now, std::vector<De
   Context ctx = Begin(event.partition(), event.sequence(), now, out);
   switch (event.payload_case()) {
     case v1::Event::kReading:
-      reading_.Set(event.reading());
+      reading_.Set(event.reading(), kinds());
       OnReading(reading_, ctx);
       break;
     case v1::Event::kDeviceRegistered:
@@ -461,7 +475,8 @@ void RulesEngine::OnRegistration(const v1::Event& event, Context& ctx) {
   }
   dev.registered = true;
   dev.cold->registration = reg;
-  dev.kind = reg.kind();
+  dev.cold->kind_id = reg.kind_id().empty() ? catalogue::TypedKindId(reg.kind()) : reg.kind_id();
+  dev.kind = KindIndex(dev.cold->kind_id);
   dev.cold->grid = reg.grid();
   RelocateOpenCases(dev, event.stream_version(), ctx);
   if (rules_ == nullptr) return;
@@ -520,11 +535,15 @@ void RulesEngine::OnReading(const Reading& reading, Context& ctx) {
   if (dev.last_seen == absl::InfinitePast() && !dev.registered) {
     dev.partition = kernel::Partition(ctx.cause_ref.partition());
   }
-  if (dev.kind == v1::DEVICE_KIND_UNSPECIFIED) dev.kind = reading.kind();
+  const catalogue::Kind* kind = reading.kind();
+  if (dev.kind < 0 && kind != nullptr) {
+    dev.kind = kind->index;
+    dev.cold->kind_id = kind->id;
+  }
   const absl::Time previous = dev.last_seen;
   dev.last_seen = now_;
   if (rules_ == nullptr) return;
-  const std::vector<int>& kind_rules = rules_->RulesFor(reading.kind());
+  const std::vector<int>& kind_rules = rules_->RulesFor(kind == nullptr ? -1 : kind->index);
   if (dev.by_slot.size() != kind_rules.size()) {
     // First reading under this rule set: find the states the device has already.
     dev.by_slot.assign(kind_rules.size(), nullptr);
@@ -685,9 +704,9 @@ void RulesEngine::EvaluateThreshold(const CompiledRule& rule, DeviceState& dev, 
 
 void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, RuleState& st,
                                 const Reading& reading, const v1::EventRef& ref, Context& ctx) {
-  if (!reading.has_elevator()) return;
+  if (!reading.has_codes()) return;
   int32_t found = 0;
-  for (int32_t code : reading.fault_codes()) {
+  for (int32_t code : reading.codes()) {
     if (std::find(rule.codes.begin(), rule.codes.end(), code) != rule.codes.end()) {
       found = code;
       break;
@@ -695,7 +714,7 @@ void RulesEngine::EvaluateFault(const CompiledRule& rule, DeviceState& dev, Rule
   }
   if (!st.active) {
     PendRaise(rule, dev, st, found != 0 ? Truth::kTrue : Truth::kFalse, ref, ctx, [&] {
-      st.metric = "fault_codes";
+      st.metric = rule.codes_metric;
       st.value = found;
       st.threshold = found;
     });
@@ -1207,8 +1226,7 @@ void RulesEngine::MaybeScheduleVerification(CaseTrack& track, Context& ctx) {
 
 void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
   const v1::RulesetActivated& activated = event.ruleset_activated();
-  absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
-      CompiledRuleSet::Compile(activated.rule_set());
+  absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled = CompiledRuleSet::Compile(activated);
   if (!compiled.ok()) {
     // The log holds it, so every replay meets it again: say so loudly, keep the rules in
     // force, and count it (RulesStageStats, `cityops replay`).
@@ -1273,6 +1291,8 @@ void RulesEngine::OnRuleset(const v1::Event& event, Context& ctx) {
     }
   }
   rules_ = std::move(next);
+  // Kind indexes are the new table's.
+  for (auto& [key, dev] : devices_) dev.kind = KindIndex(dev.cold->kind_id);
   for (const std::string& key : keys) {
     DeviceState& dev = devices_.find(key)->second;
     for (auto& [i, st] : dev.cold->rules) {
@@ -1326,7 +1346,10 @@ absl::Status RulesEngine::ExportState(v1::RulesEngineState* out) const {
   for (const DeviceState* dev : devices) {
     v1::EngineDevice* d = out->add_devices();
     d->set_key(dev->cold->key);
-    d->set_kind(dev->kind);
+    if (const catalogue::Kind* k = dev->kind < 0 ? nullptr : &kinds().kinds()[dev->kind]) {
+      d->set_kind(k->typed);
+    }
+    d->set_kind_id(dev->cold->kind_id);
     d->set_registered(dev->registered);
     d->set_partition(dev->partition.value());
     d->set_last_seen_ns(ns(dev->last_seen));
@@ -1475,8 +1498,7 @@ absl::Status RulesEngine::RestoreState(const v1::RulesEngineState& state,
           state.rule_set_sha256(), state.rule_set().partition(), state.rule_set().sequence(),
           activated.sha256()));
     }
-    absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled =
-        CompiledRuleSet::Compile(activated.rule_set());
+    absl::StatusOr<std::unique_ptr<CompiledRuleSet>> compiled = CompiledRuleSet::Compile(activated);
     if (!compiled.ok()) {
       return absl::DataLossError(absl::StrFormat(
           "rules engine snapshot names the rule set activated at %d/%d, which no longer "
@@ -1493,7 +1515,9 @@ absl::Status RulesEngine::RestoreState(const v1::RulesEngineState& state,
     if (!inserted) return bad(absl::StrCat("device ", d.key(), " appears twice"));
     DeviceState& dev = it->second;
     dev.cold->key = d.key();
-    dev.kind = d.kind();
+    dev.cold->kind_id = d.kind_id().empty() ? catalogue::TypedKindId(d.kind()) : d.kind_id();
+    dev.kind =
+        dev.cold->kind_id.empty() || rules == nullptr ? -1 : KindIndexIn(*rules, dev.cold->kind_id);
     dev.registered = d.registered();
     dev.partition = kernel::Partition(d.partition());
     dev.last_seen = TimeFromExactNanos(d.last_seen_ns());

@@ -91,6 +91,11 @@ class RulesEngine {
   // True once a rule set is active.
   bool has_rules() const { return rules_ != nullptr; }
   const CompiledRuleSet* rules() const { return rules_.get(); }
+  // The device kinds of the rules in force (the typed kinds alone before any): decode
+  // readings for ProcessReading against these.
+  const catalogue::KindTable& kinds() const {
+    return rules_ != nullptr ? rules_->kinds() : *catalogue::KindTable::TypedOnly();
+  }
   const EngineCounters& counters() const { return counters_; }
   // Every rule set the engine ignored so far, in the order met.
   const std::vector<RejectedRuleSet>& rejected_rule_sets() const { return rejected_; }
@@ -185,6 +190,8 @@ class RulesEngine {
   void CancelTimer(const Timer& t);
 
   DeviceState& Device(std::string_view key);
+  // The index of kind `kind_id` in kinds(), or -1.
+  int KindIndex(std::string_view kind_id) const;
   // The state of rule `rule_index` (of the active set) for `dev`, made on first use.
   RuleState& StateOf(DeviceState& dev, int rule_index);
   RuleMemory& MemoryOf(DeviceState& dev, std::string_view rule_id);

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/numbers.h"
@@ -12,24 +13,6 @@
 namespace cityops::rules {
 
 namespace pb = google::protobuf;
-
-const pb::FieldDescriptor* MetricsMember(v1::DeviceKind kind) {
-  const pb::Descriptor* d = v1::SensorReading::descriptor();
-  switch (kind) {
-    case v1::DEVICE_KIND_MANHOLE_COVER:
-      return d->FindFieldByName("manhole_cover");
-    case v1::DEVICE_KIND_ELEVATOR:
-      return d->FindFieldByName("elevator");
-    case v1::DEVICE_KIND_CURTAIN_WALL:
-      return d->FindFieldByName("curtain_wall");
-    case v1::DEVICE_KIND_FLOOD_GAUGE:
-      return d->FindFieldByName("flood_gauge");
-    default:
-      return nullptr;
-  }
-}
-
-std::string MetricRef::name() const { return field == nullptr ? "" : field->name(); }
 
 namespace {
 
@@ -50,98 +33,43 @@ bool Readable(const pb::FieldDescriptor* f) {
   }
 }
 
-}  // namespace
-
-absl::StatusOr<MetricRef> ResolveMetric(v1::DeviceKind kind, std::string_view name) {
-  const pb::FieldDescriptor* member = MetricsMember(kind);
-  if (member == nullptr) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("metric '%s' needs a device kind; set the rule's device_kind", name));
-  }
-  const pb::Descriptor* metrics = member->message_type();
-  const pb::FieldDescriptor* field = metrics->FindFieldByName(std::string(name));
-  if (field == nullptr || !Readable(field)) {
-    std::vector<std::string> names;
-    for (int i = 0; i < metrics->field_count(); ++i) {
-      if (Readable(metrics->field(i))) names.push_back(metrics->field(i)->name());
-    }
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s has no metric '%s' a rule can test; use one of: %s",
-                        v1::DeviceKind_Name(kind), name, absl::StrJoin(names, ", ")));
-  }
-  if (field->number() >= Reading::kMaxMetricField) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s metric '%s' has field number %d; the rules engine reads fields below %d only",
-        v1::DeviceKind_Name(kind), name, field->number(), Reading::kMaxMetricField));
-  }
-  MetricRef ref{kind, member, field};
-  ref.member_number = member->number();
-  ref.field_number = field->number();
-  ref.has_presence = field->has_presence();
-  return ref;
-}
-
-std::optional<double> ReadMetric(const v1::SensorReading& reading, const MetricRef& metric) {
-  const pb::Reflection* r = reading.GetReflection();
-  if (!r->HasField(reading, metric.member)) return std::nullopt;
-  const pb::Message& m = r->GetMessage(reading, metric.member);
-  const pb::Reflection* mr = m.GetReflection();
-  const pb::FieldDescriptor* f = metric.field;
-  if (f->has_presence() && !mr->HasField(m, f)) return std::nullopt;
-  switch (f->cpp_type()) {
-    case pb::FieldDescriptor::CPPTYPE_DOUBLE:
-      return mr->GetDouble(m, f);
-    case pb::FieldDescriptor::CPPTYPE_FLOAT:
-      return mr->GetFloat(m, f);
-    case pb::FieldDescriptor::CPPTYPE_INT32:
-      return mr->GetInt32(m, f);
-    case pb::FieldDescriptor::CPPTYPE_INT64:
-      return static_cast<double>(mr->GetInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_UINT32:
-      return mr->GetUInt32(m, f);
-    case pb::FieldDescriptor::CPPTYPE_UINT64:
-      return static_cast<double>(mr->GetUInt64(m, f));
-    case pb::FieldDescriptor::CPPTYPE_BOOL:
-      return mr->GetBool(m, f) ? 1.0 : 0.0;
-    case pb::FieldDescriptor::CPPTYPE_ENUM:
-      return mr->GetEnumValue(m, f);
-    default:
-      return std::nullopt;
-  }
-}
-
-namespace {
-
-// How each field of each metrics message (SensorReading fields 10..13) is encoded.
+// How each field of a typed metrics message (a member of SensorReading's `metrics`
+// oneof other than `values`) is encoded.
 struct MemberLayout {
-  std::array<pb::FieldDescriptor::Type, Reading::kMaxMetricField> types{};  // 0: not read.
-  int codes_field = 0;  // The repeated fault-code field (elevators).
+  std::array<pb::FieldDescriptor::Type, catalogue::kMaxMetricSlots> types{};  // 0: not read.
+  int codes_field = 0;  // The repeated code field (an elevator's fault codes).
 };
 
+// By SensorReading field number; null for anything but a typed metrics message.
 const MemberLayout* LayoutOf(int member) {
-  static const std::array<MemberLayout, 4> layouts = [] {
-    std::array<MemberLayout, 4> out{};
-    for (int m = 0; m < 4; ++m) {
-      const pb::FieldDescriptor* member_field = v1::SensorReading::descriptor()->FindFieldByNumber(
-          v1::SensorReading::kManholeCoverFieldNumber + m);
+  static const std::vector<std::unique_ptr<MemberLayout>> layouts = [] {
+    std::vector<std::unique_ptr<MemberLayout>> out;
+    const pb::OneofDescriptor* metrics =
+        v1::SensorReading::descriptor()->FindOneofByName("metrics");
+    for (int i = 0; i < metrics->field_count(); ++i) {
+      const pb::FieldDescriptor* member_field = metrics->field(i);
+      if (member_field->number() == v1::SensorReading::kValuesFieldNumber) continue;
+      auto layout = std::make_unique<MemberLayout>();
       const pb::Descriptor* d = member_field->message_type();
-      for (int i = 0; i < d->field_count(); ++i) {
-        const pb::FieldDescriptor* f = d->field(i);
-        if (f->number() >= Reading::kMaxMetricField) continue;
+      for (int j = 0; j < d->field_count(); ++j) {
+        const pb::FieldDescriptor* f = d->field(j);
+        if (f->number() >= catalogue::kMaxMetricSlots) continue;
         if (f->is_repeated()) {
-          if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32) out[m].codes_field = f->number();
+          if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_INT32)
+            layout->codes_field = f->number();
           continue;
         }
-        if (Readable(f)) out[m].types[f->number()] = f->type();
+        if (Readable(f)) layout->types[f->number()] = f->type();
       }
+      if (out.size() <= static_cast<size_t>(member_field->number())) {
+        out.resize(member_field->number() + 1);
+      }
+      out[member_field->number()] = std::move(layout);
     }
     return out;
   }();
-  if (member < v1::SensorReading::kManholeCoverFieldNumber ||
-      member > v1::SensorReading::kFloodGaugeFieldNumber) {
-    return nullptr;
-  }
-  return &layouts[member - v1::SensorReading::kManholeCoverFieldNumber];
+  if (member < 0 || static_cast<size_t>(member) >= layouts.size()) return nullptr;
+  return layouts[member].get();
 }
 
 // A varint-encoded scalar of `type` as a double.
@@ -188,42 +116,92 @@ bool IsVarintType(pb::FieldDescriptor::Type type) {
 
 void Reading::Clear() {
   device_id_ = {};
-  kind_ = v1::DEVICE_KIND_UNSPECIFIED;
+  kind_id_ = {};
+  typed_ = v1::DEVICE_KIND_UNSPECIFIED;
+  kind_ = nullptr;
   member_ = 0;
+  has_codes_ = false;
   present_ = 0;
   codes_.clear();
+  named_.clear();
 }
 
-void Reading::Set(const v1::SensorReading& reading) {
-  Clear();
-  device_id_ = reading.device_id();
-  kind_ = reading.kind();
-  member_ = static_cast<int>(reading.metrics_case());  // The oneof case is the field number.
-  const MemberLayout* layout = LayoutOf(member_);
-  if (layout == nullptr) return;
-  const pb::FieldDescriptor* member_field =
-      v1::SensorReading::descriptor()->FindFieldByNumber(member_);
-  const pb::Message& m = reading.GetReflection()->GetMessage(reading, member_field);
-  const pb::Reflection* r = m.GetReflection();
-  for (int n = 1; n < kMaxMetricField; ++n) {
-    if (layout->types[n] == 0) continue;
-    MetricRef ref;
-    ref.member = member_field;
-    ref.field = m.GetDescriptor()->FindFieldByNumber(n);
-    if (std::optional<double> v = ReadMetric(reading, ref);
-        v && (!ref.field->has_presence() || r->HasField(m, ref.field))) {
-      values_[n] = *v;
-      present_ |= uint64_t{1} << n;
+void Reading::Set(const v1::SensorReading& reading, const catalogue::KindTable& kinds) {
+  scratch_.clear();
+  reading.SerializeToString(&scratch_);
+  Decode(scratch_, kinds);
+}
+
+// One `MetricValue` of the reading's kind (known by now): its value into its slot.
+bool Reading::DecodeValue(std::string_view bytes) {
+  projections::WireReader w(bytes);
+  std::string_view name;
+  double value = 0;
+  bool has_value = false;
+  const size_t codes_before = codes_.size();
+  bool listed_codes = false;
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type)) return false;
+    uint64_t v = 0;
+    if (field == v1::MetricValue::kNameFieldNumber && type == 2) {
+      if (!w.Bytes(&name)) return false;
+    } else if (field == v1::MetricValue::kNumberFieldNumber && type == 1) {
+      uint64_t bits = 0;
+      if (!w.Fixed64(&bits)) return false;
+      std::memcpy(&value, &bits, 8);
+      has_value = true;
+    } else if (field == v1::MetricValue::kFlagFieldNumber && type == 0) {
+      if (!w.Varint(&v)) return false;
+      value = v != 0 ? 1.0 : 0.0;
+      has_value = true;
+    } else if (field == v1::MetricValue::kCodeFieldNumber && type == 0) {
+      if (!w.Varint(&v)) return false;
+      value = static_cast<double>(static_cast<int64_t>(v));
+      has_value = true;
+    } else if (field == v1::MetricValue::kCountFieldNumber && type == 0) {
+      if (!w.Varint(&v)) return false;
+      value = static_cast<double>(v);
+      has_value = true;
+    } else if (field == v1::MetricValue::kCodesFieldNumber && (type == 0 || type == 2)) {
+      listed_codes = true;
+      if (type == 0) {
+        if (!w.Varint(&v)) return false;
+        codes_.push_back(static_cast<int32_t>(static_cast<int64_t>(v)));
+      } else {
+        std::string_view packed;
+        if (!w.Bytes(&packed)) return false;
+        projections::WireReader c(packed);
+        while (!c.done()) {
+          if (!c.Varint(&v)) return false;
+          codes_.push_back(static_cast<int32_t>(static_cast<int64_t>(v)));
+        }
+      }
+    } else if (!w.Skip(type)) {
+      return false;
     }
   }
-  if (layout->codes_field != 0) {
-    const pb::FieldDescriptor* codes = m.GetDescriptor()->FindFieldByNumber(layout->codes_field);
-    for (int i = 0; i < r->FieldSize(m, codes); ++i)
-      codes_.push_back(r->GetRepeatedInt32(m, codes, i));
+  if (!w.ok()) return false;
+  const catalogue::KindMetric* metric = kind_ == nullptr ? nullptr : kind_->Metric(name);
+  if (metric == nullptr) {
+    codes_.resize(codes_before);  // Not a metric of the kind: ignored, as ingest refuses it.
+    return true;
   }
+  if (metric->repeated) {
+    has_codes_ = true;
+    (void)listed_codes;  // An empty list says "no code active".
+    return true;
+  }
+  codes_.resize(codes_before);
+  if (has_value) {
+    values_[metric->slot] = value;
+    present_ |= uint64_t{1} << metric->slot;
+  }
+  return true;
 }
 
-bool Reading::Decode(std::string_view bytes) {
+bool Reading::Decode(std::string_view bytes, const catalogue::KindTable& kinds) {
   Clear();
   projections::WireReader w(bytes);
   while (!w.done()) {
@@ -237,7 +215,36 @@ bool Reading::Decode(std::string_view bytes) {
     }
     if (field == v1::SensorReading::kKindFieldNumber && type == 0) {
       if (!w.Varint(&v)) return false;
-      kind_ = static_cast<v1::DeviceKind>(static_cast<int32_t>(v));
+      typed_ = static_cast<v1::DeviceKind>(static_cast<int32_t>(v));
+      continue;
+    }
+    if (field == v1::SensorReading::kKindIdFieldNumber && type == 2) {
+      if (!w.Bytes(&kind_id_)) return false;
+      continue;
+    }
+    if (field == v1::SensorReading::kValuesFieldNumber && type == 2) {
+      std::string_view values;
+      if (!w.Bytes(&values)) return false;
+      if (member_ != static_cast<int>(field)) {
+        present_ = 0;
+        codes_.clear();
+        has_codes_ = false;
+        member_ = static_cast<int>(field);
+      }
+      projections::WireReader m(values);
+      while (!m.done()) {
+        uint32_t n = 0;
+        uint32_t mtype = 0;
+        if (!m.Tag(&n, &mtype)) return false;
+        if (n == v1::MetricValues::kValuesFieldNumber && mtype == 2) {
+          std::string_view one;
+          if (!m.Bytes(&one)) return false;
+          named_.push_back(one);
+        } else if (!m.Skip(mtype)) {
+          return false;
+        }
+      }
+      if (!m.ok()) return false;
       continue;
     }
     const MemberLayout* layout = type == 2 ? LayoutOf(static_cast<int>(field)) : nullptr;
@@ -252,8 +259,10 @@ bool Reading::Decode(std::string_view bytes) {
     if (member_ != static_cast<int>(field)) {
       present_ = 0;
       codes_.clear();
+      named_.clear();
       member_ = static_cast<int>(field);
     }
+    has_codes_ = layout->codes_field != 0;
     projections::WireReader m(metrics);
     while (!m.done()) {
       uint32_t n = 0;
@@ -276,7 +285,7 @@ bool Reading::Decode(std::string_view bytes) {
           continue;
         }
       }
-      const pb::FieldDescriptor::Type t = n < static_cast<uint32_t>(kMaxMetricField)
+      const pb::FieldDescriptor::Type t = n < static_cast<uint32_t>(catalogue::kMaxMetricSlots)
                                               ? layout->types[n]
                                               : static_cast<pb::FieldDescriptor::Type>(0);
       double value = 0;
@@ -318,27 +327,50 @@ bool Reading::Decode(std::string_view bytes) {
       present_ |= uint64_t{1} << n;
     }
   }
-  return w.ok();
+  if (!w.ok()) return false;
+  // The kind: by its id, else by its typed kind; a typed metrics message must be that
+  // kind's (ingest refuses readings where they disagree).
+  kind_ = kind_id_.empty() ? kinds.FindTyped(typed_) : kinds.Find(kind_id_);
+  if (kind_ != nullptr && typed_ != v1::DEVICE_KIND_UNSPECIFIED && typed_ != kind_->typed) {
+    kind_ = nullptr;
+  }
+  if (kind_ != nullptr && member_ != 0 && member_ != v1::SensorReading::kValuesFieldNumber &&
+      (kind_->member == nullptr || kind_->member->number() != member_)) {
+    kind_ = nullptr;
+  }
+  for (std::string_view one : named_) {
+    if (!DecodeValue(one)) return false;
+  }
+  return true;
 }
 
-std::optional<double> Reading::Get(const MetricRef& metric) const {
-  if (metric.member_number != member_ || member_ == 0) return std::nullopt;
-  if (present_ & (uint64_t{1} << metric.field_number)) return values_[metric.field_number];
-  if (!metric.has_presence) return 0.0;  // proto3 implicit presence: the default.
-  return std::nullopt;
+absl::StatusOr<MetricRef> ResolveMetric(const catalogue::Kind& kind, std::string_view name) {
+  const catalogue::KindMetric* m = kind.Metric(name);
+  if (m == nullptr || m->repeated ||
+      (m->field != nullptr && (m->field->is_repeated() || !Readable(m->field)))) {
+    std::vector<std::string> names;
+    for (const catalogue::KindMetric& k : kind.metrics) {
+      if (!k.repeated) names.push_back(k.name);
+    }
+    return absl::InvalidArgumentError(
+        absl::StrFormat("device kind '%s' has no metric '%s' a rule can test; use one of: %s",
+                        kind.id, name, absl::StrJoin(names, ", ")));
+  }
+  return MetricRef{kind.index, m, m->slot};
 }
-
-bool Reading::has_elevator() const { return member_ == v1::SensorReading::kElevatorFieldNumber; }
 
 absl::StatusOr<double> ParseMetricValue(const MetricRef& metric, std::string_view text) {
-  const pb::FieldDescriptor* f = metric.field;
-  if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL) {
+  const catalogue::KindMetric& m = *metric.metric;
+  const pb::FieldDescriptor* f = m.field;
+  const bool flag = f != nullptr ? f->cpp_type() == pb::FieldDescriptor::CPPTYPE_BOOL
+                                 : m.type == v1::METRIC_TYPE_FLAG;
+  if (flag) {
     if (text == "true") return 1.0;
     if (text == "false") return 0.0;
     return absl::InvalidArgumentError(absl::StrFormat(
-        "'%s' is a boolean metric: write true or false, not '%s'", f->name(), text));
+        "'%s' is a flag (a boolean metric): write true or false, not '%s'", m.name, text));
   }
-  if (f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
+  if (f != nullptr && f->cpp_type() == pb::FieldDescriptor::CPPTYPE_ENUM) {
     if (const pb::EnumValueDescriptor* v = f->enum_type()->FindValueByName(std::string(text))) {
       return static_cast<double>(v->number());
     }
@@ -351,11 +383,20 @@ absl::StatusOr<double> ParseMetricValue(const MetricRef& metric, std::string_vie
                                                       absl::StrJoin(names, ", ")));
   }
   double v = 0;
-  if (!absl::SimpleAtod(absl::string_view(text.data(), text.size()), &v) || !std::isfinite(v)) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("'%s' is a numeric metric: '%s' is not a number", f->name(), text));
+  if (absl::SimpleAtod(absl::string_view(text.data(), text.size()), &v) && std::isfinite(v)) {
+    return v;
   }
-  return v;
+  if (m.type == v1::METRIC_TYPE_CODE && m.spec != nullptr) {
+    std::vector<std::string> names;
+    for (const v1::MetricCode& c : m.spec->codes()) {
+      if (c.name() == text) return static_cast<double>(c.value());
+      names.push_back(absl::StrFormat("%d (%s)", c.value(), c.name()));
+    }
+    return absl::InvalidArgumentError(absl::StrFormat("'%s' is not a code of '%s'; use one of: %s",
+                                                      text, m.name, absl::StrJoin(names, ", ")));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrFormat("'%s' is a numeric metric: '%s' is not a number", m.name, text));
 }
 
 }  // namespace cityops::rules

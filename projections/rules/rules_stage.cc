@@ -313,7 +313,7 @@ absl::Status RulesStage::ProcessFront(const Cursor& c, absl::Time now,
     // The reading alone, decoded straight from its stored bytes.
     const std::string_view bytes =
         std::string_view(c.records).substr(item.payload_offset, item.payload_size);
-    if (reading_.Decode(bytes)) {
+    if (reading_.Decode(bytes, engine_.kinds())) {
       engine_.ProcessReading(reading_, position, now, derived);
       return absl::OkStatus();
     }
