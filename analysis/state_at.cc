@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <optional>
 #include <thread>
@@ -245,7 +246,8 @@ void PrintState(const CityState& s, const LogRange& range, size_t rows, std::ost
                          online, offline);
   table = {{"  KIND", "ONLINE", "OFFLINE"}};
   for (const CityState::Devices& d : s.devices) {
-    table.push_back({"  " + KindName(d.kind), absl::StrCat(d.online), absl::StrCat(d.offline)});
+    table.push_back({"  " + (d.kind_id.empty() ? KindName(d.kind) : d.kind_id),
+                     absl::StrCat(d.online), absl::StrCat(d.offline)});
   }
   if (table.size() > 1) PrintTable(table, out);
 }
@@ -291,13 +293,17 @@ absl::StatusOr<CityState> ReadCityState(const views::Projections& views, absl::T
 
   views::DeviceFilter devices;
   devices.grid_prefix = s.scope;
-  std::map<v1::DeviceKind, CityState::Devices> by_kind;
+  // (typed kind, or after them all for a catalogue-only kind; kind id).
+  std::map<std::pair<int, std::string>, CityState::Devices> by_kind;
   for (std::string token;;) {
     absl::StatusOr<views::Page<v1::DeviceView>> page = views.ListDevices(devices, kPage, token);
     if (!page.ok()) return page.status();
     for (const v1::DeviceView& d : page->items) {
-      CityState::Devices& n = by_kind[d.kind()];
+      const int order = d.kind() == v1::DEVICE_KIND_UNSPECIFIED ? std::numeric_limits<int>::max()
+                                                                : static_cast<int>(d.kind());
+      CityState::Devices& n = by_kind[{order, d.kind_id()}];
       n.kind = d.kind();
+      n.kind_id = d.kind_id();
       ++(d.online() ? n.online : n.offline);
     }
     token = page->next_page_token;
@@ -491,7 +497,8 @@ std::string CityStateJson(const CityState& s) {
   first = true;
   for (const CityState::Devices& d : s.devices) {
     absl::StrAppend(&out, first ? "" : ",", "{\"kind\":", Quoted(v1::DeviceKind_Name(d.kind)),
-                    ",\"online\":", d.online, ",\"offline\":", d.offline, "}");
+                    ",\"kind_id\":", Quoted(d.kind_id), ",\"online\":", d.online,
+                    ",\"offline\":", d.offline, "}");
     first = false;
   }
   absl::StrAppend(&out, "]}}");

@@ -48,12 +48,14 @@ struct CityState {
   // Active alerts in scope (by the alert's grid), by alert id.
   std::vector<v1::AlertView> active_alerts;
   struct Devices {
-    v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
+    v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // Unspecified: a catalogue-only kind.
+    std::string kind_id;  // The catalogue's id ("gas_detector"; "flood_gauge" when typed).
     uint64_t online = 0;
     uint64_t offline = 0;
   };
   // Devices in scope (by their registered grid; unregistered ones only without a scope),
-  // by kind in enum order, kinds with no device left out.
+  // by kind: the typed kinds in enum order, then the catalogue's others by id; kinds with
+  // no device left out.
   std::vector<Devices> devices;
 };
 

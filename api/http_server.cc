@@ -26,10 +26,12 @@
 #include "api/openapi.h"
 #include "api/requests.h"
 #include "api/routes.h"
+#include "catalogue/catalogue.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
 #include "projections/evaluation.h"
+#include "projections/rules/compile.h"
 #include "spdlog/spdlog.h"
 
 namespace cityops::api {
@@ -430,6 +432,8 @@ class HttpServer::Impl {
         return GetDevice(req.matches[1], res);
       case RouteId::kMap:
         return Map(res);
+      case RouteId::kCatalogue:
+        return Catalogue(res);
       case RouteId::kListAlerts:
         return ListAlerts(q, res);
       case RouteId::kListCases:
@@ -505,6 +509,18 @@ class HttpServer::Impl {
   absl::Status ListDevices(const Query& q, httplib::Response& res) {
     absl::StatusOr<DeviceListQuery> query = ParseDeviceListQuery(q);
     if (!query.ok()) return query.status();
+    if (!query->filter.kind_id.empty()) {
+      absl::StatusOr<v1::ActivatedCatalogue> in_force = backend_.views->CatalogueInForce();
+      if (!in_force.ok()) return in_force.status();
+      if (catalogue::FindKind(in_force->catalogue(), query->filter.kind_id) == nullptr) {
+        std::vector<std::string> ids;
+        for (const v1::DeviceKindSpec& k : in_force->catalogue().kinds()) ids.push_back(k.id());
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "query parameter 'kind' has no value '%s': the catalogue in force has no such "
+            "kind; use one of: %s",
+            query->filter.kind_id, absl::StrJoin(ids, ", ")));
+      }
+    }
     absl::StatusOr<views::Page<v1::DeviceView>> page = backend_.views->ListDevices(
         query->filter, query->paging.page_size, query->paging.page_token);
     if (!page.ok()) return page.status();
@@ -547,6 +563,24 @@ class HttpServer::Impl {
     return absl::OkStatus();
   }
 
+  // The catalogue in force. The built-in one's digest is that of its compiled-in text.
+  absl::Status Catalogue(httplib::Response& res) {
+    absl::StatusOr<v1::ActivatedCatalogue> in_force = backend_.views->CatalogueInForce();
+    if (!in_force.ok()) return in_force.status();
+    v1::CatalogueResponse out;
+    *out.mutable_catalogue() = std::move(*in_force->mutable_catalogue());
+    out.set_sha256(in_force->sha256());
+    out.set_source_path(in_force->source_path());
+    out.set_built_in(in_force->source_path().empty());
+    if (out.sha256().empty() && out.built_in()) {
+      absl::StatusOr<catalogue::LoadedCatalogue> built_in = catalogue::LoadConfiguredCatalogue("");
+      if (!built_in.ok()) return built_in.status();
+      out.set_sha256(rules::Sha256Hex(built_in->source_yaml));
+    }
+    WriteJson(out, res);
+    return absl::OkStatus();
+  }
+
   // The map changes only when the read models commit: it is built once per commit.
   absl::Status Map(httplib::Response& res) {
     std::vector<std::pair<uint32_t, uint64_t>> key;
@@ -565,6 +599,7 @@ class HttpServer::Impl {
           v1::MapPoint* p = map.add_points();
           p->set_device_id(d.device_id());
           p->set_kind(d.kind());
+          p->set_kind_id(d.kind_id());
           p->set_latitude_deg(d.registration().location().latitude_deg());
           p->set_longitude_deg(d.registration().location().longitude_deg());
           p->set_alert_severity(d.alert_severity());

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -108,9 +109,22 @@ absl::StatusOr<Paging> ParsePaging(const Query& q) {
 
 absl::StatusOr<DeviceListQuery> ParseDeviceListQuery(const Query& q) {
   DeviceListQuery out;
-  absl::StatusOr<int> kind = q.Enum("kind", v1::DeviceKind_descriptor(), "DEVICE_KIND_");
-  if (!kind.ok()) return kind.status();
-  out.filter.kind = static_cast<v1::DeviceKind>(*kind);
+  // A catalogue kind id; the typed kinds also as their enum names (FLOOD_GAUGE,
+  // DEVICE_KIND_FLOOD_GAUGE), as before the catalogue. Whether the catalogue in force has
+  // the kind is the handler's to check.
+  std::string kind = absl::AsciiStrToLower(q.String("kind"));
+  if (absl::StartsWith(kind, "device_kind_"))
+    kind.erase(0, std::string_view("device_kind_").size());
+  const bool well_formed = kind.size() <= 64 && std::all_of(kind.begin(), kind.end(), [](char c) {
+                             return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+                           });
+  if (!well_formed) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "query parameter 'kind' must be a device kind's id in the catalogue (snake_case, such "
+        "as flood_gauge or gas_detector; GET /api/v1/catalogue lists them), got '%s'",
+        q.String("kind")));
+  }
+  out.filter.kind_id = std::move(kind);
   out.filter.grid_prefix = q.String("grid");
   absl::StatusOr<std::optional<bool>> online = q.Bool("online");
   if (!online.ok()) return online.status();

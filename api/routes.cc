@@ -67,8 +67,9 @@ std::vector<Route> MakeRoutes() {
   devices.query = {
       {"kind",
        "string",
-       "Device kind",
-       {"manhole_cover", "elevator", "curtain_wall", "flood_gauge"}},
+       "A device kind's id in the catalogue in force (GET /api/v1/catalogue), e.g. flood_gauge, "
+       "gas_detector",
+       {}},
       {"grid", "string", "District, street or grid code (a prefix of the grid code)", {}},
       {"online", "boolean", "Only online (true) or offline (false) devices", {}},
       {"unregistered", "boolean", "Only devices that sent readings but are not registered", {}},
@@ -79,8 +80,15 @@ std::vector<Route> MakeRoutes() {
                    "One device with its recent readings and its alerts, newest first", ROLE_VIEWER,
                    nullptr, v1::DeviceDetail::descriptor()));
   r.push_back(Make(RouteId::kMap, "GET", "/api/v1/map",
-                   "Every device as a point with its alert state, for the big screen's map",
+                   "Every device as a point with its kind and alert state, for the big screen's "
+                   "map",
                    ROLE_VIEWER, nullptr, v1::DeviceMap::descriptor()));
+  r.push_back(Make(RouteId::kCatalogue, "GET", "/api/v1/catalogue",
+                   "The catalogue in force (the latest rule set activation's, else the built-in "
+                   "one): device kinds with their ids, names in Chinese and English, department, "
+                   "reporting interval and metrics (labels, units, bounds, codes); case "
+                   "categories with their names, departments and deadlines",
+                   ROLE_VIEWER, nullptr, v1::CatalogueResponse::descriptor()));
 
   Route alerts =
       Make(RouteId::kListAlerts, "GET", "/api/v1/alerts", "Alerts, active and cleared, by id",

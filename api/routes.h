@@ -33,6 +33,7 @@ enum class RouteId {
   kListEvents,
   kChanges,
   kCaseLineage,
+  kCatalogue,
 };
 
 struct QueryParam {

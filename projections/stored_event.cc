@@ -105,8 +105,10 @@ bool DecodeReadingHeader(std::string_view reading, ReadingHeader* out) {
       uint64_t v = 0;
       if (!w.Varint(&v)) return false;
       out->kind = static_cast<v1::DeviceKind>(static_cast<int32_t>(v));
+    } else if (field == v1::SensorReading::kKindIdFieldNumber && type == 2) {
+      if (!w.Bytes(&out->kind_id)) return false;
     } else if (field >= v1::SensorReading::kManholeCoverFieldNumber &&
-               field <= v1::SensorReading::kFloodGaugeFieldNumber && type == 2) {
+               field <= v1::SensorReading::kValuesFieldNumber && type == 2) {
       if (!w.Bytes(&out->metrics_bytes)) return false;
       out->metrics_field = static_cast<int>(field);
     } else if (!w.Skip(type)) {
@@ -116,7 +118,58 @@ bool DecodeReadingHeader(std::string_view reading, ReadingHeader* out) {
   return w.ok();
 }
 
+namespace {
+
+// The number of the MetricValue named `battery_pct` in serialized MetricValues.
+bool DecodeValuesBatteryPct(std::string_view values, double* pct) {
+  bool found = false;
+  WireReader w(values);
+  while (!w.done()) {
+    uint32_t field = 0;
+    uint32_t type = 0;
+    if (!w.Tag(&field, &type)) return false;
+    if (field != v1::MetricValues::kValuesFieldNumber || type != 2) {
+      if (!w.Skip(type)) return false;
+      continue;
+    }
+    std::string_view value;
+    if (!w.Bytes(&value)) return false;
+    std::string_view name;
+    bool has_number = false;
+    uint64_t bits = 0;
+    WireReader m(value);
+    while (!m.done()) {
+      uint32_t f = 0;
+      uint32_t t = 0;
+      if (!m.Tag(&f, &t)) return false;
+      if (f == v1::MetricValue::kNameFieldNumber && t == 2) {
+        if (!m.Bytes(&name)) return false;
+      } else if (f == v1::MetricValue::kNumberFieldNumber && t == 1) {
+        if (!m.Fixed64(&bits)) return false;
+        has_number = true;
+      } else if (f >= v1::MetricValue::kFlagFieldNumber &&
+                 f <= v1::MetricValue::kCountFieldNumber) {  // Another member of the oneof.
+        if (!m.Skip(t)) return false;
+        has_number = false;
+      } else if (!m.Skip(t)) {
+        return false;
+      }
+    }
+    if (!m.ok()) return false;
+    if (name == "battery_pct" && has_number) {
+      std::memcpy(pct, &bits, sizeof(*pct));
+      found = true;
+    }
+  }
+  return found && w.ok();
+}
+
+}  // namespace
+
 bool DecodeBatteryPct(const ReadingHeader& header, double* pct) {
+  if (header.metrics_field == v1::SensorReading::kValuesFieldNumber) {
+    return DecodeValuesBatteryPct(header.metrics_bytes, pct);
+  }
   uint32_t battery_field = 0;
   if (header.metrics_field == v1::SensorReading::kManholeCoverFieldNumber) {
     battery_field = v1::ManholeCoverMetrics::kBatteryPctFieldNumber;

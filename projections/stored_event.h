@@ -47,15 +47,18 @@ bool DecodeTimestamp(std::string_view bytes, absl::Time* out);
 struct ReadingHeader {
   std::string_view device_id;
   v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
-  // The metrics member present (SensorReading field 10..13), or 0.
+  std::string_view kind_id;  // The catalogue's id of the kind; empty if not sent.
+  // The metrics member present (SensorReading field 10..14: a typed message or
+  // `values`), or 0.
   int metrics_field = 0;
   std::string_view metrics_bytes;
 };
 
 bool DecodeReadingHeader(std::string_view reading, ReadingHeader* out);
 
-// The battery level a reading reports (manhole covers and flood gauges carry one), from
-// its metrics bytes; false if none.
+// The battery level a reading reports, from its metrics bytes: `battery_pct` of a manhole
+// cover's or flood gauge's typed metrics, or the number of the metric named `battery_pct`
+// in `values` (a reading of any kind by name); false if none.
 bool DecodeBatteryPct(const ReadingHeader& header, double* pct);
 
 }  // namespace cityops::projections

@@ -500,6 +500,16 @@ TEST_CASE(
   CHECK(device_ids("") == std::vector<std::string>{"elev-1", "gauge-1", "ghost-1"});
   CHECK(device_ids("?kind=elevator") == std::vector<std::string>{"elev-1"});
   CHECK(device_ids("?kind=flood_gauge") == std::vector<std::string>{"gauge-1"});
+  CHECK(device_ids("?kind=FLOOD_GAUGE") == std::vector<std::string>{"gauge-1"});  // As before.
+  // A kind of the catalogue alone: known, none of them in this city.
+  CHECK(device_ids("?kind=gas_detector").empty());
+  {
+    const HttpReply r = Get(port, "/api/v1/devices?kind=elevator", kViewerToken);
+    CHECK_THAT(r.body, Contains("\"kindId\":\"elevator\""));
+    const v1::ListDevicesResponse list = Json<v1::ListDevicesResponse>(r);
+    REQUIRE(list.devices_size() == 1);
+    CHECK(list.devices(0).kind_id() == "elevator");
+  }
   CHECK(device_ids("?grid=310104001") == std::vector<std::string>{"elev-1"});
   CHECK(device_ids("?grid=310104002001") == std::vector<std::string>{"gauge-1"});
   CHECK(device_ids("?unregistered=true") == std::vector<std::string>{"ghost-1"});
@@ -546,8 +556,51 @@ TEST_CASE(
   CHECK(points["elev-1"].alert_severity() == v1::SEVERITY_CRITICAL);
   CHECK(points["elev-1"].grid_code() == kGrid);
   CHECK(points["elev-1"].latitude_deg() == Approx(31.19));
+  CHECK(points["elev-1"].kind_id() == "elevator");
+  CHECK(points["gauge-1"].kind_id() == "flood_gauge");
+  CHECK(points["ghost-1"].kind_id() == "manhole_cover");
   CHECK(points["gauge-1"].alert_severity() == v1::SEVERITY_UNSPECIFIED);
   CHECK_FALSE(points["ghost-1"].registered());
+
+  // --- The catalogue in force (no catalogue file configured: the built-in one), as the
+  // dashboard names kinds and metrics by it.
+  {
+    const HttpReply r = Get(port, "/api/v1/catalogue", kViewerToken);
+    REQUIRE(r.status == 200);
+    const v1::CatalogueResponse c = Json<v1::CatalogueResponse>(r);
+    CHECK(c.built_in());
+    CHECK(c.source_path().empty());
+    CHECK(c.sha256().size() == 64);
+    std::vector<std::string> ids;
+    for (const v1::DeviceKindSpec& k : c.catalogue().kinds()) {
+      INFO(k.id());
+      ids.push_back(k.id());
+      CHECK_FALSE(k.name().zh().empty());
+      CHECK_FALSE(k.name().en().empty());
+      CHECK_FALSE(k.department().empty());
+      CHECK(k.metrics_size() > 0);
+    }
+    CHECK(ids == std::vector<std::string>{"manhole_cover", "elevator", "curtain_wall",
+                                          "flood_gauge", "fire_hydrant", "smoke_detector",
+                                          "ebike_charging_shed", "gas_detector",
+                                          "falling_object_camera", "noise_meter"});
+    const v1::DeviceKindSpec& gas = c.catalogue().kinds(7);
+    CHECK(gas.name().zh() == "可燃气体探测器");
+    CHECK(gas.name().en() == "Gas detector");
+    CHECK(gas.department() == "gas-company");
+    CHECK(gas.typed() == v1::DEVICE_KIND_UNSPECIFIED);
+    CHECK(c.catalogue().kinds(3).typed() == v1::DEVICE_KIND_FLOOD_GAUGE);
+    REQUIRE(gas.metrics_size() == 4);
+    CHECK(gas.metrics(0).name() == "gas_lel_pct");
+    CHECK(gas.metrics(0).label().en() == "Combustible gas");
+    CHECK(gas.metrics(0).unit() == "%LEL");
+    CHECK(kernel::FromDurationProto(gas.reporting_interval()) == absl::Minutes(30));
+    REQUIRE(c.catalogue().categories_size() > 0);
+    CHECK(c.catalogue().categories(0).code() == "0103");
+    CHECK(c.catalogue().categories(0).name().en() == "Manhole cover damaged or missing");
+    CHECK_THAT(r.body, Contains("\"zh\":\"可燃气体探测器\""));
+    CHECK(Get(port, "/api/v1/catalogue").status == 401);
+  }
 
   // --- Alerts: active, by device, by rule.
   auto alert_count = [&](const std::string& query) {
@@ -927,7 +980,13 @@ TEST_CASE(
       Contains("no value 'UNSPECIFIED'"));
   CHECK_THAT(
       ErrorOf(Get(port, "/api/v1/devices?kind=toaster", kViewerToken), 400, "INVALID_ARGUMENT"),
-      Contains("manhole_cover, elevator, curtain_wall, flood_gauge"));
+      Contains("no value 'toaster'") &&
+          Contains("manhole_cover, elevator, curtain_wall, "
+                   "flood_gauge, fire_hydrant") &&
+          Contains("noise_meter"));
+  CHECK_THAT(ErrorOf(Get(port, "/api/v1/devices?kind=gas%20detector", kViewerToken), 400,
+                     "INVALID_ARGUMENT"),
+             Contains("snake_case"));
   CHECK_THAT(ErrorOf(Get(port, "/api/v1/cases?page_size=0", kViewerToken), 400, "INVALID_ARGUMENT"),
              Contains("from 1 to 1000"));
   CHECK_THAT(

@@ -10,6 +10,9 @@ python3-selenium) and checks in the DOM that:
   * the department league is filled: a row per department with open, yellow, red, on-time
     close rate and mean handling time, departments the API's ?by=department names, rated
     rows worst on-time close rate first;
+  * the device kinds' legend lists every kind of the catalogue (GET /api/v1/catalogue) by its
+    names, with counts adding up to the map's devices; clicking a kind lists its devices
+    with a column per catalogue metric (label and unit) and their last values;
   * clicking a yellow-lit case opens its timeline, the same events the API returns for it,
     with the overdue event that lit it, and the time spent in each stage;
   * the browser logged no JavaScript error and no Content-Security-Policy violation;
@@ -293,6 +296,92 @@ def api_get(base, token, path):
     return api_client.get_json(base, token, path)
 
 
+KINDS_JS = """
+return [...document.querySelectorAll('#kinds li[data-kind]')].map((li) => ({
+  id: li.dataset.kind,
+  text: li.textContent.trim(),
+  total: Number(li.querySelector('b').dataset.total),
+  online: Number(li.querySelector('b').dataset.online),
+}));
+"""
+
+KIND_DETAIL_JS = """
+const sheet = document.getElementById('kind-detail');
+return {
+  open: !sheet.hidden,
+  title: document.getElementById('kind-title').textContent.trim(),
+  metrics: [...document.querySelectorAll('#kind-devices th[data-metric]')].map((th) => ({
+    name: th.dataset.metric, text: th.textContent.trim() })),
+  rows: [...document.querySelectorAll('#kind-devices tbody tr[data-device-id]')].map((tr) => ({
+    id: tr.dataset.deviceId,
+    values: [...tr.querySelectorAll('td[data-metric]')].map((td) => td.textContent.trim()),
+  })),
+};
+"""
+
+
+def check_kinds(driver, base, token):
+    """The kinds' legend lists every kind of the catalogue the API serves, in its order,
+    named as the catalogue names it, with counts that add up to the map's devices; a kind
+    with devices opens their list, one column per metric of the catalogue with its label
+    and unit, and the devices the API lists for that kind."""
+    catalogue = api_get(base, token, '/api/v1/catalogue')['catalogue']
+    kinds = catalogue['kinds']
+    points = api_get(base, token, '/api/v1/map').get('points', [])
+    last = {}
+
+    def shown():
+        legend = last['legend'] = driver.execute_script(KINDS_JS)
+        return ([k['id'] for k in legend[:len(kinds)]] == [k['id'] for k in kinds] and
+                sum(k['total'] for k in legend) == len(points))
+
+    if not poll(shown, 30, 0.5):
+        raise Failure(f'expected #kinds to list the catalogue\'s {len(kinds)} kinds '
+                      f'({", ".join(k["id"] for k in kinds)}) with {len(points)} devices in all; '
+                      f'it showed: {last.get("legend")}')
+    legend = {k['id']: k for k in last['legend']}
+    for k in kinds:
+        if k['name']['en'] not in legend[k['id']]['text']:
+            raise Failure(f'kind {k["id"]}: expected its name {k["name"]["en"]!r} in the legend, '
+                          f'got {legend[k["id"]]["text"]!r}')
+    with_devices = [k for k in kinds if legend[k['id']]['total'] > 0]
+    if not with_devices:
+        raise Failure(f'no kind in #kinds has devices: {last["legend"]}')
+    kind = with_devices[-1]
+    driver.execute_script(
+        "document.querySelector(`#kinds li[data-kind='${arguments[0]}']`).click();", kind['id'])
+    listed = {d['deviceId'] for d in api_get(
+        base, token, f'/api/v1/devices?kind={kind["id"]}&page_size=200').get('devices', [])}
+
+    def opened():
+        detail = last['detail'] = driver.execute_script(KIND_DETAIL_JS)
+        return detail['open'] and detail['rows']
+
+    if not poll(opened, 30, 0.5):
+        raise Failure(f'clicking kind {kind["id"]} expected #kind-detail with its devices; '
+                      f'it showed: {last.get("detail")}')
+    detail = last['detail']
+    if kind['name']['en'] not in detail['title']:
+        raise Failure(f'#kind-title {detail["title"]!r} lacks {kind["name"]["en"]!r}')
+    want = [m['name'] for m in kind['metrics']]
+    if [m['name'] for m in detail['metrics']] != want:
+        raise Failure(f'kind {kind["id"]}: expected metric columns {want}, got {detail["metrics"]}')
+    for m, th in zip(kind['metrics'], detail['metrics']):
+        if m['label']['en'] not in th['text'] or m.get('unit', '') not in th['text']:
+            raise Failure(f'metric column {th} lacks the label {m["label"]["en"]!r} and unit '
+                          f'{m.get("unit", "")!r}')
+    shown_ids = {r['id'] for r in detail['rows']}
+    if not shown_ids <= listed or not shown_ids:
+        raise Failure(f'kind {kind["id"]}: the list shows devices the API does not list for it: '
+                      f'{sorted(shown_ids - listed)[:5]}')
+    if not any(v != '—' for r in detail['rows'] for v in r['values']):
+        raise Failure(f'kind {kind["id"]}: no device shows a metric value: {detail["rows"][:3]}')
+    driver.execute_script("document.getElementById('kind-close').click();")
+    counts = ', '.join(f"{k} {v['online']}/{v['total']}" for k, v in legend.items())
+    log(f'kinds legend: {counts}; {kind["id"]} lists {len(detail["rows"])} devices with '
+        f'{len(want)} metrics')
+
+
 def open_yellow_case(driver):
     """Clicks an overdue case's row, yellow-lit if there is one, else red. The live board
     re-renders its rows as changes arrive; on a loaded machine it did so between
@@ -384,6 +473,7 @@ def run(args, workdir):
         check_league(driver, base, token)
         driver.save_screenshot(os.path.join(args.artifacts, 'dashboard.png'))
         log('saved dashboard.png')
+        check_kinds(driver, base, token)
 
         case_id = open_yellow_case(driver)
         log(f'clicked overdue case {case_id}')

@@ -84,6 +84,8 @@ void RequireSame(const CityState& live, const CityState& as_of) {
   for (size_t i = 0; i < live.devices.size(); ++i) {
     INFO("devices of kind " << v1::DeviceKind_Name(live.devices[i].kind));
     CHECK(live.devices[i].kind == as_of.devices[i].kind);
+    CHECK(live.devices[i].kind_id == as_of.devices[i].kind_id);
+    CHECK_FALSE(live.devices[i].kind_id.empty());
     CHECK(live.devices[i].online == as_of.devices[i].online);
     CHECK(live.devices[i].offline == as_of.devices[i].offline);
   }

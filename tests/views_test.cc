@@ -16,7 +16,6 @@
 #include "absl/strings/str_format.h"
 #include "catalogue/kinds.h"
 #include "kernel/clock.h"
-#include "kernel/device_kinds.h"
 #include "kernel/event_log.h"
 #include "kernel/proto_time.h"
 #include "projections/rules/compile.h"
@@ -99,6 +98,46 @@ class World {
     *r->mutable_event_time() = e.event_time();
     r->mutable_flood_gauge()->set_water_depth_cm(cm);
     r->mutable_flood_gauge()->set_battery_pct(battery);
+    Append(partition, std::move(e));
+  }
+
+  // A device of a catalogue-only kind joins the registry: kind unspecified, kind_id set,
+  // no reporting interval of its own (its kind's in the catalogue applies).
+  void RegisterKind(const std::string& id, uint32_t partition, const std::string& kind_id) {
+    v1::Event e;
+    e.set_stream_id("registry/" + id);
+    kernel::SetTimestamp(kT0, e.mutable_event_time());
+    v1::DeviceRegistered* r = e.mutable_device_registered();
+    r->set_device_id(id);
+    r->set_kind_id(kind_id);
+    r->mutable_grid()->set_grid_code(kGrid);
+    r->mutable_grid()->set_street_code("310104001");
+    r->mutable_grid()->set_district_code("310104");
+    v1::ArchiveValue* site = r->mutable_archive_values()->add_fields();
+    site->set_name("site");
+    site->set_value("kitchen");
+    Append(partition, std::move(e));
+  }
+
+  // A reading of a catalogue-only kind by metric names, as ingest stores it.
+  void Values(const std::string& id, uint32_t partition, const std::string& kind_id,
+              absl::Duration at, const std::vector<std::pair<std::string, double>>& numbers) {
+    v1::Event e;
+    e.set_stream_id("device/" + id);
+    kernel::SetTimestamp(kT0 + at, e.mutable_event_time());
+    v1::SensorReading* r = e.mutable_reading();
+    r->set_device_id(id);
+    r->set_kind_id(kind_id);
+    r->set_reading_id(absl::StrFormat("%d", ++readings_));
+    *r->mutable_event_time() = e.event_time();
+    for (const auto& [name, number] : numbers) {
+      v1::MetricValue* v = r->mutable_values()->add_values();
+      v->set_name(name);
+      v->set_number(number);
+    }
+    v1::MetricValue* alarm = r->mutable_values()->add_values();
+    alarm->set_name("alarm");
+    alarm->set_flag(false);
     Append(partition, std::move(e));
   }
 
@@ -546,6 +585,140 @@ TEST_CASE("the default reporting intervals agree with the default rule set's", "
   CHECK(checked == static_cast<int>(catalogue::KindTable::BuiltIn()->kinds().size()));
 }
 
+TEST_CASE("a device of a catalogue-only kind is a device like any other", "[views][catalogue]") {
+  World w;
+  w.RegisterKind("gas1", 0, "gas_detector");
+  w.Values("gas1", 0, "gas_detector", absl::Minutes(1), {{"gas_lel_pct", 2}, {"battery_pct", 71}});
+  w.Values("gas1", 0, "gas_detector", absl::Minutes(31), {{"gas_lel_pct", 3}, {"battery_pct", 70}});
+  // Heard from by a reading alone, never registered.
+  w.Values("noise1", 1, "noise_meter", absl::Minutes(2), {{"noise_leq_dba", 64}});
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  absl::StatusOr<std::optional<v1::DeviceView>> gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  REQUIRE(gas->has_value());
+  const v1::DeviceView& d = **gas;
+  CHECK(d.kind_id() == "gas_detector");
+  CHECK(d.kind() == v1::DEVICE_KIND_UNSPECIFIED);
+  CHECK(d.registered());
+  CHECK(d.registration().archive_values().fields(0).value() == "kitchen");
+  CHECK(d.online());
+  CHECK(d.readings() == 2);
+  CHECK(d.battery_pct() == 70);
+  CHECK(d.last_reading().values().values(1).name() == "battery_pct");
+  CHECK(d.recent_readings_size() == 2);
+  CHECK(kernel::FromTimestamp(d.last_seen()) == kT0 + absl::Minutes(31));
+  absl::StatusOr<std::optional<v1::DeviceView>> noise = views->GetDevice("noise1");
+  REQUIRE(noise.ok());
+  REQUIRE(noise->has_value());
+  CHECK((*noise)->kind_id() == "noise_meter");
+  CHECK_FALSE((*noise)->registered());
+
+  // Listed by kind id; the typed kinds by theirs.
+  DeviceFilter gas_detectors;
+  gas_detectors.kind_id = "gas_detector";
+  absl::StatusOr<Page<v1::DeviceView>> listed = views->ListDevices(gas_detectors, 10);
+  REQUIRE(listed.ok());
+  REQUIRE(listed->items.size() == 1);
+  CHECK(listed->items[0].device_id() == "gas1");
+
+  // The catalogue gives a gas detector 30 minutes: offline after three, that is 90 minutes
+  // after its last reading (at 31 min), and not a moment before.
+  w.Tick(0, absl::Minutes(31 + 89));
+  REQUIRE(views->CatchUp().ok());
+  gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  CHECK((*gas)->online());
+  absl::StatusOr<v1::Statistics> stats = views->GetStatistics();
+  REQUIRE(stats.ok());
+  CHECK(stats->devices_online() == 2);
+  w.Tick(0, absl::Minutes(31 + 90));
+  REQUIRE(views->CatchUp().ok());
+  gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  CHECK_FALSE((*gas)->online());
+  stats = views->GetStatistics();
+  REQUIRE(stats.ok());
+  CHECK(stats->devices_total() == 2);
+  CHECK(stats->devices_online() == 1);
+  CHECK(stats->devices_unregistered() == 1);
+
+  // A restart reads the device back with its kind; a rebuild folds the same.
+  views.reset();
+  views = w.Views("views");
+  gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  CHECK((*gas)->kind_id() == "gas_detector");
+  std::unique_ptr<Projections> fresh = w.Views("fresh");
+  REQUIRE(fresh->CatchUp().ok());
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> a = views->Dump();
+  absl::StatusOr<std::vector<std::pair<std::string, std::string>>> b = fresh->Dump();
+  REQUIRE(a.ok());
+  REQUIRE(b.ok());
+  CHECK(*a == *b);
+}
+
+TEST_CASE("typed devices carry their kind's catalogue id", "[views][catalogue]") {
+  World w;
+  w.Register("g1", 0);
+  w.Depth("g2", 1, absl::Minutes(1), 3);
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  for (const char* id : {"g1", "g2"}) {
+    absl::StatusOr<std::optional<v1::DeviceView>> d = views->GetDevice(id);
+    REQUIRE(d.ok());
+    REQUIRE(d->has_value());
+    CHECK((*d)->kind_id() == "flood_gauge");
+    CHECK((*d)->kind() == v1::DEVICE_KIND_FLOOD_GAUGE);
+  }
+}
+
+TEST_CASE("the catalogue of the latest rule set activation sets the reporting intervals",
+          "[views][catalogue]") {
+  World w;
+  // Without a catalogue in the activation, the built-in one is in force.
+  std::unique_ptr<Projections> views = w.Views("views");
+  REQUIRE(views->CatchUp().ok());
+  absl::StatusOr<v1::ActivatedCatalogue> in_force = views->CatalogueInForce();
+  REQUIRE(in_force.ok());
+  CHECK(in_force->catalogue().kinds_size() == 10);
+  CHECK(in_force->source_path().empty());
+
+  // A city whose gas detectors report every 10 minutes.
+  v1::Catalogue city = catalogue::KindTable::BuiltIn()->catalogue();
+  city.set_name("test city");
+  for (v1::DeviceKindSpec& k : *city.mutable_kinds()) {
+    if (k.id() == "gas_detector") k.mutable_reporting_interval()->set_seconds(600);
+  }
+  absl::StatusOr<rules::LoadedRuleSet> loaded = rules::LoadRuleSetText(kRules, "t.yaml");
+  REQUIRE(loaded.ok());
+  v1::Event activation = rules::RulesetActivatedEvent(*loaded, kT0 + absl::Seconds(1));
+  v1::ActivatedCatalogue* c = activation.mutable_ruleset_activated()->mutable_catalogue();
+  *c->mutable_catalogue() = city;
+  c->set_sha256("0123");
+  c->set_source_path("/etc/cityops/city.yaml");
+  w.Append(0, std::move(activation));
+  w.RegisterKind("gas1", 0, "gas_detector");
+  w.Values("gas1", 0, "gas_detector", absl::Minutes(1), {{"gas_lel_pct", 2}});
+  w.Tick(0, absl::Minutes(1 + 29));
+  REQUIRE(views->CatchUp().ok());
+  in_force = views->CatalogueInForce();
+  REQUIRE(in_force.ok());
+  CHECK(in_force->catalogue().name() == "test city");
+  CHECK(in_force->source_path() == "/etc/cityops/city.yaml");
+  absl::StatusOr<std::optional<v1::DeviceView>> gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  CHECK((*gas)->online());
+  // Read back after a restart, the catalogue still gives 10 minutes.
+  views.reset();
+  views = w.Views("views");
+  w.Tick(0, absl::Minutes(1 + 30));
+  REQUIRE(views->CatchUp().ok());
+  gas = views->GetDevice("gas1");
+  REQUIRE(gas.ok());
+  CHECK_FALSE((*gas)->online());
+}
+
 TEST_CASE("stored envelopes decode as the parsed events read", "[views][stored_event]") {
   std::vector<v1::Event> events;
   {
@@ -566,6 +739,17 @@ TEST_CASE("stored envelopes decode as the parsed events read", "[views][stored_e
     r->mutable_elevator()->add_fault_codes(7);  // No battery.
     r->set_kind(v1::DEVICE_KIND_ELEVATOR);
     kernel::SetTimestamp(absl::FromUnixSeconds(-5), e.mutable_event_time());  // Negative.
+    events.push_back(e);
+    // A catalogue-only kind by metric names: the battery is the number named battery_pct.
+    r->set_kind(v1::DEVICE_KIND_UNSPECIFIED);
+    r->set_kind_id("gas_detector");
+    v1::MetricValues* values = r->mutable_values();
+    values->add_values()->set_name("alarm");
+    values->mutable_values(0)->set_flag(true);
+    values->add_values()->set_name("battery_pct");
+    values->mutable_values(1)->set_number(43.5);
+    events.push_back(e);
+    values->mutable_values(1)->set_flag(false);  // Not a number: no battery.
     events.push_back(e);
   }
   {
@@ -595,6 +779,7 @@ TEST_CASE("stored envelopes decode as the parsed events read", "[views][stored_e
       REQUIRE(projections::DecodeReadingHeader(env.payload_bytes, &h));
       CHECK(h.device_id == e.reading().device_id());
       CHECK(h.kind == e.reading().kind());
+      CHECK(h.kind_id == e.reading().kind_id());
       double battery = -1;
       const bool has = projections::DecodeBatteryPct(h, &battery);
       if (e.reading().has_flood_gauge()) {
@@ -603,6 +788,9 @@ TEST_CASE("stored envelopes decode as the parsed events read", "[views][stored_e
       } else if (e.reading().has_manhole_cover()) {
         CHECK(has);
         CHECK(battery == e.reading().manhole_cover().battery_pct());
+      } else if (e.reading().has_values() && e.reading().values().values(1).has_number()) {
+        CHECK(has);
+        CHECK(battery == e.reading().values().values(1).number());
       } else {
         CHECK_FALSE(has);
       }
@@ -640,7 +828,7 @@ TEST_CASE("listings filter and page", "[views]") {
   std::unique_ptr<Projections> views = w.Views("views");
   REQUIRE(views->CatchUp().ok());
   DeviceFilter registered_gauges;
-  registered_gauges.kind = v1::DEVICE_KIND_FLOOD_GAUGE;
+  registered_gauges.kind_id = "flood_gauge";
   registered_gauges.grid_prefix = "310104001";
   std::vector<std::string> ids;
   std::string token;

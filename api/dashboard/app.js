@@ -312,8 +312,127 @@ async function loadLeague() {
 const scheduleLeague = throttled(loadLeague, 10000);
 
 // ---------------------------------------------------------------------------------------
+// Device kinds, from the catalogue in force (GET /api/v1/catalogue): their names in both
+// languages, departments and metrics with labels and units. No kind is named here.
+let kinds = [];  // DeviceKindSpec as JSON, in the catalogue's order.
+const kindById = new Map();
+// A map point's or device view's kind id; an old daemon's typed kind as its id.
+const kindIdOf = (d) => d.kindId || short(d.kind, 'DEVICE_KIND_').toLowerCase().replace('unspecified', '');
+const kindLabel = (id) => {
+  const k = kindById.get(id);
+  return k && k.name ? L(k.name.zh, k.name.en) : id || '—';
+};
+const metricLabel = (m) => (m.label ? L(m.label.zh, m.label.en) : m.name);
+const camel = (name) => name.replace(/_([a-z0-9])/g, (_, c) => c.toUpperCase());
+
+async function loadCatalogue() {
+  const c = (await api('/api/v1/catalogue')).catalogue || {};
+  kinds = c.kinds || [];
+  kindById.clear();
+  for (const k of kinds) kindById.set(k.id, k);
+  renderKinds();
+}
+
+// The kinds' legend: devices online / devices of the kind, every kind of the catalogue
+// (also those without devices), then any kind on the map the catalogue does not list.
+function renderKinds() {
+  const count = new Map(kinds.map((k) => [k.id, { total: 0, online: 0 }]));
+  for (const p of mapPoints) {
+    const id = kindIdOf(p);
+    if (!count.has(id)) count.set(id, { total: 0, online: 0 });
+    const c = count.get(id);
+    c.total++;
+    if (p.online) c.online++;
+  }
+  $('kinds').innerHTML = [...count].map(([id, c]) => {
+    const k = kindById.get(id);
+    const title = k ? `${k.department} · ${(k.metrics || []).map((m) => `${m.label ? m.label.en : m.name}${m.unit ? ` (${m.unit})` : ''}`).join(', ')}` : id;
+    const name = k && k.name ? `<span class="zh">${esc(k.name.zh)}</span> <span>${esc(k.name.en)}</span>` : `<span>${esc(id)}</span>`;
+    return `<li data-kind="${esc(id)}" class="${c.total ? '' : 'empty'}" title="${esc(title)}">${name} ` +
+      `<b data-online="${c.online}" data-total="${c.total}">${fmtInt(c.online)}/${fmtInt(c.total)}</b></li>`;
+  }).join('');
+}
+$('kinds').addEventListener('click', (e) => {
+  const li = e.target.closest('li[data-kind]');
+  if (li) openKind(li.dataset.kind);
+});
+
+// The value of metric `m` in a reading (JSON), shown with the metric's codes' names:
+// a typed reading carries it in its kind's message, any other by name in `values`.
+function metricValue(reading, kind, m) {
+  if (!reading) return undefined;
+  let v;
+  if (reading.values) {
+    const mv = (reading.values.values || []).find((x) => x.name === m.name);
+    if (!mv) return undefined;
+    v = m.repeated ? mv.codes || [] : mv.number ?? mv.flag ?? mv.code ?? mv.count;
+  } else {
+    const msg = reading[camel(kind.id)];
+    v = msg ? msg[camel(m.name)] : undefined;
+  }
+  if (v === undefined || v === null) return undefined;
+  const codeName = (c) => {
+    const found = (m.codes || []).find((x) => String(x.value) === String(c));
+    return found ? found.name : String(c);
+  };
+  if (Array.isArray(v)) return v.length ? v.map(codeName).join(', ') : '—';
+  if (typeof v === 'boolean') return v ? L('是', 'yes') : L('否', 'no');
+  if (short(m.type, 'METRIC_TYPE_') === 'CODE') return codeName(v);
+  const n = Number(v);
+  return Number.isFinite(n) ? `${Number.isInteger(n) ? n : n.toFixed(2)}` : String(v);
+}
+
+let openKindId = null;
+async function openKind(id) {
+  openKindId = id;
+  const k = kindById.get(id) || { id, metrics: [] };
+  $('kind-title').innerHTML = k.name
+    ? `<span class="zh">${esc(k.name.zh)}</span> ${esc(k.name.en)} <small><code>${esc(id)}</code></small>`
+    : esc(id);
+  $('kind-sub').textContent = k.department
+    ? `${CJK && DEPARTMENT_LABEL[k.department] ? `${DEPARTMENT_LABEL[k.department]} ` : ''}${k.department} · ` +
+      `${L('上报周期', 'reports every')} ${fmtDuration(seconds(k.reportingInterval))}`
+    : '';
+  const metrics = k.metrics || [];
+  $('kind-devices').tHead.innerHTML = `<tr><th>${L('设备', 'device')}</th><th>${L('状态', 'state')}</th>` +
+    `<th>${L('网格', 'grid')}</th><th>${L('最近上报', 'last seen')}</th>` +
+    metrics.map((m) => `<th data-metric="${esc(m.name)}">${esc(metricLabel(m))}${m.unit ? `<small>${esc(m.unit)}</small>` : ''}</th>`).join('') + '</tr>';
+  const body = $('kind-devices').tBodies[0];
+  body.innerHTML = `<tr><td colspan="${4 + metrics.length}">${L('加载中', 'loading')}…</td></tr>`;
+  $('kind-count').textContent = '';
+  $('kind-detail').hidden = false;
+  try {
+    const list = await api(`/api/v1/devices?kind=${encodeURIComponent(id)}&page_size=200`);
+    if (openKindId !== id) return;
+    const devices = list.devices || [];
+    $('kind-count').textContent = `${fmtInt(devices.length)}${list.nextPageToken ? '+' : ''}`;
+    body.innerHTML = devices.length ? devices.map((d) => {
+      const state = d.online ? L('在线', 'online') : L('离线', 'offline');
+      const cells = metrics.map((m) => {
+        const v = metricValue(d.lastReading, k, m);
+        return `<td class="num" data-metric="${esc(m.name)}">${esc(v === undefined ? '—' : v)}</td>`;
+      }).join('');
+      return `<tr data-device-id="${esc(d.deviceId)}" class="${d.online ? 'online' : 'offline'}">` +
+        `<td><code>${esc(d.deviceId)}</code>${d.registration && d.registration.name ? ` ${esc(d.registration.name)}` : ''}</td>` +
+        `<td>${state}</td><td><code>${esc(d.registration && d.registration.grid ? d.registration.grid.gridCode : '')}</code></td>` +
+        `<td>${d.lastSeen ? fmtRecent(d.lastSeen) : '—'}</td>${cells}</tr>`;
+    }).join('') : `<tr><td colspan="${4 + metrics.length}">${L('暂无设备', 'no devices of this kind')}</td></tr>`;
+  } catch (e) {
+    body.innerHTML = `<tr><td colspan="${4 + metrics.length}">${esc(e.message)}</td></tr>`;
+  }
+}
+function closeKind() {
+  openKindId = null;
+  $('kind-detail').hidden = true;
+}
+$('kind-close').addEventListener('click', closeKind);
+$('kind-detail').addEventListener('click', (e) => { if (e.target === $('kind-detail')) closeKind(); });
+document.addEventListener('keydown', (e) => { if (e.key === 'Escape') closeKind(); });
+
+// ---------------------------------------------------------------------------------------
 // The map: every device as a dot, projected from lat/lon onto a canvas, bounds fitted.
 let mapPoints = [];
+let drawnPoints = [];  // [x, y, point] of the dots drawn, for hovering.
 const mapCanvas = $('map');
 
 function mapState(p) {
@@ -353,6 +472,7 @@ function drawMap() {
   g.clearRect(0, 0, w, h);
 
   const pts = mapPoints.filter((p) => p.registered !== false && (p.latitudeDeg || p.longitudeDeg));
+  drawnPoints = [];
   const counts = { none: 0, minor: 0, major: 0, critical: 0, offline: 0 };
   if (pts.length) {
     let minLat = Infinity, maxLat = -Infinity, minLon = Infinity, maxLon = -Infinity;
@@ -402,7 +522,11 @@ function drawMap() {
     const order = ['none', 'offline', 'minor', 'major', 'critical'];
     const radius = { none: 1.8, offline: 2, minor: 2.6, major: 3, critical: 4.2 };
     const groups = Object.fromEntries(order.map((s) => [s, []]));
-    for (const p of pts) groups[mapState(p)].push(xy(p));
+    for (const p of pts) {
+      const at = xy(p);
+      groups[mapState(p)].push(at);
+      drawnPoints.push([at[0], at[1], p]);
+    }
     for (const s of order) {
       counts[s] = groups[s].length;
       g.fillStyle = MAP_COLORS[s];
@@ -440,9 +564,25 @@ function drawMap() {
   $('map-info').textContent = `${fmtInt(pts.length)} ${L('台', 'devices')}`;
 }
 
+// Hovering a dot names its device and its kind (the catalogue's names) and state.
+mapCanvas.addEventListener('mousemove', (e) => {
+  const r = mapCanvas.getBoundingClientRect();
+  const x = e.clientX - r.left, y = e.clientY - r.top;
+  let best = null, bestD = 64;  // Within 8 px.
+  for (const [px, py, p] of drawnPoints) {
+    const d = (px - x) ** 2 + (py - y) ** 2;
+    if (d < bestD) { best = p; bestD = d; }
+  }
+  mapCanvas.title = best
+    ? `${kindLabel(kindIdOf(best))} · ${best.deviceId} · ${best.online ? L('在线', 'online') : L('离线', 'offline')}` +
+      `${mapState(best) !== 'none' && mapState(best) !== 'offline' ? ` · ${both(SEVERITY_LABEL[short(best.alertSeverity, 'SEVERITY_')])}` : ''}`
+    : '';
+});
+
 const loadMap = async () => {
   mapPoints = (await api('/api/v1/map')).points || [];
   drawMap();
+  renderKinds();
 };
 const refreshMap = throttled(loadMap, 2000);
 window.addEventListener('resize', () => drawMap());
@@ -812,8 +952,8 @@ async function follow() {
 // ---------------------------------------------------------------------------------------
 const quiet = (p) => p.catch((e) => { if (!(e instanceof ApiError)) console.warn(e); });
 function reloadAll() {
-  return Promise.all([quiet(loadStatistics()), quiet(loadMap()), quiet(loadBoard()), quiet(loadTickets()),
-    quiet(loadLeague())]);
+  return Promise.all([quiet(loadStatistics()), quiet(loadCatalogue()), quiet(loadMap()), quiet(loadBoard()),
+    quiet(loadTickets()), quiet(loadLeague())]);
 }
 
 async function main() {
@@ -832,6 +972,7 @@ async function main() {
   // Reconcile with the read models now and then: the live patches are a best effort.
   setInterval(() => quiet(loadBoard()), 30000);
   setInterval(() => quiet(loadMap()), 30000);
+  setInterval(() => quiet(loadCatalogue()), 60000);  // A rule set activation may bring another.
   setInterval(() => scheduleBoard(), 5000);  // "in stage" times move with the city clock
 }
 

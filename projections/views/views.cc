@@ -16,8 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "catalogue/kinds.h"
 #include "google/protobuf/arena.h"
-#include "kernel/device_kinds.h"
 #include "kernel/proto_time.h"
 #include "projections/case_state.h"
 #include "projections/device_key.h"
@@ -44,8 +44,9 @@ constexpr char kCheckpoint[] = "p/";  // p/<partition>: "<next sequence> <time n
 constexpr char kActiveRules[] = "r/active";
 constexpr char kLayout[] = "v/layout";
 // Bumped when the keys or values change meaning; a read model of another layout is
-// rebuilt from the log. 1 (no v/layout key): cases and tickets keyed by id.
-constexpr int kLayoutVersion = 2;
+// rebuilt from the log. 1 (no v/layout key): cases and tickets keyed by id. 2: devices
+// without kind_id.
+constexpr int kLayoutVersion = 3;
 
 // A key suffix that sorts newest first: `time` inverted (microseconds, fixed width),
 // then `id`, which makes it unique.
@@ -95,9 +96,21 @@ absl::Status Damaged(std::string_view gen_dir, std::string_view what) {
       gen_dir, what, RootOf(gen_dir)));
 }
 
-// Offline after three reporting intervals: the registered one, else the kind's default.
-absl::Duration OfflineAfter(const v1::DeviceView& d) {
-  absl::Duration interval = kernel::DefaultReportingInterval(d.kind());
+// The kind of a device in `kinds`, by its kind id, else by its typed kind; null when
+// the table has neither.
+const catalogue::Kind* KindOfDevice(const catalogue::KindTable& kinds, const v1::DeviceView& d) {
+  if (!d.kind_id().empty()) return kinds.Find(d.kind_id());
+  return kinds.FindTyped(d.kind());
+}
+
+// Offline after three reporting intervals: the registered one, else that of the device's
+// kind in the catalogue in force, else in the built-in catalogue (a kind the catalogue in
+// force no longer lists), else an hour.
+absl::Duration OfflineAfter(const catalogue::KindTable& kinds, const v1::DeviceView& d) {
+  absl::Duration interval = absl::Hours(1);
+  const catalogue::Kind* kind = KindOfDevice(kinds, d);
+  if (kind == nullptr) kind = KindOfDevice(*catalogue::KindTable::BuiltIn(), d);
+  if (kind != nullptr) interval = kind->reporting_interval;
   if (d.registration().has_reporting_interval() &&
       kernel::FromDurationProto(d.registration().reporting_interval()) > absl::ZeroDuration()) {
     interval = kernel::FromDurationProto(d.registration().reporting_interval());
@@ -382,6 +395,16 @@ class Projections::Generation {
       return Damaged(dir_, "the layout record");
     }
     if (layout_ != kLayoutVersion) return absl::OkStatus();  // Not read; to be rebuilt.
+    // The catalogue in force, before the devices whose intervals it gives.
+    std::string active;
+    rocksdb::Status got_active = db_->Get(rocksdb::ReadOptions(), kActiveRules, &active);
+    if (got_active.ok()) {
+      v1::RulesetActivated activated;
+      if (!activated.ParseFromString(active)) return Damaged(dir_, "the active rule set");
+      UseCatalogueOf(activated);
+    } else if (!got_active.IsNotFound()) {
+      return FromRocks(got_active, dir_, "read the active rule set");
+    }
     for (it->Seek(kCheckpoint); it->Valid() && it->key().starts_with(kCheckpoint); it->Next()) {
       uint32_t p = 0;
       if (!absl::SimpleAtoi(it->key().ToString().substr(2), &p)) continue;
@@ -425,7 +448,7 @@ class Projections::Generation {
       if (entry.recent_size > 0) entry.recent[0].time = kernel::FromTimestamp(d.last_seen());
       d.clear_last_reading();
       d.clear_recent_readings();
-      entry.offline_after = OfflineAfter(d);
+      entry.offline_after = OfflineAfter(*kinds_, d);
       if (d.online()) {
         parts_[d.partition()].offline_due.push(
             {kernel::FromTimestamp(d.last_seen()) + entry.offline_after, &entry});
@@ -458,7 +481,10 @@ class Projections::Generation {
     return &cache.emplace(id, std::move(value)).first->second;
   }
 
-  DeviceEntry& Device(Part& part, std::string_view id, v1::DeviceKind kind) {
+  // The device `id`, new if it is not known yet. `kind_id` is the catalogue's id of its
+  // kind (empty: the typed kind's id), set on a new device or one without it.
+  DeviceEntry& Device(Part& part, std::string_view id, v1::DeviceKind kind,
+                      std::string_view kind_id) {
     auto it = devices_.find(id);
     const bool fresh = it == devices_.end();
     if (fresh) it = devices_.try_emplace(projections::DeviceKey(id)).first;
@@ -468,13 +494,35 @@ class Projections::Generation {
       d.set_device_id(std::string(id));
       d.set_kind(kind);
       d.set_partition(part.partition.value());
-      entry.offline_after = OfflineAfter(d);
+    }
+    if (d.kind_id().empty()) {
+      if (kind_id.empty()) {
+        d.set_kind_id(catalogue::TypedKindId(kind));
+      } else {
+        d.set_kind_id(std::string(kind_id));
+      }
+      entry.offline_after = OfflineAfter(*kinds_, d);
+    }
+    if (fresh) {
       ++part.stats.devices_total;
       ++part.stats.devices_unregistered;
       part.stats_dirty = true;
     }
     MarkDirty(entry);
     return entry;
+  }
+
+  // The catalogue of a rule set's activation comes into force (none recorded: the one in
+  // force stays). Devices' intervals follow it, and the offline watch is set up anew.
+  void UseCatalogueOf(const v1::RulesetActivated& activated) {
+    if (!activated.has_catalogue()) return;
+    kinds_ = catalogue::KindTable::FromCatalogue(activated.catalogue().catalogue());
+    for (auto& [p, part] : parts_) part.offline_due = {};
+    for (auto& [key, entry] : devices_) {
+      entry.offline_after = OfflineAfter(*kinds_, entry.view);
+      entry.watched = false;
+      if (entry.view.online()) Watch(parts_[entry.view.partition()], entry);
+    }
   }
 
   void MarkDirty(DeviceEntry& entry) {
@@ -516,7 +564,7 @@ class Projections::Generation {
   // SensorReading as stored. The caller has advanced the partition's time.
   void FoldReading(Part& part, kernel::Sequence seq, absl::Time t,
                    const projections::ReadingHeader& header, std::string_view bytes) {
-    DeviceEntry& entry = Device(part, header.device_id, header.kind);
+    DeviceEntry& entry = Device(part, header.device_id, header.kind, header.kind_id);
     v1::DeviceView& d = entry.view;
     d.set_readings(d.readings() + 1);
     // Readings may arrive out of order (a device that buffered while offline): the window
@@ -571,7 +619,7 @@ class Projections::Generation {
       }
       case v1::Event::kDeviceRegistered: {
         const v1::DeviceRegistered& reg = e.device_registered();
-        DeviceEntry& entry = Device(part, reg.device_id(), reg.kind());
+        DeviceEntry& entry = Device(part, reg.device_id(), reg.kind(), reg.kind_id());
         v1::DeviceView& d = entry.view;
         if (!d.registered()) {
           --part.stats.devices_unregistered;
@@ -579,8 +627,9 @@ class Projections::Generation {
         }
         d.set_registered(true);
         d.set_kind(reg.kind());
+        d.set_kind_id(reg.kind_id().empty() ? catalogue::TypedKindId(reg.kind()) : reg.kind_id());
         *d.mutable_registration() = reg;
-        entry.offline_after = OfflineAfter(d);
+        entry.offline_after = OfflineAfter(*kinds_, d);
         return absl::OkStatus();
       }
       case v1::Event::kAlertRaised: {
@@ -643,6 +692,7 @@ class Projections::Generation {
       }
       case v1::Event::kRulesetActivated:
         active_rules_ = e.ruleset_activated();
+        UseCatalogueOf(*active_rules_);
         return absl::OkStatus();
       default:
         break;
@@ -786,6 +836,8 @@ class Projections::Generation {
   absl::flat_hash_map<std::string, CaseEntry> cases_;  // By case id.
   absl::flat_hash_map<std::string, v1::TicketView> tickets_;
   std::optional<v1::RulesetActivated> active_rules_;
+  // The catalogue in force: the latest rule set activation's, else the built-in one.
+  std::shared_ptr<const catalogue::KindTable> kinds_ = catalogue::KindTable::BuiltIn();
   mutable absl::Mutex lag_mu_;
   std::map<uint32_t, kernel::Sequence> committed_;
 };
@@ -1001,7 +1053,7 @@ absl::StatusOr<Page<v1::DeviceView>> Projections::ListDevices(const DeviceFilter
   const std::shared_ptr<Generation> g = Live();
   return List<v1::DeviceView>(
       g->db(), g->dir(), kDevice, limit, token, [&](const v1::DeviceView& d) {
-        if (f.kind != v1::DEVICE_KIND_UNSPECIFIED && d.kind() != f.kind) return false;
+        if (!f.kind_id.empty() && d.kind_id() != f.kind_id) return false;
         if (!f.grid_prefix.empty() &&
             d.registration().grid().grid_code().rfind(f.grid_prefix, 0) != 0) {
           return false;
@@ -1106,6 +1158,15 @@ absl::StatusOr<v1::Statistics> Projections::GetStatistics() const {
 absl::StatusOr<std::optional<v1::RulesetActivated>> Projections::ActiveRuleSet() const {
   const std::shared_ptr<Generation> g = Live();
   return GetRecord<v1::RulesetActivated>(g->db(), g->dir(), kActiveRules);
+}
+
+absl::StatusOr<v1::ActivatedCatalogue> Projections::CatalogueInForce() const {
+  absl::StatusOr<std::optional<v1::RulesetActivated>> active = ActiveRuleSet();
+  if (!active.ok()) return active.status();
+  if (active->has_value() && (*active)->has_catalogue()) return (*active)->catalogue();
+  v1::ActivatedCatalogue built_in;
+  *built_in.mutable_catalogue() = catalogue::KindTable::BuiltIn()->catalogue();
+  return built_in;
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Projections::Dump() const {

@@ -13,10 +13,11 @@
 // Folding. Partition by partition, in log order. Time is the partition's event time
 // (the running maximum over its events, clock ticks included), never the wall clock:
 // a device goes offline once that time passes its last reading by three reporting
-// intervals. Devices' live state is kept in memory (about 1 KB per device) and written
-// when it changes; alerts, cases and tickets are read when touched and written at the
-// next commit. Statistics are kept incrementally: when a case changes, its old
-// contribution is taken out and its new one added.
+// intervals (its registered one, else its kind's in the catalogue in force: the latest
+// RulesetActivated's catalogue, else the built-in one). Devices' live state is kept in memory
+// (about 1 KB per device) and written when it changes; alerts, cases and tickets are read when
+// touched and written at the next commit. Statistics are kept incrementally: when a case changes,
+// its old contribution is taken out and its new one added.
 //
 // Rebuild. `Rebuild()` folds a new generation from sequence 0 beside the live one,
 // which keeps serving queries and following the log; when the new one has caught up it
@@ -49,8 +50,8 @@ namespace cityops::views {
 inline constexpr size_t kRecentReadings = 8;
 
 struct DeviceFilter {
-  v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // Any kind.
-  std::string grid_prefix;                            // District, street or grid code.
+  std::string kind_id;      // The catalogue's id of a kind ("gas_detector"); empty: any.
+  std::string grid_prefix;  // District, street or grid code.
   std::optional<bool> online;
   bool unregistered_only = false;
 };
@@ -126,6 +127,10 @@ class Projections {
                                                    std::string_view page_token = {}) const;
   absl::StatusOr<v1::Statistics> GetStatistics() const;
   absl::StatusOr<std::optional<v1::RulesetActivated>> ActiveRuleSet() const;
+  // The catalogue in force: that of the latest rule set activation, else (a log written
+  // before activations carried one) the built-in catalogue, with an empty source path
+  // and digest. Devices are named and go offline by it.
+  absl::StatusOr<v1::ActivatedCatalogue> CatalogueInForce() const;
   std::vector<PartitionLag> Lag() const;
   // Every key and value of the live generation, for comparing two of them.
   absl::StatusOr<std::vector<std::pair<std::string, std::string>>> Dump() const;
