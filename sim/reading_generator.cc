@@ -29,6 +29,9 @@ std::string DeviceId(v1::DeviceKind kind, int minor_class, size_t serial) {
     case v1::DEVICE_KIND_FLOOD_GAUGE:
       major = 90, minor_class = 3;
       break;
+    case v1::DEVICE_KIND_UNSPECIFIED:
+      major = 93;
+      break;
     default:
       break;
   }

@@ -33,7 +33,9 @@ struct FleetOptions {
 // A device id in the GB/T 30428 component-code style: county 6 digits ("310104",
 // Xuhui), major class 2, minor class 2, serial 6. Manhole covers use the manhole minors
 // (0101 water supply ... 0111 gas); elevators (9001), curtain walls (9002) and flood
-// gauges (9003) use extension classes, as the standard has none for them.
+// gauges (9003) use extension classes, as the standard has none for them; so do the
+// catalogue-only kinds (DEVICE_KIND_UNSPECIFIED): 93xx, xx the kind's place among the
+// catalogue's catalogue-only kinds (9301 the first).
 std::string DeviceId(v1::DeviceKind kind, int minor_class, size_t serial);
 
 class ReadingGenerator {
