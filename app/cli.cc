@@ -551,7 +551,9 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   demo->add_flag("--allow-plaintext", demo_options.demo.allow_plaintext,
                  "Listen beyond loopback (--listen 0.0.0.0) in plain HTTP all the same: the "
                  "demo's tokens then cross the network unencrypted (a warning is logged)");
-  demo->add_option("--devices", demo_options.demo.devices, "Devices in the city")
+  demo->add_option("--devices", demo_options.demo.devices,
+                   "Devices of the four typed kinds in the city (the catalogue-only kinds "
+                   "come on top, in the catalogue's shares)")
       ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
       ->capture_default_str();
   demo->add_option("--scenario", demo_options.demo.scenario, "normal, typhoon or elevator-wave")
