@@ -124,7 +124,8 @@ void KindModel::Fill(uint64_t device_key, std::mt19937_64& rng,
         break;
       }
       case v1::METRIC_TYPE_COUNTER: {
-        uint64_t& total = counters[k];
+        uint64_t none = 0;  // Without a place to keep it, the count of this reading.
+        uint64_t& total = k < counters.size() ? counters[k] : none;
         if (o != nullptr && o->value) {
           total = std::max(total, static_cast<uint64_t>(std::max(0.0, *o->value)));
         } else if (baseline > 0) {
