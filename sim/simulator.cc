@@ -134,6 +134,27 @@ const std::vector<Episode>& Episodes() {
          {{0, 30}, {10, 42}, {20, 65}, {25, 90}, {30, 110}, {40, 80}, {60, 45}, {90, 32}}},
         {"current_a", {{0, 32}, {10, 44}, {20, 52}, {24.99, 55}, {25, 0}, {90, 0}}}},
        {{"smoke", "temperature_c", 60}, {"power_cut", "current_a", 0, true}}},
+      // Cooking smoke at dinner time sets off a few stairwell detectors (false alarms).
+      {"smoke_detector",
+       {Scenario::kNormalDay},
+       0,
+       18,
+       20,
+       100,
+       37,
+       {{"smoke_db_per_m", {{0, 0.02}, {5, 0.22}, {10, 0.3}, {20, 0.02}}}},
+       {{"alarm", "smoke_db_per_m", 0.15}}},
+      // A hydrant opened without a permit (street cleaning, a construction site): the
+      // network's pressure sags while it runs.
+      {"fire_hydrant",
+       {Scenario::kNormalDay},
+       150,
+       -1,
+       45,
+       150,
+       95,
+       {{"pressure_mpa", {{0, 0.3}, {2, 0.16}, {40, 0.17}, {45, 0.3}}}},
+       {{"opened", "pressure_mpa", 0.2, true}}},
       // Sites pouring concrete past 22 h without a night permit (limit 55 dB(A) at night,
       // GB 12523).
       {"noise_meter",

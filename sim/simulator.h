@@ -18,8 +18,9 @@
 // kitchen gas leak on a normal day (gas_lel_pct past 25 %LEL about 11 minutes after 90
 // minutes into the day, alarm and shut-off valve with it), an e-bike charging shed
 // overheating at 19:30 (normal day and elevator wave: current and temperature up, smoke
-// from 60 C, protection cuts the power at 90 C) and construction sites pouring concrete
-// from 22:00 into the night at 63-66 dB(A) (normal day).
+// from 60 C, protection cuts the power at 90 C), construction sites pouring concrete
+// from 22:00 into the night at 63-66 dB(A), cooking smoke setting off a few detectors at
+// 18:00 and a hydrant opened without a permit 150 minutes in (normal day).
 //
 // Simulated time is independent of wall time: the caller paces it. Seeded and
 // deterministic: the same city, options and calls give the same readings.
