@@ -313,6 +313,9 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->excludes(sim_bootstrap);
   sim->add_option("--devices-out", sim_options.devices_out,
                   "With --out: write the registrations as JSON lines to this file");
+  sim->add_flag("--catalogue-kinds", sim_options.catalogue_kinds,
+                "Add devices of the catalogue-only kinds (fire hydrants, gas detectors, ...) "
+                "in the built-in catalogue's shares, on top of --devices");
 
   CLI::App* rules = app.add_subcommand("rules", "Rule sets: check and activate.");
   rules->require_subcommand(1);
@@ -548,7 +551,9 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
   demo->add_flag("--allow-plaintext", demo_options.demo.allow_plaintext,
                  "Listen beyond loopback (--listen 0.0.0.0) in plain HTTP all the same: the "
                  "demo's tokens then cross the network unencrypted (a warning is logged)");
-  demo->add_option("--devices", demo_options.demo.devices, "Devices in the city")
+  demo->add_option("--devices", demo_options.demo.devices,
+                   "Devices of the four typed kinds in the city (the catalogue-only kinds "
+                   "come on top, in the catalogue's shares)")
       ->check(CLI::Range(uint32_t{1}, uint32_t{999'999}))
       ->capture_default_str();
   demo->add_option("--scenario", demo_options.demo.scenario, "normal, typhoon or elevator-wave")

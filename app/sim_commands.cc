@@ -22,6 +22,7 @@ absl::Status SimCommand(const SimCommandOptions& options, std::ostream& out,
   sim::CityOptions city_options;
   city_options.seed = options.seed;
   city_options.devices = options.devices;
+  city_options.catalogue_kinds = options.catalogue_kinds;
   const sim::City city = sim::GenerateCity(city_options);
   const absl::Duration duration = absl::Minutes(options.minutes);
   sim::SimulatorOptions sim_options;

@@ -16,6 +16,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/synchronization/mutex.h"
+#include "catalogue/catalogue.h"
+#include "catalogue/kinds.h"
 #include "daemon/config.h"
 #include "daemon/daemon.h"
 #include "daemon/logging.h"
@@ -239,6 +241,11 @@ class Demo::Impl {
     sim::CityOptions city;
     city.seed = options_.seed;
     city.devices = options_.devices;
+    // The configured catalogue's kinds, the catalogue-only ones on top of the typed.
+    absl::StatusOr<catalogue::LoadedCatalogue> loaded =
+        catalogue::LoadConfiguredCatalogue(config.catalogue().file());
+    if (!loaded.ok()) return loaded.status();
+    city.kinds = catalogue::KindTable::FromCatalogue(loaded->catalogue);
     city_ = sim::GenerateCity(city);
     if (!sim::ParseScenario(options_.scenario, &scenario_)) {
       return absl::InvalidArgumentError(absl::StrFormat(

@@ -4,8 +4,9 @@
 #include <cmath>
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
-#include "kernel/device_kinds.h"
+#include "sim/kind_model.h"
 #include "sim/reading_generator.h"
 
 namespace cityops::sim {
@@ -38,6 +39,43 @@ constexpr uint8_t kManholeMinors[] = {1, 2, 3, 3, 4, 4, 5, 6, 7, 11, 14};
 
 double ClampLat(double v) { return std::clamp(v, 31.0, 31.4); }
 double ClampLon(double v) { return std::clamp(v, 121.2, 121.7); }
+
+// Devices of the catalogue-only kinds, after the typed ones, in the catalogue's shares
+// (see city.h), from their own generator so that the typed devices do not change.
+void AddCatalogueDevices(City* city) {
+  const std::vector<catalogue::Kind>& kinds = city->kinds->kinds();
+  double typed_share = 0;
+  for (const catalogue::Kind& k : kinds) {
+    if (k.typed != v1::DEVICE_KIND_UNSPECIFIED && k.spec != nullptr) {
+      typed_share += k.spec->simulation().share();
+    }
+  }
+  if (typed_share <= 0) typed_share = 1;
+  const double typed = static_cast<double>(city->devices.size());
+  std::mt19937_64 rng(city->options.seed ^ 0x5eed'ca7a'1095'0002ULL);
+  std::normal_distribution<double> normal(0, 1);
+  const uint32_t grids = static_cast<uint32_t>(city->grids.size());
+  std::uniform_int_distribution<uint32_t> pick_grid(0, grids - 1);
+  int minor = 0;  // Device class 93xx.
+  for (const catalogue::Kind& k : kinds) {
+    if (k.typed != v1::DEVICE_KIND_UNSPECIFIED || k.spec == nullptr) continue;
+    ++minor;
+    if (k.index >= kNoKind || minor > 99) continue;
+    const double share = std::max(0.0, k.spec->simulation().share());
+    size_t count = static_cast<size_t>(std::llround(typed * share / typed_share));
+    count = std::min(count, 999'999 - std::min<size_t>(999'999, city->devices.size()));
+    for (size_t j = 0; j < count; ++j) {
+      Device& d = city->devices.emplace_back();
+      d.grid = pick_grid(rng);
+      const Grid& g = city->grids[d.grid];
+      d.latitude_deg = static_cast<float>(ClampLat(g.latitude_deg + 0.002 * normal(rng)));
+      d.longitude_deg = static_cast<float>(ClampLon(g.longitude_deg + 0.002 * normal(rng)));
+      d.kind = v1::DEVICE_KIND_UNSPECIFIED;
+      d.kind_index = static_cast<uint8_t>(k.index);
+      d.minor_class = static_cast<uint8_t>(minor);
+    }
+  }
+}
 
 }  // namespace
 
@@ -78,9 +116,11 @@ v1::DeviceRegistered City::Registration(size_t i) const {
   r.mutable_grid()->set_grid_code(g.code);
   r.mutable_location()->set_latitude_deg(std::round(d.latitude_deg * 1e6) / 1e6);
   r.mutable_location()->set_longitude_deg(std::round(d.longitude_deg * 1e6) / 1e6);
-  r.mutable_reporting_interval()->set_seconds(
-      absl::ToInt64Seconds(kernel::DefaultReportingInterval(d.kind)));
-  const char* kind_name = "device";
+  r.mutable_reporting_interval()->set_seconds(absl::ToInt64Seconds(ReportingInterval(i)));
+  // Typed kinds register as they always have (by `kind`); catalogue-only ones by kind_id.
+  const catalogue::Kind* kind = KindOf(i);
+  if (d.kind == v1::DEVICE_KIND_UNSPECIFIED && kind != nullptr) r.set_kind_id(kind->id);
+  std::string kind_name = "device";
   switch (d.kind) {
     case v1::DEVICE_KIND_MANHOLE_COVER: {
       kind_name = "manhole cover";
@@ -116,15 +156,28 @@ v1::DeviceRegistered City::Registration(size_t i) const {
       break;
     }
     default:
+      if (kind != nullptr) {
+        if (kind->spec != nullptr) kind_name = absl::AsciiStrToLower(kind->spec->name().en());
+        *r.mutable_archive_values() =
+            ArchiveOf(*kind, options.seed ^ (static_cast<uint64_t>(i) << 20), s.name);
+      }
       break;
   }
   r.set_name(absl::StrFormat("%s %d, %s, %s", kind_name, i, s.name, dist.name));
   return r;
 }
 
+absl::Duration City::ReportingInterval(size_t i) const {
+  if (const catalogue::Kind* kind = KindOf(i)) return kind->reporting_interval;
+  const catalogue::Kind* built_in = catalogue::KindTable::BuiltIn()->FindTyped(devices[i].kind);
+  return built_in != nullptr ? built_in->reporting_interval : absl::Hours(1);
+}
+
 City GenerateCity(const CityOptions& options) {
   City city;
   city.options = options;
+  city.kinds = options.kinds != nullptr ? options.kinds : catalogue::KindTable::BuiltIn();
+  city.options.kinds = city.kinds;
   city.options.devices = std::min<size_t>(options.devices, 999'999);
   city.options.districts = std::clamp(options.districts, 1, 16);
   const CityOptions& o = city.options;
@@ -198,15 +251,19 @@ City GenerateCity(const CityOptions& options) {
       d.minor_class = kManholeMinors[static_cast<size_t>(unit(rng) * std::size(kManholeMinors))];
       d.flag = city.districts[city.streets[g.street].district].urban;
     }
+    const catalogue::Kind* kind = city.kinds->FindTyped(d.kind);
+    if (kind != nullptr && kind->index < kNoKind) d.kind_index = static_cast<uint8_t>(kind->index);
   }
+  if (o.catalogue_kinds) AddCatalogueDevices(&city);
+  const size_t total = city.devices.size();
 
   // Index devices by grid (counting sort, stable by device index).
   city.grid_start.assign(grids + 1, 0);
   for (const Device& d : city.devices) ++city.grid_start[d.grid + 1];
   for (uint32_t g = 0; g < grids; ++g) city.grid_start[g + 1] += city.grid_start[g];
-  city.devices_in_grid.resize(n);
+  city.devices_in_grid.resize(total);
   std::vector<uint32_t> fill(city.grid_start.begin(), city.grid_start.end() - 1);
-  for (size_t i = 0; i < n; ++i) {
+  for (size_t i = 0; i < total; ++i) {
     city.devices_in_grid[fill[city.devices[i].grid]++] = static_cast<uint32_t>(i);
   }
   return city;

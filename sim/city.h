@@ -1,7 +1,13 @@
 // A generated city: districts, streets and residential grids in the Beijing grid-cell
 // code style (district 6 digits, street 9, grid 15; see proto/README.md, `GridRef`), and
-// devices of the four kinds placed in the grids with coordinates and archive data. Seeded
-// and deterministic: the same options give the same city.
+// devices placed in the grids with coordinates and archive data. Seeded and deterministic:
+// the same options give the same city.
+//
+// The devices: `devices` of the four typed kinds in the shares of the options (their
+// generation does not depend on the catalogue), then, on top of them, devices of every
+// catalogue-only kind of the catalogue in the catalogue's `simulation.share`: a kind of
+// share s gets devices x s / (sum of the typed kinds' shares), so that of the whole city it
+// has about its share.
 //
 // Devices are stored compactly (about 32 bytes each) so that a city of 500,000 devices
 // takes a few seconds and a few tens of megabytes; `Registration(i)` builds the
@@ -11,10 +17,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "catalogue/kinds.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/reading.pb.h"
 
@@ -34,6 +42,10 @@ struct CityOptions {
   int flood_gauge_pct = 10;
   int low_lying_pct = 15;  // Share of grids that are low-lying.
   int maintenance_contractors = 8;
+  // The catalogue whose kinds the city has; null: catalogue::KindTable::BuiltIn().
+  std::shared_ptr<const catalogue::KindTable> kinds;
+  // Add the devices of the catalogue-only kinds on top of `devices`.
+  bool catalogue_kinds = true;
 };
 
 struct District {
@@ -57,6 +69,8 @@ struct Grid {
   bool low_lying = false;
 };
 
+inline constexpr uint8_t kNoKind = 255;
+
 // One device, compactly. Kind-specific fields are documented per kind.
 struct Device {
   uint32_t grid = 0;  // Index into City::grids.
@@ -65,8 +79,10 @@ struct Device {
   float value = 0;      // Elevator: rated speed m/s. Curtain wall: height m.
   uint16_t year = 0;    // Elevator: installed. Curtain wall: built.
   uint16_t floors = 0;  // Elevator and curtain wall.
-  v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;
-  uint8_t minor_class = 0;  // Manhole covers: GB/T 30428 minor class (1 = 0101 ...).
+  v1::DeviceKind kind = v1::DEVICE_KIND_UNSPECIFIED;  // UNSPECIFIED: a catalogue-only kind.
+  uint8_t kind_index = kNoKind;  // Into City::kinds->kinds(); kNoKind when not in it.
+  uint8_t minor_class = 0;  // Catalogue-only kinds: device class 93xx (sim::DeviceId).  // Manhole
+                            // covers: GB/T 30428 minor class (1 = 0101 ...).
   uint8_t contractor = 0;   // Elevators: maintenance contractor index.
   // Manhole: urban road. Curtain wall: crowded public place. Flood gauge: underpass.
   bool flag = false;
@@ -74,6 +90,7 @@ struct Device {
 
 struct City {
   CityOptions options;
+  std::shared_ptr<const catalogue::KindTable> kinds;  // Never null.
   std::vector<District> districts;
   std::vector<Street> streets;
   std::vector<Grid> grids;
@@ -84,6 +101,14 @@ struct City {
 
   // sim::DeviceId(kind, minor, i).
   std::string DeviceIdOf(size_t i) const;
+  // The catalogue's kind of device i; null for a typed kind the catalogue lacks.
+  const catalogue::Kind* KindOf(size_t i) const {
+    const uint8_t k = devices[i].kind_index;
+    return k == kNoKind ? nullptr : &kinds->kinds()[k];
+  }
+  // The heartbeat of device i: its catalogue kind's reporting interval (for a typed kind
+  // the catalogue lacks, the built-in catalogue's).
+  absl::Duration ReportingInterval(size_t i) const;
   // The registration of device i: grid, location, name, reporting interval, archive.
   v1::DeviceRegistered Registration(size_t i) const;
   const Grid& GridOf(size_t i) const { return grids[devices[i].grid]; }

@@ -29,6 +29,9 @@ std::string DeviceId(v1::DeviceKind kind, int minor_class, size_t serial) {
     case v1::DEVICE_KIND_FLOOD_GAUGE:
       major = 90, minor_class = 3;
       break;
+    case v1::DEVICE_KIND_UNSPECIFIED:
+      major = 93;
+      break;
     default:
       break;
   }
@@ -40,8 +43,38 @@ ReadingGenerator::ReadingGenerator(const FleetOptions& options)
   devices_.reserve(options.devices);
   std::uniform_int_distribution<int> percent(0, 99);
   std::normal_distribution<double> noise(0, 1);
+  std::uniform_real_distribution<double> unit(0, 1);
+  // The catalogue-only kinds and their cumulative shares.
+  std::vector<double> shares;
+  if (options.catalogue_pct > 0) {
+    kinds_ = options.kinds != nullptr ? options.kinds : catalogue::KindTable::BuiltIn();
+    double total = 0;
+    for (const catalogue::Kind& k : kinds_->kinds()) {
+      if (k.typed != v1::DEVICE_KIND_UNSPECIFIED || k.spec == nullptr) continue;
+      models_.emplace_back(k);
+      total += std::max(0.0, k.spec->simulation().share());
+      shares.push_back(total);
+    }
+    for (double& s : shares) s = total > 0 ? s / total : 1;
+  }
+  const int catalogue_pct = models_.empty() ? 0 : options.catalogue_pct;
   for (size_t i = 0; i < options.devices; ++i) {
-    const int p = percent(rng_);
+    const int p = percent(rng_) - catalogue_pct;
+    if (p < 0) {
+      const double u = unit(rng_);
+      size_t m = 0;
+      while (m + 1 < shares.size() && u >= shares[m]) ++m;
+      Device d{DeviceId(v1::DEVICE_KIND_UNSPECIFIED, static_cast<int>(m) + 1, i),
+               v1::DEVICE_KIND_UNSPECIFIED,
+               0,
+               0,
+               -1,
+               {}};
+      d.model = static_cast<int>(m);
+      d.counters.assign(models_[m].kind().metrics.size(), 0);
+      devices_.push_back(std::move(d));
+      continue;
+    }
     v1::DeviceKind kind = v1::DEVICE_KIND_MANHOLE_COVER;
     if (p < options.elevator_pct) {
       kind = v1::DEVICE_KIND_ELEVATOR;
@@ -51,7 +84,7 @@ ReadingGenerator::ReadingGenerator(const FleetOptions& options)
       kind = v1::DEVICE_KIND_FLOOD_GAUGE;
     }
     const int minor = kManholeMinors[i % std::size(kManholeMinors)];
-    Device d{DeviceId(kind, minor, i), kind, 0, 0};
+    Device d{DeviceId(kind, minor, i), kind, 0, 0, -1, {}};
     switch (kind) {
       case v1::DEVICE_KIND_MANHOLE_COVER:
         d.baseline = std::abs(noise(rng_)) * 0.8;  // Installed tilt, degrees.
@@ -82,6 +115,12 @@ void ReadingGenerator::Next(v1::SensorReading* out) {
   std::normal_distribution<double> noise(0, 1);
   std::uniform_real_distribution<double> unit(0, 1);
   const double hour = std::fmod(absl::ToDoubleHours(t - absl::UnixEpoch()) + 8, 24);  // UTC+8
+  if (d.model >= 0) {
+    const KindModel& model = models_[static_cast<size_t>(d.model)];
+    out->set_kind_id(model.kind().id);
+    model.Fill(options_.seed ^ (static_cast<uint64_t>(next_device_) << 24), rng_, {}, d.counters,
+               out->mutable_values());
+  }
   switch (d.kind) {
     case v1::DEVICE_KIND_MANHOLE_COVER: {
       v1::ManholeCoverMetrics* m = out->mutable_manhole_cover();

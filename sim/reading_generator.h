@@ -10,12 +10,15 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "absl/time/time.h"
+#include "catalogue/kinds.h"
 #include "cityops/v1/reading.pb.h"
+#include "sim/kind_model.h"
 
 namespace cityops::sim {
 
@@ -28,12 +31,20 @@ struct FleetOptions {
   int elevator_pct = 30;
   int curtain_wall_pct = 5;
   int flood_gauge_pct = 15;
+  // Share of devices of the catalogue-only kinds, in percent, split between them in their
+  // catalogue shares; they send `values` readings (sim/kind_model.h). 0 (the default)
+  // keeps the four typed kinds, and the readings exactly as they were.
+  int catalogue_pct = 0;
+  // The catalogue; null: catalogue::KindTable::BuiltIn().
+  std::shared_ptr<const catalogue::KindTable> kinds;
 };
 
 // A device id in the GB/T 30428 component-code style: county 6 digits ("310104",
 // Xuhui), major class 2, minor class 2, serial 6. Manhole covers use the manhole minors
 // (0101 water supply ... 0111 gas); elevators (9001), curtain walls (9002) and flood
-// gauges (9003) use extension classes, as the standard has none for them.
+// gauges (9003) use extension classes, as the standard has none for them; so do the
+// catalogue-only kinds (DEVICE_KIND_UNSPECIFIED): 93xx, xx the kind's place among the
+// catalogue's catalogue-only kinds (9301 the first).
 std::string DeviceId(v1::DeviceKind kind, int minor_class, size_t serial);
 
 class ReadingGenerator {
@@ -46,15 +57,23 @@ class ReadingGenerator {
   size_t devices() const { return devices_.size(); }
   const std::string& device_id(size_t i) const { return devices_[i].id; }
   v1::DeviceKind kind(size_t i) const { return devices_[i].kind; }
+  // The catalogue-only kind of device i, or null for a typed one.
+  const catalogue::Kind* catalogue_kind(size_t i) const {
+    return devices_[i].model < 0 ? nullptr : &models_[devices_[i].model].kind();
+  }
 
  private:
   struct Device {
     std::string id;
     v1::DeviceKind kind;
     uint64_t readings = 0;
-    double baseline = 0;  // Kind-specific: installed tilt, gauge drift, ...
+    double baseline = 0;             // Kind-specific: installed tilt, gauge drift, ...
+    int model = -1;                  // Catalogue-only kinds: into models_.
+    std::vector<uint64_t> counters;  // Catalogue-only kinds: the counters' totals.
   };
   FleetOptions options_;
+  std::shared_ptr<const catalogue::KindTable> kinds_;
+  std::vector<KindModel> models_;  // The catalogue-only kinds.
   std::vector<Device> devices_;
   size_t next_device_ = 0;
   uint64_t round_ = 0;

@@ -2,10 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <span>
+#include <string_view>
 #include <utility>
 
 #include "absl/strings/str_format.h"
-#include "kernel/device_kinds.h"
 #include "kernel/proto_time.h"
 
 namespace cityops::sim {
@@ -20,12 +21,6 @@ uint64_t Mix(uint64_t x) {  // splitmix64's finalizer.
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
   x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
   return x ^ (x >> 31);
-}
-
-// A uniform [0, 1) number from a hash of its arguments: stateless randomness for
-// offline spells, which must not depend on the order in which devices report.
-double HashUnit(uint64_t seed, uint64_t a, uint64_t b) {
-  return static_cast<double>(Mix(Mix(seed ^ Mix(a)) ^ b) >> 11) * 0x1.0p-53;
 }
 
 // Rounded to the sensor's resolution; never -0, which JSON would not round-trip.
@@ -60,6 +55,135 @@ bool IsDoorFault(int code) {
   return code == 4 || code == 11 || code == 12 || code == 13 || code == 20;
 }
 
+// The scenario roles of the catalogue-only kinds (catalogue/city.yaml, `scenario_role`):
+// the one place the simulator names such kinds and their metrics. Whatever the catalogue
+// lacks is skipped.
+
+// A metric's baseline during some hours of the local day (UTC+8), in every scenario.
+struct DiurnalRole {
+  const char* kind;
+  const char* metric;
+  double from_hour;  // Wraps past midnight when after to_hour.
+  double to_hour;
+  double baseline;
+  double noise;  // < 0: the model's.
+};
+constexpr DiurnalRole kDiurnal[] = {
+    // Sites stop at night (22-6 h): the meters hear the street.
+    {"noise_meter", "noise_leq_dba", 22, 6, 45, 2},
+    {"noise_meter", "noise_lmax_dba", 22, 6, 56, 3},
+    // Evening peak 18-22 h: residents plug in.
+    {"ebike_charging_shed", "current_a", 18, 22, 30, -1},
+    {"ebike_charging_shed", "temperature_c", 18, 22, 29, -1},
+    {"ebike_charging_shed", "sockets_in_use", 18, 22, 20, -1},
+};
+
+// An episode played on a few devices of a kind: its metrics follow curves over the
+// minutes since it began, flags come on when a metric's reported value first reaches a
+// level and stay on to its end, and the device reports every minute while it lasts.
+struct Curve {
+  const char* metric;
+  std::vector<std::pair<double, double>> points;  // (minute, value), linear between.
+};
+struct EpisodeFlag {
+  const char* flag;
+  const char* metric;  // On from the first reading where this metric reads...
+  double level;        // ...at least this (or, with at_most, at most this).
+  bool at_most = false;
+};
+struct Episode {
+  const char* kind;
+  std::vector<Scenario> scenarios;
+  // Minutes after the simulation's start; with start_hour >= 0, the local hour instead:
+  // the latest one at or before the start when the episode would still be on, else the
+  // next.
+  double start_minute;
+  double start_hour;
+  double minutes;    // How long it lasts.
+  int devices_per;   // One device in so many of the kind (at least one)...
+  double stagger_m;  // ...each this many minutes after the previous one.
+  std::vector<Curve> curves;
+  std::vector<EpisodeFlag> flags;
+};
+
+const std::vector<Episode>& Episodes() {
+  static const auto* episodes = new std::vector<Episode>{
+      // A kitchen hose leaks; the detector alarms at 25 %LEL (GB/T 50493 first level) and
+      // its shut-off valve closes; the gas disperses.
+      {"gas_detector",
+       {Scenario::kNormalDay},
+       90,
+       -1,
+       120,
+       100,
+       47,
+       {{"gas_lel_pct",
+         {{0, 0.3}, {6, 8}, {12, 31}, {15, 38}, {20, 30}, {35, 12}, {60, 3}, {120, 0.5}}}},
+       {{"alarm", "gas_lel_pct", 25}, {"valve_closed", "gas_lel_pct", 25}}},
+      // A faulty battery overheats in the evening peak: current and temperature climb,
+      // smoke from 60 C, the protection cuts the power at 90 C (current 0, power_cut),
+      // the battery burns on a while.
+      {"ebike_charging_shed",
+       {Scenario::kNormalDay, Scenario::kElevatorWave},
+       0,
+       19.5,
+       90,
+       50,
+       23,
+       {{"temperature_c",
+         {{0, 30}, {10, 42}, {20, 65}, {25, 90}, {30, 110}, {40, 80}, {60, 45}, {90, 32}}},
+        {"current_a", {{0, 32}, {10, 44}, {20, 52}, {24.99, 55}, {25, 0}, {90, 0}}}},
+       {{"smoke", "temperature_c", 60}, {"power_cut", "current_a", 0, true}}},
+      // Cooking smoke at dinner time sets off a few stairwell detectors (false alarms).
+      {"smoke_detector",
+       {Scenario::kNormalDay},
+       0,
+       18,
+       20,
+       100,
+       37,
+       {{"smoke_db_per_m", {{0, 0.02}, {5, 0.22}, {10, 0.3}, {20, 0.02}}}},
+       {{"alarm", "smoke_db_per_m", 0.15}}},
+      // A hydrant opened without a permit (street cleaning, a construction site): the
+      // network's pressure sags while it runs.
+      {"fire_hydrant",
+       {Scenario::kNormalDay},
+       150,
+       -1,
+       45,
+       150,
+       95,
+       {{"pressure_mpa", {{0, 0.3}, {2, 0.16}, {40, 0.17}, {45, 0.3}}}},
+       {{"opened", "pressure_mpa", 0.2, true}}},
+      // Sites pouring concrete past 22 h without a night permit (limit 55 dB(A) at night,
+      // GB 12523).
+      {"noise_meter",
+       {Scenario::kNormalDay},
+       0,
+       22,
+       200,
+       5,
+       0,
+       {{"noise_leq_dba", {{0, 64}, {120, 66}, {180, 63}, {200, 48}}},
+        {"noise_lmax_dba", {{0, 78}, {120, 82}, {180, 77}, {200, 60}}}},
+       {}},
+  };
+  return *episodes;
+}
+
+double CurveAt(const std::vector<std::pair<double, double>>& points, double x) {
+  if (points.empty()) return 0;
+  if (x <= points.front().first) return points.front().second;
+  for (size_t i = 1; i < points.size(); ++i) {
+    if (x <= points[i].first) {
+      const auto& [x0, y0] = points[i - 1];
+      const auto& [x1, y1] = points[i];
+      return y0 + (y1 - y0) * (x - x0) / (x1 - x0);
+    }
+  }
+  return points.back().second;
+}
+
 }  // namespace
 
 bool ParseScenario(const std::string& name, Scenario* out) {
@@ -90,7 +214,8 @@ Simulator::Simulator(const City& city, const SimulatorOptions& options)
     : city_(city),
       options_(options),
       rng_(options.seed ^ 0x51a7'0000'0000'0001ULL),
-      now_(options.start) {
+      now_(options.start),
+      catalogue_rng_(options.seed ^ 0xca7a'1095'0000'0001ULL) {
   run_tag_ = Mix(options.seed ^ Mix(static_cast<uint64_t>(absl::ToUnixSeconds(options.start))) ^
                  static_cast<uint64_t>(options.scenario)) &
              0xffff'ffffULL;
@@ -120,6 +245,7 @@ Simulator::Simulator(const City& city, const SimulatorOptions& options)
   devices_.resize(city.devices.size());
   for (size_t i = 0; i < devices_.size(); ++i) {
     const Device& d = city.devices[i];
+    if (d.kind == v1::DEVICE_KIND_UNSPECIFIED) continue;  // StartCatalogueKinds.
     DeviceState& s = devices_[i];
     s.battery = static_cast<float>(unit(rng_) < 0.02 ? 6 + 14 * unit(rng_) : 60 + 40 * unit(rng_));
     s.is_stuck = unit(rng_) < 0.003;
@@ -147,7 +273,7 @@ Simulator::Simulator(const City& city, const SimulatorOptions& options)
       default:
         break;
     }
-    const int64_t interval_ms = absl::ToInt64Milliseconds(kernel::DefaultReportingInterval(d.kind));
+    const int64_t interval_ms = absl::ToInt64Milliseconds(city.ReportingInterval(i));
     Push(static_cast<int64_t>(unit(rng_) * static_cast<double>(interval_ms)),
          static_cast<uint32_t>(i), kReport);
   }
@@ -163,6 +289,69 @@ Simulator::Simulator(const City& city, const SimulatorOptions& options)
   if (options.scenario == Scenario::kElevatorWave && !city.streets.empty()) {
     std::uniform_int_distribution<uint32_t> pick(0, static_cast<uint32_t>(city.streets.size() - 1));
     for (int k = 0; k < 3; ++k) wave_cut_streets_.push_back(pick(rng_));
+  }
+  StartCatalogueKinds();
+}
+
+void Simulator::StartCatalogueKinds() {
+  const std::vector<catalogue::Kind>& kinds = city_.kinds->kinds();
+  models_.reserve(kinds.size());
+  for (const catalogue::Kind& k : kinds) models_.emplace_back(k);
+  diurnal_.resize(kinds.size());
+  for (const DiurnalRole& r : kDiurnal) {
+    const catalogue::Kind* k = city_.kinds->Find(r.kind);
+    if (k == nullptr) continue;
+    const int m = models_[static_cast<size_t>(k->index)].MetricIndex(r.metric);
+    if (m >= 0)
+      diurnal_[static_cast<size_t>(k->index)].push_back(
+          {m, r.from_hour, r.to_hour, r.baseline, r.noise});
+  }
+  std::uniform_real_distribution<double> unit(0, 1);
+  std::vector<std::vector<uint32_t>> by_kind(kinds.size());
+  for (uint32_t i = 0; i < city_.devices.size(); ++i) {
+    const Device& d = city_.devices[i];
+    if (d.kind != v1::DEVICE_KIND_UNSPECIFIED || d.kind_index == kNoKind) continue;
+    by_kind[d.kind_index].push_back(i);
+    const catalogue::Kind& k = kinds[d.kind_index];
+    bool counts = false;
+    for (const catalogue::KindMetric& m : k.metrics) counts |= m.type == v1::METRIC_TYPE_COUNTER;
+    if (counts) counters_[i].assign(k.metrics.size(), 0);
+    const int64_t interval_ms = absl::ToInt64Milliseconds(city_.ReportingInterval(i));
+    Push(static_cast<int64_t>(unit(catalogue_rng_) * static_cast<double>(interval_ms)), i, kReport);
+  }
+  const std::vector<Episode>& episodes = Episodes();
+  for (size_t e = 0; e < episodes.size(); ++e) {
+    const Episode& ep = episodes[e];
+    if (std::find(ep.scenarios.begin(), ep.scenarios.end(), options_.scenario) ==
+        ep.scenarios.end()) {
+      continue;
+    }
+    const catalogue::Kind* k = city_.kinds->Find(ep.kind);
+    if (k == nullptr || by_kind[static_cast<size_t>(k->index)].empty()) continue;
+    const std::vector<uint32_t>& pool = by_kind[static_cast<size_t>(k->index)];
+    const KindModel& model = models_[static_cast<size_t>(k->index)];
+    double t0_m = ep.start_minute;
+    if (ep.start_hour >= 0) {
+      const double since_h = std::fmod(Hour(0) - ep.start_hour + 48, 24);
+      t0_m = since_h * 60 < ep.minutes ? -since_h * 60 : (24 - since_h) * 60;
+    }
+    const size_t n = std::max<size_t>(1, pool.size() / static_cast<size_t>(ep.devices_per));
+    for (size_t j = 0; j < n; ++j) {
+      const uint32_t i =
+          pool[static_cast<size_t>(unit(catalogue_rng_) * static_cast<double>(pool.size()))];
+      if (episodes_.contains(i)) continue;
+      DeviceEpisode de;
+      de.episode = e;
+      de.t0_ms = static_cast<int64_t>((t0_m + ep.stagger_m * static_cast<double>(j)) * 60'000);
+      de.end_ms = de.t0_ms + static_cast<int64_t>(ep.minutes * 60'000);
+      for (const Curve& c : ep.curves) de.metrics.push_back(model.MetricIndex(c.metric));
+      for (const EpisodeFlag& f : ep.flags) de.flags.push_back(model.MetricIndex(f.flag));
+      de.on.assign(ep.flags.size(), false);
+      for (int64_t t = de.t0_ms; t <= de.end_ms; t += 60'000) {
+        if (t >= 0) Push(t, i, kEpisodeReport);
+      }
+      episodes_[i] = std::move(de);
+    }
   }
 }
 
@@ -479,6 +668,65 @@ void Simulator::FillCurtainWall(uint32_t i, int64_t t_ms, v1::SensorReading* out
   m->set_temperature_outside_c(Round(outside, 0.1));
 }
 
+void Simulator::FillCatalogueKind(uint32_t i, int64_t t_ms, v1::SensorReading* out) {
+  const catalogue::Kind* kind = city_.KindOf(i);
+  const size_t k = static_cast<size_t>(kind->index);
+  const KindModel& model = models_[k];
+  out->set_kind_id(kind->id);
+  std::vector<MetricOverride> overrides;
+  if (!diurnal_[k].empty()) {
+    const double h = Hour(t_ms);
+    for (const Diurnal& d : diurnal_[k]) {
+      const bool on = d.from_hour <= d.to_hour ? h >= d.from_hour && h < d.to_hour
+                                               : h >= d.from_hour || h < d.to_hour;
+      if (!on) continue;
+      overrides.resize(kind->metrics.size());
+      overrides[static_cast<size_t>(d.metric)].baseline = d.baseline;
+      if (d.noise >= 0) overrides[static_cast<size_t>(d.metric)].noise = d.noise;
+    }
+  }
+  if (auto it = episodes_.find(i); it != episodes_.end()) {
+    const DeviceEpisode& de = it->second;
+    if (t_ms >= de.t0_ms && t_ms <= de.end_ms) {
+      const Episode& ep = Episodes()[de.episode];
+      const double minute = static_cast<double>(t_ms - de.t0_ms) / 60'000;
+      overrides.resize(kind->metrics.size());
+      for (size_t c = 0; c < ep.curves.size(); ++c) {
+        if (de.metrics[c] >= 0) {
+          overrides[static_cast<size_t>(de.metrics[c])].value =
+              CurveAt(ep.curves[c].points, minute);
+        }
+      }
+      for (size_t f = 0; f < ep.flags.size(); ++f) {
+        if (de.flags[f] >= 0) overrides[static_cast<size_t>(de.flags[f])].value = 0;
+      }
+    }
+  }
+  std::span<uint64_t> counters;
+  if (auto it = counters_.find(i); it != counters_.end()) counters = it->second;
+  v1::MetricValues* values = out->mutable_values();
+  model.Fill(options_.seed ^ (static_cast<uint64_t>(i) << 24), catalogue_rng_, overrides, counters,
+             values);
+  // The episode's flags, from the values just reported.
+  if (auto it = episodes_.find(i); it != episodes_.end()) {
+    DeviceEpisode& de = it->second;
+    if (t_ms < de.t0_ms || t_ms > de.end_ms) return;
+    const Episode& ep = Episodes()[de.episode];
+    for (size_t f = 0; f < ep.flags.size(); ++f) {
+      for (const v1::MetricValue& v : values->values()) {
+        const EpisodeFlag& flag = ep.flags[f];
+        if (v.name() != flag.metric) continue;
+        if (flag.at_most ? v.number() <= flag.level : v.number() >= flag.level) de.on[f] = true;
+      }
+    }
+    for (v1::MetricValue& v : *values->mutable_values()) {
+      for (size_t f = 0; f < ep.flags.size(); ++f) {
+        if (v.name() == ep.flags[f].flag) v.set_flag(de.on[f]);
+      }
+    }
+  }
+}
+
 void Simulator::FillFloodGauge(uint32_t i, int64_t t_ms, v1::SensorReading* out) {
   DeviceState& s = devices_[i];
   const Device& d = city_.devices[i];
@@ -537,10 +785,12 @@ bool Simulator::Emit(const Entry& e, v1::SensorReading* out) {
     case kAlarm:
       if (Offline(i, t_s)) return false;
       break;
+    case kEpisodeReport:  // An episode's readings get through.
+      break;
     case kReport: {
       const Device& d = city_.devices[i];
       DeviceState& s = devices_[i];
-      int64_t next_ms = absl::ToInt64Milliseconds(kernel::DefaultReportingInterval(d.kind));
+      int64_t next_ms = absl::ToInt64Milliseconds(city_.ReportingInterval(i));
       if (d.kind == v1::DEVICE_KIND_ELEVATOR) {
         if (s.fault != 0 && t_s >= s.fault_until) s.fault = 0;
         if (s.fault == 0 && !s.power_loss &&
@@ -594,7 +844,9 @@ bool Simulator::Emit(const Entry& e, v1::SensorReading* out) {
       FillFloodGauge(i, e.t_ms, out);
       break;
     default:
-      return false;
+      if (city_.KindOf(i) == nullptr) return false;
+      FillCatalogueKind(i, e.t_ms, out);
+      break;
   }
   return true;
 }

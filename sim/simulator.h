@@ -2,11 +2,25 @@
 // three scenarios (a normal day, a typhoon with rainstorm, an elevator fault wave),
 // yielding `cityops.v1.SensorReading`s in event-time order.
 //
-// Every device reports at its kind's interval (kernel::DefaultReportingInterval; flood gauges every
-// minute while the water rises, curtain walls every minute in gusts >= 17.2 m/s), plus
-// immediate alarm readings when its state changes (a cover lifted or the well full, an
-// elevator fault or power loss, a traffic spike on a cover and its "back to normal").
-// The environment (rain, wells, road water, wind, power) advances in 1-minute ticks.
+// Every device reports at its kind's interval (the catalogue's `reporting_interval`; flood
+// gauges every minute while the water rises, curtain walls every minute in gusts >= 17.2
+// m/s), plus immediate alarm readings when its state changes (a cover lifted or the well
+// full, an elevator fault or power loss, a traffic spike on a cover and its "back to
+// normal"). The environment (rain, wells, road water, wind, power) advances in 1-minute
+// ticks.
+//
+// The four typed kinds have their own models below and send typed readings. Devices of
+// the catalogue-only kinds send `values` readings (kind_id set) made from the catalogue's
+// simulation spec (sim/kind_model.h), from a generator of their own so that adding them
+// changes no typed reading. Their scenario roles (simulator.cc, kDiurnal and kEpisodes)
+// change baselines by the hour of the day (sites quiet at night, sheds busy in the
+// evening) and play episodes on a few devices, reporting every minute while they last: a
+// kitchen gas leak on a normal day (gas_lel_pct past 25 %LEL about 11 minutes after 90
+// minutes into the day, alarm and shut-off valve with it), an e-bike charging shed
+// overheating at 19:30 (normal day and elevator wave: current and temperature up, smoke
+// from 60 C, protection cuts the power at 90 C), construction sites pouring concrete
+// from 22:00 into the night at 63-66 dB(A), cooking smoke setting off a few detectors at
+// 18:00 and a hydrant opened without a permit 150 minutes in (normal day).
 //
 // Simulated time is independent of wall time: the caller paces it. Seeded and
 // deterministic: the same city, options and calls give the same readings.
@@ -20,9 +34,11 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/time/time.h"
 #include "cityops/v1/reading.pb.h"
 #include "sim/city.h"
+#include "sim/kind_model.h"
 
 namespace cityops::sim {
 
@@ -78,7 +94,15 @@ class Simulator {
   double GustMPerS(uint32_t grid) const;
 
  private:
-  enum EntryType : uint8_t { kReport, kAlarm, kSpikeEnd, kTick, kSpikeGen, kCoverFaultGen };
+  enum EntryType : uint8_t {
+    kReport,
+    kAlarm,
+    kSpikeEnd,
+    kTick,
+    kSpikeGen,
+    kCoverFaultGen,
+    kEpisodeReport,
+  };
   struct Entry {
     int64_t t_ms;
     uint64_t seq;
@@ -129,6 +153,9 @@ class Simulator {
   void FillElevator(uint32_t i, int64_t t_ms, v1::SensorReading* out);
   void FillCurtainWall(uint32_t i, int64_t t_ms, v1::SensorReading* out);
   void FillFloodGauge(uint32_t i, int64_t t_ms, v1::SensorReading* out);
+  // A device of a catalogue-only kind: `values` by its kind's model and roles.
+  void FillCatalogueKind(uint32_t i, int64_t t_ms, v1::SensorReading* out);
+  void StartCatalogueKinds();
   uint8_t ManholeAlarmState(uint32_t i) const;
   double ElevatorFaultRatePerDay(uint32_t i, int64_t t_ms) const;
 
@@ -149,6 +176,29 @@ class Simulator {
   std::vector<GridState> grids_;
   std::vector<DeviceState> devices_;
   std::vector<uint32_t> manholes_;  // Indexes of manhole covers.
+  // The catalogue-only kinds: a generator of their own, a model per kind (indexed as
+  // city_.kinds), the metrics each kind's diurnal roles change, counters' totals, the
+  // episodes played on devices.
+  struct Diurnal {
+    int metric;
+    double from_hour;
+    double to_hour;
+    double baseline;
+    double noise;  // < 0: the model's.
+  };
+  struct DeviceEpisode {
+    size_t episode;            // Into kEpisodes.
+    int64_t t0_ms;             // Its start, since the simulation's start (may be before it).
+    int64_t end_ms;            // Its end.
+    std::vector<int> metrics;  // Per curve of the episode: the kind's metric, or -1.
+    std::vector<int> flags;    // Per flag of the episode: the kind's metric, or -1.
+    std::vector<bool> on;      // Per flag of the episode: on (it stays on to the end).
+  };
+  std::mt19937_64 catalogue_rng_;
+  std::vector<KindModel> models_;
+  std::vector<std::vector<Diurnal>> diurnal_;
+  absl::flat_hash_map<uint32_t, std::vector<uint64_t>> counters_;
+  absl::flat_hash_map<uint32_t, DeviceEpisode> episodes_;
   // Pending rescues per maintenance contractor (elevator wave and typhoon power cuts).
   std::vector<int> rescue_queue_;
   std::vector<int64_t> rescue_queue_since_;

@@ -264,6 +264,7 @@ TEST_CASE("a daemon killed mid-ingest with SIGKILL and SIGTERM loses and doubles
   city_options.devices = 600;
   city_options.districts = 1;
   city_options.streets_per_district = 3;
+  city_options.catalogue_kinds = false;  // As testing::SmallCity.
   const sim::City city = sim::GenerateCity(city_options);
   std::atomic<bool> published{false};
   absl::Status publish_status;
