@@ -397,6 +397,9 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
                    "The recorded log (a copy: `cityops log backup`)")
       ->required();
   backtest->add_option("--rules", backtest_options.rules, "The rule set to try (YAML)")->required();
+  backtest->add_option("--catalogue", backtest_options.catalogue,
+                       "The catalogue to compile the rules against (YAML; default: the built-in "
+                       "one). Use the daemon's, so that its own rule set reports no difference");
   backtest->add_option("--from", backtest_options.from,
                        "Report on what happened from this time on (RFC 3339; the rules still "
                        "run from the log's start, so that their state is right)");

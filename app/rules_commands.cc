@@ -91,7 +91,8 @@ absl::Status ReplayInto(const ReplayOptions& options, std::ostream& out, std::os
 }  // namespace
 
 absl::Status BacktestCommand(const BacktestOptions& options, std::ostream& out, std::ostream& err) {
-  absl::StatusOr<rules::LoadedRuleSet> loaded = rules::LoadRuleSetFile(options.rules);
+  absl::StatusOr<rules::LoadedRuleSet> loaded =
+      daemon::LoadConfiguredRuleSet(options.rules, options.catalogue);
   if (!loaded.ok()) return loaded.status();
   analysis::BacktestOptions backtest;
   backtest.data_dir = options.data_dir;

@@ -51,8 +51,9 @@ absl::Status ReplayCommand(const ReplayOptions& options, std::ostream& out, std:
 
 struct BacktestOptions {
   std::string data_dir;
-  std::string rules;  // The rule set file to try.
-  std::string from;   // RFC 3339; empty: the log's start.
+  std::string rules;      // The rule set file to try.
+  std::string catalogue;  // The catalogue to compile it against; empty: the built-in one.
+  std::string from;       // RFC 3339; empty: the log's start.
   std::string to;     // RFC 3339; empty: the log's end.
   std::string keep;   // Keep the backtest's log here.
   size_t examples = 10;
