@@ -547,5 +547,112 @@ TEST_CASE(
   }
 }
 
+TEST_CASE("a kind that no code mentions, added to the catalogue with a rule, is published through "
+          "Kafka and opens a case, shows on the map and counts in the statistics",
+          "[daemon][catalogue][slow]") {
+  testing::TempDir dir;
+  auto kafka = StartCluster();
+  const std::string data = dir.Sub("data");
+  // The shipped catalogue and rules, each with one entry more: rooftop water tanks.
+  std::string catalogue = ReadFile(std::string(CITYOPS_SOURCE_DIR) + "/catalogue/city.yaml");
+  const size_t at = catalogue.find("\ncategories:");
+  REQUIRE(at != std::string::npos);
+  catalogue.insert(at + 1,
+                   "  - id: water_tank\n"
+                   "    name: {zh: 二次供水水箱, en: Rooftop water tank}\n"
+                   "    department: water-authority\n"
+                   "    reporting_interval: 15m\n"
+                   "    metrics:\n"
+                   "      - {name: level_pct, label: {zh: 水位, en: Level}, type: number, unit: \"%\", "
+                   "min: 0, max: 100}\n"
+                   "      - {name: overflow, label: {zh: 溢流, en: Overflowing}, type: flag}\n\n");
+  const std::string catalogue_path = dir.Sub("tanks.yaml");
+  std::ofstream(catalogue_path) << catalogue;
+  const std::string rules_path = dir.Sub("rules.yaml");
+  std::ofstream(rules_path) << ReadFile(std::string(CITYOPS_SOURCE_DIR) + "/rules/default.yaml")
+                            << "\n"
+                               "  - id: tank.overflow\n"
+                               "    description: Rooftop water tank overflowing\n"
+                               "    device_kind: water_tank\n"
+                               "    severity: major\n"
+                               "    threshold:\n"
+                               "      raise: {any: [{metric: level_pct, at_least: 98}, {metric: "
+                               "overflow, equals: \"true\"}]}\n"
+                               "      hold_for: 2m\n"
+                               "    case:\n"
+                               "      open_case: true\n"
+                               "      category: {code: \"E0111\", name: \"Road waterlogging\"}\n"
+                               "      department: water-authority\n"
+                               "      dispatch_level: street_center\n"
+                               "      deadlines: {register_within: 30m, dispatch_within: 30m, "
+                               "handle_within: 4h, verify_within: 1h30m, close_within: 4h}\n"
+                               "      auto_register: true\n"
+                               "      verification_window: 10m\n";
+  DaemonProcess d(data, ClusterConfig(data, kafka->bootstrap_servers()) + "catalogue: {file: " +
+                            catalogue_path + "}\nrules: {file: " + rules_path + "}\n");
+  REQUIRE(d.WaitReady());
+
+  absl::StatusOr<std::unique_ptr<ingest::RecordProducer>> producer =
+      ingest::RecordProducer::Create(kafka->bootstrap_servers());
+  REQUIRE(producer.ok());
+  v1::DeviceRegistered reg;
+  reg.set_device_id("tank-1");
+  reg.set_kind_id("water_tank");
+  reg.set_name("Rooftop tank, block 3");
+  reg.mutable_grid()->set_grid_code("310104001001001");
+  reg.mutable_grid()->set_street_code("310104001");
+  reg.mutable_grid()->set_district_code("310104");
+  reg.mutable_location()->set_latitude_deg(31.19);
+  reg.mutable_location()->set_longitude_deg(121.44);
+  REQUIRE((*producer)->Produce("cityops.devices", "tank-1", reg.SerializeAsString()).ok());
+  const absl::Time t0 = absl::FromUnixSeconds(absl::ToUnixSeconds(absl::Now())) - absl::Minutes(10);
+  int n = 0;
+  for (double level : {97.0, 99.0, 99.5, 99.8}) {
+    v1::SensorReading r;
+    r.set_device_id("tank-1");
+    r.set_kind_id("water_tank");
+    r.set_reading_id(absl::StrCat("tank-1:", n));
+    kernel::SetTimestamp(t0 + absl::Minutes(2 * n++), r.mutable_event_time());
+    v1::MetricValue* v = r.mutable_values()->add_values();
+    v->set_name("level_pct");
+    v->set_number(level);
+    REQUIRE((*producer)->Produce("cityops.readings", "tank-1", r.SerializeAsString()).ok());
+  }
+  REQUIRE((*producer)->Flush(absl::Seconds(10)).ok());
+
+  // The rule opened a case for the tank.
+  std::string cases;
+  REQUIRE(testing::WaitUntil(
+      [&] {
+        cases = testing::Get(d.port(), "/api/v1/cases?page_size=1000", testing::kViewerToken).body;
+        return cases.find("tank-1") != std::string::npos;
+      },
+      absl::Seconds(60), absl::Milliseconds(200)));
+  INFO(cases);
+  CHECK(cases.find("tank.overflow") != std::string::npos);
+  // On the map and in the device list of its kind.
+  const std::string map = testing::Get(d.port(), "/api/v1/map", testing::kViewerToken).body;
+  CHECK(map.find("\"tank-1\"") != std::string::npos);
+  CHECK(map.find("\"water_tank\"") != std::string::npos);
+  const testing::HttpReply devices =
+      testing::Get(d.port(), "/api/v1/devices?kind=water_tank", testing::kViewerToken);
+  CHECK(devices.status == 200);
+  CHECK(devices.body.find("\"tank-1\"") != std::string::npos);
+  // And in the statistics: the device, online, its alert and its case.
+  v1::Statistics stats;
+  REQUIRE(google::protobuf::util::JsonStringToMessage(
+              testing::Get(d.port(), "/api/v1/statistics", testing::kViewerToken).body, &stats)
+              .ok());
+  CHECK(stats.devices_total() == 1);
+  CHECK(stats.devices_online() == 1);
+  CHECK(stats.alerts_active() == 1);
+  CHECK(stats.cases_total() == 1);
+  // The catalogue in force names it, for the big screen.
+  const std::string served =
+      testing::Get(d.port(), "/api/v1/catalogue", testing::kViewerToken).body;
+  CHECK(served.find("二次供水水箱") != std::string::npos);
+  CHECK(WEXITSTATUS(d.Stop(SIGTERM)) == 0);
+}
+
 }  // namespace
 }  // namespace cityops
