@@ -49,6 +49,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/civil_time.h"
 #include "catalogue/kinds.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/department.h"
 
@@ -245,8 +246,34 @@ std::optional<Rejection> StripConfluentFraming(Encoding encoding, std::string_vi
 }
 
 // Size, encoding, framing and parse, shared by every record type. Fills `out`.
+// Clears `out` for a binary parse; the default, Clear(), frees a oneof's message member.
+void ClearMessage(google::protobuf::Message* out) { out->Clear(); }
+
+// A reading decoded last as `values` keeps its MetricValues (and their names' buffers),
+// emptied, as the oneof member: protobuf's Clear() would free it, and a parse into it then
+// reuses them, which saves an allocation per metric. A record without metrics then decodes
+// to empty `values`, which the decoder treats exactly as absent metrics.
+void ClearReading(google::protobuf::Message* message) {
+  auto* out = static_cast<SensorReading*>(message);
+  v1::MetricValues* kept = out->has_values() ? out->release_values() : nullptr;
+  out->Clear();
+  if (kept != nullptr) {
+    kept->Clear();
+    out->set_allocated_values(kept);
+  }
+}
+
+bool ParseBinary(std::string_view payload, void (*clear)(google::protobuf::Message*),
+                 google::protobuf::Message* out) {
+  clear(out);
+  google::protobuf::io::CodedInputStream input(reinterpret_cast<const uint8_t*>(payload.data()),
+                                               static_cast<int>(payload.size()));
+  return out->MergeFromCodedStream(&input) && input.ConsumedEntireMessage();
+}
+
 std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy& policy,
-                               google::protobuf::Message* out) {
+                               google::protobuf::Message* out,
+                               void (*clear)(google::protobuf::Message*) = &ClearMessage) {
   std::string_view payload = record.value;
   if (payload.size() > policy.max_record_bytes) {
     return Reject(v1::REJECT_CODE_OVERSIZED,
@@ -265,8 +292,7 @@ std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy
     if (std::optional<Rejection> why = StripConfluentFraming(*encoding, &payload)) return why;
   }
   if (*encoding == Encoding::kBinary) {
-    if (payload.size() > static_cast<size_t>(INT_MAX) ||
-        !out->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    if (payload.size() > static_cast<size_t>(INT_MAX) || !ParseBinary(payload, clear, out)) {
       return Reject(v1::REJECT_CODE_UNDECODABLE,
                     absl::StrFormat("%d bytes could not be parsed as protobuf %s", payload.size(),
                                     out->GetDescriptor()->full_name()));
@@ -640,12 +666,21 @@ std::string ValueAt(int i, std::string_view name) {
   return absl::StrFormat("values.values[%d] (metric %s)", i, Quote(name));
 }
 
-[[gnu::noinline]] Rejection EmptyValues(const catalogue::Kind& kind) {
+Field MemberOf(v1::DeviceKind kind);  // Below, with the typed kinds.
+
+// No metrics: neither the typed member nor a value (absent and empty `values` alike).
+[[gnu::noinline]] Rejection NoMetrics(const catalogue::Kind& kind) {
+  const std::string each = "each as {name, and number, flag, code, count or codes}";
+  if (kind.typed == v1::DEVICE_KIND_UNSPECIFIED) {
+    return Reject(v1::REJECT_CODE_MISSING_FIELD,
+                  absl::StrFormat("field values is required: at least one metric of a '%s' by "
+                                  "name (%s), %s",
+                                  kind.id, kind.MetricNames(), each));
+  }
   return Reject(v1::REJECT_CODE_MISSING_FIELD,
-                absl::StrFormat("field values.values is empty: a reading of kind '%s' needs at "
-                                "least one of its metrics (%s), each as {name, and number, flag, "
-                                "code, count or codes}",
-                                kind.id, kind.MetricNames()));
+                absl::StrFormat("field %s or values is required: the metrics of a '%s', typed or "
+                                "by name (%s), %s",
+                                Describe(MemberOf(kind.typed)), kind.id, kind.MetricNames(), each));
 }
 
 [[gnu::noinline]] Rejection UnknownMetric(const catalogue::Kind& kind, int i,
@@ -709,12 +744,24 @@ std::optional<Rejection> CheckCodes(const catalogue::KindMetric& m, const v1::Me
 
 // A reading's `values`: each a metric of `kind`, once, of its type, within its bounds.
 std::optional<Rejection> CheckValues(const catalogue::Kind& kind, const v1::MetricValues& values) {
-  if (values.values().empty()) return EmptyValues(kind);
+  if (values.values().empty()) return NoMetrics(kind);
   static_assert(catalogue::kMaxMetricSlots <= 64, "slots are bits of a uint64_t");
   uint64_t seen = 0;
+  // Producers mostly send a kind's metrics in the catalogue's order, some left out: try
+  // the metric after the last one found before the name lookup.
+  size_t next = 0;
   for (int i = 0; i < values.values_size(); ++i) {
     const v1::MetricValue& v = values.values(i);
-    const catalogue::KindMetric* m = kind.Metric(v.name());
+    const catalogue::KindMetric* m = nullptr;
+    while (next < kind.metrics.size() && kind.metrics[next].name.size() != v.name().size()) {
+      ++next;
+    }
+    if (next < kind.metrics.size() && kind.metrics[next].name == v.name()) {
+      m = &kind.metrics[next++];
+    } else {
+      m = kind.Metric(v.name());
+      next = m == nullptr ? kind.metrics.size() : static_cast<size_t>(m - kind.metrics.data()) + 1;
+    }
     if (m == nullptr) return UnknownMetric(kind, i, v.name());
     const uint64_t bit = uint64_t{1} << m->slot;
     if ((seen & bit) != 0) return DuplicateMetric(kind, i, v.name());
@@ -938,7 +985,7 @@ constexpr Field kCategoryCodeField = {"category.code", "category.code"};
 
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out) {
-  if (std::optional<Rejection> why = Parse(record, policy, out)) return why;
+  if (std::optional<Rejection> why = Parse(record, policy, out, &ClearReading)) return why;
   const SensorReading& r = *out;
   if (auto why = CheckId(r.device_id(), kDeviceIdField, Slash::kForbidden)) return why;
   if (auto why = CheckKey(record.key, r.device_id(), kDeviceIdField)) return why;
@@ -948,13 +995,7 @@ std::optional<Rejection> DecodeReading(const KafkaRecord& record, const Validati
   if (!r.has_event_time()) return Missing(kEventTimeField);
   switch (r.metrics_case()) {
     case SensorReading::METRICS_NOT_SET:
-      return Reject(v1::REJECT_CODE_MISSING_FIELD,
-                    kind->typed != v1::DEVICE_KIND_UNSPECIFIED
-                        ? absl::StrFormat("field %s (or values) is required: the metrics of a '%s'",
-                                          Describe(MemberOf(kind->typed)), kind->id)
-                        : absl::StrFormat("field values is required: the metrics of a '%s' by "
-                                          "name (%s)",
-                                          kind->id, kind->MetricNames()));
+      return NoMetrics(*kind);
     case SensorReading::kValues:
       if (auto why = CheckValues(*kind, r.values())) return why;
       break;

@@ -336,8 +336,9 @@ TEST_CASE("each required field of a reading is MISSING_FIELD, named in both spel
       {[](auto& r) { r.clear_reading_id(); }, "field reading_id (readingId) is required"},
       {[](auto& r) { r.clear_event_time(); }, "field event_time (eventTime) is required"},
       {[](auto& r) { r.clear_metrics(); },
-       "field manhole_cover (manholeCover) (or values) is required: the metrics of a "
-       "'manhole_cover'"},
+       "field manhole_cover (manholeCover) or values is required: the metrics of a "
+       "'manhole_cover', typed or by name (tilt_deg, cover_open, well_water_level_m, gas_ppm, "
+       "battery_pct), each as {name, and number, flag, code, count or codes}"},
   };
   for (const auto& [change, message] : cases) {
     const std::optional<Rejection> why = DecodeReading(Binary(With(good, change)));
@@ -1012,13 +1013,14 @@ TEST_CASE("a values reading that breaks the catalogue is refused with what, wher
            GasReading(),
            [](auto& r) { r.mutable_values()->clear_values(); },
            "MISSING_FIELD",
-           {"field values.values is empty",
-            "one of its metrics (gas_lel_pct, alarm, valve_closed, battery_pct)"}},
+           {"field values is required: at least one metric of a 'gas_detector' by name "
+            "(gas_lel_pct, alarm, valve_closed, battery_pct), each as {name, and number, flag, "
+            "code, count or codes}"}},
           {"no metrics at all",
            GasReading(),
            [](auto& r) { r.clear_values(); },
            "MISSING_FIELD",
-           {"field values is required: the metrics of a 'gas_detector' by name"}},
+           {"field values is required: at least one metric of a 'gas_detector' by name"}},
           {"code not listed",
            ValuesReading(*elevator),
            [](auto& r) { ValueNamed(r, "door_state")->set_code(9); },
@@ -1054,6 +1056,31 @@ TEST_CASE("a values reading that breaks the catalogue is refused with what, wher
   const v1::SensorReading quiet =
       With(ValuesReading(*elevator), [](auto& r) { ValueNamed(r, "fault_codes")->clear_codes(); });
   CHECK(CodeOf(DecodeReading(Binary(quiet))) == "OK");
+}
+
+TEST_CASE("a reused message gives the same verdict whatever it decoded before",
+          "[decoder][catalogue]") {
+  const v1::SensorReading none = With(GasReading(), [](auto& r) { r.clear_values(); });
+  const v1::SensorReading empty =
+      With(GasReading(), [](auto& r) { r.mutable_values()->clear_values(); });
+  const std::string expected = MessageOf(DecodeReading(Binary(none)));
+  REQUIRE_FALSE(expected.empty());
+  v1::SensorReading reused;
+  for (const v1::SensorReading& before :
+       {GasReading(), Reading(v1::DEVICE_KIND_ELEVATOR), none, empty}) {
+    REQUIRE(CodeOf(DecodeReading(Binary(before), &reused)) != "UNDECODABLE");
+    for (const v1::SensorReading& r : {none, empty}) {
+      const std::optional<Rejection> why = DecodeReading(Binary(r), &reused);
+      CHECK(CodeOf(why) == "MISSING_FIELD");
+      CHECK(MessageOf(why) == expected);
+    }
+    // And a valid reading after it decodes to exactly itself.
+    const v1::SensorReading gas = GasReading();
+    REQUIRE(CodeOf(DecodeReading(Binary(gas), &reused)) == "OK");
+    CHECK(MessageDifferencer::Equals(reused, gas));
+    REQUIRE(CodeOf(DecodeReading(Binary(Manhole()), &reused)) == "OK");
+    CHECK(MessageDifferencer::Equals(reused, Manhole()));
+  }
 }
 
 TEST_CASE("the decoder takes the kinds of the catalogue it is given", "[decoder][catalogue]") {
