@@ -247,25 +247,27 @@ std::optional<Rejection> StripConfluentFraming(Encoding encoding, std::string_vi
 
 // Size, encoding, framing and parse, shared by every record type. Fills `out`.
 // Clears `out` for a binary parse; the default, Clear(), frees a oneof's message member.
-void ClearMessage(google::protobuf::Message* out) { out->Clear(); }
+// Prepares `out` for a binary parse: true when it cleared `out` itself, keeping a member
+// to parse into; false leaves it to ParseFromArray (which clears it all).
+bool NoReuse(google::protobuf::Message*) { return false; }
 
 // A reading decoded last as `values` keeps its MetricValues (and their names' buffers),
 // emptied, as the oneof member: protobuf's Clear() would free it, and a parse into it then
 // reuses them, which saves an allocation per metric. A record without metrics then decodes
 // to empty `values`, which the decoder treats exactly as absent metrics.
-void ClearReading(google::protobuf::Message* message) {
+bool KeepValues(google::protobuf::Message* message) {
   auto* out = static_cast<SensorReading*>(message);
-  v1::MetricValues* kept = out->has_values() ? out->release_values() : nullptr;
+  if (!out->has_values()) return false;
+  v1::MetricValues* kept = out->release_values();
   out->Clear();
-  if (kept != nullptr) {
-    kept->Clear();
-    out->set_allocated_values(kept);
-  }
+  kept->Clear();
+  out->set_allocated_values(kept);
+  return true;
 }
 
-bool ParseBinary(std::string_view payload, void (*clear)(google::protobuf::Message*),
+bool ParseBinary(std::string_view payload, bool (*keep)(google::protobuf::Message*),
                  google::protobuf::Message* out) {
-  clear(out);
+  if (!keep(out)) return out->ParseFromArray(payload.data(), static_cast<int>(payload.size()));
   google::protobuf::io::CodedInputStream input(reinterpret_cast<const uint8_t*>(payload.data()),
                                                static_cast<int>(payload.size()));
   return out->MergeFromCodedStream(&input) && input.ConsumedEntireMessage();
@@ -273,7 +275,7 @@ bool ParseBinary(std::string_view payload, void (*clear)(google::protobuf::Messa
 
 std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy& policy,
                                google::protobuf::Message* out,
-                               void (*clear)(google::protobuf::Message*) = &ClearMessage) {
+                               bool (*keep)(google::protobuf::Message*) = &NoReuse) {
   std::string_view payload = record.value;
   if (payload.size() > policy.max_record_bytes) {
     return Reject(v1::REJECT_CODE_OVERSIZED,
@@ -292,7 +294,7 @@ std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy
     if (std::optional<Rejection> why = StripConfluentFraming(*encoding, &payload)) return why;
   }
   if (*encoding == Encoding::kBinary) {
-    if (payload.size() > static_cast<size_t>(INT_MAX) || !ParseBinary(payload, clear, out)) {
+    if (payload.size() > static_cast<size_t>(INT_MAX) || !ParseBinary(payload, keep, out)) {
       return Reject(v1::REJECT_CODE_UNDECODABLE,
                     absl::StrFormat("%d bytes could not be parsed as protobuf %s", payload.size(),
                                     out->GetDescriptor()->full_name()));
@@ -985,7 +987,7 @@ constexpr Field kCategoryCodeField = {"category.code", "category.code"};
 
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out) {
-  if (std::optional<Rejection> why = Parse(record, policy, out, &ClearReading)) return why;
+  if (std::optional<Rejection> why = Parse(record, policy, out, &KeepValues)) return why;
   const SensorReading& r = *out;
   if (auto why = CheckId(r.device_id(), kDeviceIdField, Slash::kForbidden)) return why;
   if (auto why = CheckKey(record.key, r.device_id(), kDeviceIdField)) return why;
