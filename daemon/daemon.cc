@@ -17,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "api/http_server.h"
 #include "catalogue/catalogue.h"
+#include "catalogue/kinds.h"
 #include "daemon/config.h"
 #include "daemon/rule_activation.h"
 #include "ingest/embedded_kafka.h"
@@ -151,21 +152,15 @@ class Daemon::Impl {
     if (!created.ok()) return created.status();
     outbox_ = *std::move(created);
 
-    // The physical bounds ingest checks numbers against, from the configured catalogue, as
-    // it is at start (a changed catalogue's bounds take effect at the next start).
+    // The kinds ingest accepts (their metrics, codes, bounds and archive fields), from the
+    // configured catalogue as it is at start (a changed catalogue takes effect at the next
+    // start).
     absl::StatusOr<catalogue::LoadedCatalogue> catalogue =
         catalogue::LoadConfiguredCatalogue(config_.catalogue().file());
     if (!catalogue.ok()) return catalogue.status();
-    absl::StatusOr<ingest::PhysicalBounds> bounds =
-        ingest::PhysicalBounds::FromCatalogue(catalogue->catalogue);
-    if (!bounds.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrFormat("%s: %s", catalogue->source_path, bounds.status().message()));
-    }
-    bounds_ = std::make_unique<ingest::PhysicalBounds>(*std::move(bounds));
 
     ingest::IngestOptions ingest;
-    ingest.validation.bounds = bounds_.get();
+    ingest.validation.kinds = catalogue::KindTable::FromCatalogue(catalogue->catalogue);
     ingest.bootstrap_servers = bootstrap;
     ingest.group_id = kafka.group_id();
     ingest.topics.readings = kafka.topics().readings();
@@ -823,7 +818,6 @@ class Daemon::Impl {
   std::unique_ptr<views::Projections> views_;
   std::unique_ptr<projections::CaseWorkflow> workflow_;
   std::unique_ptr<projections::TicketOutbox> outbox_;
-  std::unique_ptr<ingest::PhysicalBounds> bounds_;  // Outlives ingester_, which uses it.
   std::unique_ptr<ingest::Ingester> ingester_;
   std::unique_ptr<api::HttpServer> http_;
   // The certificate and key new HTTPS connections get (null: plain HTTP); replaced by

@@ -5,10 +5,12 @@
 // length (cut to what is left); then the key, then the record value. Every input
 // goes through DecodeReading, DecodeReport and DecodeDevice, and each answer must hold:
 //   * a rejection has a known code other than UNSPECIFIED and a non-empty message;
-//   * an accepted record has every required field set and well formed, its kind matching
-//     its metrics or archive, its event time inside the window, its key empty or equal to
-//     its id, every floating-point number in it finite; and it is accepted again, equal,
-//     after a round trip through binary protobuf and through the JSON mapping.
+//   * an accepted record has every required field set and well formed, its kind one of the
+//     built-in catalogue's and matching its metrics or archive (values: each a metric of the
+//     kind, once, of its type, within its bounds; archive values: each a field of the kind's
+//     archive), its event time inside the window, its key empty or equal to its id, every
+//     floating-point number in it finite; and it is accepted again, equal, after a round
+//     trip through binary protobuf and through the JSON mapping.
 // A broken invariant prints what broke and aborts, which libFuzzer reports as a crash.
 // With CITYOPS_FUZZ_TRACE set, every decoder's answer is printed (run_fuzz.sh uses it to
 // check that the seeds are accepted records).
@@ -18,10 +20,12 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "catalogue/kinds.h"
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/reflection.h"
@@ -125,6 +129,56 @@ void RequireFinite(const google::protobuf::Message& m) {
 
 bool KindMatches(v1::DeviceKind kind, int oneof_case) { return oneof_case - 9 == kind; }
 
+// The catalogue kind of an accepted record: by kind_id, else by the typed kind; its typed
+// kind must be the record's.
+const catalogue::Kind& RequireKind(const std::string& kind_id, v1::DeviceKind typed) {
+  const catalogue::KindTable& kinds = *catalogue::KindTable::BuiltIn();
+  const catalogue::Kind* kind = kind_id.empty() ? kinds.FindTyped(typed) : kinds.Find(kind_id);
+  Require(kind != nullptr, "accepted a kind the catalogue does not have", kind_id);
+  Require(kind->typed == typed, "accepted a record whose kind is not its kind_id's", kind_id);
+  return *kind;
+}
+
+// Each value a metric of `kind`, once, with the member of its type, within its bounds.
+void RequireValues(const catalogue::Kind& kind, const v1::MetricValues& values) {
+  Require(values.values_size() > 0, "accepted a reading with empty values");
+  std::set<std::string> seen;
+  for (const v1::MetricValue& v : values.values()) {
+    const catalogue::KindMetric* m = kind.Metric(v.name());
+    Require(m != nullptr, "accepted a value that is not a metric of its kind", v.name());
+    Require(seen.insert(v.name()).second, "accepted a metric twice", v.name());
+    if (m->repeated) {
+      Require(v.value_case() == v1::MetricValue::VALUE_NOT_SET,
+              "accepted a single value for a list of codes", v.name());
+      continue;
+    }
+    Require(v.codes().empty(), "accepted codes for a single-valued metric", v.name());
+    double x = 0;
+    switch (m->type) {
+      case v1::METRIC_TYPE_NUMBER:
+        Require(v.value_case() == v1::MetricValue::kNumber, "accepted a number of another type",
+                v.name());
+        x = v.number();
+        break;
+      case v1::METRIC_TYPE_FLAG:
+        Require(v.value_case() == v1::MetricValue::kFlag, "accepted a flag of another type",
+                v.name());
+        continue;
+      case v1::METRIC_TYPE_CODE:
+        Require(v.value_case() == v1::MetricValue::kCode, "accepted a code of another type",
+                v.name());
+        continue;
+      default:
+        Require(v.value_case() == v1::MetricValue::kCount, "accepted a counter of another type",
+                v.name());
+        x = static_cast<double>(v.count());
+    }
+    Require(std::isfinite(x), "accepted a non-finite value", v.name());
+    Require(!m->has_min || x >= m->min, "accepted a value below its bounds", v.name());
+    Require(!m->has_max || x <= m->max, "accepted a value above its bounds", v.name());
+  }
+}
+
 // An accepted message stays accepted, and equal, through both encodings.
 template <typename M, typename Decode>
 void RequireRoundTrip(const M& accepted, std::string_view key, Decode decode) {
@@ -162,13 +216,16 @@ void FuzzReading(const KafkaRecord& record, const ValidationPolicy& policy) {
   RequireId(out->device_id(), false, "reading device_id");
   RequireId(out->reading_id(), true, "reading_id");
   RequireKey(record.key, out->device_id());
-  Require(out->kind() != v1::DEVICE_KIND_UNSPECIFIED && v1::DeviceKind_IsValid(out->kind()),
-          "accepted an unknown kind");
+  const catalogue::Kind& kind = RequireKind(out->kind_id(), out->kind());
   Require(out->has_event_time(), "accepted a reading without event_time");
   RequireEventTime(out->event_time(), policy);
   Require(out->metrics_case() != v1::SensorReading::METRICS_NOT_SET,
           "accepted a reading without metrics");
-  Require(KindMatches(out->kind(), out->metrics_case()), "accepted metrics of another kind");
+  if (out->metrics_case() == v1::SensorReading::kValues) {
+    RequireValues(kind, out->values());
+  } else {
+    Require(KindMatches(kind.typed, out->metrics_case()), "accepted metrics of another kind");
+  }
   RequireFinite(*out);
   RequireRoundTrip(*out, record.key, decode);
 }
@@ -211,12 +268,20 @@ void FuzzDevice(const KafkaRecord& record, const ValidationPolicy& policy) {
   }
   RequireId(out->device_id(), false, "registration device_id");
   RequireKey(record.key, out->device_id());
-  Require(out->kind() != v1::DEVICE_KIND_UNSPECIFIED && v1::DeviceKind_IsValid(out->kind()),
-          "accepted an unknown kind");
+  const catalogue::Kind& kind = RequireKind(out->kind_id(), out->kind());
   RequireId(out->grid().grid_code(), true, "registration grid_code");
-  Require(out->archive_case() == v1::DeviceRegistered::ARCHIVE_NOT_SET ||
-              KindMatches(out->kind(), out->archive_case()),
-          "accepted archive data of another kind");
+  if (out->archive_case() == v1::DeviceRegistered::kArchiveValues) {
+    Require(kind.typed == v1::DEVICE_KIND_UNSPECIFIED, "accepted archive values of a typed kind");
+    for (const v1::ArchiveValue& a : out->archive_values().fields()) {
+      bool known = false;
+      for (const v1::ArchiveFieldSpec& f : kind.spec->archive()) known |= f.name() == a.name();
+      Require(known, "accepted an archive value that is no archive field of its kind", a.name());
+    }
+  } else {
+    Require(out->archive_case() == v1::DeviceRegistered::ARCHIVE_NOT_SET ||
+                KindMatches(kind.typed, out->archive_case()),
+            "accepted archive data of another kind");
+  }
   RequireFinite(*out);
   RequireRoundTrip(*out, record.key, decode);
 }

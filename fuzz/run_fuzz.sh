@@ -95,6 +95,7 @@ seeds_record_decoder() {
   encode SensorReading "$src/reading_elevator.txtpb" "$tmp/elevator.bin"
   encode SensorReading "$src/reading_flood_gauge.txtpb" "$tmp/gauge.bin"
   encode DeviceRegistered "$src/device.txtpb" "$tmp/device.bin"
+  encode SensorReading "$src/reading_elevator_values.txtpb" "$tmp/elevator_values.bin"
   seed reading_manhole_json 2 3101040103000001 "$src/reading_manhole.json"
   seed reading_curtain_wall_framed_json 3 cw-7 "$src/reading_curtain_wall.json" '\x00\x00\x00\x00\x01'
   seed reading_elevator_binary 0 el-0042 "$tmp/elevator.bin"
@@ -104,6 +105,9 @@ seeds_record_decoder() {
   seed report_json 2 12345-20260921-0042 "$src/report.json"
   seed device_binary 0 el-0042 "$tmp/device.bin"
   seed device_json 2 cw-7 "$src/device.json"
+  seed reading_gas_detector_values_json 2 gd-1 "$src/reading_gas_detector_values.json"
+  seed reading_elevator_values_binary 0 el-0042 "$tmp/elevator_values.bin"
+  seed device_gas_detector_json 2 gd-1 "$src/device_gas_detector.json"
 }
 # Each decoder seed must be a record that one of the decoders accepts: a refused seed
 # (say, after a bound changed) would leave the fuzzer mutating garbage.

@@ -12,6 +12,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "catalogue/kinds.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "ingest/partitioner.h"
@@ -100,14 +101,19 @@ void ParseCsv(std::istream& in, ParsedDevices& out) {
     };
     v1::DeviceRegistered d;
     d.set_device_id(cell("device_id"));
-    std::optional<v1::DeviceKind> kind = ParseKind(cell("kind"));
-    if (!kind.has_value()) {
-      out.errors.push_back({number, absl::StrFormat("kind '%s' is not one of MANHOLE_COVER, "
-                                                    "ELEVATOR, CURTAIN_WALL, FLOOD_GAUGE",
-                                                    cell("kind"))});
+    // A typed kind by its enum name, or any kind of the built-in catalogue by its id.
+    const std::string kind_text = cell("kind");
+    if (std::optional<v1::DeviceKind> kind = ParseKind(kind_text)) {
+      d.set_kind(*kind);
+    } else if (const std::string id(absl::StripAsciiWhitespace(kind_text));
+               catalogue::KindTable::BuiltIn()->Find(id) != nullptr) {
+      d.set_kind_id(id);
+    } else {
+      out.errors.push_back(
+          {number, absl::StrFormat("kind '%s' is not a kind of the catalogue; use one of: %s",
+                                   kind_text, catalogue::KindTable::BuiltIn()->KindIds())});
       continue;
     }
-    d.set_kind(*kind);
     const std::string grid = cell("grid_code");
     d.mutable_grid()->set_grid_code(grid);
     if (grid.size() >= 9) {

@@ -5,7 +5,8 @@
 //   device_id,kind,grid_code,latitude_deg,longitude_deg,name,reporting_interval_s
 //
 // (only device_id, kind and grid_code are required; kind is MANHOLE_COVER, ELEVATOR,
-// CURTAIN_WALL or FLOOD_GAUGE, with or without the DEVICE_KIND_ prefix; district and
+// CURTAIN_WALL or FLOOD_GAUGE, with or without the DEVICE_KIND_ prefix, or the id of any
+// kind of the built-in catalogue, e.g. gas_detector, which sets kind_id; district and
 // street codes are the grid code's 6- and 9-digit prefixes). Each registration is
 // validated like a record of the `cityops.devices` topic.
 #ifndef CITYOPS_INGEST_DEVICE_IMPORT_H_

@@ -7,7 +7,10 @@
 // Cost. DecodeReading runs for every consumed reading (about 1 M/s), so a valid record
 // costs the parse into the caller's reused message plus a few passes over fixed tables:
 // no allocation, no reflection, no formatting. Messages are built on the failure path
-// only. (About 70 ns on top of a 90 ns parse for a 93-byte manhole reading here.)
+// only. (About 70 ns on top of a 90 ns parse for a 93-byte manhole reading here.) A
+// reading by name (`values`) adds a name lookup per metric (the catalogue's order tried
+// first) and reuses the previous reading's MetricValues (KeepValues); `ingest_bench
+// --decoder` compares the two forms.
 //
 // Identifier rule. Ids end up in stream ids (`device/<id>`, `registry/<id>`, `case/<id>`),
 // in idempotency keys (`report/<report_id>`, `registry/<device_id>/...`), in Kafka keys,
@@ -26,7 +29,16 @@
 //   * an event time that is not a valid google.protobuf.Timestamp (nanos outside
 //     0..999999999, seconds outside years 1..9999): UNDECODABLE, which is what the JSON
 //     mapping answers for the same value;
-//   * coordinates and device archive numbers out of range: INVALID_METRIC.
+//   * coordinates and device archive numbers out of range: INVALID_METRIC;
+//   * no kind (neither kind_id nor kind), or one the catalogue in force does not have:
+//     UNKNOWN_DEVICE_KIND, listing its kinds; kind_id and kind naming different kinds,
+//     metrics or archive data of another kind: KIND_MISMATCH;
+//   * in `values`: a name that is not a metric of the kind (listing its metrics), a metric
+//     twice, the member of another type, out of bounds, a code not listed: INVALID_METRIC;
+//     no value at all: MISSING_FIELD, as for absent metrics;
+//   * in `archive_values`: a name that is not an archive field of the kind, a field twice
+//     (records excepted), a value that is not of the field's type: INVALID_FIELD; a number
+//     or year out of the field's bounds: INVALID_METRIC.
 #include "ingest/record_decoder.h"
 
 #include <charconv>
@@ -34,6 +46,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -42,9 +55,13 @@
 #include <vector>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "catalogue/catalogue.h"
+#include "absl/time/civil_time.h"
+#include "catalogue/kinds.h"
+#include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/util/json_util.h"
 #include "kernel/department.h"
 
@@ -241,8 +258,36 @@ std::optional<Rejection> StripConfluentFraming(Encoding encoding, std::string_vi
 }
 
 // Size, encoding, framing and parse, shared by every record type. Fills `out`.
+// Clears `out` for a binary parse; the default, Clear(), frees a oneof's message member.
+// Prepares `out` for a binary parse: true when it cleared `out` itself, keeping a member
+// to parse into; false leaves it to ParseFromArray (which clears it all).
+bool NoReuse(google::protobuf::Message*) { return false; }
+
+// A reading decoded last as `values` keeps its MetricValues (and their names' buffers),
+// emptied, as the oneof member: protobuf's Clear() would free it, and a parse into it then
+// reuses them, which saves an allocation per metric. A record without metrics then decodes
+// to empty `values`, which the decoder treats exactly as absent metrics.
+bool KeepValues(google::protobuf::Message* message) {
+  auto* out = static_cast<SensorReading*>(message);
+  if (!out->has_values()) return false;
+  v1::MetricValues* kept = out->release_values();
+  out->Clear();
+  kept->Clear();
+  out->set_allocated_values(kept);
+  return true;
+}
+
+bool ParseBinary(std::string_view payload, bool (*keep)(google::protobuf::Message*),
+                 google::protobuf::Message* out) {
+  if (!keep(out)) return out->ParseFromArray(payload.data(), static_cast<int>(payload.size()));
+  google::protobuf::io::CodedInputStream input(reinterpret_cast<const uint8_t*>(payload.data()),
+                                               static_cast<int>(payload.size()));
+  return out->MergeFromCodedStream(&input) && input.ConsumedEntireMessage();
+}
+
 std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy& policy,
-                               google::protobuf::Message* out) {
+                               google::protobuf::Message* out,
+                               bool (*keep)(google::protobuf::Message*) = &NoReuse) {
   std::string_view payload = record.value;
   if (payload.size() > policy.max_record_bytes) {
     return Reject(v1::REJECT_CODE_OVERSIZED,
@@ -261,8 +306,7 @@ std::optional<Rejection> Parse(const KafkaRecord& record, const ValidationPolicy
     if (std::optional<Rejection> why = StripConfluentFraming(*encoding, &payload)) return why;
   }
   if (*encoding == Encoding::kBinary) {
-    if (payload.size() > static_cast<size_t>(INT_MAX) ||
-        !out->ParseFromArray(payload.data(), static_cast<int>(payload.size()))) {
+    if (payload.size() > static_cast<size_t>(INT_MAX) || !ParseBinary(payload, keep, out)) {
       return Reject(v1::REJECT_CODE_UNDECODABLE,
                     absl::StrFormat("%d bytes could not be parsed as protobuf %s", payload.size(),
                                     out->GetDescriptor()->full_name()));
@@ -348,8 +392,10 @@ using OneofOfGetter = OneofOf<typename ClassOf<decltype(kGet)>::Type>;
 // One bounded number of a record of type Root, inside the oneof member `kind`.
 // `value(root, i)` is the i-th value of the field (always i = 0 for a singular field),
 // nullopt when the field is absent or i is past its end.
-// `range` is the schema's own (enum numbers, fault codes); a row without one (`measured`)
-// takes its bounds from the catalogue (PhysicalBounds), by its position in the table.
+// `range` is the schema's own (enum numbers, fault codes); a row without one (`measured`,
+// the field's number in its message) takes its bounds from the catalogue in force: the
+// kind's metric in that slot (catalogue::KindMetric) or the kind's archive field of that
+// name.
 template <typename Root, typename Case>
 struct Bound {
   Case kind;
@@ -357,7 +403,7 @@ struct Bound {
   Field field;
   bool repeated;
   Range range;
-  bool measured = false;
+  int measured = 0;
 };
 using ReadingBound = Bound<SensorReading, SensorReading::MetricsCase>;
 using ArchiveBound = Bound<DeviceRegistered, DeviceRegistered::ArchiveCase>;
@@ -381,12 +427,12 @@ constexpr auto Bounded(Field field, Range range) {
       O::kCase, &Singular<kHas, kGet>, field, false, range};
 }
 
-// A measured number, bounded by the catalogue.
+// A measured number, bounded by the catalogue; `number` is its field number.
 template <auto kHas, auto kGet>
-constexpr auto Measured(Field field) {
+constexpr auto Measured(Field field, int number) {
   using O = OneofOfGetter<kGet>;
   return Bound<typename O::Root, std::remove_const_t<decltype(O::kCase)>>{
-      O::kCase, &Singular<kHas, kGet>, field, false, Range{0, 0, ""}, true};
+      O::kCase, &Singular<kHas, kGet>, field, false, Range{0, 0, ""}, number};
 }
 
 std::optional<double> FaultCode(const SensorReading& r, int i) {
@@ -404,25 +450,28 @@ using FloodGauge = v1::FloodGaugeMetrics;
 // numbers (contiguous in reading.proto), which rejects numbers from an unknown schema.
 constexpr ReadingBound kReadingBounds[] = {
     Measured<&Manhole::has_tilt_deg, &Manhole::tilt_deg>(
-        {"manhole_cover.tilt_deg", "manholeCover.tiltDeg"}),
+        {"manhole_cover.tilt_deg", "manholeCover.tiltDeg"}, Manhole::kTiltDegFieldNumber),
     Measured<&Manhole::has_well_water_level_m, &Manhole::well_water_level_m>(
-        {"manhole_cover.well_water_level_m", "manholeCover.wellWaterLevelM"}),
+        {"manhole_cover.well_water_level_m", "manholeCover.wellWaterLevelM"},
+        Manhole::kWellWaterLevelMFieldNumber),
     Measured<&Manhole::has_gas_ppm, &Manhole::gas_ppm>(
-        {"manhole_cover.gas_ppm", "manholeCover.gasPpm"}),
+        {"manhole_cover.gas_ppm", "manholeCover.gasPpm"}, Manhole::kGasPpmFieldNumber),
     Measured<&Manhole::has_battery_pct, &Manhole::battery_pct>(
-        {"manhole_cover.battery_pct", "manholeCover.batteryPct"}),
+        {"manhole_cover.battery_pct", "manholeCover.batteryPct"}, Manhole::kBatteryPctFieldNumber),
 
-    Measured<&Elevator::has_floor, &Elevator::floor>({"elevator.floor", "elevator.floor"}),
+    Measured<&Elevator::has_floor, &Elevator::floor>({"elevator.floor", "elevator.floor"},
+                                                     Elevator::kFloorFieldNumber),
     Bounded<&Elevator::has_direction, &Elevator::direction>(
         {"elevator.direction", "elevator.direction"},
         {v1::Direction_MIN, v1::Direction_MAX, "(a cityops.v1.Direction number)"}),
     Measured<&Elevator::has_speed_m_per_s, &Elevator::speed_m_per_s>(
-        {"elevator.speed_m_per_s", "elevator.speedMPerS"}),
+        {"elevator.speed_m_per_s", "elevator.speedMPerS"}, Elevator::kSpeedMPerSFieldNumber),
     Bounded<&Elevator::has_door_state, &Elevator::door_state>(
         {"elevator.door_state", "elevator.doorState"},
         {v1::DoorState_MIN, v1::DoorState_MAX, "(a cityops.v1.DoorState number)"}),
     Measured<&Elevator::has_machine_room_temp_c, &Elevator::machine_room_temp_c>(
-        {"elevator.machine_room_temp_c", "elevator.machineRoomTempC"}),
+        {"elevator.machine_room_temp_c", "elevator.machineRoomTempC"},
+        Elevator::kMachineRoomTempCFieldNumber),
     // Government reporting codes are small positive numbers (1..38 today); a controller
     // register is a byte.
     {SensorReading::kElevator,
@@ -432,42 +481,56 @@ constexpr ReadingBound kReadingBounds[] = {
      {1, 255, "(a fault code)"}},
 
     Measured<&CurtainWall::has_inclination_deg, &CurtainWall::inclination_deg>(
-        {"curtain_wall.inclination_deg", "curtainWall.inclinationDeg"}),
+        {"curtain_wall.inclination_deg", "curtainWall.inclinationDeg"},
+        CurtainWall::kInclinationDegFieldNumber),
     Measured<&CurtainWall::has_displacement_mm, &CurtainWall::displacement_mm>(
-        {"curtain_wall.displacement_mm", "curtainWall.displacementMm"}),
+        {"curtain_wall.displacement_mm", "curtainWall.displacementMm"},
+        CurtainWall::kDisplacementMmFieldNumber),
     Measured<&CurtainWall::has_vibration_mm_per_s2, &CurtainWall::vibration_mm_per_s2>(
-        {"curtain_wall.vibration_mm_per_s2", "curtainWall.vibrationMmPerS2"}),
+        {"curtain_wall.vibration_mm_per_s2", "curtainWall.vibrationMmPerS2"},
+        CurtainWall::kVibrationMmPerS2FieldNumber),
     Measured<&CurtainWall::has_natural_frequency_hz, &CurtainWall::natural_frequency_hz>(
-        {"curtain_wall.natural_frequency_hz", "curtainWall.naturalFrequencyHz"}),
+        {"curtain_wall.natural_frequency_hz", "curtainWall.naturalFrequencyHz"},
+        CurtainWall::kNaturalFrequencyHzFieldNumber),
     Measured<&CurtainWall::has_wind_speed_m_per_s, &CurtainWall::wind_speed_m_per_s>(
-        {"curtain_wall.wind_speed_m_per_s", "curtainWall.windSpeedMPerS"}),
+        {"curtain_wall.wind_speed_m_per_s", "curtainWall.windSpeedMPerS"},
+        CurtainWall::kWindSpeedMPerSFieldNumber),
     Measured<&CurtainWall::has_temperature_inside_c, &CurtainWall::temperature_inside_c>(
-        {"curtain_wall.temperature_inside_c", "curtainWall.temperatureInsideC"}),
+        {"curtain_wall.temperature_inside_c", "curtainWall.temperatureInsideC"},
+        CurtainWall::kTemperatureInsideCFieldNumber),
     Measured<&CurtainWall::has_temperature_outside_c, &CurtainWall::temperature_outside_c>(
-        {"curtain_wall.temperature_outside_c", "curtainWall.temperatureOutsideC"}),
+        {"curtain_wall.temperature_outside_c", "curtainWall.temperatureOutsideC"},
+        CurtainWall::kTemperatureOutsideCFieldNumber),
 
     Measured<&FloodGauge::has_water_depth_cm, &FloodGauge::water_depth_cm>(
-        {"flood_gauge.water_depth_cm", "floodGauge.waterDepthCm"}),
+        {"flood_gauge.water_depth_cm", "floodGauge.waterDepthCm"},
+        FloodGauge::kWaterDepthCmFieldNumber),
     Measured<&FloodGauge::has_rainfall_mm_per_h, &FloodGauge::rainfall_mm_per_h>(
-        {"flood_gauge.rainfall_mm_per_h", "floodGauge.rainfallMmPerH"}),
+        {"flood_gauge.rainfall_mm_per_h", "floodGauge.rainfallMmPerH"},
+        FloodGauge::kRainfallMmPerHFieldNumber),
     Measured<&FloodGauge::has_battery_pct, &FloodGauge::battery_pct>(
-        {"flood_gauge.battery_pct", "floodGauge.batteryPct"}),
+        {"flood_gauge.battery_pct", "floodGauge.batteryPct"}, FloodGauge::kBatteryPctFieldNumber),
 };
 
 // The numbers of device archives (fields without presence: 0 means unknown), bounded by
 // the catalogue.
 constexpr ArchiveBound kArchiveBounds[] = {
     Measured<nullptr, &v1::ElevatorArchive::installed_year>(
-        {"elevator.installed_year", "elevator.installedYear"}),
+        {"elevator.installed_year", "elevator.installedYear"},
+        v1::ElevatorArchive::kInstalledYearFieldNumber),
     Measured<nullptr, &v1::ElevatorArchive::rated_speed_m_per_s>(
-        {"elevator.rated_speed_m_per_s", "elevator.ratedSpeedMPerS"}),
-    Measured<nullptr, &v1::ElevatorArchive::floors>({"elevator.floors", "elevator.floors"}),
+        {"elevator.rated_speed_m_per_s", "elevator.ratedSpeedMPerS"},
+        v1::ElevatorArchive::kRatedSpeedMPerSFieldNumber),
+    Measured<nullptr, &v1::ElevatorArchive::floors>({"elevator.floors", "elevator.floors"},
+                                                    v1::ElevatorArchive::kFloorsFieldNumber),
     Measured<nullptr, &v1::CurtainWallArchive::built_year>(
-        {"curtain_wall.built_year", "curtainWall.builtYear"}),
+        {"curtain_wall.built_year", "curtainWall.builtYear"},
+        v1::CurtainWallArchive::kBuiltYearFieldNumber),
     Measured<nullptr, &v1::CurtainWallArchive::height_m>(
-        {"curtain_wall.height_m", "curtainWall.heightM"}),
+        {"curtain_wall.height_m", "curtainWall.heightM"},
+        v1::CurtainWallArchive::kHeightMFieldNumber),
     Measured<nullptr, &v1::CurtainWallArchive::floors>(
-        {"curtain_wall.floors", "curtainWall.floors"}),
+        {"curtain_wall.floors", "curtainWall.floors"}, v1::CurtainWallArchive::kFloorsFieldNumber),
 };
 
 // WGS-84 coordinates.
@@ -500,16 +563,24 @@ inline std::optional<Rejection> CheckRange(double v, const Field& f, int index, 
   return OutOfRange(v, f, index, repeated, range);
 }
 
-// `measured` holds the bounds of the table's measured rows, by row.
-template <typename Root, typename Case, size_t kRows>
+// The bounds the catalogue gives a measured number: `has_min`/`has_max` from its spec; a
+// side without a bound admits every finite number.
+Range CatalogueRange(bool has_min, double min, bool has_max, double max, std::string_view unit) {
+  return {has_min ? min : std::numeric_limits<double>::lowest(),
+          has_max ? max : std::numeric_limits<double>::max(),
+          unit.empty() ? std::string_view("(a whole number)") : unit};
+}
+
+// The bounds of each row of `table` for `kind`'s record: the schema's own, or for a
+// measured row those `measured(row)` gives from the catalogue.
+template <typename Root, typename Case, size_t kRows, typename MeasuredRange>
 std::optional<Rejection> CheckBounds(const Root& root, Case kind,
                                      const Bound<Root, Case> (&table)[kRows],
-                                     const std::vector<PhysicalBounds::Bounds>& measured) {
+                                     const MeasuredRange& measured) {
   for (size_t row = 0; row < kRows; ++row) {
     const Bound<Root, Case>& b = table[row];
     if (b.kind != kind) continue;
-    const Range range =
-        b.measured ? Range{measured[row].min, measured[row].max, measured[row].unit} : b.range;
+    const Range range = b.measured != 0 ? measured(b) : b.range;
     for (int i = 0;; ++i) {
       const std::optional<double> v = b.value(root, i);
       if (!v.has_value()) break;
@@ -519,41 +590,6 @@ std::optional<Rejection> CheckBounds(const Root& root, Case kind,
     }
   }
   return std::nullopt;
-}
-
-// The catalogue's bounds of each measured row of `table` ("kind.field": a metric of a
-// reading or an archive field of a registration, found among `specs` of the kind); the
-// other rows get none.
-template <typename Spec, typename Root, typename Case, size_t kRows, typename Specs>
-absl::StatusOr<std::vector<PhysicalBounds::Bounds>> MeasuredBounds(
-    const v1::Catalogue& catalogue, const Bound<Root, Case> (&table)[kRows],
-    const Specs& (v1::DeviceKindSpec::*specs)() const, std::string_view what) {
-  std::vector<PhysicalBounds::Bounds> out(kRows);
-  for (size_t row = 0; row < kRows; ++row) {
-    const Bound<Root, Case>& b = table[row];
-    if (!b.measured) continue;
-    const std::string_view name = b.field.name;
-    const size_t dot = name.find('.');
-    const std::string_view kind_id = name.substr(0, dot);
-    const std::string_view field = name.substr(dot + 1);
-    const Spec* spec = nullptr;
-    for (const v1::DeviceKindSpec& k : catalogue.kinds()) {
-      if (k.id() != kind_id || k.typed() == v1::DEVICE_KIND_UNSPECIFIED) continue;
-      for (const Spec& f : (k.*specs)()) {
-        if (f.name() == field) spec = &f;
-      }
-    }
-    if (spec == nullptr || !spec->has_min() || !spec->has_max()) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "catalogue '%s' gives no bounds for %s %s; the decoder checks every number of the "
-          "typed kinds: keep the typed kind '%s' with its %s '%s', its min and its max",
-          catalogue.name(), what, name, kind_id, what, field));
-    }
-    std::string unit = spec->unit();
-    if (unit.empty()) unit = "(a whole number)";
-    out[row] = {spec->min(), spec->max(), std::move(unit)};
-  }
-  return out;
 }
 
 std::optional<Rejection> CheckLocation(const v1::GeoPoint& p) {
@@ -568,18 +604,297 @@ std::optional<Rejection> CheckLocation(const v1::GeoPoint& p) {
 // ---------------------------------------------------------------------------------------
 // Kinds, sources and times.
 
-std::optional<Rejection> CheckKind(v1::DeviceKind kind) {
-  if (kind != v1::DEVICE_KIND_UNSPECIFIED && v1::DeviceKind_IsValid(kind)) return std::nullopt;
-  const std::string known =
-      "DEVICE_KIND_MANHOLE_COVER, DEVICE_KIND_ELEVATOR, DEVICE_KIND_CURTAIN_WALL or "
-      "DEVICE_KIND_FLOOD_GAUGE";
-  if (kind == v1::DEVICE_KIND_UNSPECIFIED) {
+constexpr Field kKindIdField = {"kind_id", "kindId"};
+
+// "catalogue 'city'": the catalogue in force, for messages.
+std::string CatalogueName(const catalogue::KindTable& kinds) {
+  if (kinds.catalogue().name().empty()) return "the catalogue in force";
+  return absl::StrFormat("catalogue '%s'", kinds.catalogue().name());
+}
+
+[[gnu::noinline]] Rejection BadKind(std::string_view kind_id, v1::DeviceKind typed,
+                                    const catalogue::KindTable& kinds) {
+  const std::string known = kinds.KindIds();
+  if (!kind_id.empty()) {
+    const catalogue::Kind* k = kinds.Find(kind_id);
+    if (k == nullptr) {
+      return Reject(
+          v1::REJECT_CODE_UNKNOWN_DEVICE_KIND,
+          absl::StrFormat("field %s %s is not a kind of %s; use one of: %s", Describe(kKindIdField),
+                          Quote(kind_id), CatalogueName(kinds), known));
+    }
+    return Reject(
+        v1::REJECT_CODE_KIND_MISMATCH,
+        absl::StrFormat("field %s is \"%s\" but kind is %s, which is %s; set kind to %s or leave "
+                        "it unset (kind_id alone names the kind)",
+                        Describe(kKindIdField), k->id,
+                        v1::DeviceKind_IsValid(typed)
+                            ? v1::DeviceKind_Name(typed)
+                            : absl::StrFormat("%d", static_cast<int>(typed)),
+                        v1::DeviceKind_IsValid(typed) && typed != v1::DEVICE_KIND_UNSPECIFIED
+                            ? absl::StrFormat("kind '%s'", catalogue::TypedKindId(typed))
+                            : std::string("no kind"),
+                        k->typed == v1::DEVICE_KIND_UNSPECIFIED ? "DEVICE_KIND_UNSPECIFIED"
+                                                                : v1::DeviceKind_Name(k->typed)));
+  }
+  if (typed == v1::DEVICE_KIND_UNSPECIFIED) {
     return Reject(v1::REJECT_CODE_UNKNOWN_DEVICE_KIND,
-                  absl::StrFormat("field kind is required: one of %s", known));
+                  absl::StrFormat("field %s is required (or kind, for a typed kind): the id of "
+                                  "the device's kind in %s, one of: %s",
+                                  Describe(kKindIdField), CatalogueName(kinds), known));
+  }
+  if (!v1::DeviceKind_IsValid(typed)) {
+    return Reject(v1::REJECT_CODE_UNKNOWN_DEVICE_KIND,
+                  absl::StrFormat("kind %d is not a known cityops.v1.DeviceKind; set %s to one "
+                                  "of: %s",
+                                  static_cast<int>(typed), Describe(kKindIdField), known));
   }
   return Reject(v1::REJECT_CODE_UNKNOWN_DEVICE_KIND,
-                absl::StrFormat("kind %d is not a known cityops.v1.DeviceKind; use %s",
-                                static_cast<int>(kind), known));
+                absl::StrFormat("kind %s ('%s') is not a kind of %s; use one of: %s",
+                                v1::DeviceKind_Name(typed), catalogue::TypedKindId(typed),
+                                CatalogueName(kinds), known));
+}
+
+// The kind a record names by `kind_id` and/or its typed `kind`, which must agree.
+inline std::optional<Rejection> ResolveKind(std::string_view kind_id, v1::DeviceKind typed,
+                                            const catalogue::KindTable& kinds,
+                                            const catalogue::Kind** out) {
+  const catalogue::Kind* k = kind_id.empty() ? kinds.FindTyped(typed) : kinds.Find(kind_id);
+  if (k == nullptr ||
+      (!kind_id.empty() && typed != v1::DEVICE_KIND_UNSPECIFIED && typed != k->typed)) {
+    return BadKind(kind_id, typed, kinds);
+  }
+  *out = k;
+  return std::nullopt;
+}
+
+// The catalogue in force: the policy's, else the built-in one.
+const catalogue::KindTable& KindsOf(const ValidationPolicy& policy) {
+  if (policy.kinds != nullptr) return *policy.kinds;
+  static const catalogue::KindTable* const kBuiltIn = catalogue::KindTable::BuiltIn().get();
+  return *kBuiltIn;
+}
+
+// "values.values[2] (metric 'alarm')": where a value sits, for messages.
+std::string ValueAt(int i, std::string_view name) {
+  return absl::StrFormat("values.values[%d] (metric %s)", i, Quote(name));
+}
+
+Field MemberOf(v1::DeviceKind kind);  // Below, with the typed kinds.
+
+// No metrics: neither the typed member nor a value (absent and empty `values` alike).
+[[gnu::noinline]] Rejection NoMetrics(const catalogue::Kind& kind) {
+  const std::string each = "each as {name, and number, flag, code, count or codes}";
+  if (kind.typed == v1::DEVICE_KIND_UNSPECIFIED) {
+    return Reject(v1::REJECT_CODE_MISSING_FIELD,
+                  absl::StrFormat("field values is required: at least one metric of a '%s' by "
+                                  "name (%s), %s",
+                                  kind.id, kind.MetricNames(), each));
+  }
+  return Reject(v1::REJECT_CODE_MISSING_FIELD,
+                absl::StrFormat("field %s or values is required: the metrics of a '%s', typed or "
+                                "by name (%s), %s",
+                                Describe(MemberOf(kind.typed)), kind.id, kind.MetricNames(), each));
+}
+
+[[gnu::noinline]] Rejection UnknownMetric(const catalogue::Kind& kind, int i,
+                                          std::string_view name) {
+  return Reject(v1::REJECT_CODE_INVALID_METRIC,
+                absl::StrFormat("values.values[%d].name %s is not a metric of kind '%s'; its "
+                                "metrics are: %s",
+                                i, Quote(name), kind.id, kind.MetricNames()));
+}
+
+[[gnu::noinline]] Rejection DuplicateMetric(const catalogue::Kind& kind, int i,
+                                            std::string_view name) {
+  return Reject(v1::REJECT_CODE_INVALID_METRIC,
+                absl::StrFormat("%s: metric '%s' of kind '%s' appears more than once; send each "
+                                "metric at most once per reading",
+                                ValueAt(i, name), name, kind.id));
+}
+
+[[gnu::noinline]] Rejection BadValue(int i, std::string_view name, const absl::Status& why) {
+  return Reject(v1::REJECT_CODE_INVALID_METRIC,
+                absl::StrFormat("%s: %s", ValueAt(i, name), why.message()));
+}
+
+[[gnu::noinline]] Rejection CodesOnSingle(const catalogue::KindMetric& m, int i) {
+  return Reject(v1::REJECT_CODE_INVALID_METRIC,
+                absl::StrFormat("%s: 'codes' is for a list of codes, but metric '%s' holds one "
+                                "value; drop 'codes' and set the member of its type",
+                                ValueAt(i, m.name), m.name));
+}
+
+[[gnu::noinline]] Rejection UnlistedCode(const catalogue::KindMetric& m, int i, int j,
+                                         int64_t code) {
+  std::string listed;
+  for (const v1::MetricCode& c : m.spec->codes()) {
+    absl::StrAppend(&listed, listed.empty() ? "" : ", ", c.value(), " (", c.name(), ")");
+  }
+  return Reject(v1::REJECT_CODE_INVALID_METRIC,
+                absl::StrFormat("%s: codes[%d] is %d, which the catalogue does not list for "
+                                "metric '%s'; its codes: %s",
+                                ValueAt(i, m.name), j, code, m.name, listed));
+}
+
+// A repeated code metric: `codes` only, each listed in the catalogue.
+std::optional<Rejection> CheckCodes(const catalogue::KindMetric& m, const v1::MetricValue& v,
+                                    int i) {
+  if (v.value_case() != v1::MetricValue::VALUE_NOT_SET) {
+    absl::StatusOr<double> refused = catalogue::MetricValueNumber(m, v);
+    return BadValue(i, v.name(),
+                    refused.ok() ? absl::InvalidArgumentError(absl::StrFormat(
+                                       "metric '%s' is a list of codes: set 'codes'", m.name))
+                                 : refused.status());
+  }
+  if (m.spec == nullptr || m.spec->codes().empty()) return std::nullopt;
+  for (int j = 0; j < v.codes_size(); ++j) {
+    bool listed = false;
+    for (const v1::MetricCode& c : m.spec->codes()) listed |= c.value() == v.codes(j);
+    if (!listed) return UnlistedCode(m, i, j, v.codes(j));
+  }
+  return std::nullopt;
+}
+
+// A reading's `values`: each a metric of `kind`, once, of its type, within its bounds.
+std::optional<Rejection> CheckValues(const catalogue::Kind& kind, const v1::MetricValues& values) {
+  if (values.values().empty()) return NoMetrics(kind);
+  static_assert(catalogue::kMaxMetricSlots <= 64, "slots are bits of a uint64_t");
+  uint64_t seen = 0;
+  // Producers mostly send a kind's metrics in the catalogue's order, some left out: try
+  // the metric after the last one found before the name lookup.
+  size_t next = 0;
+  for (int i = 0; i < values.values_size(); ++i) {
+    const v1::MetricValue& v = values.values(i);
+    const catalogue::KindMetric* m = nullptr;
+    while (next < kind.metrics.size() && kind.metrics[next].name.size() != v.name().size()) {
+      ++next;
+    }
+    if (next < kind.metrics.size() && kind.metrics[next].name == v.name()) {
+      m = &kind.metrics[next++];
+    } else {
+      m = kind.Metric(v.name());
+      next = m == nullptr ? kind.metrics.size() : static_cast<size_t>(m - kind.metrics.data()) + 1;
+    }
+    if (m == nullptr) return UnknownMetric(kind, i, v.name());
+    const uint64_t bit = uint64_t{1} << m->slot;
+    if ((seen & bit) != 0) return DuplicateMetric(kind, i, v.name());
+    seen |= bit;
+    if (m->repeated) {
+      if (auto why = CheckCodes(*m, v, i)) return why;
+      continue;
+    }
+    if (v.codes_size() != 0) return CodesOnSingle(*m, i);
+    const absl::StatusOr<double> number = catalogue::MetricValueNumber(*m, v);
+    if (!number.ok()) return BadValue(i, v.name(), number.status());
+  }
+  return std::nullopt;
+}
+
+// The catalogue's bounds of a typed reading's measured number: the kind's metric in that
+// slot (its field number).
+Range MetricRange(const catalogue::Kind& kind, int slot) {
+  const catalogue::KindMetric* m = kind.AtSlot(slot);
+  if (m == nullptr) return CatalogueRange(false, 0, false, 0, "");
+  return CatalogueRange(m->has_min, m->min, m->has_max, m->max, m->unit);
+}
+
+// The catalogue's archive field `name` of `kind`, or null.
+const v1::ArchiveFieldSpec* ArchiveField(const catalogue::Kind& kind, std::string_view name) {
+  if (kind.spec == nullptr) return nullptr;
+  for (const v1::ArchiveFieldSpec& f : kind.spec->archive()) {
+    if (f.name() == name) return &f;
+  }
+  return nullptr;
+}
+
+std::string ArchiveFieldNames(const catalogue::Kind& kind) {
+  if (kind.spec == nullptr || kind.spec->archive().empty()) return "none";
+  return absl::StrJoin(
+      kind.spec->archive(), ", ",
+      [](std::string* out, const v1::ArchiveFieldSpec& f) { out->append(f.name()); });
+}
+
+// The bounds of a typed archive's measured number: the kind's archive field of that name
+// ("elevator.installed_year" -> installed_year).
+Range ArchiveRange(const catalogue::Kind& kind, std::string_view dotted) {
+  const v1::ArchiveFieldSpec* f = ArchiveField(kind, dotted.substr(dotted.find('.') + 1));
+  if (f == nullptr) return CatalogueRange(false, 0, false, 0, "");
+  return CatalogueRange(f->has_min(), f->min(), f->has_max(), f->max(), f->unit());
+}
+
+// "YYYY-MM-DD", a real day.
+bool IsDate(std::string_view s) {
+  if (s.size() != 10 || s[4] != '-' || s[7] != '-') return false;
+  for (size_t i : {0, 1, 2, 3, 5, 6, 8, 9}) {
+    if (s[i] < '0' || s[i] > '9') return false;
+  }
+  absl::CivilDay day;
+  return absl::ParseCivilTime(absl::string_view(s.data(), s.size()), &day) &&
+         absl::FormatCivilTime(day) == absl::string_view(s.data(), s.size());
+}
+
+// A registration's `archive_values`: each a field of the kind's archive, its text of the
+// field's type; only records repeat.
+std::optional<Rejection> CheckArchiveValues(const catalogue::Kind& kind,
+                                            const v1::ArchiveValues& archive) {
+  for (int i = 0; i < archive.fields_size(); ++i) {
+    const v1::ArchiveValue& a = archive.fields(i);
+    const std::string where = absl::StrFormat("archive_values.fields[%d] (archiveValues)", i);
+    const v1::ArchiveFieldSpec* f = ArchiveField(kind, a.name());
+    if (f == nullptr) {
+      return Reject(v1::REJECT_CODE_INVALID_FIELD,
+                    absl::StrFormat("%s: name %s is not an archive field of kind '%s'; its "
+                                    "archive fields are: %s",
+                                    where, Quote(a.name()), kind.id, ArchiveFieldNames(kind)));
+    }
+    if (f->type() != v1::ARCHIVE_FIELD_TYPE_RECORDS) {
+      for (int j = 0; j < i; ++j) {
+        if (archive.fields(j).name() == a.name()) {
+          return Reject(v1::REJECT_CODE_INVALID_FIELD,
+                        absl::StrFormat("%s: archive field '%s' is also fields[%d]; only a "
+                                        "records field may repeat, keep one",
+                                        where, a.name(), j));
+        }
+      }
+    }
+    const std::string_view text = a.value();
+    auto malformed = [&](std::string_view want) {
+      return Reject(v1::REJECT_CODE_INVALID_FIELD,
+                    absl::StrFormat("%s: archive field '%s' of kind '%s' is %s; its value must "
+                                    "be %s",
+                                    where, a.name(), kind.id, Quote(text), want));
+    };
+    switch (f->type()) {
+      case v1::ARCHIVE_FIELD_TYPE_NUMBER:
+      case v1::ARCHIVE_FIELD_TYPE_YEAR: {
+        const bool year = f->type() == v1::ARCHIVE_FIELD_TYPE_YEAR;
+        double v = 0;
+        int64_t whole = 0;
+        const bool parsed =
+            year ? absl::SimpleAtoi(absl::string_view(text.data(), text.size()), &whole)
+                 : absl::SimpleAtod(absl::string_view(text.data(), text.size()), &v);
+        if (year) v = static_cast<double>(whole);
+        if (!parsed || !std::isfinite(v)) {
+          return malformed(year ? "a year, a whole number such as 2009" : "a number such as 12.5");
+        }
+        const Range range =
+            CatalogueRange(f->has_min(), f->min(), f->has_max(), f->max(), f->unit());
+        const std::string dotted = absl::StrFormat("archive_values.%s", a.name());
+        if (auto why = CheckRange(v, {dotted, dotted}, 0, false, range)) return why;
+        break;
+      }
+      case v1::ARCHIVE_FIELD_TYPE_FLAG:
+        if (text != "true" && text != "false") return malformed("true or false");
+        break;
+      case v1::ARCHIVE_FIELD_TYPE_DATE:
+        if (!IsDate(text)) return malformed("a date YYYY-MM-DD such as 2024-05-01");
+        break;
+      default:  // Text and records: any text.
+        break;
+    }
+  }
+  return std::nullopt;
 }
 
 // The oneof member that carries a kind's metrics (readings) or archive (devices); the
@@ -611,12 +926,21 @@ static_assert(DeviceRegistered::kManholeCover - 9 == v1::DEVICE_KIND_MANHOLE_COV
               DeviceRegistered::kCurtainWall - 9 == v1::DEVICE_KIND_CURTAIN_WALL &&
               DeviceRegistered::kFloodGauge - 9 == v1::DEVICE_KIND_FLOOD_GAUGE);
 
-Rejection KindMismatch(v1::DeviceKind kind, int oneof_case, std::string_view what) {
+// A typed member (metrics or archive) that is not the kind's own: `values_member` is
+// where a catalogue-only kind's go ("values", "archive_values").
+[[gnu::noinline]] Rejection KindMismatch(const catalogue::Kind& kind, int oneof_case,
+                                         std::string_view what, std::string_view values_member) {
+  const std::string_view sent = MemberOf(KindOfMember(oneof_case)).name;
+  if (kind.typed == v1::DEVICE_KIND_UNSPECIFIED) {
+    return Reject(v1::REJECT_CODE_KIND_MISMATCH,
+                  absl::StrFormat("the kind is '%s' but the %s are %s, the typed message of kind "
+                                  "'%s'; send the %s of a '%s' as %s",
+                                  kind.id, what, sent, sent, what, kind.id, values_member));
+  }
   return Reject(v1::REJECT_CODE_KIND_MISMATCH,
-                absl::StrFormat("kind is %s but the %s are %s", v1::DeviceKind_Name(kind), what,
-                                MemberOf(KindOfMember(oneof_case)).name));
+                absl::StrFormat("the kind is '%s' but the %s are %s; send them as %s", kind.id,
+                                what, sent, MemberOf(kind.typed).name));
 }
-
 // RFC 3339 in UTC with a "Z" and as many fractional digits as needed.
 std::string Rfc3339(absl::Time t) {
   return absl::FormatTime("%Y-%m-%d%ET%H:%M:%E*SZ", t, absl::UTCTimeZone());
@@ -673,56 +997,34 @@ constexpr Field kCategoryCodeField = {"category.code", "category.code"};
 
 }  // namespace
 
-absl::StatusOr<PhysicalBounds> PhysicalBounds::FromCatalogue(const v1::Catalogue& catalogue) {
-  absl::StatusOr<std::vector<Bounds>> readings = MeasuredBounds<v1::MetricSpec>(
-      catalogue, kReadingBounds, &v1::DeviceKindSpec::metrics, "metric");
-  if (!readings.ok()) return readings.status();
-  absl::StatusOr<std::vector<Bounds>> archives = MeasuredBounds<v1::ArchiveFieldSpec>(
-      catalogue, kArchiveBounds, &v1::DeviceKindSpec::archive, "archive field");
-  if (!archives.ok()) return archives.status();
-  PhysicalBounds out;
-  out.readings_ = *std::move(readings);
-  out.archives_ = *std::move(archives);
-  return out;
-}
-
-const PhysicalBounds& PhysicalBounds::BuiltIn() {
-  static const PhysicalBounds* const kBuiltIn = [] {
-    absl::StatusOr<catalogue::LoadedCatalogue> loaded = catalogue::LoadCatalogueText(
-        catalogue::DefaultCatalogueYaml(), catalogue::kDefaultCatalogueFile);
-    absl::StatusOr<PhysicalBounds> bounds =
-        loaded.ok() ? FromCatalogue(loaded->catalogue) : loaded.status();
-    if (!bounds.ok()) {
-      // The built-in catalogue is checked by the build's tests (tests/catalogue_test.cc).
-      std::fprintf(stderr, "cityops: the built-in catalogue is unusable: %s\n",
-                   std::string(bounds.status().message()).c_str());
-      std::abort();
-    }
-    return new PhysicalBounds(*std::move(bounds));
-  }();
-  return *kBuiltIn;
-}
-
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out) {
-  if (std::optional<Rejection> why = Parse(record, policy, out)) return why;
+  if (std::optional<Rejection> why = Parse(record, policy, out, &KeepValues)) return why;
   const SensorReading& r = *out;
   if (auto why = CheckId(r.device_id(), kDeviceIdField, Slash::kForbidden)) return why;
   if (auto why = CheckKey(record.key, r.device_id(), kDeviceIdField)) return why;
   if (auto why = CheckId(r.reading_id(), kReadingIdField, Slash::kAllowed)) return why;
-  if (auto why = CheckKind(r.kind())) return why;
+  const catalogue::Kind* kind = nullptr;
+  if (auto why = ResolveKind(r.kind_id(), r.kind(), KindsOf(policy), &kind)) return why;
   if (!r.has_event_time()) return Missing(kEventTimeField);
-  if (r.metrics_case() == SensorReading::METRICS_NOT_SET) {
-    return Reject(v1::REJECT_CODE_MISSING_FIELD,
-                  absl::StrFormat("field %s is required: the metrics of a %s",
-                                  Describe(MemberOf(r.kind())), v1::DeviceKind_Name(r.kind())));
+  switch (r.metrics_case()) {
+    case SensorReading::METRICS_NOT_SET:
+      return NoMetrics(*kind);
+    case SensorReading::kValues:
+      if (auto why = CheckValues(*kind, r.values())) return why;
+      break;
+    default:
+      if (KindOfMember(r.metrics_case()) != kind->typed) {
+        return KindMismatch(*kind, r.metrics_case(), "metrics", "values");
+      }
+      if (auto why = CheckBounds(
+              r, r.metrics_case(), kReadingBounds,
+              [kind](const ReadingBound& b) { return MetricRange(*kind, b.measured); })) {
+        return why;
+      }
   }
-  if (KindOfMember(r.metrics_case()) != r.kind()) {
-    return KindMismatch(r.kind(), r.metrics_case(), "metrics");
-  }
-  const PhysicalBounds& bounds =
-      policy.bounds != nullptr ? *policy.bounds : PhysicalBounds::BuiltIn();
-  if (auto why = CheckBounds(r, r.metrics_case(), kReadingBounds, bounds.readings())) return why;
+  // A typed kind named by kind_id alone: stages that read `kind` see it too.
+  if (r.kind() == v1::DEVICE_KIND_UNSPECIFIED) out->set_kind(kind->typed);
   return CheckEventTime(r.has_event_time(), r.event_time(), policy, record, now);
 }
 
@@ -780,18 +1082,33 @@ std::optional<Rejection> DecodeDevice(const KafkaRecord& record, const Validatio
   const DeviceRegistered& d = *out;
   if (auto why = CheckId(d.device_id(), kDeviceIdField, Slash::kForbidden)) return why;
   if (auto why = CheckKey(record.key, d.device_id(), kDeviceIdField)) return why;
-  if (auto why = CheckKind(d.kind())) return why;
+  const catalogue::Kind* kind = nullptr;
+  if (auto why = ResolveKind(d.kind_id(), d.kind(), KindsOf(policy), &kind)) return why;
   if (auto why = CheckId(d.grid().grid_code(), kGridCodeField, Slash::kAllowed)) return why;
-  if (d.archive_case() != DeviceRegistered::ARCHIVE_NOT_SET) {
-    if (KindOfMember(d.archive_case()) != d.kind()) {
-      return KindMismatch(d.kind(), d.archive_case(), "archive data");
-    }
-    const PhysicalBounds& bounds =
-        policy.bounds != nullptr ? *policy.bounds : PhysicalBounds::BuiltIn();
-    if (auto why = CheckBounds(d, d.archive_case(), kArchiveBounds, bounds.archives())) {
-      return why;
-    }
+  switch (d.archive_case()) {
+    case DeviceRegistered::ARCHIVE_NOT_SET:
+      break;
+    case DeviceRegistered::kArchiveValues:
+      if (kind->typed != v1::DEVICE_KIND_UNSPECIFIED) {
+        return Reject(v1::REJECT_CODE_KIND_MISMATCH,
+                      absl::StrFormat("kind '%s' has a typed archive: send it as %s, not "
+                                      "archive_values (archiveValues)",
+                                      kind->id, Describe(MemberOf(kind->typed))));
+      }
+      if (auto why = CheckArchiveValues(*kind, d.archive_values())) return why;
+      break;
+    default:
+      if (KindOfMember(d.archive_case()) != kind->typed) {
+        return KindMismatch(*kind, d.archive_case(), "archive data", "archive_values");
+      }
+      if (auto why = CheckBounds(
+              d, d.archive_case(), kArchiveBounds,
+              [kind](const ArchiveBound& b) { return ArchiveRange(*kind, b.field.name); })) {
+        return why;
+      }
   }
+  // A typed kind named by kind_id alone: stages that read `kind` see it too.
+  if (d.kind() == v1::DEVICE_KIND_UNSPECIFIED) out->set_kind(kind->typed);
   if (d.has_location()) {
     if (auto why = CheckLocation(d.location())) return why;
   }

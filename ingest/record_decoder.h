@@ -14,6 +14,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -21,6 +22,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "catalogue/kinds.h"
 #include "cityops/v1/catalogue.pb.h"
 #include "cityops/v1/events.pb.h"
 #include "cityops/v1/ingest.pb.h"
@@ -41,33 +43,6 @@ struct KafkaRecord {
   absl::Time timestamp = absl::InfinitePast();
 };
 
-// The physical bounds of the numbers that readings and registrations carry, taken from
-// a catalogue (catalogue/catalogue.h): every number metric of a typed kind
-// ("flood_gauge.water_depth_cm") and every number and year of its archive. They reject
-// garbage (a unit mix-up, an uninitialised register), never alarms. Enum fields and an
-// elevator's fault codes are bounded by the schema instead.
-class PhysicalBounds {
- public:
-  struct Bounds {
-    double min = 0;
-    double max = 0;
-    std::string unit;
-  };
-  // INVALID_ARGUMENT naming what is missing when the catalogue lacks one of the four
-  // typed kinds or a bounded number of one that the decoder checks.
-  static absl::StatusOr<PhysicalBounds> FromCatalogue(const v1::Catalogue& catalogue);
-  // Those of the built-in catalogue (catalogue/city.yaml), loaded on first use.
-  static const PhysicalBounds& BuiltIn();
-
-  // By row of the decoder's tables of readings' and archives' numbers.
-  const std::vector<Bounds>& readings() const { return readings_; }
-  const std::vector<Bounds>& archives() const { return archives_; }
-
- private:
-  std::vector<Bounds> readings_;
-  std::vector<Bounds> archives_;
-};
-
 struct ValidationPolicy {
   // Event times are checked against a reference time: the record's Kafka timestamp, or
   // ingest's clock (`now`) for a record without one.
@@ -77,8 +52,10 @@ struct ValidationPolicy {
   absl::Duration max_age = absl::Hours(24 * 30);
   // Larger record values are rejected unread.
   size_t max_record_bytes = 64 * 1024;
-  // The bounds of numbers; null: PhysicalBounds::BuiltIn(). Must outlive the policy's use.
-  const PhysicalBounds* bounds = nullptr;
+  // The catalogue in force, compiled: the kinds a reading or registration may name, each
+  // kind's metrics (names, types, codes, physical bounds) and archive fields. Null: the
+  // built-in catalogue's (catalogue::KindTable::BuiltIn()).
+  std::shared_ptr<const catalogue::KindTable> kinds;
 };
 
 // Why a record was refused: a stable code and a message that names the field and, where
@@ -89,11 +66,17 @@ struct Rejection {
 };
 
 // Decodes and validates a reading from `cityops.readings`. On success fills `out` and
-// returns nullopt. Checks: size, encoding, required fields (device_id, kind, event_time,
-// reading_id, metrics), kind known and matching the metrics, every metric finite and
-// physically possible, event time within [ref - max_age, ref + max_clock_skew] where ref
-// is the record's timestamp (or `now` when it has none), and the
-// record key (when present) equal to device_id.
+// returns nullopt. Checks: size, encoding, required fields (device_id, a kind, event_time,
+// reading_id, metrics), the kind one of the catalogue in force and matching the metrics,
+// every metric finite and physically possible, event time within
+// [ref - max_age, ref + max_clock_skew] where ref is the record's timestamp (or `now` when
+// it has none), and the record key (when present) equal to device_id.
+//
+// The kind: `kind_id` (a catalogue kind's id) or the typed `kind`, or both naming the same
+// kind. The metrics: the kind's typed message (typed kinds only), or `values`, the metrics
+// by the catalogue's names (any kind): each a metric of the kind, at most once, with the
+// member of its type set (`codes` for a repeated code) and within the catalogue's bounds
+// and codes. A typed kind named by `kind_id` alone gets `kind` filled in `out`.
 std::optional<Rejection> DecodeReading(const KafkaRecord& record, const ValidationPolicy& policy,
                                        absl::Time now, v1::SensorReading* out);
 
@@ -104,8 +87,11 @@ std::optional<Rejection> DecodeReport(const KafkaRecord& record, const Validatio
                                       absl::Time now, v1::CitizenReport* out);
 
 // Decodes and validates a registration from the compacted `cityops.devices` topic (a
-// `DeviceRegistered`): device_id, a known kind and grid_code are required; the key, when
-// present, must equal device_id.
+// `DeviceRegistered`): device_id, a kind of the catalogue in force (`kind_id` and/or the
+// typed `kind`, as for readings) and grid_code are required; the key, when present, must
+// equal device_id. The archive: a typed kind's typed archive message, a catalogue-only
+// kind's `archive_values` (each a field of the kind's archive in the catalogue, its text
+// read as the field's type; only a records field may repeat).
 std::optional<Rejection> DecodeDevice(const KafkaRecord& record, const ValidationPolicy& policy,
                                       v1::DeviceRegistered* out);
 

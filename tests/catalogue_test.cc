@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
+#include "catalogue/kinds.h"
 #include "daemon/rule_activation.h"
 #include "ingest/record_decoder.h"
 #include "kernel/proto_time.h"
@@ -305,17 +306,14 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "ingest checks numbers against the bounds of the catalogue it is given, and a "
-    "catalogue without a typed kind's bounds is refused for it",
+    "ingest checks numbers against the bounds of the catalogue it is given, and refuses a "
+    "typed kind that catalogue does not have",
     "[catalogue]") {
   const absl::Time now = absl::FromUnixSeconds(1'790'000'000);
   // A gauge that reads at most 2 m.
   absl::StatusOr<LoadedCatalogue> shallow = LoadCatalogueText(
       Edited("unit: cm, min: -10, max: 1000}", "unit: cm, min: -10, max: 200}"), "shallow.yaml");
   REQUIRE(shallow.ok());
-  absl::StatusOr<ingest::PhysicalBounds> bounds =
-      ingest::PhysicalBounds::FromCatalogue(shallow->catalogue);
-  REQUIRE(bounds.ok());
   v1::SensorReading r;
   r.set_device_id("gauge-1");
   r.set_kind(v1::DEVICE_KIND_FLOOD_GAUGE);
@@ -329,24 +327,35 @@ TEST_CASE(
   v1::SensorReading out;
   CHECK_FALSE(ingest::DecodeReading(record, ingest::ValidationPolicy(), now, &out).has_value());
   ingest::ValidationPolicy policy;
-  policy.bounds = &*bounds;
+  policy.kinds = KindTable::FromCatalogue(shallow->catalogue);
   const std::optional<ingest::Rejection> why = ingest::DecodeReading(record, policy, now, &out);
   REQUIRE(why.has_value());
   CHECK(why->code == v1::REJECT_CODE_INVALID_METRIC);
   CHECK_THAT(why->message, Contains("flood_gauge.water_depth_cm") && Contains("-10..200 cm"));
 
-  // The flood gauge turned into a catalogue-only kind: its numbers have no bounds left.
+  // The flood gauge turned into a catalogue-only kind: a typed flood gauge reading names a
+  // kind that catalogue does not have, and its readings go by name.
   absl::StatusOr<LoadedCatalogue> untyped = LoadCatalogueText(
       Edited("  - id: flood_gauge\n    name: {zh: 道路积水监测, en: Road flood gauge}\n    typed: "
              "flood_gauge\n",
              "  - id: road_gauge\n    name: {zh: 道路积水监测, en: Road flood gauge}\n"),
       "untyped.yaml");
   REQUIRE(untyped.ok());
-  const absl::Status refused = ingest::PhysicalBounds::FromCatalogue(untyped->catalogue).status();
-  CHECK(refused.code() == absl::StatusCode::kInvalidArgument);
-  CHECK_THAT(std::string(refused.message()),
-             Contains("gives no bounds for metric flood_gauge.water_depth_cm") &&
-                 Contains("keep the typed kind 'flood_gauge'"));
+  policy.kinds = KindTable::FromCatalogue(untyped->catalogue);
+  const std::optional<ingest::Rejection> unknown = ingest::DecodeReading(record, policy, now, &out);
+  REQUIRE(unknown.has_value());
+  CHECK(unknown->code == v1::REJECT_CODE_UNKNOWN_DEVICE_KIND);
+  CHECK_THAT(unknown->message, Contains("DEVICE_KIND_FLOOD_GAUGE") &&
+                                   Contains("is not a kind of catalogue 'city'") &&
+                                   Contains("road_gauge"));
+  r.clear_kind();
+  r.set_kind_id("road_gauge");
+  v1::MetricValue* depth = r.mutable_values()->add_values();
+  depth->set_name("water_depth_cm");
+  depth->set_number(300);
+  const std::string by_name = r.SerializeAsString();
+  record.value = by_name;
+  CHECK_FALSE(ingest::DecodeReading(record, policy, now, &out).has_value());
 }
 
 }  // namespace

@@ -70,6 +70,44 @@ TEST_CASE("JSON lines carry archive data and bad lines are reported by number", 
   CHECK_THAT(parsed->errors[0].message, Catch::Contains("UNDECODABLE"));
 }
 
+TEST_CASE(
+    "a catalogue-only kind imports by its id from CSV and with archive fields from JSON lines",
+    "[import][catalogue]") {
+  testing::TempDir dir;
+  const std::string csv = dir.Sub("devices.csv");
+  Write(csv,
+        "device_id,kind,grid_code\n"
+        "gd-1,gas_detector,310104010001001\n"
+        "gd-2,gas_detektor,310104010001001\n");
+  absl::StatusOr<ParsedDevices> from_csv = ParseDeviceFile(csv);
+  REQUIRE(from_csv.ok());
+  REQUIRE(from_csv->devices.size() == 1);
+  CHECK(from_csv->devices[0].kind_id() == "gas_detector");
+  CHECK(from_csv->devices[0].kind() == v1::DEVICE_KIND_UNSPECIFIED);
+  REQUIRE(from_csv->errors.size() == 1);
+  CHECK(from_csv->errors[0].line == 3);
+  CHECK_THAT(from_csv->errors[0].message,
+             Catch::Contains("kind 'gas_detektor' is not a kind of the catalogue") &&
+                 Catch::Contains("gas_detector"));
+
+  const std::string jsonl = dir.Sub("devices.jsonl");
+  Write(jsonl,
+        R"({"deviceId":"gd-3","kindId":"gas_detector","grid":{"gridCode":"310104010001001"},)"
+        R"("archiveValues":{"fields":[{"name":"site","value":"kitchen"}]}})"
+        "\n"
+        R"({"deviceId":"gd-4","kindId":"gas_detector","grid":{"gridCode":"310104010001001"},)"
+        R"("archiveValues":{"fields":[{"name":"has_shutoff_valve","value":"maybe"}]}})"
+        "\n");
+  absl::StatusOr<ParsedDevices> from_json = ParseDeviceFile(jsonl);
+  REQUIRE(from_json.ok());
+  REQUIRE(from_json->devices.size() == 1);
+  CHECK(from_json->devices[0].archive_values().fields(0).value() == "kitchen");
+  REQUIRE(from_json->errors.size() == 1);
+  CHECK(from_json->errors[0].line == 2);
+  CHECK_THAT(from_json->errors[0].message,
+             Catch::Contains("INVALID_FIELD") && Catch::Contains("true or false"));
+}
+
 TEST_CASE("imported registrations land in their device's partition and re-imports are skipped",
           "[import]") {
   testing::TempDir dir;

@@ -233,6 +233,59 @@ TEST_CASE("ingest stores each valid reading once and dead-letters each bad one w
   CHECK(stored == produced);
 }
 
+TEST_CASE("a catalogue kind's reading sent as values is stored and a bad one dead-lettered",
+          "[ingest][kafka][catalogue]") {
+  testing::TempDir dir;
+  kernel::ManualClock clock(kNow);
+  auto kafka = StartKafka();
+  auto log = OpenLog(dir.Sub("log"), &clock);
+  v1::SensorReading gas;
+  gas.set_device_id("gd-0001");
+  gas.set_kind_id("gas_detector");
+  gas.set_reading_id("gd-0001:1");
+  SetTime(gas.mutable_event_time(), kNow - absl::Minutes(2));
+  v1::MetricValue* lel = gas.mutable_values()->add_values();
+  lel->set_name("gas_lel_pct");
+  lel->set_number(12.5);
+  v1::MetricValue* alarm = gas.mutable_values()->add_values();
+  alarm->set_name("alarm");
+  alarm->set_flag(true);
+  v1::SensorReading bad = gas;
+  bad.set_reading_id("gd-0001:2");
+  bad.mutable_values()->mutable_values(0)->set_name("methane_pct");
+  {
+    TestProducer producer(kafka->bootstrap_servers(), &clock);
+    producer.Produce("cityops.readings", Binary(gas));
+    producer.Produce("cityops.readings", Json(bad));
+    producer.Flush();
+    auto ingester = MakeIngester(log.get(), Options(*kafka, &clock));
+    PollUntil(*ingester, [&] { return ingester->Stats().records == 2; });
+    CHECK(ingester->Stats().readings == 1);
+    CHECK(ingester->Stats().dead_lettered == 1);
+  }
+  std::vector<v1::SensorReading> stored;
+  for (const auto& events : testing::AllEvents(*log)) {
+    for (const v1::Event& e : events) {
+      if (e.has_reading()) stored.push_back(e.reading());
+    }
+  }
+  REQUIRE(stored.size() == 1);
+  CHECK(stored[0].kind_id() == "gas_detector");
+  REQUIRE(stored[0].values().values_size() == 2);
+  CHECK(stored[0].values().values(0).name() == "gas_lel_pct");
+  CHECK(stored[0].values().values(0).number() == 12.5);
+  CHECK(stored[0].values().values(1).flag());
+
+  const std::vector<testing::ConsumedRecord> dead =
+      testing::ReadTopic(kafka->bootstrap_servers(), "cityops.deadletter", 1);
+  REQUIRE(dead.size() == 1);
+  CHECK(dead[0].headers.at("cityops-error-code") == "INVALID_METRIC");
+  CHECK_THAT(dead[0].headers.at("cityops-error-message"),
+             Catch::Contains("\"methane_pct\" is not a metric of kind 'gas_detector'") &&
+                 Catch::Contains("gas_lel_pct, alarm, valve_closed, battery_pct"));
+  CHECK(dead[0].value == Json(bad).value);
+}
+
 TEST_CASE("ingest restarted at random points while the producer runs loses and doubles nothing",
           "[ingest][kafka][slow]") {
   testing::TempDir dir;

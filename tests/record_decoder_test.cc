@@ -10,6 +10,7 @@
 #include <set>
 
 #include "absl/strings/str_format.h"
+#include "catalogue/kinds.h"
 #include "google/protobuf/util/json_util.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -335,8 +336,9 @@ TEST_CASE("each required field of a reading is MISSING_FIELD, named in both spel
       {[](auto& r) { r.clear_reading_id(); }, "field reading_id (readingId) is required"},
       {[](auto& r) { r.clear_event_time(); }, "field event_time (eventTime) is required"},
       {[](auto& r) { r.clear_metrics(); },
-       "field manhole_cover (manholeCover) is required: the metrics of a "
-       "DEVICE_KIND_MANHOLE_COVER"},
+       "field manhole_cover (manholeCover) or values is required: the metrics of a "
+       "'manhole_cover', typed or by name (tilt_deg, cover_open, well_water_level_m, gas_ppm, "
+       "battery_pct), each as {name, and number, flag, code, count or codes}"},
   };
   for (const auto& [change, message] : cases) {
     const std::optional<Rejection> why = DecodeReading(Binary(With(good, change)));
@@ -376,7 +378,8 @@ TEST_CASE("an unset or unknown kind is UNKNOWN_DEVICE_KIND", "[decoder]") {
   const std::optional<Rejection> unset = DecodeReading(
       Binary(With(Manhole(), [](auto& r) { r.set_kind(v1::DEVICE_KIND_UNSPECIFIED); })));
   CHECK(CodeOf(unset) == "UNKNOWN_DEVICE_KIND");
-  CHECK_THAT(MessageOf(unset), Catch::StartsWith("field kind is required"));
+  CHECK_THAT(MessageOf(unset), Catch::StartsWith("field kind_id (kindId) is required (or kind") &&
+                                   Catch::Contains("manhole_cover, elevator"));
   const std::optional<Rejection> unknown = DecodeReading(
       Binary(With(Manhole(), [](auto& r) { r.set_kind(static_cast<v1::DeviceKind>(5)); })));
   CHECK(CodeOf(unknown) == "UNKNOWN_DEVICE_KIND");
@@ -387,7 +390,8 @@ TEST_CASE("metrics of another kind than the reading's are KIND_MISMATCH", "[deco
   const std::optional<Rejection> why =
       DecodeReading(Binary(With(Manhole(), [](auto& r) { r.set_kind(v1::DEVICE_KIND_ELEVATOR); })));
   CHECK(CodeOf(why) == "KIND_MISMATCH");
-  CHECK(MessageOf(why) == "kind is DEVICE_KIND_ELEVATOR but the metrics are manhole_cover");
+  CHECK(MessageOf(why) ==
+        "the kind is 'elevator' but the metrics are manhole_cover; send them as elevator");
 }
 
 // One bounded metric: how to set it on a reading of its kind, and its documented range.
@@ -741,13 +745,14 @@ TEST_CASE("a device registration without its required fields or with a bad one i
       cases = {
           {[](auto& d) { d.clear_device_id(); }, "MISSING_FIELD",
            "field device_id (deviceId) is required"},
-          {[](auto& d) { d.clear_kind(); }, "UNKNOWN_DEVICE_KIND", "field kind is required"},
+          {[](auto& d) { d.clear_kind(); }, "UNKNOWN_DEVICE_KIND",
+           "field kind_id (kindId) is required"},
           {[](auto& d) { d.set_kind(static_cast<v1::DeviceKind>(-3)); }, "UNKNOWN_DEVICE_KIND",
            "kind -3"},
           {[](auto& d) { d.mutable_grid()->clear_grid_code(); }, "MISSING_FIELD",
            "field grid.grid_code (grid.gridCode) is required"},
           {[](auto& d) { d.set_kind(v1::DEVICE_KIND_CURTAIN_WALL); }, "KIND_MISMATCH",
-           "kind is DEVICE_KIND_CURTAIN_WALL but the archive data are elevator"},
+           "the kind is 'curtain_wall' but the archive data are elevator"},
           {[](auto& d) { d.mutable_elevator()->set_rated_speed_m_per_s(std::nan("")); },
            "INVALID_METRIC", "elevator.rated_speed_m_per_s (elevator.ratedSpeedMPerS) is nan"},
           {[](auto& d) { d.mutable_elevator()->set_floors(-1); }, "INVALID_METRIC",
@@ -785,6 +790,422 @@ TEST_CASE("reject code names drop the REJECT_CODE_ prefix", "[decoder]") {
           v1::RejectCode_Name(static_cast<v1::RejectCode>(code)));
   }
   CHECK(RejectCodeName(static_cast<v1::RejectCode>(1000)) == "UNKNOWN");
+}
+
+// ---------------------------------------------------------------------------------------
+// Readings and registrations of any catalogue kind: metrics by name (`values`), archive
+// fields by name (`archive_values`).
+
+// A value of `m` that the catalogue admits: mid-range numbers, its first code.
+v1::MetricValue ValidValue(const catalogue::KindMetric& m) {
+  v1::MetricValue v;
+  v.set_name(m.name);
+  const int64_t first_code =
+      m.spec != nullptr && m.spec->codes_size() > 0 ? m.spec->codes(0).value() : 1;
+  if (m.repeated) {
+    v.add_codes(first_code);
+    return v;
+  }
+  const double lo = m.has_min ? m.min : 0;
+  const double hi = m.has_max ? m.max : lo + 10;
+  switch (m.type) {
+    case v1::METRIC_TYPE_FLAG:
+      v.set_flag(true);
+      break;
+    case v1::METRIC_TYPE_CODE:
+      v.set_code(first_code);
+      break;
+    case v1::METRIC_TYPE_COUNTER:
+      v.set_count(static_cast<uint64_t>(std::ceil(std::max(lo, 0.0))));
+      break;
+    default:
+      v.set_number((lo + hi) / 2);
+  }
+  return v;
+}
+
+// A reading of `kind` with every one of its metrics by name.
+v1::SensorReading ValuesReading(const catalogue::Kind& kind) {
+  v1::SensorReading r;
+  r.set_device_id("dev-" + kind.id);
+  r.set_kind_id(kind.id);
+  r.set_reading_id(r.device_id() + ":1");
+  SetTime(r.mutable_event_time(), kNow - absl::Minutes(1));
+  for (const catalogue::KindMetric& m : kind.metrics) {
+    *r.mutable_values()->add_values() = ValidValue(m);
+  }
+  return r;
+}
+
+v1::SensorReading GasReading() {
+  const catalogue::Kind* gas = catalogue::KindTable::BuiltIn()->Find("gas_detector");
+  REQUIRE(gas != nullptr);
+  return ValuesReading(*gas);
+}
+
+// The value named `name` in a values reading.
+v1::MetricValue* ValueNamed(v1::SensorReading& r, const std::string& name) {
+  for (v1::MetricValue& v : *r.mutable_values()->mutable_values()) {
+    if (v.name() == name) return &v;
+  }
+  FAIL("no value " << name);
+  return nullptr;
+}
+
+TEST_CASE("a values reading of every kind of the built-in catalogue decodes from binary and JSON",
+          "[decoder][catalogue]") {
+  const auto kinds = catalogue::KindTable::BuiltIn();
+  REQUIRE(kinds->kinds().size() >= 10);
+  for (const catalogue::Kind& kind : kinds->kinds()) {
+    const v1::SensorReading r = ValuesReading(kind);
+    REQUIRE(r.values().values_size() == static_cast<int>(kind.metrics.size()));
+    for (const Record& record : {Binary(r, r.device_id()), Json(r, r.device_id())}) {
+      v1::SensorReading out;
+      const std::optional<Rejection> why = DecodeReading(record, &out);
+      INFO(kind.id << ": " << MessageOf(why) << "\n" << ToJson(r));
+      REQUIRE_FALSE(why.has_value());
+      // A typed kind named by kind_id alone gets its typed kind filled in.
+      CHECK(out.kind() == kind.typed);
+      v1::SensorReading expected = r;
+      expected.set_kind(kind.typed);
+      CHECK(MessageDifferencer::Equals(out, expected));
+    }
+  }
+}
+
+TEST_CASE(
+    "a typed kind's reading decodes sent as values, and with its kind_id on the typed message",
+    "[decoder][catalogue]") {
+  v1::SensorReading r = Reading(v1::DEVICE_KIND_FLOOD_GAUGE);
+  r.clear_flood_gauge();
+  v1::MetricValue* depth = r.mutable_values()->add_values();
+  depth->set_name("water_depth_cm");
+  depth->set_number(27.5);
+  // By the typed kind alone, by kind_id alone and by both.
+  for (const auto& [kind, kind_id] : std::vector<std::pair<v1::DeviceKind, std::string>>{
+           {v1::DEVICE_KIND_FLOOD_GAUGE, ""},
+           {v1::DEVICE_KIND_UNSPECIFIED, "flood_gauge"},
+           {v1::DEVICE_KIND_FLOOD_GAUGE, "flood_gauge"}}) {
+    r.set_kind(kind);
+    r.set_kind_id(kind_id);
+    v1::SensorReading out;
+    const std::optional<Rejection> why = DecodeReading(Binary(r), &out);
+    INFO(MessageOf(why));
+    REQUIRE_FALSE(why.has_value());
+    CHECK(out.kind() == v1::DEVICE_KIND_FLOOD_GAUGE);
+    CHECK(out.values().values(0).number() == 27.5);
+  }
+  // Out of the catalogue's bounds by name as in the typed message.
+  depth->set_number(2000);
+  const std::optional<Rejection> deep = DecodeReading(Binary(r));
+  CHECK(CodeOf(deep) == "INVALID_METRIC");
+  CHECK_THAT(MessageOf(deep), Catch::Contains("values.values[0] (metric \"water_depth_cm\")") &&
+                                  Catch::Contains("outside its physical range [-10, 1000] cm"));
+
+  const v1::SensorReading typed =
+      With(Reading(v1::DEVICE_KIND_FLOOD_GAUGE), [](auto& t) { t.set_kind_id("flood_gauge"); });
+  CHECK(CodeOf(DecodeReading(Binary(typed))) == "OK");
+  v1::SensorReading out;
+  const v1::SensorReading by_id =
+      With(typed, [](auto& t) { t.set_kind(v1::DEVICE_KIND_UNSPECIFIED); });
+  REQUIRE(CodeOf(DecodeReading(Binary(by_id), &out)) == "OK");
+  CHECK(out.kind() == v1::DEVICE_KIND_FLOOD_GAUGE);
+}
+
+TEST_CASE("a catalogue kind's reading in JSON as an integrator writes it decodes",
+          "[decoder][catalogue]") {
+  const std::string json = absl::StrFormat(
+      R"({"deviceId": "gd-1", "kindId": "gas_detector", "readingId": "gd-1:1",
+          "eventTime": "%s",
+          "values": {"values": [{"name": "gas_lel_pct", "number": 12.5},
+                                {"name": "alarm", "flag": true},
+                                {"name": "valve_closed", "flag": false}]}})",
+      absl::FormatTime("%Y-%m-%d%ET%H:%M:%SZ", kNow - absl::Minutes(1), absl::UTCTimeZone()));
+  v1::SensorReading out;
+  const std::optional<Rejection> why =
+      DecodeReading(Record{"gd-1", json, "application/json"}, &out);
+  INFO(MessageOf(why));
+  REQUIRE_FALSE(why.has_value());
+  CHECK(out.kind_id() == "gas_detector");
+  CHECK(out.kind() == v1::DEVICE_KIND_UNSPECIFIED);
+  REQUIRE(out.values().values_size() == 3);
+  CHECK(out.values().values(0).number() == 12.5);
+  CHECK(out.values().values(1).flag());
+  CHECK(out.values().values(2).value_case() == v1::MetricValue::kFlag);
+}
+
+TEST_CASE("a values reading that breaks the catalogue is refused with what, where and what to do",
+          "[decoder][catalogue]") {
+  const catalogue::Kind* elevator = catalogue::KindTable::BuiltIn()->Find("elevator");
+  REQUIRE(elevator != nullptr);
+  using Change = std::function<void(v1::SensorReading&)>;
+  const std::vector<
+      std::tuple<std::string, v1::SensorReading, Change, std::string, std::vector<std::string>>>
+      cases = {
+          {"unknown kind_id",
+           GasReading(),
+           [](auto& r) { r.set_kind_id("gas_detektor"); },
+           "UNKNOWN_DEVICE_KIND",
+           {"field kind_id (kindId) \"gas_detektor\" is not a kind of catalogue 'city'",
+            "use one of: manhole_cover, elevator", "gas_detector"}},
+          {"kind_id disagreeing with kind",
+           GasReading(),
+           [](auto& r) { r.set_kind(v1::DEVICE_KIND_FLOOD_GAUGE); },
+           "KIND_MISMATCH",
+           {"field kind_id (kindId) is \"gas_detector\" but kind is DEVICE_KIND_FLOOD_GAUGE",
+            "leave it unset"}},
+          {"kind_id disagreeing with the typed message",
+           Reading(v1::DEVICE_KIND_FLOOD_GAUGE),
+           [](auto& r) {
+             r.clear_kind();
+             r.set_kind_id("elevator");
+           },
+           "KIND_MISMATCH",
+           {"the kind is 'elevator' but the metrics are flood_gauge; send them as elevator"}},
+          {"a catalogue-only kind with a typed message",
+           Reading(v1::DEVICE_KIND_FLOOD_GAUGE),
+           [](auto& r) {
+             r.clear_kind();
+             r.set_kind_id("gas_detector");
+           },
+           "KIND_MISMATCH",
+           {"the kind is 'gas_detector' but the metrics are flood_gauge",
+            "send the metrics of a 'gas_detector' as values"}},
+          {"values without a kind",
+           GasReading(),
+           [](auto& r) { r.clear_kind_id(); },
+           "UNKNOWN_DEVICE_KIND",
+           {"field kind_id (kindId) is required", "gas_detector"}},
+          {"unknown metric",
+           GasReading(),
+           [](auto& r) { ValueNamed(r, "alarm")->set_name("alarm_on"); },
+           "INVALID_METRIC",
+           {"values.values[1].name \"alarm_on\" is not a metric of kind 'gas_detector'",
+            "its metrics are: gas_lel_pct, alarm, valve_closed, battery_pct"}},
+          {"wrong type member",
+           GasReading(),
+           [](auto& r) { ValueNamed(r, "alarm")->set_number(1); },
+           "INVALID_METRIC",
+           {"values.values[1] (metric \"alarm\")", "is a flag in the catalogue: set 'flag'"}},
+          {"out of bounds",
+           GasReading(),
+           [](auto& r) { ValueNamed(r, "gas_lel_pct")->set_number(150); },
+           "INVALID_METRIC",
+           {"values.values[0] (metric \"gas_lel_pct\")", "150 is outside its physical range",
+            "[0, 100]"}},
+          {"not a number",
+           GasReading(),
+           [](auto& r) { ValueNamed(r, "gas_lel_pct")->set_number(std::nan("")); },
+           "INVALID_METRIC",
+           {"metric 'gas_lel_pct' is not a finite number"}},
+          {"no member set",
+           GasReading(),
+           [](auto& r) { ValueNamed(r, "alarm")->clear_value(); },
+           "INVALID_METRIC",
+           {"metric 'alarm' has no value: set 'flag'"}},
+          {"duplicate metric",
+           GasReading(),
+           [](auto& r) { *r.mutable_values()->add_values() = *ValueNamed(r, "alarm"); },
+           "INVALID_METRIC",
+           {"values.values[4] (metric \"alarm\")", "appears more than once",
+            "at most once per reading"}},
+          {"empty values",
+           GasReading(),
+           [](auto& r) { r.mutable_values()->clear_values(); },
+           "MISSING_FIELD",
+           {"field values is required: at least one metric of a 'gas_detector' by name "
+            "(gas_lel_pct, alarm, valve_closed, battery_pct), each as {name, and number, flag, "
+            "code, count or codes}"}},
+          {"no metrics at all",
+           GasReading(),
+           [](auto& r) { r.clear_values(); },
+           "MISSING_FIELD",
+           {"field values is required: at least one metric of a 'gas_detector' by name"}},
+          {"code not listed",
+           ValuesReading(*elevator),
+           [](auto& r) { ValueNamed(r, "door_state")->set_code(9); },
+           "INVALID_METRIC",
+           {"metric 'door_state' has code 9, which the catalogue does not list"}},
+          {"repeated code not listed",
+           ValuesReading(*elevator),
+           [](auto& r) { ValueNamed(r, "fault_codes")->add_codes(999); },
+           "INVALID_METRIC",
+           {"(metric \"fault_codes\"): codes[1] is 999, which the catalogue does not list",
+            "1 (over-travel top)"}},
+          {"repeated code as one value",
+           ValuesReading(*elevator),
+           [](auto& r) {
+             ValueNamed(r, "fault_codes")->clear_codes();
+             ValueNamed(r, "fault_codes")->set_code(1);
+           },
+           "INVALID_METRIC",
+           {"metric 'fault_codes' is a list of codes", "set 'codes'"}},
+          {"codes on a single metric",
+           ValuesReading(*elevator),
+           [](auto& r) { ValueNamed(r, "door_state")->add_codes(1); },
+           "INVALID_METRIC",
+           {"'codes' is for a list of codes, but metric 'door_state' holds one value"}},
+      };
+  for (const auto& [name, base, change, code, parts] : cases) {
+    const std::optional<Rejection> why = DecodeReading(Binary(With(base, change)));
+    INFO(name << ": " << MessageOf(why));
+    CHECK(CodeOf(why) == code);
+    for (const std::string& part : parts) CHECK_THAT(MessageOf(why), Catch::Contains(part));
+  }
+  // No codes at all: none active, which is valid.
+  const v1::SensorReading quiet =
+      With(ValuesReading(*elevator), [](auto& r) { ValueNamed(r, "fault_codes")->clear_codes(); });
+  CHECK(CodeOf(DecodeReading(Binary(quiet))) == "OK");
+}
+
+TEST_CASE("a reused message gives the same verdict whatever it decoded before",
+          "[decoder][catalogue]") {
+  const v1::SensorReading none = With(GasReading(), [](auto& r) { r.clear_values(); });
+  const v1::SensorReading empty =
+      With(GasReading(), [](auto& r) { r.mutable_values()->clear_values(); });
+  const std::string expected = MessageOf(DecodeReading(Binary(none)));
+  REQUIRE_FALSE(expected.empty());
+  v1::SensorReading reused;
+  for (const v1::SensorReading& before :
+       {GasReading(), Reading(v1::DEVICE_KIND_ELEVATOR), none, empty}) {
+    REQUIRE(CodeOf(DecodeReading(Binary(before), &reused)) != "UNDECODABLE");
+    for (const v1::SensorReading& r : {none, empty}) {
+      const std::optional<Rejection> why = DecodeReading(Binary(r), &reused);
+      CHECK(CodeOf(why) == "MISSING_FIELD");
+      CHECK(MessageOf(why) == expected);
+    }
+    // And a valid reading after it decodes to exactly itself.
+    const v1::SensorReading gas = GasReading();
+    REQUIRE(CodeOf(DecodeReading(Binary(gas), &reused)) == "OK");
+    CHECK(MessageDifferencer::Equals(reused, gas));
+    REQUIRE(CodeOf(DecodeReading(Binary(Manhole()), &reused)) == "OK");
+    CHECK(MessageDifferencer::Equals(reused, Manhole()));
+  }
+}
+
+TEST_CASE("the decoder takes the kinds of the catalogue it is given", "[decoder][catalogue]") {
+  ValidationPolicy typed_only;
+  typed_only.kinds = catalogue::KindTable::TypedOnly();
+  v1::SensorReading out;
+  const std::optional<Rejection> why = DecodeReading(Binary(GasReading()), &out, typed_only);
+  CHECK(CodeOf(why) == "UNKNOWN_DEVICE_KIND");
+  CHECK_THAT(MessageOf(why), Catch::Contains("is not a kind of the catalogue in force") &&
+                                 Catch::Contains("flood_gauge"));
+  CHECK(CodeOf(DecodeReading(Binary(Manhole()), &out, typed_only)) == "OK");
+}
+
+v1::DeviceRegistered GasDetector() {
+  v1::DeviceRegistered d;
+  d.set_device_id("gd-7");
+  d.set_kind_id("gas_detector");
+  d.mutable_grid()->set_grid_code("310104010001001");
+  d.set_name("Block 3 kitchen");
+  for (const auto& [name, value] : std::vector<std::pair<std::string, std::string>>{
+           {"site", "kitchen"}, {"gas", "natural gas"}, {"has_shutoff_valve", "true"}}) {
+    v1::ArchiveValue* a = d.mutable_archive_values()->add_fields();
+    a->set_name(name);
+    a->set_value(value);
+  }
+  return d;
+}
+
+v1::ArchiveValue* ArchiveNamed(v1::DeviceRegistered& d, const std::string& name) {
+  for (v1::ArchiveValue& a : *d.mutable_archive_values()->mutable_fields()) {
+    if (a.name() == name) return &a;
+  }
+  FAIL("no archive field " << name);
+  return nullptr;
+}
+
+TEST_CASE("a catalogue kind's registration with archive fields by name decodes",
+          "[decoder][catalogue]") {
+  const v1::DeviceRegistered d = GasDetector();
+  for (const Record& record : {Binary(d, d.device_id()), Json(d, d.device_id())}) {
+    v1::DeviceRegistered out;
+    const std::optional<Rejection> why = DecodeDevice(record, &out);
+    INFO(MessageOf(why));
+    REQUIRE_FALSE(why.has_value());
+    CHECK(MessageDifferencer::Equals(out, d));
+  }
+  // A date, a number within its bounds.
+  v1::DeviceRegistered noise;
+  noise.set_device_id("nm-1");
+  noise.set_kind_id("noise_meter");
+  noise.mutable_grid()->set_grid_code("310104010001001");
+  v1::ArchiveValue* until = noise.mutable_archive_values()->add_fields();
+  until->set_name("night_work_permit_until");
+  until->set_value("2024-05-01");
+  CHECK(CodeOf(DecodeDevice(Binary(noise))) == "OK");
+  until->set_value("2024-02-30");
+  const std::optional<Rejection> bad_date = DecodeDevice(Binary(noise));
+  CHECK(CodeOf(bad_date) == "INVALID_FIELD");
+  CHECK_THAT(MessageOf(bad_date), Catch::Contains("a date YYYY-MM-DD"));
+}
+
+TEST_CASE("a registration whose archive fields break the catalogue is refused",
+          "[decoder][catalogue]") {
+  using Change = std::function<void(v1::DeviceRegistered&)>;
+  const std::vector<std::tuple<std::string, Change, std::string, std::vector<std::string>>> cases =
+      {
+          {"unknown kind_id",
+           [](auto& d) { d.set_kind_id("gas"); },
+           "UNKNOWN_DEVICE_KIND",
+           {"field kind_id (kindId) \"gas\" is not a kind of catalogue 'city'"}},
+          {"unknown archive field",
+           [](auto& d) { ArchiveNamed(d, "gas")->set_name("fuel"); },
+           "INVALID_FIELD",
+           {"archive_values.fields[1] (archiveValues): name \"fuel\" is not an archive field of "
+            "kind 'gas_detector'",
+            "its archive fields are: site, gas, has_shutoff_valve"}},
+          {"flag not true or false",
+           [](auto& d) { ArchiveNamed(d, "has_shutoff_valve")->set_value("yes"); },
+           "INVALID_FIELD",
+           {"archive field 'has_shutoff_valve'", "\"yes\"", "true or false"}},
+          {"a field twice",
+           [](auto& d) {
+             v1::ArchiveValue* again = d.mutable_archive_values()->add_fields();
+             again->set_name("site");
+             again->set_value("well");
+           },
+           "INVALID_FIELD",
+           {"archive field 'site' is also fields[0]", "only a records field"}},
+          {"a typed archive on a catalogue-only kind",
+           [](auto& d) { d.mutable_flood_gauge()->set_low_lying(true); },
+           "KIND_MISMATCH",
+           {"send the archive data of a 'gas_detector' as archive_values"}},
+          {"archive values on a typed kind",
+           [](auto& d) { d.set_kind_id("elevator"); },
+           "KIND_MISMATCH",
+           {"kind 'elevator' has a typed archive: send it as elevator"}},
+          {"kind_id disagreeing with kind",
+           [](auto& d) { d.set_kind(v1::DEVICE_KIND_ELEVATOR); },
+           "KIND_MISMATCH",
+           {"field kind_id (kindId) is \"gas_detector\" but kind is"}},
+      };
+  for (const auto& [name, change, code, parts] : cases) {
+    const std::optional<Rejection> why = DecodeDevice(Binary(With(GasDetector(), change)));
+    INFO(name << ": " << MessageOf(why));
+    CHECK(CodeOf(why) == code);
+    for (const std::string& part : parts) CHECK_THAT(MessageOf(why), Catch::Contains(part));
+  }
+  // Numbers: floors a falling-object camera covers, 0..300.
+  v1::DeviceRegistered camera;
+  camera.set_device_id("cam-1");
+  camera.set_kind_id("falling_object_camera");
+  camera.mutable_grid()->set_grid_code("310104010001001");
+  v1::ArchiveValue* floors = camera.mutable_archive_values()->add_fields();
+  floors->set_name("floors_covered");
+  floors->set_value("32");
+  CHECK(CodeOf(DecodeDevice(Binary(camera))) == "OK");
+  floors->set_value("500");
+  const std::optional<Rejection> high = DecodeDevice(Binary(camera));
+  CHECK(CodeOf(high) == "INVALID_METRIC");
+  CHECK_THAT(MessageOf(high),
+             Catch::Contains("archive_values.floors_covered is 500") && Catch::Contains("0..300"));
+  floors->set_value("thirty");
+  const std::optional<Rejection> words = DecodeDevice(Binary(camera));
+  CHECK(CodeOf(words) == "INVALID_FIELD");
+  CHECK_THAT(MessageOf(words), Catch::Contains("a number such as 12.5"));
 }
 
 }  // namespace
