@@ -571,11 +571,9 @@ class HttpServer::Impl {
     *out.mutable_catalogue() = std::move(*in_force->mutable_catalogue());
     out.set_sha256(in_force->sha256());
     out.set_source_path(in_force->source_path());
-    out.set_built_in(in_force->source_path().empty());
+    out.set_built_in(in_force->source_path() == catalogue::kDefaultCatalogueFile);
     if (out.sha256().empty() && out.built_in()) {
-      absl::StatusOr<catalogue::LoadedCatalogue> built_in = catalogue::LoadConfiguredCatalogue("");
-      if (!built_in.ok()) return built_in.status();
-      out.set_sha256(rules::Sha256Hex(built_in->source_yaml));
+      out.set_sha256(rules::Sha256Hex(catalogue::BuiltInCatalogue().source_yaml));
     }
     WriteJson(out, res);
     return absl::OkStatus();

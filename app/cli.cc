@@ -313,9 +313,10 @@ int Run(int argc, const char* const* argv, std::ostream& out, std::ostream& err)
       ->excludes(sim_bootstrap);
   sim->add_option("--devices-out", sim_options.devices_out,
                   "With --out: write the registrations as JSON lines to this file");
-  sim->add_flag("--catalogue-kinds", sim_options.catalogue_kinds,
+  sim->add_flag("--catalogue-kinds,!--typed-only", sim_options.catalogue_kinds,
                 "Add devices of the catalogue-only kinds (fire hydrants, gas detectors, ...) "
-                "in the built-in catalogue's shares, on top of --devices");
+                "in the built-in catalogue's shares, on top of --devices (the default; "
+                "--typed-only leaves them out)");
 
   CLI::App* rules = app.add_subcommand("rules", "Rule sets: check and activate.");
   rules->require_subcommand(1);

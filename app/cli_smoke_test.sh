@@ -249,13 +249,14 @@ grep -q "cannot break the figures down by 'weather'" "$work/err" || { cat "$work
 expect_exit 2 stats --data-dir backups/derive --from "$from"
 
 step "sim writes JSON lines that publish validates; devices import takes its registrations"
+# 50 typed devices and, on top, 6 of the catalogue-only kinds in their shares.
 expect_exit 0 sim --scenario normal --devices 50 --minutes 10 --acceleration 0 \
   --out sim.jsonl --devices-out devices.jsonl
 [[ -s sim.jsonl && -s devices.jsonl ]] || fail "sim wrote no files"
 expect_exit 0 devices import --data-dir registry devices.jsonl
-grep -q "imported 50 registrations" "$work/out" || { cat "$work/out" >&2; fail "import"; }
+grep -q "imported 56 registrations" "$work/out" || { cat "$work/out" >&2; fail "import"; }
 expect_exit 0 devices import --data-dir registry devices.jsonl
-grep -q "imported 0 registrations (50 unchanged)" "$work/out" || fail "re-import not skipped"
+grep -q "imported 0 registrations (56 unchanged)" "$work/out" || fail "re-import not skipped"
 echo '{"deviceId":"x","kind":"DEVICE_KIND_ELEVATOR"}' >bad.jsonl
 expect_exit 1 publish --bootstrap 127.0.0.1:1 bad.jsonl
 grep -q "^bad.jsonl:1: MISSING_FIELD" "$work/err" || { cat "$work/err" >&2; fail "publish error line"; }

@@ -23,8 +23,8 @@ struct SimCommandOptions {
   std::string out;           // a JSON-lines file of readings,
   std::string devices_out;   // and one of registrations (for `cityops devices import`).
   // Add devices of the catalogue-only kinds (sim::CityOptions::catalogue_kinds, from the
-  // built-in catalogue). Off until ingest takes their values readings.
-  bool catalogue_kinds = false;
+  // built-in catalogue), on top of the typed devices.
+  bool catalogue_kinds = true;
   // If set, started at the simulated start time when the first reading goes out, so that
   // it reads simulated time from then on (for ingest's clock ticks).
   kernel::ScaledClock* clock = nullptr;

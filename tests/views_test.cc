@@ -682,7 +682,7 @@ TEST_CASE("the catalogue of the latest rule set activation sets the reporting in
   absl::StatusOr<v1::ActivatedCatalogue> in_force = views->CatalogueInForce();
   REQUIRE(in_force.ok());
   CHECK(in_force->catalogue().kinds_size() == 10);
-  CHECK(in_force->source_path().empty());
+  CHECK(in_force->source_path() == catalogue::kDefaultCatalogueFile);
 
   // A city whose gas detectors report every 10 minutes.
   v1::Catalogue city = catalogue::KindTable::BuiltIn()->catalogue();

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "catalogue/catalogue.h"
 #include "catalogue/kinds.h"
 #include "google/protobuf/arena.h"
 #include "kernel/proto_time.h"
@@ -1166,6 +1167,7 @@ absl::StatusOr<v1::ActivatedCatalogue> Projections::CatalogueInForce() const {
   if (active->has_value() && (*active)->has_catalogue()) return (*active)->catalogue();
   v1::ActivatedCatalogue built_in;
   *built_in.mutable_catalogue() = catalogue::KindTable::BuiltIn()->catalogue();
+  built_in.set_source_path(catalogue::kDefaultCatalogueFile);
   return built_in;
 }
 

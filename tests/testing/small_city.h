@@ -23,9 +23,6 @@ inline sim::CityOptions SmallCity(uint64_t seed, size_t devices) {
   city.curtain_wall_pct = 15;
   city.flood_gauge_pct = 30;
   city.low_lying_pct = 30;
-  // The four typed kinds only: these tests count every registration and reading through
-  // ingest, which takes the catalogue-only kinds' values readings in a later change.
-  city.catalogue_kinds = false;
   return city;
 }
 
