@@ -32,6 +32,7 @@
 #include "absl/time/time.h"
 #include "api/openapi.h"
 #include "api/routes.h"
+#include "catalogue/catalogue.h"
 #include "cityops/v1/api.pb.h"
 #include "google/protobuf/message.h"
 #include "google/protobuf/util/json_util.h"
@@ -569,7 +570,7 @@ TEST_CASE(
     REQUIRE(r.status == 200);
     const v1::CatalogueResponse c = Json<v1::CatalogueResponse>(r);
     CHECK(c.built_in());
-    CHECK(c.source_path().empty());
+    CHECK(c.source_path() == catalogue::kDefaultCatalogueFile);
     CHECK(c.sha256().size() == 64);
     std::vector<std::string> ids;
     for (const v1::DeviceKindSpec& k : c.catalogue().kinds()) {

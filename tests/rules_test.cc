@@ -15,6 +15,7 @@
 #include "projections/rules/default_rules.h"
 #include "projections/rules/engine.h"
 #include "projections/rules/metric.h"
+#include "tests/testing/water_tanks.h"
 
 namespace cityops::rules {
 namespace {
@@ -122,7 +123,7 @@ TEST_CASE("rule set errors name the file, line and column and say what to do", "
       {"fault codes on a flood gauge",
        "  - id: a\n    device_kind: flood_gauge\n    severity: minor\n"
        "    fault_code: {codes: [7]}\n",
-       "test.yaml:11:", "elevators only"},
+       "test.yaml:11:", "kind 'flood_gauge' has none"},
       {"filter of another kind",
        "  - id: a\n    device_kind: elevator\n    severity: minor\n    applies_to: {underpass: "
        "true}\n"
@@ -1081,19 +1082,7 @@ v1::MetricValue Flag(std::string name, bool x) {
 
 // The shipped catalogue with one more kind that no code mentions.
 catalogue::LoadedCatalogue CatalogueWithWaterTanks() {
-  std::string yaml(catalogue::DefaultCatalogueYaml());
-  const size_t at = yaml.find("\ncategories:");
-  REQUIRE(at != std::string::npos);
-  yaml.insert(at + 1,
-              "  - id: water_tank\n"
-              "    name: {zh: 二次供水水箱, en: Rooftop water tank}\n"
-              "    department: water-authority\n"
-              "    reporting_interval: 15m\n"
-              "    metrics:\n"
-              "      - {name: level_pct, label: {zh: 水位, en: Level}, type: number, unit: \"%\", "
-              "min: 0, max: 100}\n"
-              "      - {name: overflow, label: {zh: 溢流, en: Overflowing}, type: flag}\n"
-              "\n");
+  const std::string yaml = testing::CatalogueYamlWithWaterTanks();
   absl::StatusOr<catalogue::LoadedCatalogue> loaded =
       catalogue::LoadCatalogueText(yaml, "tanks.yaml");
   if (!loaded.ok()) FAIL(loaded.status().ToString());
