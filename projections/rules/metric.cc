@@ -139,7 +139,6 @@ bool Reading::DecodeValue(std::string_view bytes) {
   double value = 0;
   bool has_value = false;
   const size_t codes_before = codes_.size();
-  bool listed_codes = false;
   while (!w.done()) {
     uint32_t field = 0;
     uint32_t type = 0;
@@ -165,7 +164,6 @@ bool Reading::DecodeValue(std::string_view bytes) {
       value = static_cast<double>(v);
       has_value = true;
     } else if (field == v1::MetricValue::kCodesFieldNumber && (type == 0 || type == 2)) {
-      listed_codes = true;
       if (type == 0) {
         if (!w.Varint(&v)) return false;
         codes_.push_back(static_cast<int32_t>(static_cast<int64_t>(v)));
@@ -189,8 +187,7 @@ bool Reading::DecodeValue(std::string_view bytes) {
     return true;
   }
   if (metric->repeated) {
-    has_codes_ = true;
-    (void)listed_codes;  // An empty list says "no code active".
+    has_codes_ = true;  // An empty list says "no code active".
     return true;
   }
   codes_.resize(codes_before);
