@@ -54,8 +54,8 @@ struct BacktestOptions {
   std::string rules;      // The rule set file to try.
   std::string catalogue;  // The catalogue to compile it against; empty: the built-in one.
   std::string from;       // RFC 3339; empty: the log's start.
-  std::string to;     // RFC 3339; empty: the log's end.
-  std::string keep;   // Keep the backtest's log here.
+  std::string to;         // RFC 3339; empty: the log's end.
+  std::string keep;       // Keep the backtest's log here.
   size_t examples = 10;
   bool json = false;
 };

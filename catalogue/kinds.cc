@@ -1,7 +1,6 @@
 #include "catalogue/kinds.h"
 
 #include <cmath>
-#include <mutex>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_format.h"
@@ -102,7 +101,7 @@ std::string Kind::MetricNames() const {
 void KindTable::Index() {
   for (Kind& k : kinds_) {
     by_id_.emplace(k.id, k.index);
-    if (k.typed > 0 && k.typed < 8) by_typed_[k.typed] = k.index;
+    if (k.typed > 0 && k.typed < v1::DeviceKind_ARRAYSIZE) by_typed_[k.typed] = k.index;
     k.by_slot_.assign(kMaxMetricSlots, -1);
     for (size_t i = 0; i < k.metrics.size(); ++i) {
       k.by_name_.emplace(k.metrics[i].name, static_cast<int>(i));
@@ -179,7 +178,7 @@ const Kind* KindTable::Find(std::string_view id) const {
 }
 
 const Kind* KindTable::FindTyped(v1::DeviceKind typed) const {
-  if (typed <= 0 || typed >= 8 || by_typed_[typed] < 0) return nullptr;
+  if (typed <= 0 || typed >= v1::DeviceKind_ARRAYSIZE || by_typed_[typed] < 0) return nullptr;
   return &kinds_[by_typed_[typed]];
 }
 

@@ -10,6 +10,7 @@
 #ifndef CITYOPS_CATALOGUE_KINDS_H_
 #define CITYOPS_CATALOGUE_KINDS_H_
 
+#include <array>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -96,7 +97,12 @@ class KindTable {
   v1::Catalogue catalogue_;
   std::vector<Kind> kinds_;
   absl::flat_hash_map<std::string, int> by_id_;
-  int by_typed_[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
+  std::array<int, v1::DeviceKind_ARRAYSIZE> by_typed_ = MakeNone();
+  static std::array<int, v1::DeviceKind_ARRAYSIZE> MakeNone() {
+    std::array<int, v1::DeviceKind_ARRAYSIZE> a;
+    a.fill(-1);
+    return a;
+  }
 };
 
 // The catalogue id of a typed kind ("flood_gauge"), or "" for UNSPECIFIED.
